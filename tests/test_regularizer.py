@@ -1,0 +1,223 @@
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian
+
+from herd_cls.registry import HerdError
+from herd_cls.regularizer import (
+    HeRD, class_blocks, class_mask, class_penalty, free_region, hessian_block_mass, latent_hessian,
+    penalty_weight, per_sample_loss, sum_losses, universal_penalty,
+)
+
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Oracle comparisons in double precision, restored afterwards for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def oracle(head, z, target, loss):
+    """Independent reference: torch.autograd.functional.hessian, one sample at a time."""
+    fn = per_sample_loss(loss)
+    return torch.stack([
+        hessian(lambda zi: fn(head(zi[None]), target[i:i + 1]).sum(), z[i]) for i in range(len(z))
+    ])
+
+
+def mlp(d, k, act=nn.Tanh):
+    return nn.Sequential(nn.Linear(d, 7), act(), nn.Linear(7, k))
+
+
+def decoder(d, out_act):
+    return nn.Sequential(nn.Linear(d, 9), nn.Softplus(), nn.Linear(9, 12), out_act, nn.Unflatten(1, (3, 4)))
+
+
+CASES = {
+    "linear-ce": lambda: (nn.Linear(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "mlp-ce": lambda: (mlp(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
+    "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("method", ["auto", "exact"])
+def test_latent_hessian_matches_oracle(case, method):
+    torch.manual_seed(0)
+    head, target, loss = CASES[case]()
+    z = torch.randn(6, 5)
+    H = latent_hessian(head, z, target, loss, method)
+    assert H.shape == (6, 5, 5)
+    torch.testing.assert_close(H, oracle(head, z, target, loss), rtol=1e-7, atol=1e-9)
+
+
+def test_closed_form_equals_oracle_and_exact():
+    torch.manual_seed(1)
+    head, y, z = nn.Linear(5, 4), torch.randint(0, 4, (6,)), torch.randn(6, 5)
+    H = latent_hessian(head, z, y, "ce", "closed_form")
+    torch.testing.assert_close(H, oracle(head, z, y, "ce"))
+    torch.testing.assert_close(H, latent_hessian(head, z, y, "ce", "exact"))
+
+
+def test_gauss_newton_exact_for_relu_decoder():
+    torch.manual_seed(2)
+    head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10))
+    z, x = torch.randn(5, 4), torch.randn(5, 10)
+    torch.testing.assert_close(latent_hessian(head, z, x, "mse", "gauss_newton"), oracle(head, z, x, "mse"))
+
+
+def test_gauss_newton_differs_from_exact_for_sigmoid_decoder():
+    torch.manual_seed(3)
+    head, x, _ = CASES["sigmoid-mse"]()
+    z = torch.randn(6, 5)
+    gn = latent_hessian(head, z, x, "mse", "gauss_newton")
+    assert not torch.allclose(gn, oracle(head, z, x, "mse"), atol=1e-6)
+
+
+def test_callable_loss_and_sum_of_hessians():
+    torch.manual_seed(4)
+    cls_head, dec = mlp(5, 3), decoder(5, nn.Sigmoid())
+    z, y, x = torch.randn(4, 5), torch.randint(0, 3, (4,)), torch.rand(4, 3, 4)
+    head, loss = sum_losses([cls_head, dec], ["ce", "mse"])
+    both = latent_hessian(head, z, (y, x), loss)
+    torch.testing.assert_close(both, oracle(cls_head, z, y, "ce") + oracle(dec, z, x, "mse"))
+
+
+def test_hessian_is_differentiable_through_encoder_and_head():
+    torch.manual_seed(5)
+    enc, head = nn.Linear(3, 5), mlp(5, 4)
+    z = enc(torch.randn(6, 3))
+    latent_hessian(head, z, torch.randint(0, 4, (6,)), "ce").pow(2).sum().backward()
+    assert enc.weight.grad.abs().sum() > 0 and head[0].weight.grad.abs().sum() > 0
+
+
+def test_batchnorm_in_train_mode_is_refused_and_eval_is_exact():
+    head = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
+    z, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    with pytest.raises(HerdError, match="BatchNorm1d"):
+        latent_hessian(head, z, y)
+    head.eval()
+    torch.testing.assert_close(latent_hessian(head, z, y), oracle(head, z, y, "ce"))
+
+
+def test_bad_method_combinations_raise():
+    z = torch.randn(2, 3)
+    with pytest.raises(HerdError, match="closed_form"):
+        latent_hessian(mlp(3, 2), z, torch.tensor([0, 1]), "ce", "closed_form")
+    with pytest.raises(HerdError, match="gauss_newton"):
+        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "ce", "gauss_newton")
+    with pytest.raises(HerdError, match="unknown loss"):
+        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "hinge", "exact")
+
+
+def test_block_mass_estimator_is_unbiased():
+    torch.manual_seed(6)
+    head, y = mlp(6, 3), torch.randint(0, 3, (4,))
+    z = torch.randn(4, 6)
+    region = torch.zeros(4, 6, dtype=torch.bool)
+    region[:, :2] = True
+    region[1, :2], region[1, 3:5] = False, True
+    H = oracle(head, z, y, "ce")
+    want_total = H.pow(2).sum((1, 2))
+    want_inside = torch.stack([H[i][region[i]][:, region[i]].pow(2).sum() for i in range(4)])
+    inside, total = hessian_block_mass(head, z, y, region, "ce", probes=4000,
+                                       generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(total, want_total, rtol=0.1, atol=0)
+    torch.testing.assert_close(inside, want_inside, rtol=0.1, atol=0)
+
+
+def test_class_blocks_with_shared_dims():
+    blocks = class_blocks(3, 8, shared_dims=2)
+    assert blocks.int().tolist() == [
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+    ]
+    with pytest.raises(HerdError, match="does not split into 3 class blocks"):
+        class_blocks(3, 8, shared_dims=0)
+
+
+def test_reference_mask_hand_worked():
+    # K=2, d=5, n=2, one shared dim (the reference's own tiny setting)
+    m = class_mask(2, 5, shared_dims=1, alpha_off=0.5, alpha_diag=1.0, variant="reference")
+    off, dg = 0.5 / 20, 1.0 / 5
+    assert m.shape == (2, 5, 5)
+    assert torch.diagonal(m[0]).tolist() == pytest.approx([0, 0, dg, dg, 0])
+    assert torch.diagonal(m[1]).tolist() == pytest.approx([dg, dg, 0, 0, 0])
+    assert m[0, 0, 1] == pytest.approx(off) and m[1, 4, 2] == pytest.approx(off)
+
+
+def test_block_variant_frees_whole_own_block():
+    m = class_mask(2, 5, shared_dims=1, variant="block")
+    assert m[0, :2, :2].abs().sum() == 0 and m[0, 4, 4] == 0
+    assert m[0, 2, 3] > 0 and m[0, 0, 4] > 0 and m[1, 0, 1] > 0
+    free = free_region(class_blocks(2, 5, 1), "block")
+    assert free[1].sum() == 4 + 1
+
+
+def test_class_penalty_golden_values():
+    d = 5
+    labels = torch.tensor([0, 0, 1])
+    H = torch.zeros(3, d, d)
+    H[0, 0, 0], H[1, 0, 0] = 2.0, 4.0        # class 0: all mass on its own diagonal -> 0
+    H[2, 0, 1] = H[2, 1, 0] = -1.0            # class 1: off-diagonal mass only
+    mask = class_mask(2, d, 1, variant="reference")
+    # class 1: sum(M*H) = 2 * 0.5/20 ; mean(|H|) = 2/25
+    assert class_penalty(H, labels, mask).item() == pytest.approx(2 * 0.025 / (2 / 25))
+    purity = class_mask(2, d, 1, variant="purity")
+    # class 0 is pure; class 1 has all its mass outside B_1 -> (0 + 1) / K
+    assert class_penalty(H, labels, purity).item() == pytest.approx(0.5)
+
+
+def test_universal_penalty_golden_value():
+    H = torch.tensor([[[3.0, 1.0], [1.0, 0.0]]])
+    # alpha_off * 2/5 + ||(3, 0)|| / 2
+    assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.5)
+
+
+@pytest.mark.parametrize("variant", ["reference", "block", "purity"])
+def test_gradient_step_lowers_penalty(variant):
+    torch.manual_seed(7)
+    herd = HeRD(3, 7, shared_dims=1, variant=variant)
+    head = mlp(7, 3)
+    z, y = torch.randn(32, 7), torch.arange(32) % 3
+    opt = torch.optim.SGD(head.parameters(), lr=0.05)
+    before = herd(head, z, y, labels=y).item()
+    for _ in range(20):
+        opt.zero_grad()
+        herd(head, z, y, labels=y).backward()
+        opt.step()
+    assert herd(head, z, y, labels=y).item() < before
+
+
+def test_probe_penalty_tracks_exact_purity():
+    torch.manual_seed(8)
+    head, z, y = mlp(6, 3), torch.randn(30, 6), torch.arange(30) % 3
+    H = oracle(head, z, y, "ce")
+    blocks = class_blocks(3, 6)
+    want = torch.stack([1 - H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
+                        for c in range(3)]).mean()
+    herd = HeRD(3, 6, variant="purity", probes=2000)
+    assert herd(head, z, y, labels=y).item() == pytest.approx(want.item(), abs=0.03)
+
+
+def test_herd_module_api():
+    herd = HeRD(10, 22, shared_dims=2)
+    assert herd.mask.shape == (10, 22, 22)
+    assert herd.block(3).tolist() == [6, 7]
+    assert herd.shared.tolist() == [20, 21]
+    with pytest.raises(HerdError, match="out of range"):
+        herd.block(10)
+    with pytest.raises(HerdError, match="variant"):
+        HeRD(10, 22, shared_dims=2, variant="nope")
+    with pytest.raises(HerdError, match="probes"):
+        HeRD(10, 22, shared_dims=2, probes=2)
+
+
+def test_penalty_weight_warmup_and_ramp():
+    assert [penalty_weight(e, warmup=2, ramp=0) for e in range(4)] == [0, 0, 1, 1]
+    assert [penalty_weight(e, warmup=1, ramp=2) for e in range(4)] == [0, 0.5, 1, 1]
