@@ -1,0 +1,78 @@
+"""The ``herd-cls`` command line. Only this module knows about flags, files and the order of stages."""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import fields
+
+import click
+
+from .config import Config, option_name
+from .registry import HerdError
+
+
+def _friendly(fn):
+    """Turn user errors into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HerdError as err:
+            raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; an unfinished run is not linked as latest (resume it with --resume)", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _config_options(fn):
+    """One CLI option per Config field, help and choices taken from the field (defaults shown)."""
+    for f in reversed(fields(Config)):
+        name, meta = option_name(f.name), f.metadata
+        help_text = meta["help"] + (f" [default: {f.default}]" if f.default is not None else "")
+        if f.type == "bool":
+            fn = click.option(f"{name}/--no-{name[2:]}", f.name, default=None, help=help_text)(fn)
+            continue
+        kind = click.Choice(meta["choices"]) if meta["choices"] else (
+            float if "float" in f.type else int if "int" in f.type else str)
+        fn = click.option(name, f.name, type=kind, default=None, help=help_text)(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="herd_cls")
+def main():
+    """HeRD: class-specific disentanglement of timm classifiers and autoencoders.
+
+    \b
+    herd-cls train --backbone resnet18 --reg class    train; writes runs/<name>/, links runs/latest
+    """
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML file of options (see configs/); options given here override it.")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="Continue an interrupted run folder from its last checkpoint, with its own config.")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@_config_options
+@_friendly
+def train(config_path, resume, quiet, **options):
+    """Train a model with HeRD and write a run folder.
+
+    The folder holds the resolved config.yaml, metrics.jsonl/metrics.csv per epoch, an atomic
+    checkpoint.pt (for --resume), model.safetensors and summary.json; <out-dir>/latest points at
+    it once training has finished. The last line printed is the run folder and test accuracy.
+    """
+    from .config import load_config
+    from .train import train as run_training
+
+    cfg = load_config(config_path, options)
+    run_dir = run_training(cfg, resume=resume, progress=not quiet)
+    from .run import load_run
+
+    summary = load_run(run_dir).summary
+    click.echo(f"block purity {summary['block_purity']:.3f}  train {summary['train_seconds']:.0f}s")
+    click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")

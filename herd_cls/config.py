@@ -1,0 +1,145 @@
+"""The experiment config: one flat dataclass whose defaults live here, YAML files that hold only
+what differs, and CLI options generated from the same fields (so ``--help`` and YAML agree)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .registry import HerdError
+
+
+def _opt(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = _opt("digits", "Data set: digits, shapes, mnist, fashion-mnist, cifar10 or imagefolder.")
+    data_root: str = _opt("data", "Folder holding torchvision data sets, or the image folder itself.")
+    download: bool = _opt(False, "Download mnist/fashion-mnist/cifar10 into --data-root if missing.")
+    image_size: int | None = _opt(None, "Side of the square input images (default 32; 64 for imagefolder).")
+    num_samples: int | None = _opt(None, "Use at most this many training images (shapes: how many to generate).")
+    batch_size: int = _opt(64, "Training batch size.")
+    num_workers: int = _opt(0, "DataLoader worker processes.")
+    # model
+    backbone: str = _opt("resnet18", "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) "
+                                     "or 'conv' for a small timm-free autoencoder encoder.")
+    pretrained: bool = _opt(False, "Start from timm's pretrained weights (needs network).")
+    pretrained_file: str | None = _opt(None, "Start from local weights (.pth or .safetensors); no network.")
+    latent: str = _opt("bottleneck", "Where z lives: a linear 'bottleneck' of --latent-dim after the backbone, "
+                                     "or the backbone's own 'pre-logits' features.", ("bottleneck", "pre-logits"))
+    dims_per_class: int = _opt(2, "Latent dims in each class block (bottleneck latent).")
+    shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z "
+                                         "(default 2; for pre-logits, whatever is left over).")
+    latent_dim: int | None = _opt(None, "Size of z; default classes x dims-per-class + shared dims.")
+    head: str = _opt("mlp", "Classifier head on z; a linear head cannot carry class-specific curvature.",
+                     ("mlp", "linear"))
+    head_hidden: int = _opt(64, "Hidden width of the mlp head.")
+    decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
+    # regularizer
+    reg: str = _opt("class", "Regularizer: none, universal HeRD or class-specific HeRD.",
+                    ("none", "universal", "class"))
+    variant: str = _opt("block", "Class-specific formulation: 'reference' (the original work exactly), "
+                                 "'block' (whole own block free) or 'purity' (direct block-purity objective).",
+                        ("reference", "block", "purity"))
+    wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
+    alpha_reg: float = _opt(1.0, "Weight of the HeRD penalty.")
+    alpha_off: float = _opt(0.5, "Weight of off-diagonal Hessian mass in the mask.")
+    alpha_diag: float = _opt(1.0, "Weight of out-of-block diagonal Hessian mass in the mask.")
+    alpha_cl: float = _opt(1.0, "Weight of the classification loss.")
+    alpha_ae: float = _opt(1.0, "Weight of the reconstruction loss (with a decoder).")
+    recon_loss: str = _opt("mse", "Reconstruction loss.", ("mse", "bce"))
+    warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
+    ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
+    probes: int | None = _opt(None, "Estimate block purity with this many Rademacher probes instead of "
+                                    "forming H (variant purity; cost independent of latent size).")
+    hessian_method: str = _opt("auto", "How H is computed.", ("auto", "exact", "closed_form", "gauss_newton"))
+    # training
+    epochs: int = _opt(12, "Training epochs.")
+    lr: float = _opt(2e-3, "AdamW learning rate (cosine schedule).")
+    weight_decay: float = _opt(1e-4, "AdamW weight decay.")
+    seed: int = _opt(0, "Random seed; CPU runs with the same seed are identical.")
+    device: str = _opt("auto", "Device: auto (CUDA when present), cpu, cuda or cuda:N.")
+    amp: bool = _opt(True, "Mixed precision on CUDA (the Hessian path stays in float32).")
+    out_dir: str = _opt("runs", "Folder of run folders; <out-dir>/latest points at the newest complete run.")
+    name: str | None = _opt(None, "Run folder name (default: dataset-backbone-reg-time).")
+
+    def validate(self) -> "Config":
+        for f in fields(self):
+            value, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices and value not in choices:
+                raise HerdError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
+        positive = ["batch_size", "epochs", "dims_per_class", "head_hidden", "lr"]
+        for key in positive + ["image_size", "latent_dim", "num_samples", "probes"]:
+            value = getattr(self, key)
+            if (value is not None or key in positive) and not value > 0:
+                raise HerdError(f"{option_name(key)} must be positive, got {value!r}")
+        for key in ["num_workers", "warmup", "ramp", "shared_dims", "alpha_reg", "alpha_off", "alpha_diag",
+                    "alpha_cl", "alpha_ae", "weight_decay"]:
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise HerdError(f"{option_name(key)} must not be negative, got {value!r}")
+        if self.wrt != "classifier" and self.reg != "none" and not self.decoder:
+            raise HerdError(f"--wrt {self.wrt} needs a decoder; add --decoder")
+        if self.probes is not None and self.variant != "purity":
+            raise HerdError("--probes estimates block purity; use it with --variant purity")
+        return self
+
+
+def option_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a dict of known keys; every problem is one clear HerdError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise HerdError(f"cannot read config {path}: {err.strerror}; check the path") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise HerdError(f"config {path} is not valid YAML{where}; fix the file") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise HerdError(f"config {path} must be a mapping of option: value")
+    unknown = sorted(set(data) - set(config_keys()))
+    if unknown:
+        raise HerdError(f"config {path} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(config_keys())}")
+    return data
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Type-check a YAML value against the field's default (YAML gives ints for floats, etc.)."""
+    kind = Config.__dataclass_fields__[key].type
+    if value is None:
+        return None
+    if "bool" in kind and not isinstance(value, bool):
+        raise HerdError(f"config key {key} must be true or false, got {value!r}")
+    if "float" in kind and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if "int" in kind and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise HerdError(f"config key {key} must be an integer, got {value!r}")
+    if "str" in kind and not isinstance(value, str):
+        raise HerdError(f"config key {key} must be a string, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults < YAML file < overrides (None values in overrides are ignored)."""
+    values = read_yaml(path) if path else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Config(**{k: _coerce(k, v) for k, v in values.items()}).validate()
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

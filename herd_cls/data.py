@@ -1,0 +1,259 @@
+"""Image data sets, offline by default: every set yields (x in [0, 1] of shape (C, H, W), label).
+
+``digits`` (scikit-learn's bundled 8x8 digits) and ``shapes`` (procedural, with its generative
+factors) need no files; ``mnist``, ``fashion-mnist`` and ``cifar10`` read torchvision's files
+from ``root`` (downloading only when asked); ``imagefolder`` reads any class-per-folder tree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from .registry import HerdError, Registry
+
+DATASETS: Registry = Registry("data set")
+SPLIT_SEED = 0  # the split never depends on the training seed, so seeds compare on one test set
+
+
+@dataclass
+class DataInfo:
+    """What a model needs to know about its data."""
+
+    num_classes: int
+    class_names: list[str]
+    in_chans: int
+    image_size: int
+    factor_names: list[str] = field(default_factory=list)
+
+
+class ImageSet(Dataset):
+    """In-memory images (N, C, H, W) in [0, 1], labels (N,) and optional factors {name: (N,)}."""
+
+    def __init__(self, images: Tensor, labels: Tensor, factors: dict[str, np.ndarray] | None = None):
+        self.images, self.labels = images, labels
+        self.factors = factors or {}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+class _Resized(Dataset):
+    """A torchvision data set of PIL images, as tensors in [0, 1] at ``size`` x ``size``."""
+
+    def __init__(self, base, size: int):
+        from torchvision.transforms import v2
+
+        self.base = base
+        self.transform = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True),
+                                     v2.ToDtype(torch.float32, scale=True)])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        img, label = self.base[i]
+        return self.transform(img), int(label)
+
+
+# helpers
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def dataset_labels(ds: Dataset) -> np.ndarray:
+    """Labels of a data set or split, without loading images where the base set keeps them."""
+    if isinstance(ds, Subset):
+        return dataset_labels(ds.dataset)[np.asarray(ds.indices, dtype=int)]
+    base = ds.base if isinstance(ds, _Resized) else ds
+    for attr in ("labels", "targets"):
+        if hasattr(base, attr):
+            return np.asarray(getattr(base, attr))
+    return np.array([ds[i][1] for i in range(len(ds))])
+
+
+def dataset_factors(ds: Dataset) -> dict[str, np.ndarray]:
+    """The generative factors of a data set's images ({} for sets without recorded factors)."""
+    if isinstance(ds, Subset):
+        idx = np.asarray(ds.indices, dtype=int)
+        return {k: v[idx] for k, v in dataset_factors(ds.dataset).items()}
+    return dict(getattr(ds, "factors", {}))
+
+
+def _stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
+    """Split indices into len(fractions) + 1 parts, each class in the same proportions."""
+    from sklearn.model_selection import train_test_split
+
+    parts, rest = [], np.arange(len(labels))
+    remaining = 1.0
+    for frac in fractions:
+        size = frac / remaining
+        try:
+            keep, take = train_test_split(rest, test_size=size, stratify=labels[rest], random_state=seed)
+        except ValueError:  # too few images per class to stratify: a plain random split
+            keep, take = train_test_split(rest, test_size=size, random_state=seed)
+        parts.append(np.sort(take))
+        rest, remaining = keep, remaining - frac
+    return [np.sort(rest)] + parts
+
+
+def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(ds):
+        return ds
+    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return Subset(ds, idx.tolist())
+
+
+# data sets
+
+@DATASETS.register("digits")
+def _digits(root, download, image_size, num_samples):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    ds = ImageSet(_resize(images, image_size), torch.tensor(bunch.target))
+    return {"all": _subsample(ds, num_samples, SPLIT_SEED)}, [str(c) for c in bunch.target_names], 1
+
+
+SHAPE_NAMES = ["square", "ellipse", "triangle", "ring"]
+SHAPE_FACTORS = ["scale", "rotation", "pos_x", "pos_y", "aspect", "thickness"]
+
+
+def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
+    """Procedural shapes with recorded generative factors.
+
+    The class is the shape (square, ellipse, triangle, ring). Every image has ``scale``,
+    ``pos_x`` and ``pos_y``; ``rotation`` exists for all but the rotation-invariant ring;
+    ``aspect`` only for ellipses and ``thickness`` only for rings (NaN where a class lacks one).
+
+    Returns:
+        images (n, 1, S, S) in [0, 1], labels (n,), factors {name: (n,) float array}.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(SHAPE_NAMES)
+    rng.shuffle(labels)
+    scale = rng.uniform(0.3, 0.55, n)
+    margin = 1.0 - scale
+    f = {
+        "scale": scale,
+        "rotation": rng.uniform(0, 1, n),  # fraction of the shape's symmetry period
+        "pos_x": rng.uniform(-1, 1, n) * margin * 0.8,
+        "pos_y": rng.uniform(-1, 1, n) * margin * 0.8,
+        "aspect": rng.uniform(0.4, 0.9, n),
+        "thickness": rng.uniform(0.25, 0.6, n),
+    }
+    period = np.array([math.pi / 2, math.pi, 2 * math.pi / 3, 0.0])[labels]
+    theta = f["rotation"] * period
+    # render at 2x and average-pool: cheap anti-aliasing
+    s2 = 2 * image_size
+    grid = (np.arange(s2, dtype=np.float32) + 0.5) / s2 * 2 - 1
+    gy, gx = np.meshgrid(grid, grid, indexing="ij")
+    inside = np.zeros((n, s2, s2), dtype=bool)
+    for c in range(len(SHAPE_NAMES)):
+        i = np.flatnonzero(labels == c)
+        dx = gx[None] - f["pos_x"][i, None, None]
+        dy = gy[None] - f["pos_y"][i, None, None]
+        cos, sin = np.cos(theta[i])[:, None, None], np.sin(theta[i])[:, None, None]
+        u = (cos * dx + sin * dy) / scale[i, None, None]
+        v = (-sin * dx + cos * dy) / scale[i, None, None]
+        if c == 0:
+            inside[i] = np.maximum(abs(u), abs(v)) <= 0.8
+        elif c == 1:
+            inside[i] = u ** 2 + (v / f["aspect"][i, None, None]) ** 2 <= 1.0
+        elif c == 2:
+            inside[i] = np.maximum(np.maximum(v - 0.5, -0.866 * u - 0.5 * v - 0.5), 0.866 * u - 0.5 * v - 0.5) <= 0
+        else:
+            r = np.sqrt(u ** 2 + v ** 2)
+            inside[i] = (r <= 1.0) & (r >= 1.0 - f["thickness"][i, None, None])
+    images = torch.tensor(inside, dtype=torch.float32).unsqueeze(1)
+    images = F.avg_pool2d(images, 2)
+    f["rotation"] = np.where(labels == 3, np.nan, f["rotation"])
+    f["aspect"] = np.where(labels == 1, f["aspect"], np.nan)
+    f["thickness"] = np.where(labels == 3, f["thickness"], np.nan)
+    return images, torch.tensor(labels), {k: f[k].astype(np.float32) for k in SHAPE_FACTORS}
+
+
+@DATASETS.register("shapes")
+def _shapes(root, download, image_size, num_samples):
+    images, labels, factors = make_shapes(num_samples or 4000, image_size, seed=SPLIT_SEED)
+    return {"all": ImageSet(images, labels, factors)}, list(SHAPE_NAMES), 1
+
+
+def _torchvision(cls_name: str, folder: str, in_chans: int):
+    def load(root, download, image_size, num_samples):
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        try:
+            train = cls(root, train=True, download=download)
+            test = cls(root, train=False, download=download)
+        except RuntimeError as err:
+            hint = "add --download" if not download else "check the network or the files"
+            raise HerdError(f"{cls_name} not found under {Path(root) / folder} ({err}); "
+                            f"pass --data-root DIR holding it or {hint}") from None
+        splits = {"train": _subsample(_Resized(train, image_size), num_samples, SPLIT_SEED),
+                  "test": _Resized(test, image_size)}
+        return splits, [str(c) for c in train.classes], in_chans
+
+    return load
+
+
+DATASETS.register("mnist")(_torchvision("MNIST", "MNIST", 1))
+DATASETS.register("fashion-mnist")(_torchvision("FashionMNIST", "FashionMNIST", 1))
+DATASETS.register("cifar10")(_torchvision("CIFAR10", "cifar-10-batches-py", 3))
+
+
+@DATASETS.register("imagefolder")
+def _imagefolder(root, download, image_size, num_samples):
+    from torchvision.datasets import ImageFolder
+
+    if not Path(root).is_dir():
+        raise HerdError(f"image folder {root} does not exist; pass --data-root DIR with one sub-folder per class")
+    try:
+        base = ImageFolder(root)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise HerdError(f"cannot read image folder {root}: {err}") from None
+    ds = _subsample(_Resized(base, image_size), num_samples, SPLIT_SEED)
+    return {"all": ds}, list(base.classes), 3
+
+
+# public API
+
+DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32}
+
+
+def create_datasets(name: str, root: str | Path = "data", download: bool = False, image_size: int | None = None,
+                    num_samples: int | None = None, val_fraction: float = 0.15,
+                    test_fraction: float = 0.2) -> tuple[dict[str, Dataset], DataInfo]:
+    """Build the train/val/test splits of a data set; the split is stratified and deterministic.
+
+    Sets without an official test split are split into train/val/test; the others keep their
+    test split and carve val out of train.
+    """
+    factory = DATASETS.get(name)
+    size = image_size or DEFAULT_IMAGE_SIZE.get(name, 64)
+    parts, class_names, in_chans = factory(str(root), download, size, num_samples)
+    if "all" in parts:
+        ds = parts["all"]
+        train, val, test = _stratified_split(dataset_labels(ds), [val_fraction, test_fraction], SPLIT_SEED)
+        splits = {"train": Subset(ds, train.tolist()), "val": Subset(ds, val.tolist()),
+                  "test": Subset(ds, test.tolist())}
+    else:
+        train, val = _stratified_split(dataset_labels(parts["train"]), [val_fraction], SPLIT_SEED)
+        splits = {"train": Subset(parts["train"], train.tolist()), "val": Subset(parts["train"], val.tolist()),
+                  "test": parts["test"]}
+    names = list(dataset_factors(parts.get("all", parts.get("train"))))
+    return splits, DataInfo(len(class_names), class_names, in_chans, size, names)

@@ -1,0 +1,169 @@
+"""Latent models: an encoder x -> z and heads z -> logits (``classify``) and z -> x_hat (``decode``).
+
+Every model honours one contract, so the regularizer, captum and the sweeps use the same
+callables: ``encode(x)``, ``classify(z)``, ``decode`` (a module, or None), ``latent_dim``.
+Inputs are images in [0, 1]; the normalisation lives inside the model.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .registry import HerdError
+
+LATENTS = ("bottleneck", "pre-logits")
+HEADS = ("mlp", "linear")
+CONV_BACKBONE = "conv"
+
+
+class ConvDecoder(nn.Module):
+    """z (B, d) -> image (B, C, H, W) in [0, 1]: a linear map to a small grid, then upsampling."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, int, int], width: int = 64):
+        super().__init__()
+        c, h, w = out_shape
+        ups = max(0, math.ceil(math.log2(max(h, w) / 4)))
+        self.grid = (math.ceil(h / 2 ** ups), math.ceil(w / 2 ** ups))
+        self.out_size = (h, w)
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, width * self.grid[0] * self.grid[1]), nn.GELU())
+        layers, ch = [], width
+        for _ in range(ups):
+            nxt = max(16, ch // 2)
+            layers += [nn.ConvTranspose2d(ch, nxt, 4, stride=2, padding=1), nn.GELU()]
+            ch = nxt
+        layers += [nn.Conv2d(ch, c, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.fc(z).view(len(z), self.width, *self.grid)
+        x = self.net(x)
+        if tuple(x.shape[-2:]) != self.out_size:
+            x = nn.functional.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(x)
+
+
+class ConvEncoder(nn.Module):
+    """A plain strided-conv encoder, x (B, C, H, W) -> features (B, num_features); no timm needed."""
+
+    def __init__(self, in_chans: int, width: int = 32, num_features: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_chans, width, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * width * 16, num_features), nn.GELU(),
+        )
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64) -> nn.Module:
+    """Classifier head. A linear head cannot carry class-specific curvature (METHOD.md): use ``mlp``."""
+    if kind == "linear":
+        return nn.Linear(latent_dim, num_classes)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(latent_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
+    raise HerdError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
+
+
+class LatentModel(nn.Module):
+    """Encoder, latent, classifier head and optional decoder around any feature extractor.
+
+    Args:
+        backbone: x -> features (B, F); a timm model built with ``num_classes=0`` or a ConvEncoder.
+        latent_dim: size of z; a linear bottleneck maps F -> latent_dim. ``None`` uses the
+            features themselves as z (``pre-logits``).
+        classifier: the head z -> logits.
+        decoder: z -> image, or None.
+        mean, std: per-channel normalisation applied to inputs in [0, 1].
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int | None, classifier: nn.Module,
+                 decoder: nn.Module | None, mean: list[float], std: list[float]):
+        super().__init__()
+        self.backbone = backbone
+        self.bottleneck = nn.Linear(num_features, latent_dim) if latent_dim is not None else nn.Identity()
+        self.latent_dim = latent_dim if latent_dim is not None else num_features
+        self.classify = classifier
+        self.decode = decoder
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> latent z (B, latent_dim)."""
+        return self.bottleneck(self.backbone((x - self.mean) / self.std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images -> logits, so the model is a plain classifier for attacks and attribution."""
+        return self.classify(self.encode(x))
+
+
+# helpers
+
+def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, pretrained_file: str | None,
+                   num_classes: int) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        hint = f"did you mean: {', '.join(close)}? " if close else ""
+        raise HerdError(f"unknown backbone {name!r}; {hint}use {CONV_BACKBONE!r} or any name in timm.list_models()")
+    kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
+    if pretrained_file is not None:
+        if not Path(pretrained_file).is_file():
+            raise HerdError(f"pretrained file {pretrained_file} does not exist; pass a local .pth/.safetensors file")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained_file)}
+    use_weights = pretrained or pretrained_file is not None
+    try:
+        try:  # transformers take the input size as an argument; CNNs reject it
+            return timm.create_model(name, pretrained=use_weights, img_size=image_size, **kwargs)
+        except TypeError:
+            return timm.create_model(name, pretrained=use_weights, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if pretrained_file is not None:
+            raise HerdError(f"cannot load pretrained file {pretrained_file} into {name}: {err}") from None
+        if pretrained:
+            raise HerdError(f"cannot fetch pretrained weights for {name} ({type(err).__name__}); "
+                            "without network use --pretrained-file PATH") from None
+        raise
+
+
+# public API
+
+def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int, latent: str = "bottleneck",
+                 latent_dim: int | None = None, head: str = "mlp", head_hidden: int = 64, decoder: bool = False,
+                 pretrained: bool = False, pretrained_file: str | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None) -> LatentModel:
+    """A LatentModel around a timm backbone (any name in ``timm.list_models()``) or ``"conv"``.
+
+    ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and, with
+    ``head="linear"``, its own classifier: HeRD then attaches to an unmodified timm classifier.
+    """
+    if latent not in LATENTS:
+        raise HerdError(f"unknown latent {latent!r}; choose one of: {', '.join(LATENTS)}")
+    mean = mean or [0.5] * in_chans
+    std = std or [0.5] * in_chans
+    if backbone == CONV_BACKBONE:
+        if pretrained or pretrained_file:
+            raise HerdError("the 'conv' backbone has no pretrained weights; drop --pretrained/--pretrained-file")
+        features = ConvEncoder(in_chans)
+        num_features, classifier = features.num_features, None
+    else:
+        net = _timm_backbone(backbone, in_chans, image_size, pretrained, pretrained_file, num_classes)
+        num_features = net.num_features
+        classifier = net.get_classifier() if latent == "pre-logits" and head == "linear" else None
+        net.reset_classifier(0)  # forward() now returns pooled pre-logit features
+        features = net
+    d = num_features if latent == "pre-logits" else latent_dim
+    if d is None:
+        raise HerdError("latent 'bottleneck' needs latent_dim")
+    classifier = classifier or make_head(head, d, num_classes, head_hidden)
+    dec = ConvDecoder(d, (in_chans, image_size, image_size)) if decoder else None
+    return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std)

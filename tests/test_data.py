@@ -1,0 +1,107 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from herd_cls.data import DATASETS, create_datasets, dataset_factors, dataset_labels, make_shapes
+from herd_cls.registry import HerdError
+
+
+def test_digits_split_is_deterministic_disjoint_and_stratified():
+    splits, info = create_datasets("digits", image_size=16)
+    again, _ = create_datasets("digits", image_size=16)
+    assert info.num_classes == 10 and info.in_chans == 1 and info.class_names[3] == "3"
+    idx = {k: set(v.indices) for k, v in splits.items()}
+    assert idx == {k: set(v.indices) for k, v in again.items()}
+    assert not (idx["train"] & idx["test"]) and not (idx["val"] & idx["test"]) and not (idx["train"] & idx["val"])
+    assert sum(map(len, idx.values())) == 1797
+    test_share = np.bincount(dataset_labels(splits["test"])) / np.bincount(dataset_labels(splits["train"]))
+    assert test_share.max() - test_share.min() < 0.05
+    x, y = splits["train"][0]
+    assert x.shape == (1, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.max() > 0.5
+
+
+def test_shapes_records_factors_with_class_specific_ones():
+    images, labels, factors = make_shapes(200, image_size=24, seed=3)
+    images2, _, _ = make_shapes(200, image_size=24, seed=3)
+    assert torch.equal(images, images2) and images.shape == (200, 1, 24, 24)
+    assert not torch.equal(images, make_shapes(200, image_size=24, seed=4)[0])
+    # square, ellipse, triangle, ring
+    assert np.isnan(factors["rotation"][labels == 3]).all() and not np.isnan(factors["rotation"][labels != 3]).any()
+    assert np.isnan(factors["aspect"][labels != 1]).all() and not np.isnan(factors["aspect"][labels == 1]).any()
+    assert np.isnan(factors["thickness"][labels != 3]).all()
+    # the factors are the ground truth: a bigger shape covers more pixels
+    squares = labels == 0
+    ink = images[squares].sum((1, 2, 3)).numpy()
+    assert np.corrcoef(ink, factors["scale"][squares] ** 2)[0, 1] > 0.95
+
+
+def test_shapes_split_keeps_factors_aligned():
+    splits, info = create_datasets("shapes", num_samples=400, image_size=16)
+    f, y = dataset_factors(splits["test"]), dataset_labels(splits["test"])
+    assert info.factor_names == list(f) and len(f["scale"]) == len(y) == len(splits["test"])
+    assert np.isnan(f["aspect"][y != 1]).all()
+
+
+def _write_idx(path, array, magic):
+    with gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb") as fh:
+        fh.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in array.shape) + array.tobytes())
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_idx_loaders_on_written_files(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), 2051)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8), 2049)
+    splits, info = create_datasets(name, root=tmp_path, image_size=16)
+    assert info.num_classes == 10 and len(splits["test"]) == 20 and len(splits["train"]) + len(splits["val"]) == 40
+    x, y = splits["test"][3]
+    assert x.shape == (1, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1 and y == 3
+
+
+def test_cifar10_loader_on_written_batches(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 10) for i in range(1, 6)] + [("test_batch", 10)]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(range(10))}
+        (root / name).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    # the real files' checksums cannot match written ones; everything else is torchvision's own code
+    monkeypatch.setattr(tvd.cifar, "check_integrity", lambda *args, **kwargs: True)
+    splits, info = create_datasets("cifar10", root=tmp_path, image_size=8)
+    assert info.in_chans == 3 and info.class_names[2] == "c2"
+    assert len(splits["train"]) + len(splits["val"]) == 50 and splits["test"][0][0].shape == (3, 8, 8)
+
+
+def test_imagefolder_on_written_pngs(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            Image.fromarray(np.full((12, 10, 3), 25 * i, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    splits, info = create_datasets("imagefolder", root=tmp_path, image_size=8)
+    assert info.class_names == ["cat", "dog"] and info.in_chans == 3
+    assert sum(len(s) for s in splits.values()) == 20 and splits["train"][0][0].shape == (3, 8, 8)
+
+
+def test_missing_data_root_says_what_to_do(tmp_path):
+    with pytest.raises(HerdError, match="--download"):
+        create_datasets("mnist", root=tmp_path / "nowhere")
+    with pytest.raises(HerdError, match="does not exist"):
+        create_datasets("imagefolder", root=tmp_path / "nowhere")
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(HerdError) as err:
+        create_datasets("imagenet")
+    for name in DATASETS.names():
+        assert name in str(err.value)
