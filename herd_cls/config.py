@@ -19,6 +19,7 @@ def _opt(default, help: str, choices: tuple | None = None):
 class Config:
     # data
     dataset: str = _opt("digits", "Data set: digits, shapes, mnist, fashion-mnist, cifar10 or imagefolder.")
+    num_classes: int | None = _opt(None, "Expected number of classes, checked against the data set.")
     data_root: str = _opt("data", "Folder holding torchvision data sets, or the image folder itself.")
     download: bool = _opt(False, "Download mnist/fashion-mnist/cifar10 into --data-root if missing.")
     image_size: int | None = _opt(None, "Side of the square input images (default 32; 64 for imagefolder).")
@@ -74,7 +75,7 @@ class Config:
             if choices and value not in choices:
                 raise HerdError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
         positive = ["batch_size", "epochs", "dims_per_class", "head_hidden", "lr"]
-        for key in positive + ["image_size", "latent_dim", "num_samples", "probes"]:
+        for key in positive + ["image_size", "latent_dim", "num_samples", "probes", "num_classes"]:
             value = getattr(self, key)
             if (value is not None or key in positive) and not value > 0:
                 raise HerdError(f"{option_name(key)} must be positive, got {value!r}")

@@ -155,8 +155,11 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
     amp = cfg.amp and device.type == "cuda"
     seed_everything(cfg.seed)
     splits, info = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.num_samples)
+    if cfg.num_classes is not None and cfg.num_classes != info.num_classes:
+        raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
+                        f"{cfg.dataset}; drop --num-classes or choose the matching data set")
     mean, std = channel_stats(splits["train"])
-    cfg = replace(cfg, image_size=info.image_size)
+    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes)
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device)
     herd.to(device)

@@ -1,0 +1,114 @@
+"""End-to-end: the train command, run folders, load_run, resume and reproducibility, on tiny data."""
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+import herd_cls.train as train_module
+from herd_cls import load_run
+from herd_cls.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
+    res = run_cli("train", *tiny_args, "--name", "a", "--decoder", "--wrt", "both")
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs" / "a"
+    assert res.output.strip().splitlines()[-1].startswith(f"run {run}  test accuracy")
+    assert os.readlink(tmp_path / "runs" / "latest") == "a"
+    for name in ("config.yaml", "data.json", "checkpoint.pt", "model.safetensors", "metrics.jsonl",
+                 "metrics.csv", "summary.json"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["penalty_weight"] == 0 and rows[1]["penalty_weight"] == 0.5  # warm-up 1, ramp 2
+    assert rows[1]["train_penalty"] > 0 and rows[1]["val_recon"] > 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"test_accuracy", "block_purity", "train_seconds"} <= set(summary)
+    assert 0 <= summary["block_purity"] <= 1 and summary["train_seconds"] > 0
+
+
+def test_load_run_rebuilds_the_trained_model(tiny_args, tmp_path):
+    assert run_cli("train", *tiny_args, "--name", "a", "--decoder").exit_code == 0
+    run = load_run(tmp_path / "runs" / "latest")
+    assert run.config.latent_dim == 22 and run.config.shared_dims == 2 and run.class_names[3] == "3"
+    assert run.herd.block(3).tolist() == [6, 7]
+    test = run.data("test")
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    with torch.no_grad():
+        z = run.encode(x)
+        acc = (run.head(z).argmax(1) == y).float().mean().item()
+        assert run.decode(z).shape == x.shape
+    assert acc == pytest.approx(run.summary["test_accuracy"], abs=1e-6)
+
+
+def test_same_seed_same_weights_and_resume_equals_uninterrupted(tiny_args, tmp_path, monkeypatch):
+    assert run_cli("train", *tiny_args, "--name", "full").exit_code == 0
+    assert run_cli("train", *tiny_args, "--name", "again").exit_code == 0
+    runs = tmp_path / "runs"
+    full = load_file(runs / "full" / "model.safetensors")
+    again = load_file(runs / "again" / "model.safetensors")
+    assert all(torch.equal(full[k], again[k]) for k in full)
+
+    # interrupt the third run during epoch 2: its epoch-1 checkpoint stays, latest is untouched
+    real_evaluate, calls = train_module.evaluate, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted)
+    res = CliRunner().invoke(main, ["train", *tiny_args, "--name", "cut"])
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert os.readlink(runs / "latest") == "again" and not (runs / "cut" / "summary.json").exists()
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    res = run_cli("train", "--resume", str(runs / "cut"), "--epochs", "2", "--quiet")
+    assert res.exit_code == 0, res.output
+    resumed = load_file(runs / "cut" / "model.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert os.readlink(runs / "latest") == "cut"
+
+
+def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
+    assert run_cli("train", *tiny_args, "--name", "a", "--epochs", "1").exit_code == 0
+    state = torch.load(tmp_path / "runs" / "a" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 0 and "model" in state and "optimizer" in state
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--backbone", "resnet_18"], "unknown backbone 'resnet_18'; did you mean: resnet18"),
+    (["--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of: cifar10, digits"),
+    (["--latent-dim", "23"], "does not split into 10 class blocks"),
+    (["--num-classes", "4"], "--num-classes 4 does not match the 10 classes of digits"),
+    (["--dataset", "mnist", "--data-root", "/nonexistent"], "add --download"),
+    (["--config", "/nonexistent.yaml"], "cannot read config /nonexistent.yaml"),
+    (["--lr", "1e30", "--epochs", "3"], "the loss became"),
+])
+def test_bad_input_gives_one_error_line_and_no_latest(tiny_args, tmp_path, extra, message):
+    res = CliRunner().invoke(main, ["train", *tiny_args, *extra])
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert message in res.output.replace("\n", " ")
+    assert not (tmp_path / "runs" / "latest").exists()
+
+
+def test_help_explains_every_option():
+    from dataclasses import fields
+
+    from herd_cls.config import Config, option_name
+
+    res = run_cli("train", "--help")
+    for f in fields(Config):
+        assert option_name(f.name) in res.output
