@@ -44,11 +44,11 @@ class Config:
     # regularizer
     reg: str = _opt("class", "Regularizer: none, universal HeRD or class-specific HeRD.",
                     ("none", "universal", "class"))
-    variant: str = _opt("block", "Class-specific formulation: 'reference' (the original work exactly), "
+    variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free) or 'purity' (direct block-purity objective).",
                         ("reference", "block", "purity"))
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
-    alpha_reg: float = _opt(1.0, "Weight of the HeRD penalty.")
+    alpha_reg: float = _opt(5.0, "Weight of the HeRD penalty.")
     alpha_off: float = _opt(0.5, "Weight of off-diagonal Hessian mass in the mask.")
     alpha_diag: float = _opt(1.0, "Weight of out-of-block diagonal Hessian mass in the mask.")
     alpha_cl: float = _opt(1.0, "Weight of the classification loss.")

@@ -1,0 +1,39 @@
+"""Where a benchmark ran: commit, machine, library versions; and writing tables into README."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def provenance() -> str:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return "?"
+
+    import torch
+
+    dirty = "+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def publish(name: str, markdown: str) -> Path:
+    """Write reports/<name>.md and replace README's block between <!-- name --> markers."""
+    out = ROOT / "reports" / f"{name}.md"
+    out.write_text(markdown)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
+    if pattern.search(text):
+        readme.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
+    return out
