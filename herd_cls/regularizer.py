@@ -203,16 +203,21 @@ def free_region(blocks: Tensor, variant: str = "reference") -> Tensor:
     """Boolean (K, d, d): the Hessian entries class c may use without penalty.
 
     ``reference``: the diagonal of B_c and of the shared dims (METHOD.md, exactly).
-    ``block`` and ``purity``: all of B_c x B_c (off-diagonal entries too) plus the shared diagonal.
+    ``block``: all of B_c x B_c (off-diagonal entries too) plus the shared diagonal.
+    ``purity``: B_c x B_c only, so the penalty is exactly 1 - block purity; a free shared
+    diagonal was measured to pull whole classes' curvature into the shared dims.
     """
     if variant not in VARIANTS:
         raise HerdError(f"unknown HeRD variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     num_classes, d = blocks.shape
     shared = ~blocks.any(0)
     eye = torch.eye(d, dtype=torch.bool)
+    own = blocks.unsqueeze(2) & blocks.unsqueeze(1)
     if variant == "reference":
         return eye & (blocks | shared).unsqueeze(1)
-    return (blocks.unsqueeze(2) & blocks.unsqueeze(1)) | (eye & shared).unsqueeze(0)
+    if variant == "purity":
+        return own
+    return own | (eye & shared).unsqueeze(0)
 
 
 def class_mask(num_classes: int, latent_dim: int, shared_dims: int = 0, alpha_off: float = 0.5,

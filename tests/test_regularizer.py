@@ -221,3 +221,15 @@ def test_herd_module_api():
 def test_penalty_weight_warmup_and_ramp():
     assert [penalty_weight(e, warmup=2, ramp=0) for e in range(4)] == [0, 0, 1, 1]
     assert [penalty_weight(e, warmup=1, ramp=2) for e in range(4)] == [0, 0.5, 1, 1]
+
+
+def test_purity_penalty_is_one_minus_block_purity():
+    from herd_cls.metrics import class_block_purity
+    from herd_cls.regularizer import class_mean_abs
+
+    torch.manual_seed(9)
+    H, y = torch.randn(12, 7, 7), torch.arange(12) % 3
+    mask = class_mask(3, 7, shared_dims=1, variant="purity")
+    hbar, _ = class_mean_abs(H, y, 3)
+    purity = class_block_purity(hbar, class_blocks(3, 7, 1))
+    assert class_penalty(H, y, mask).item() == pytest.approx((1 - purity).mean().item())
