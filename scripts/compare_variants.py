@@ -25,9 +25,6 @@ SETTINGS = {
     "purity, alpha-reg 1": ["--variant", "purity", "--alpha-reg", "1"],
     "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5"],
     "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20"],
-    "none + decoder": ["--decoder"],
-    "purity, alpha-reg 5, decoder Hessian": ["--variant", "purity", "--alpha-reg", "5", "--decoder",
-                                             "--wrt", "autoencoder"],
 }
 
 
