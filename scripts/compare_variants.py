@@ -20,8 +20,8 @@ from _provenance import provenance, publish
 
 SETTINGS = {
     "none": [],
-    "reference, alpha-reg 1": ["--variant", "reference"],
-    "block, alpha-reg 1": ["--variant", "block"],
+    "reference, alpha-reg 1": ["--variant", "reference", "--alpha-reg", "1"],
+    "block, alpha-reg 1": ["--variant", "block", "--alpha-reg", "1"],
     "purity, alpha-reg 1": ["--variant", "purity", "--alpha-reg", "1"],
     "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5"],
     "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20"],
