@@ -54,6 +54,9 @@ def point_latest(run_dir: Path) -> None:
 def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None) -> Config:
     """Fill in ``latent_dim`` and ``shared_dims`` (pre-logits: the backbone's width decides)."""
     if cfg.latent == "pre-logits":
+        if cfg.latent_dim is not None and cfg.latent_dim != num_features:
+            raise HerdError(f"--latent-dim {cfg.latent_dim} does not match the pre-logit width {num_features} "
+                            f"of {cfg.backbone}; drop --latent-dim")
         d = num_features
         shared = cfg.shared_dims if cfg.shared_dims is not None else d % num_classes
     else:
@@ -64,13 +67,11 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
 
 def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel, HeRD]:
     """The model and HeRD module a config describes; returns the config with its dims resolved."""
+    bottleneck = resolve_dims(cfg, info.num_classes).latent_dim if cfg.latent == "bottleneck" else None
     model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
-                         resolve_dims(cfg, info.num_classes).latent_dim, cfg.head, cfg.head_hidden, cfg.decoder,
+                         bottleneck, cfg.head, cfg.head_hidden, cfg.decoder,
                          cfg.pretrained, cfg.pretrained_file, mean, std)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
-    if cfg.latent_dim != model.latent_dim:
-        raise HerdError(f"--latent-dim {cfg.latent_dim} does not match the pre-logit width {model.latent_dim} "
-                        f"of {cfg.backbone}; drop --latent-dim")
     herd = HeRD(info.num_classes, cfg.latent_dim, mode="universal" if cfg.reg == "universal" else "class",
                 shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
                 variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method)

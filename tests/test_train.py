@@ -112,3 +112,12 @@ def test_help_explains_every_option():
     res = run_cli("train", "--help")
     for f in fields(Config):
         assert option_name(f.name) in res.output
+
+
+def test_pre_logits_latent_with_probes(tiny_args, tmp_path):
+    res = run_cli("train", *tiny_args, "--name", "p", "--epochs", "1", "--latent", "pre-logits", "--probes", "2")
+    assert res.exit_code == 0, res.output
+    run = load_run(tmp_path / "runs" / "p")
+    # the conv backbone has 256 pre-logit features: 10 blocks of 25 dims, 6 left over as shared dims
+    assert (run.config.latent_dim, run.config.shared_dims) == (256, 6)
+    assert run.herd.block(9).tolist() == list(range(225, 250)) and run.herd.probes == 2
