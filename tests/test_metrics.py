@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 import torch
 
 from herd_cls.metrics import class_block_purity
@@ -21,3 +23,61 @@ def test_block_purity_of_absent_class_is_nan_and_uniform_mass_is_chance():
     hbar[2] = 0
     purity = class_block_purity(hbar, blocks)
     assert math.isnan(purity[2]) and torch.allclose(purity[[0, 1, 3]], torch.tensor((3 / 12) ** 2))
+
+
+def _block_latents(n=600, num_classes=4, dims=2, seed=0):
+    """Latents whose class c lives only in B_c: z[:, B_c] carries the class indicator plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    z = 0.05 * torch.randn(n, num_classes * dims, generator=g)
+    for c in range(num_classes):
+        z[y == c, c * dims:(c + 1) * dims] += 1.0 + 0.3 * torch.rand((y == c).sum(), dims, generator=g)
+    return z, y, class_blocks(num_classes, num_classes * dims)
+
+
+def _rotation(d, seed=1):
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def test_attribution_alignment_perfect_and_rotated():
+    from herd_cls.metrics import attribution_alignment
+
+    z, y, blocks = _block_latents()
+    assert attribution_alignment(z * blocks[y], y, blocks)["attribution_alignment"] == 1.0
+    rotated = attribution_alignment((z * blocks[y]) @ _rotation(8), y, blocks)["attribution_alignment"]
+    assert rotated < 0.5  # chance is n / d = 0.25
+
+
+def test_sweep_specificity_golden_values():
+    from herd_cls.metrics import sweep_specificity
+
+    assert sweep_specificity(torch.eye(5) * 3)["sweep_specificity"] == 1.0
+    assert sweep_specificity(torch.ones(5, 5))["sweep_specificity"] == pytest.approx(0.2)
+    res = sweep_specificity(torch.tensor([[3.0, 1.0], [0.0, 0.0]]))
+    assert res["sweep_specificity_per_class"][0] == 0.75 and math.isnan(res["sweep_specificity_per_class"][1])
+
+
+def test_latent_label_information_golden_values():
+    from herd_cls.metrics import latent_label_information
+
+    y = torch.arange(400) % 4
+    noise = torch.rand(400, generator=torch.Generator().manual_seed(0))
+    z = torch.stack([y.float(), noise], 1)            # dim 0 is the label itself, dim 1 is independent
+    res = latent_label_information(z, y, 4, bins=4)
+    assert res["mi_label"][0] == pytest.approx(math.log(4))
+    assert res["mi_label"][1] < 0.02
+    p = 0.25                                          # I(y; y == c) = H(Bernoulli(1/4))
+    assert res["mi_class"][2][0] == pytest.approx(-(p * math.log(p) + (1 - p) * math.log(1 - p)))
+
+
+def test_embedding_separates_classes():
+    from herd_cls.metrics import embedding_2d
+
+    z, y, _ = _block_latents(n=200)
+    for method in ("pca", "tsne"):
+        e = embedding_2d(z, method)
+        assert e.shape == (200, 2)
+        centers = torch.stack([e[y == c].mean(0) for c in range(4)])
+        spread = torch.stack([e[y == c].std(0).norm() for c in range(4)]).max()
+        assert torch.cdist(centers, centers).add(torch.eye(4) * 1e9).min() > spread
