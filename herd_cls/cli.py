@@ -76,3 +76,40 @@ def train(config_path, resume, quiet, **options):
     summary = load_run(run_dir).summary
     click.echo(f"block purity {summary['block_purity']:.3f}  train {summary['train_seconds']:.0f}s")
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")
+
+
+RUN_OPTION = click.option("--run", "run_path", default="runs/latest", show_default=True, type=click.Path(),
+                          help="Run folder to analyse.")
+OUT_OPTION = click.option("--out", default=None, type=click.Path(file_okay=False),
+                          help="Report folder [default: reports/<run name>].")
+
+
+@main.command()
+@click.option("--class", "class_", required=True, help="Class to sweep, by index or name.")
+@RUN_OPTION
+@click.option("--samples", default=8, show_default=True, help="Test images of the class to sweep.")
+@click.option("--range", "span", default=2.0, show_default=True,
+              help="Sweep from -RANGE to +RANGE standard deviations of each dim (over the test set).")
+@click.option("--steps", default=7, show_default=True, help="Steps along each sweep.")
+@click.option("--dims", default="all", show_default=True,
+              help="Dims to sweep: all, block (the class's own), shared, or a list such as 0,3,7.")
+@OUT_OPTION
+@_friendly
+def sweep(class_, run_path, samples, span, steps, dims, out):
+    """Sweep latent dims of real images of one class; image grids (with a decoder) and probability plots.
+
+    Writes PNGs and sweep_class_<C>.html into the report folder; the last line printed is the page.
+    """
+    from .commands import report_dir, resolve_class, sweep_report
+    from .run import load_run
+
+    run = load_run(run_path)
+    target = resolve_class(run, class_)
+    page, info = sweep_report(run, target, report_dir(run, out), samples, span, steps, dims)
+    if run.decode is None:
+        click.echo("this run has no decoder: probability sweeps only")
+    click.echo(f"class {target} ({run.class_names[target]}): block dims {info['block']}, "
+               f"shared dims {info['shared'] or 'none'}")
+    click.echo(f"sweep specificity {info['sweep_specificity_per_class'][target]:.3f} "
+               f"(all classes {info['sweep_specificity']:.3f}, chance {1 / len(run.class_names):.3f})")
+    click.echo(str(page))

@@ -1,0 +1,25 @@
+"""Encode a data set once: images, latents, labels and logits, in memory."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..models import LatentModel
+
+
+@torch.no_grad()
+def collect(model: LatentModel, dataset: Dataset, batch_size: int = 256, limit: int | None = None) -> dict:
+    """{"x": (N, C, H, W), "z": (N, d), "y": (N,), "logits": (N, K)} for the first ``limit`` images."""
+    model.eval()
+    device = next(model.parameters()).device
+    xs, zs, ys, logits = [], [], [], []
+    seen = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        if limit is not None and seen >= limit:
+            break
+        x = x.to(device)
+        z = model.encode(x)
+        xs.append(x.cpu()), zs.append(z.cpu()), ys.append(y), logits.append(model.classify(z).cpu())
+        seen += len(y)
+    out = {"x": torch.cat(xs), "z": torch.cat(zs), "y": torch.cat(ys), "logits": torch.cat(logits)}
+    return {k: v[:limit] for k, v in out.items()} if limit is not None else out

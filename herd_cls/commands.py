@@ -1,0 +1,95 @@
+"""What each analysis command does, from a run folder to files on disk; the CLI only parses flags."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .analysis.latents import collect
+from .analysis.sweep import block_sweep_effect, sweep
+from .metrics import sweep_specificity
+from .registry import HerdError
+from .run import Run
+
+
+def resolve_class(run: Run, value: str) -> int:
+    """A class given by index or name -> its index; otherwise an error listing the valid ones."""
+    names = run.class_names
+    if value in names and not value.isdigit():
+        return names.index(value)
+    if value.isdigit() and int(value) < len(names):
+        return int(value)
+    valid = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
+    raise HerdError(f"class {value!r} is not in this run's data ({run.config.dataset}); valid classes: {valid}")
+
+
+def resolve_dims(run: Run, spec: str, target: int) -> list[int]:
+    """``all``, ``block`` (the class's own), ``shared``, or a comma list such as ``0,3,7``."""
+    d = run.herd.latent_dim
+    if spec == "all":
+        return list(range(d))
+    if spec == "block":
+        return run.herd.block(target).tolist()
+    if spec == "shared":
+        dims = run.herd.shared.tolist()
+        if not dims:
+            raise HerdError("this run has no shared dims; use --dims block, all or a list")
+        return dims
+    try:
+        dims = [int(v) for v in spec.split(",")]
+    except ValueError:
+        raise HerdError(f"--dims must be all, block, shared or a comma list of ints, got {spec!r}") from None
+    bad = [v for v in dims if not 0 <= v < d]
+    if bad:
+        raise HerdError(f"latent dims {bad} are out of range; this run has dims 0..{d - 1}")
+    return dims
+
+
+def sweep_report(run: Run, target: int, out_dir: Path, samples: int = 8, span: float = 2.0, steps: int = 7,
+                 dims: str = "all") -> tuple[Path, dict]:
+    """Sweep the latent dims of ``samples`` test images of class ``target``; write PNGs and a page.
+
+    Returns the page's path and {"dims", "block", "shared", "sweep_specificity", ...}.
+    """
+    from .report.figures import sweep_grid, sweep_probabilities
+    from .report.html import render
+
+    if samples < 1 or steps < 2 or span <= 0:
+        raise HerdError("--samples must be >= 1, --steps >= 2 and --range > 0")
+    data = collect(run.model, run.data("test"))
+    z, y = data["z"], data["y"]
+    chosen = z[y == target][:samples]
+    if len(chosen) == 0:
+        raise HerdError(f"the test split has no image of class {target}; pick another class")
+    dim_list = resolve_dims(run, dims, target)
+    std = z.std(0)
+    result = sweep(run.model, chosen, dim_list, std, span, steps)
+    effect = block_sweep_effect(run.model, z, y, run.herd.blocks.cpu(), std, span, steps)
+    spec = sweep_specificity(effect)
+    block, shared = run.herd.block(target).tolist(), run.herd.shared.tolist()
+
+    folder = out_dir / f"sweep_class_{target}"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = run.class_names[target]
+    entries = []
+    for i, d in enumerate(dim_list):
+        kind = "own" if d in block else "shared" if d in shared else "other"
+        title = f"class {name}, dim {d}" + (" (class block)" if kind == "own" else " (shared)" if kind == "shared" else "")
+        probs = sweep_probabilities(result["probs"][i], result["offsets"], run.class_names, target, title,
+                                    folder / f"dim{d}_probs.png")
+        grid = None
+        if result["images"] is not None:
+            grid = sweep_grid(result["images"][i], result["offsets"], title, folder / f"dim{d}_images.png")
+        entries.append({"index": d, "kind": kind, "probs": f"{folder.name}/{probs.name}",
+                        "grid": f"{folder.name}/{grid.name}" if grid else None})
+    page = render("sweep.html", out_dir / f"sweep_class_{target}.html", run_name=run.path.name,
+                  class_index=target, class_name=name, samples=len(chosen), span=span, steps=steps,
+                  has_decoder=run.decode is not None, block=block, shared=shared, dims=entries,
+                  specificity=spec["sweep_specificity_per_class"][target], chance=1 / len(run.class_names))
+    return page, {"dims": dim_list, "block": block, "shared": shared, **spec}
+
+
+def report_dir(run: Run, out: str | None) -> Path:
+    """``reports/<run name>/`` unless ``--out`` says otherwise."""
+    path = Path(out) if out else Path("reports") / run.path.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+

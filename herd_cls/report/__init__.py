@@ -1,0 +1,1 @@
+"""Rendering: matplotlib figures and Jinja2 HTML pages from the analyses' tensors and dicts."""
