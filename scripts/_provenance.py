@@ -28,7 +28,8 @@ def provenance() -> str:
 
 
 def publish(name: str, markdown: str) -> Path:
-    """Write reports/<name>.md and replace README's block between <!-- name --> markers."""
+    """Print the table, write reports/<name>.md and replace README's block between <!-- name --> markers."""
+    print(markdown)
     out = ROOT / "reports" / f"{name}.md"
     out.write_text(markdown)
     readme = ROOT / "README.md"
@@ -36,4 +37,5 @@ def publish(name: str, markdown: str) -> Path:
     pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
     if pattern.search(text):
         readme.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
+    print(out)
     return out

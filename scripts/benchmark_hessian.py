@@ -62,8 +62,7 @@ def main() -> None:
     md = (f"Milliseconds per batch of {args.batch} (forward, Hessian and backward through it), mean "
           f"of {args.repeats} runs; `python scripts/benchmark_hessian.py` at {provenance()}.\n\n"
           "| d | head | plain fwd+bwd ms | Hessian path ms |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    print(md)
-    print(publish("benchmark_hessian", md))
+    publish("benchmark_hessian", md)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,7 @@ def main() -> None:
           f"| run | test accuracy | block purity | wall s (whole command) | training s | "
           f"target ≤ {TARGET_SECONDS} s, ≥ {TARGET_ACCURACY} acc |\n|---|---|---|---|---|---|\n"
           + "\n".join(rows) + "\n")
-    print(md)
-    print(publish("benchmark_train", md))
+    publish("benchmark_train", md)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,7 @@ def main() -> None:
     md = (f"resnet18 on digits, seed {args.seed}, defaults otherwise; `python scripts/compare_variants.py` at "
           f"{provenance()}.\n\n| setting | options | test accuracy | test recon MSE | block purity |\n"
           "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    print(md)
-    print(publish("compare_variants", md))
+    publish("compare_variants", md)
 
 
 if __name__ == "__main__":
