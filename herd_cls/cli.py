@@ -113,3 +113,34 @@ def sweep(class_, run_path, samples, span, steps, dims, out):
     click.echo(f"sweep specificity {info['sweep_specificity_per_class'][target]:.3f} "
                f"(all classes {info['sweep_specificity']:.3f}, chance {1 / len(run.class_names):.3f})")
     click.echo(str(page))
+
+
+@main.command()
+@RUN_OPTION
+@click.option("--compare", "compare_path", default=None, type=click.Path(),
+              help="A second run folder to show side by side (e.g. a --reg none baseline).")
+@click.option("--method", default="integrated-gradients", show_default=True,
+              type=click.Choice(["integrated-gradients", "saliency", "gradient-shap", "occlusion"]),
+              help="captum attribution method for inputs and latents.")
+@OUT_OPTION
+@_friendly
+def report(run_path, compare_path, method, out):
+    """Write an HTML report: an index page and one page per class.
+
+    The folder (default reports/<run name>/) holds index.html, class_<k>.html and figures/; links are
+    relative, so it can be zipped and opened from file://. The last line printed is index.html.
+    """
+    from .commands import analyse, report_dir
+    from .report.pages import write_report
+    from .run import load_run
+
+    runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
+    if len(runs) == 2 and runs[0].class_names != runs[1].class_names:
+        raise HerdError("--compare needs two runs on the same classes; these runs' data sets differ")
+    analyses = [analyse(r, method) for r in runs]
+    index = write_report(analyses, report_dir(runs[0], out))
+    for a in analyses:
+        click.echo(f"{a['name']}: accuracy {a['accuracy']:.3f}  block purity {a['block_purity']:.3f}  "
+                   f"attribution alignment {a['attribution_alignment']:.3f}  "
+                   f"sweep specificity {a['sweep_specificity']:.3f}")
+    click.echo(str(index))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .analysis.latents import collect
 from .analysis.sweep import block_sweep_effect, sweep
 from .metrics import sweep_specificity
@@ -93,3 +95,55 @@ def report_dir(run: Run, out: str | None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
+
+
+def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512) -> dict:
+    """Everything a report shows about one run, as tensors and dicts (no drawing).
+
+    Hessian block purity (mean |H| per class), latent attribution matrix and alignment, sweep
+    specificity, latent-label mutual information, a PCA embedding, per-class accuracy, input
+    attributions and block sweeps for ``per_class`` test images of every class.
+    """
+    from .analysis.attribution import attribute, class_latent_attribution
+    from .metrics import (attribution_alignment, class_block_purity, embedding_2d, latent_label_information)
+    from .regularizer import class_mean_abs, latent_hessian
+    from .run import hessian_target
+
+    model, cfg, names = run.model, run.config, run.class_names
+    num_classes = len(names)
+    data = collect(model, run.data("test"))
+    x, z, y = data["x"], data["z"], data["y"]
+    blocks = run.herd.blocks.cpu()
+    std = z.std(0)
+
+    hsum = torch.zeros(num_classes, z.shape[1], z.shape[1])
+    counts = torch.zeros(num_classes)
+    for xb, zb, yb in zip(x[:hessian_samples].split(128), z[:hessian_samples].split(128), y[:hessian_samples].split(128)):
+        head, target, loss = hessian_target(model, cfg, xb, yb)
+        H = latent_hessian(head, zb, target, loss, cfg.hessian_method).detach()
+        c = torch.bincount(yb, minlength=num_classes).float()
+        hsum += class_mean_abs(H, yb, num_classes)[0] * c.view(-1, 1, 1)
+        counts += c
+    hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
+    purity = class_block_purity(hbar, blocks)
+
+    latent = class_latent_attribution(model.classify, z, y, num_classes, method)
+    effect = block_sweep_effect(model, z, y, blocks, std)
+    correct = data["logits"].argmax(1) == y
+    chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(num_classes)}
+    chosen = {c: idx for c, idx in chosen.items() if len(idx)}
+    all_idx = torch.cat(list(chosen.values()))
+    maps = attribute(model, x[all_idx], y[all_idx], method, batch_size=32).split([len(i) for i in chosen.values()])
+    examples = {c: {"images": x[idx], "maps": m, "sweep": sweep(model, z[idx], blocks[c].nonzero().flatten().tolist(), std)}
+                for (c, idx), m in zip(chosen.items(), maps)}
+    return {
+        "run": run, "name": run.path.name, "class_names": names, "blocks": blocks,
+        "shared": run.herd.shared.tolist(), "hbar": hbar, "y": y, "embedding": embedding_2d(z, "pca"),
+        "latent_matrix": latent["matrix"], "examples": examples, "method": method,
+        "accuracy": float(correct.float().mean()),
+        "class_accuracy": [float(correct[y == c].float().mean()) if (y == c).any() else float("nan")
+                           for c in range(num_classes)],
+        "block_purity": float(torch.nanmean(purity)), "block_purity_per_class": purity.tolist(),
+        **attribution_alignment(latent["per_sample"], y, blocks), **sweep_specificity(effect),
+        **latent_label_information(z, y, num_classes),
+    }

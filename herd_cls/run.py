@@ -18,7 +18,7 @@ from .config import Config, load_config
 from .data import DataInfo, create_datasets
 from .models import LatentModel, create_model
 from .registry import HerdError
-from .regularizer import HeRD
+from .regularizer import HeRD, sum_losses
 
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
@@ -76,6 +76,16 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
                 shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
                 variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method)
     return cfg, model, herd
+
+
+def hessian_target(model: LatentModel, cfg: Config, x: Tensor, y: Tensor):
+    """(head, target, loss) whose latent Hessian HeRD shapes, by ``cfg.wrt``."""
+    if cfg.wrt == "classifier":
+        return model.classify, y, "ce"
+    if cfg.wrt == "autoencoder":
+        return model.decode, x, cfg.recon_loss
+    head, loss = sum_losses([model.classify, model.decode], ["ce", cfg.recon_loss])
+    return head, (y, x), loss
 
 
 @dataclass

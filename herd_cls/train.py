@@ -20,8 +20,9 @@ from .data import create_datasets
 from .metrics import class_block_purity
 from .models import LatentModel
 from .registry import HerdError
-from .regularizer import HeRD, class_mean_abs, latent_hessian, penalty_weight, per_sample_loss, sum_losses
-from .run import CHECKPOINT, WEIGHTS, atomic_write, build, point_latest, save_data_info, write_json
+from .regularizer import HeRD, class_mean_abs, latent_hessian, penalty_weight, per_sample_loss
+from .run import (CHECKPOINT, WEIGHTS, atomic_write, build, hessian_target, point_latest, save_data_info,
+                  write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
 
@@ -49,16 +50,6 @@ def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[flo
     """Per-channel mean and std of (at most ``limit``) training images."""
     x = torch.stack([ds[i][0] for i in range(min(limit, len(ds)))])
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
-
-
-def hessian_target(model: LatentModel, cfg: Config, x: torch.Tensor, y: torch.Tensor):
-    """(head, target, loss) whose latent Hessian HeRD shapes, by ``cfg.wrt``."""
-    if cfg.wrt == "classifier":
-        return model.classify, y, "ce"
-    if cfg.wrt == "autoencoder":
-        return model.decode, x, cfg.recon_loss
-    head, loss = sum_losses([model.classify, model.decode], ["ce", cfg.recon_loss])
-    return head, (y, x), loss
 
 
 def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x, y, weight: float, amp: bool) -> dict:

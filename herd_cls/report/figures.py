@@ -50,3 +50,102 @@ def sweep_probabilities(probs: Tensor, offsets: Tensor, class_names: list[str], 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Per-epoch accuracy, loss and block purity from metrics.jsonl rows."""
+    plt = _plt()
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 2.6))
+    axes[0].plot(epochs, [r["train_accuracy"] for r in rows], label="train")
+    axes[0].plot(epochs, [r["val_accuracy"] for r in rows], label="val")
+    axes[0].set_title("accuracy", fontsize=9), axes[0].legend(fontsize=7)
+    axes[1].plot(epochs, [r["train_loss"] for r in rows], label="train total")
+    axes[1].plot(epochs, [r["val_ce"] for r in rows], label="val CE")
+    axes[1].set_title("loss", fontsize=9), axes[1].legend(fontsize=7), axes[1].set_yscale("log")
+    axes[2].plot(epochs, [r["val_block_purity"] for r in rows], color="C3")
+    axes[2].set_title("Hessian block purity (val)", fontsize=9), axes[2].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("epoch", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _outline_blocks(ax, blocks: Tensor, highlight: int | None = None, square: bool = True) -> None:
+    from matplotlib.patches import Rectangle
+
+    for c, row in enumerate(blocks):
+        idx = row.nonzero().flatten()
+        lo, n = int(idx[0]), len(idx)
+        color, lw = ("C3", 2.0) if c == highlight else ("white", 0.8)
+        if square:
+            ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec=color, lw=lw))
+        else:
+            ax.add_patch(Rectangle((lo - 0.5, c - 0.5), n, 1, fill=False, ec=color, lw=lw))
+
+
+def hessian_heatmap(hbar: Tensor, blocks: Tensor, target: int, title: str, path: Path) -> Path:
+    """Mean |H| (d, d) of one class with every class block outlined, the class's own in red."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    im = ax.imshow(hbar.numpy(), cmap="magma")
+    _outline_blocks(ax, blocks, target)
+    ax.set_title(title, fontsize=9), ax.set_xlabel("latent dim"), ax.set_ylabel("latent dim")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], title: str, path: Path) -> Path:
+    """A (K, d) class x latent-dim matrix (e.g. mean |attribution|), each row normalised, blocks outlined."""
+    plt = _plt()
+    m = matrix / matrix.max(1, keepdim=True).values.clamp_min(1e-12)
+    fig, ax = plt.subplots(figsize=(min(12, 1.5 + 0.3 * m.shape[1]), 0.9 + 0.3 * m.shape[0]))
+    ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    _outline_blocks(ax, blocks, square=False)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel("latent dim"), ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def embedding_scatter(points: Tensor, labels: Tensor, class_names: list[str], title: str, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    for c, name in enumerate(class_names):
+        p = points[labels == c]
+        ax.scatter(p[:, 0], p[:, 1], s=6, label=name, color=plt.cm.tab10(c % 10))
+    ax.set_xticks([]), ax.set_yticks([]), ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, markerscale=2, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def attribution_overlays(images: Tensor, maps: Tensor, title: str, path: Path) -> Path:
+    """Images (S, C, H, W) with |attribution| (S, C, H, W) as a heat overlay; the mean map first."""
+    plt = _plt()
+    heat = maps.abs().sum(1)
+    n = len(images)
+    fig, axes = plt.subplots(1, n + 1, figsize=(1.3 * (n + 1), 1.6), squeeze=False)
+    axes[0, 0].imshow(heat.mean(0).numpy(), cmap="inferno")
+    axes[0, 0].set_title("mean", fontsize=7)
+    for i in range(n):
+        img = images[i].permute(1, 2, 0).numpy()
+        axes[0, i + 1].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+        axes[0, i + 1].imshow(heat[i].numpy(), cmap="inferno", alpha=0.55)
+    for ax in axes[0]:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
