@@ -109,6 +109,8 @@ def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], tit
     ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
     _outline_blocks(ax, blocks, square=False)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    if m.shape[1] <= 40:
+        ax.set_xticks(range(m.shape[1]), [str(j) for j in range(m.shape[1])], fontsize=7)
     ax.set_xlabel("latent dim"), ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -1,0 +1,60 @@
+"""The report command end to end on tiny runs: pages parse, every link and image exists."""
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from herd_cls.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.stack = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.refs += [v for k, v in attrs if k in ("src", "href")]
+        if tag not in ("img", "meta", "br", "link"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+
+def test_report_with_compare(tiny_args, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", *tiny_args, "--name", "herd", "--decoder"]).exit_code == 0
+    assert runner.invoke(main, ["train", *tiny_args, "--name", "base", "--reg", "none"]).exit_code == 0
+    runs, out = tmp_path / "runs", tmp_path / "report"
+    res = runner.invoke(main, ["report", "--run", str(runs / "herd"), "--compare", str(runs / "base"),
+                               "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    index = Path(res.output.strip().splitlines()[-1])
+    assert index == out / "index.html"
+    pages = sorted(out.glob("*.html"))
+    assert {p.name for p in pages} == {"index.html"} | {f"class_{c}.html" for c in range(10)}
+    for page in pages:
+        parser = _Page()
+        parser.feed(page.read_text())
+        assert parser.stack == []
+        assert parser.refs, page
+        for ref in parser.refs:
+            assert not ref.startswith(("http", "/")), ref  # relative links only: opens from file://
+            target = page.parent / ref
+            assert target.is_file(), f"{page.name} links to missing {ref}"
+            assert target.stat().st_size > 500
+    text = (out / "class_3.html").read_text()
+    assert "herd" in text and "base" in text and "6, 7" in text  # both runs; class 3 owns dims 6 and 7
+    assert (out / "figures" / "run0_sweep_3_6_img.png").is_file()  # the decoder run's image sweeps
+
+
+def test_report_refuses_runs_on_different_classes(tiny_args, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", *tiny_args, "--name", "d", "--epochs", "1"]).exit_code == 0
+    assert runner.invoke(main, ["train", *tiny_args, "--name", "s", "--epochs", "1", "--dataset", "shapes"]).exit_code == 0
+    res = runner.invoke(main, ["report", "--run", str(tmp_path / "runs" / "d"), "--compare",
+                               str(tmp_path / "runs" / "s"), "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "same classes" in res.output and "Traceback" not in res.output
