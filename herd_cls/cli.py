@@ -78,6 +78,9 @@ def train(config_path, resume, quiet, **options):
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")
 
 
+METHOD_OPTION = click.option("--method", default="integrated-gradients", show_default=True,
+                             type=click.Choice(["integrated-gradients", "saliency", "gradient-shap", "occlusion"]),
+                             help="captum attribution method for inputs and latents.")
 RUN_OPTION = click.option("--run", "run_path", default="runs/latest", show_default=True, type=click.Path(),
                           help="Run folder to analyse.")
 OUT_OPTION = click.option("--out", default=None, type=click.Path(file_okay=False),
@@ -119,9 +122,7 @@ def sweep(class_, run_path, samples, span, steps, dims, out):
 @RUN_OPTION
 @click.option("--compare", "compare_path", default=None, type=click.Path(),
               help="A second run folder to show side by side (e.g. a --reg none baseline).")
-@click.option("--method", default="integrated-gradients", show_default=True,
-              type=click.Choice(["integrated-gradients", "saliency", "gradient-shap", "occlusion"]),
-              help="captum attribution method for inputs and latents.")
+@METHOD_OPTION
 @OUT_OPTION
 @_friendly
 def report(run_path, compare_path, method, out):
@@ -144,3 +145,28 @@ def report(run_path, compare_path, method, out):
                    f"attribution alignment {a['attribution_alignment']:.3f}  "
                    f"sweep specificity {a['sweep_specificity']:.3f}")
     click.echo(str(index))
+
+
+@main.command()
+@RUN_OPTION
+@click.option("--class", "class_", default=None, help="Only this class (index or name) [default: every class].")
+@METHOD_OPTION
+@click.option("--samples", default=8, show_default=True, help="Test images per class for input attributions.")
+@OUT_OPTION
+@_friendly
+def attribute(run_path, class_, method, samples, out):
+    """Input and latent attributions with captum, and the latent attribution alignment.
+
+    Writes attribute.html and attribution/*.png into the report folder; the last line printed is the page.
+    """
+    from .commands import attribute_report, report_dir, resolve_class
+    from .run import load_run
+
+    run = load_run(run_path)
+    target = resolve_class(run, class_) if class_ is not None else None
+    page, scores = attribute_report(run, report_dir(run, out), target, method, samples)
+    per_class = scores["attribution_alignment_per_class"]
+    shown = [target] if target is not None else range(len(run.class_names))
+    click.echo("latent attribution alignment: " + "  ".join(f"{run.class_names[c]} {per_class[c]:.2f}" for c in shown))
+    click.echo(f"overall {scores['attribution_alignment']:.3f}")
+    click.echo(str(page))

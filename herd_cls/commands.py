@@ -147,3 +147,38 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         **attribution_alignment(latent["per_sample"], y, blocks), **sweep_specificity(effect),
         **latent_label_information(z, y, num_classes),
     }
+
+
+def attribute_report(run: Run, out_dir: Path, target: int | None = None, method: str = "integrated-gradients",
+                     samples: int = 8) -> tuple[Path, dict]:
+    """Input attributions of ``samples`` test images per class (or of class ``target``), and the
+    class x latent-dim attribution matrix with its alignment; PNGs plus attribute.html."""
+    from .analysis.attribution import attribute, class_latent_attribution
+    from .metrics import attribution_alignment
+    from .report.figures import attribution_overlays, class_dim_matrix
+    from .report.html import render
+
+    if samples < 1:
+        raise HerdError("--samples must be at least 1")
+    data = collect(run.model, run.data("test"))
+    x, z, y = data["x"], data["z"], data["y"]
+    names, blocks = run.class_names, run.herd.blocks.cpu()
+    latent = class_latent_attribution(run.model.classify, z, y, len(names), method)
+    scores = attribution_alignment(latent["per_sample"], y, blocks)
+    folder = out_dir / "attribution"
+    folder.mkdir(parents=True, exist_ok=True)
+    matrix = class_dim_matrix(latent["matrix"], blocks, names, f"mean |{method}| of the true-class logit",
+                              folder / f"latent_{method}.png")
+    classes = []
+    for c in ([target] if target is not None else range(len(names))):
+        idx = (y == c).nonzero().flatten()[:samples]
+        if len(idx) == 0:
+            continue
+        maps = attribute(run.model, x[idx], y[idx], method, batch_size=32)
+        fig = attribution_overlays(x[idx], maps, f"{method}, class {names[c]}", folder / f"class{c}_{method}.png")
+        classes.append({"index": c, "name": names[c], "block": blocks[c].nonzero().flatten().tolist(),
+                        "alignment": scores["attribution_alignment_per_class"][c], "figure": f"{folder.name}/{fig.name}"})
+    page = render("attribute.html", out_dir / "attribute.html", run_name=run.path.name, method=method,
+                  matrix=f"{folder.name}/{matrix.name}", alignment=scores["attribution_alignment"],
+                  chance=float(blocks[0].sum()) / blocks.shape[1], classes=classes)
+    return page, scores

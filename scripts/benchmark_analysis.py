@@ -1,0 +1,56 @@
+"""Time the analysis commands on the default run: `herd-cls sweep --class 3` and `herd-cls report`.
+
+Targets (issue: analysis and reports): sweep at most 10 s and report at most 60 s on a 2-core CPU,
+after the default `herd-cls train --backbone resnet18 --reg class`. Each command is timed as a whole
+process (Python start-up and imports included), best and worst of --repeats runs. Writes
+reports/benchmark_analysis.md and the matching README block.
+
+    python scripts/benchmark_analysis.py [--run RUN_DIR] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _provenance import provenance, publish
+
+TARGETS = {"sweep": 10.0, "attribute": None, "report": 60.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default=None, help="a trained default run (default: train one now)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    herd = [sys.executable, "-m", "herd_cls"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run
+        if run is None:
+            subprocess.run(herd + ["train", "--backbone", "resnet18", "--reg", "class", "--out-dir", tmp,
+                                   "--name", "default", "--quiet"], check=True)
+            run = str(Path(tmp) / "default")
+        commands = {"sweep": ["sweep", "--class", "3"], "attribute": ["attribute"], "report": ["report"]}
+        rows = []
+        for name, cmd in commands.items():
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                subprocess.run(herd + cmd + ["--run", run, "--out", str(Path(tmp) / "out")], check=True,
+                               stdout=subprocess.DEVNULL)
+                times.append(time.perf_counter() - t0)
+            target = TARGETS[name]
+            verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
+            rows.append(f"| `herd-cls {' '.join(cmd)}` | {min(times):.1f} | {max(times):.1f} | "
+                        f"{'–' if target is None else f'≤ {target:.0f}'} | {verdict} |")
+    md = (f"Analysis commands on the default digits run, {args.repeats} runs each, whole process; "
+          f"`python scripts/benchmark_analysis.py` at {provenance()}.\n\n"
+          "| command | best s | worst s | target s | |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    publish("benchmark_analysis", md)
+
+
+if __name__ == "__main__":
+    main()
