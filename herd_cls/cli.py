@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import fields
 
@@ -71,9 +72,7 @@ def train(config_path, resume, quiet, **options):
 
     cfg = load_config(config_path, options)
     run_dir = run_training(cfg, resume=resume, progress=not quiet)
-    from .run import load_run
-
-    summary = load_run(run_dir).summary
+    summary = json.loads((run_dir / "summary.json").read_text())
     click.echo(f"block purity {summary['block_purity']:.3f}  train {summary['train_seconds']:.0f}s")
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from . import figures
 from .html import render
 
@@ -26,7 +28,7 @@ def _run_figures(a: dict, folder: Path, tag: str) -> dict:
         "latent": rel(figures.class_dim_matrix(a["latent_matrix"], blocks, names,
                                                f"mean |{a['method']}| of the true-class logit",
                                                folder / f"{tag}latent_attribution.png")),
-        "mi": rel(figures.class_dim_matrix(__import__("torch").tensor(a["mi_class"]), blocks, names,
+        "mi": rel(figures.class_dim_matrix(torch.tensor(a["mi_class"]), blocks, names,
                                            "mutual information I(z_j; y = c)", folder / f"{tag}mutual_information.png")),
         "embedding": rel(figures.embedding_scatter(a["embedding"], a["y"], names, "PCA of test latents",
                                                    folder / f"{tag}embedding.png")),
