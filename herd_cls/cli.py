@@ -169,3 +169,54 @@ def attribute(run_path, class_, method, samples, out):
     click.echo("latent attribution alignment: " + "  ".join(f"{run.class_names[c]} {per_class[c]:.2f}" for c in shown))
     click.echo(f"overall {scores['attribution_alignment']:.3f}")
     click.echo(str(page))
+
+
+def _csv(kind):
+    def parse(ctx, param, value):
+        try:
+            return [kind(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma list, got {value!r}") from None
+
+    return parse
+
+
+@main.command()
+@RUN_OPTION
+@click.option("--attack", "attacks", default="fgsm,pgd-linf,apgd-ce", show_default=True, callback=_csv(str),
+              help="Comma list of: fgsm, pgd-linf, pgd-l2, apgd-ce, apgd-dlr, autoattack (slow: includes Square).")
+@click.option("--eps", default="0,0.03,0.1,0.3", show_default=True, callback=_csv(float),
+              help="Comma list of perturbation budgets in [0, 1] pixel units (L2 norm for pgd-l2).")
+@click.option("--steps", default=10, show_default=True, help="Iterations of the iterative attacks.")
+@click.option("--restarts", default=1, show_default=True, help="Restarts of APGD.")
+@click.option("--n-samples", default=200, show_default=True, help="Class-balanced test images to attack.")
+@click.option("--compare", "compare_path", default=None, type=click.Path(),
+              help="A second run to evaluate the same way and show side by side.")
+@OUT_OPTION
+@_friendly
+def robustness(run_path, attacks, eps, steps, restarts, n_samples, compare_path, out):
+    """Clean and robust accuracy per class, attack and eps, with where in the latent blocks attacks move z.
+
+    Saves robustness.json in each run folder and robustness.html in the report folder (the last line
+    printed); lists the sanity checks and warns when one fails.
+    """
+    from tqdm.auto import tqdm
+
+    from .commands import report_dir, robustness_eval, robustness_page
+    from .run import load_run
+
+    runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
+    if len(runs) == 2 and runs[0].class_names != runs[1].class_names:
+        raise HerdError("--compare needs two runs on the same classes; these runs' data sets differ")
+    results = []
+    for run in runs:
+        with tqdm(total=len(attacks) * len(eps), desc=f"attacking {run.path.name}", leave=False) as bar:
+            results.append(robustness_eval(run, attacks, eps, steps, restarts, n_samples, progress=bar.update))
+    for run, res in zip(runs, results):
+        click.echo(f"{run.path.name}: clean accuracy {res['clean']['accuracy']:.3f} on {res['n_samples']} images")
+        for name, table in res["attacks"].items():
+            click.echo(f"  {name:9s} " + "  ".join(f"eps {e}: {row['robust_accuracy']:.3f}" for e, row in table.items()))
+        for check in res["checks"]:
+            if not check["passed"]:
+                click.echo(f"  warning: sanity check failed: {check['check']} ({check['detail']})", err=True)
+    click.echo(str(robustness_page(runs, results, report_dir(runs[0], out))))

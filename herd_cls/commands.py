@@ -182,3 +182,62 @@ def attribute_report(run: Run, out_dir: Path, target: int | None = None, method:
                   matrix=f"{folder.name}/{matrix.name}", alignment=scores["attribution_alignment"],
                   chance=float(blocks[0].sum()) / blocks.shape[1], classes=classes)
     return page, scores
+
+
+def _balanced_test_batch(run: Run, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """About n_samples test images, the same number from every class (in split order)."""
+    data = run.data("test")
+    from .data import dataset_labels
+
+    labels = torch.as_tensor(dataset_labels(data))
+    k = len(run.class_names)
+    per = max(1, n_samples // k)
+    idx = torch.cat([(labels == c).nonzero().flatten()[:per] for c in range(k)]).sort().values
+    x = torch.stack([data[int(i)][0] for i in idx])
+    return x, labels[idx]
+
+
+def robustness_eval(run: Run, attacks: list[str], eps: list[float], steps: int = 10, restarts: int = 1,
+                    n_samples: int = 200, progress=None) -> dict:
+    """Robustness of one run, saved to <run>/robustness.json (atomically) and returned."""
+    from .analysis.robustness import check_attack_request, evaluate_robustness
+    from .run import write_json
+
+    check_attack_request(attacks, eps, len(run.class_names))
+    if steps < 1 or restarts < 1 or n_samples < 1:
+        raise HerdError("--steps, --restarts and --n-samples must be at least 1")
+    x, y = _balanced_test_batch(run, n_samples)
+    result = evaluate_robustness(run.classifier, run.encode, x, y, run.herd.blocks.cpu(), attacks, eps, steps,
+                                 restarts, progress=progress)
+    result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts,
+                          "n_samples": len(y), "run": str(run.path)}
+    write_json(run.path / "robustness.json", result)
+    return result
+
+
+def robustness_page(runs: list[Run], results: list[dict], out_dir: Path) -> Path:
+    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, checks."""
+    from .report.figures import confusion_heatmap, robustness_curves
+    from .report.html import render
+
+    folder = out_dir / "robustness"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = runs[0].class_names
+    entries = []
+    for i, (run, res) in enumerate(zip(runs, results)):
+        tag = f"run{i}_"
+        strongest = list(res["attacks"])[-1]
+        eps_mid = sorted(res["attacks"][strongest], key=float)[len(res["attacks"][strongest]) // 2]
+        entries.append({
+            "name": run.path.name, "result": res, "strongest": strongest, "eps_mid": eps_mid,
+            "blocks": [run.herd.block(c).tolist() for c in range(len(names))],
+            "overall": f"{folder.name}/" + robustness_curves(res, None, f"{run.path.name}: all classes",
+                                                             folder / f"{tag}overall.png").name,
+            "confusion": f"{folder.name}/" + confusion_heatmap(res["attacks"][strongest][eps_mid]["confusion"], names,
+                                                               f"{strongest}, eps {eps_mid}",
+                                                               folder / f"{tag}confusion.png").name,
+            "classes": [f"{folder.name}/" + robustness_curves(res, c, f"class {names[c]}",
+                                                              folder / f"{tag}class{c}.png").name
+                        for c in range(len(names))],
+        })
+    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=names)

@@ -117,6 +117,12 @@ class Run:
         """z -> images, or None for a run without a decoder."""
         return self.model.decode
 
+    @property
+    def classifier(self) -> nn.Module:
+        """Images (B, C, H, W) in [0, 1] -> logits, in eval mode (normalisation inside): point any
+        attack or attribution library at it."""
+        return self.model.eval()
+
     def data(self, split: str = "test") -> Dataset:
         """The run's train/val/test split, rebuilt from its config (images in [0, 1], labels)."""
         if split not in ("train", "val", "test"):

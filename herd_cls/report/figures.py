@@ -151,3 +151,43 @@ def attribution_overlays(images: Tensor, maps: Tensor, title: str, path: Path) -
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def robustness_curves(result: dict, class_index: int | None, title: str, path: Path) -> Path:
+    """Robust accuracy against eps, one line per attack (and the clean accuracy dashed).
+
+    ``class_index`` None plots the overall accuracy; otherwise that class's.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.8, 2.8))
+    clean = result["clean"]["accuracy"] if class_index is None else result["clean"]["per_class"][class_index]
+    for i, (name, table) in enumerate(result["attacks"].items()):
+        eps = sorted(table, key=float)
+        acc = [table[e]["robust_accuracy"] if class_index is None else table[e]["per_class"][class_index] for e in eps]
+        ax.plot([float(e) for e in eps], [a if a is not None else float("nan") for a in acc], marker="o", ms=3,
+                label=name, color=f"C{i}")
+    if clean is not None:
+        ax.axhline(clean, ls="--", color="0.5", lw=0.8, label="clean")
+    ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7), ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02), ax.set_title(title, fontsize=9), ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def confusion_heatmap(confusion: list, class_names: list[str], title: str, path: Path) -> Path:
+    """Where adversarial examples land: true class (rows) against adversarial prediction (columns)."""
+    import numpy as np
+
+    plt = _plt()
+    m = np.asarray(confusion, dtype=float)
+    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    ax.imshow(m / np.maximum(m.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, fontsize=6)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
+    ax.set_xlabel("adversarial prediction"), ax.set_ylabel("true class"), ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
