@@ -1,6 +1,7 @@
-"""Time the analysis commands on the default run: `herd-cls sweep --class 3` and `herd-cls report`.
+"""Time the analysis commands on the default run: sweep, attribute, report and robustness.
 
-Targets (issue: analysis and reports): sweep at most 10 s and report at most 60 s on a 2-core CPU,
+Targets: `herd-cls sweep --class 3` at most 10 s and `herd-cls report` at most 60 s (analysis issue),
+`herd-cls robustness` at most 60 s (robustness issue), on a 2-core CPU,
 after the default `herd-cls train --backbone resnet18 --reg class`. Each command is timed as a whole
 process (Python start-up and imports included), best and worst of --repeats runs. Writes
 reports/benchmark_analysis.md and the matching README block.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from _provenance import provenance, publish
 
-TARGETS = {"sweep": 10.0, "attribute": None, "report": 60.0}
+TARGETS = {"sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
 
 
 def main() -> None:
@@ -33,7 +34,8 @@ def main() -> None:
             subprocess.run(herd + ["train", "--backbone", "resnet18", "--reg", "class", "--out-dir", tmp,
                                    "--name", "default", "--quiet"], check=True)
             run = str(Path(tmp) / "default")
-        commands = {"sweep": ["sweep", "--class", "3"], "attribute": ["attribute"], "report": ["report"]}
+        commands = {"sweep": ["sweep", "--class", "3"], "attribute": ["attribute"], "report": ["report"],
+                    "robustness": ["robustness"]}
         rows = []
         for name, cmd in commands.items():
             times = []
