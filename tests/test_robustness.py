@@ -95,7 +95,7 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     assert res.exit_code == 0, res.output
     assert "sanity check failed" not in res.output
     saved = json.loads((run_dir / "robustness.json").read_text())
-    assert saved["attacks"]["pgd-linf"]["0"]["robust_accuracy"] == saved["clean"]["accuracy"]
+    assert saved["attacks"]["pgd-linf"]["0.0"]["robust_accuracy"] == saved["clean"]["accuracy"]
     assert saved["attacks"]["apgd-ce"]["0.3"]["robust_accuracy"] <= 0.1
     # the classifier a run exposes is what was attacked: images in [0, 1] -> logits, eval mode
     run = load_run(run_dir)
