@@ -29,13 +29,16 @@ def test_report_with_compare(tiny_args, tmp_path):
     assert runner.invoke(main, ["train", *tiny_args, "--name", "herd", "--decoder"]).exit_code == 0
     assert runner.invoke(main, ["train", *tiny_args, "--name", "base", "--reg", "none"]).exit_code == 0
     runs, out = tmp_path / "runs", tmp_path / "report"
+    rob = runner.invoke(main, ["robustness", "--run", str(runs / "herd"), "--eps", "0,0.1", "--attack", "fgsm",
+                               "--n-samples", "20", "--out", str(out)])
+    assert rob.exit_code == 0, rob.output
     res = runner.invoke(main, ["report", "--run", str(runs / "herd"), "--compare", str(runs / "base"),
                                "--out", str(out)])
     assert res.exit_code == 0, res.output
     index = Path(res.output.strip().splitlines()[-1])
     assert index == out / "index.html"
     pages = sorted(out.glob("*.html"))
-    assert {p.name for p in pages} == {"index.html"} | {f"class_{c}.html" for c in range(10)}
+    assert {p.name for p in pages} == {"index.html", "robustness.html"} | {f"class_{c}.html" for c in range(10)}
     for page in pages:
         parser = _Page()
         parser.feed(page.read_text())
@@ -49,6 +52,8 @@ def test_report_with_compare(tiny_args, tmp_path):
     text = (out / "class_3.html").read_text()
     assert "herd" in text and "base" in text and "6, 7" in text  # both runs; class 3 owns dims 6 and 7
     assert (out / "figures" / "run0_sweep_3_6_img.png").is_file()  # the decoder run's image sweeps
+    assert "run0_robustness_3.png" in text and "run1_robustness_3.png" not in text  # only herd was attacked
+    assert 'href="robustness.html"' in index.read_text()
 
 
 def test_report_refuses_runs_on_different_classes(tiny_args, tmp_path):

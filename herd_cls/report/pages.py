@@ -34,8 +34,14 @@ def _run_figures(a: dict, folder: Path, tag: str) -> dict:
                                                    folder / f"{tag}embedding.png")),
         "classes": {},
     }
+    robustness_file = a["run"].path / "robustness.json"
+    robust = json.loads(robustness_file.read_text()) if robustness_file.is_file() else None
+    out["robustness"] = None if robust is None else rel(figures.robustness_curves(
+        robust, None, "robust accuracy, all classes", folder / f"{tag}robustness.png"))
     for c, name in enumerate(names):
-        page = {"attribution": None, "sweeps": [], "hessian": rel(figures.hessian_heatmap(a["hbar"][c], blocks, c, f"mean |H|, class {name}",
+        page = {"attribution": None, "sweeps": [], "robustness": None if robust is None else rel(
+            figures.robustness_curves(robust, c, f"robust accuracy, class {name}", folder / f"{tag}robustness_{c}.png")),
+                "hessian": rel(figures.hessian_heatmap(a["hbar"][c], blocks, c, f"mean |H|, class {name}",
                                                        folder / f"{tag}hessian_{c}.png"))}
         ex = a["examples"].get(c)
         if ex is not None:
@@ -74,4 +80,4 @@ def write_report(analyses: list[dict], out_dir: Path) -> Path:
         render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
                metrics=METRICS)
     return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=METRICS,
-                  chance=chance)
+                  chance=chance, robustness_page=(out_dir / "robustness.html").is_file())
