@@ -1,0 +1,86 @@
+"""Golden values for the ground-truth scores: a code that is the factors scores ~1, a random
+rotation of it (every dim mixes every factor) scores low, noise scores chance."""
+import numpy as np
+import pytest
+
+from herd_cls.disentanglement import (_discretise, beta_vae_score, dci, disentanglement_scores, factor_vae_score,
+                                      mig, sap)
+from herd_cls.registry import HerdError
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def code():
+    rng = np.random.default_rng(0)
+    factors = {name: rng.uniform(0, 1, N) for name in ("a", "b", "c")}
+    perfect = np.stack(list(factors.values()), 1) + 0.001 * rng.normal(size=(N, 3))
+    perfect = np.concatenate([perfect, 0.001 * rng.normal(size=(N, 1))], 1)   # plus one inactive dim
+    hadamard = 0.5 * np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
+    rotated = (perfect - 0.5) @ hadamard     # every dim mixes every factor with equal weight
+    noise = rng.normal(size=(N, 4))
+    return factors, perfect, rotated, noise
+
+
+def test_discretise_keeps_discrete_levels_and_bins_continuous_values():
+    assert _discretise(np.array([3.0, 7.0, 3.0, 9.0])).tolist() == [0, 1, 0, 2]
+    binned = _discretise(np.linspace(0, 1, 1000))
+    assert binned.min() == 0 and binned.max() == 19 and np.bincount(binned).min() >= 49
+
+
+def test_mig_golden(code):
+    factors, perfect, rotated, noise = code
+    assert mig(perfect, factors) > 0.9
+    assert mig(rotated, factors) < 0.3
+    assert mig(noise, factors) < 0.05
+
+
+def test_mig_by_hand_for_a_copied_binary_factor():
+    # z0 = v exactly, z1 = v too: the gap is 0; drop the copy and it is H(v)/H(v) = 1
+    v = np.array([0.0, 1.0] * 50)
+    assert mig(np.stack([v, v], 1), {"v": v}) == pytest.approx(0.0)
+    assert mig(np.stack([v, np.zeros_like(v)], 1), {"v": v}) == pytest.approx(1.0)
+
+
+def test_dci_golden(code):
+    factors, perfect, rotated, _ = code
+    good, bad = dci(perfect, factors), dci(rotated, factors)
+    assert good["disentanglement"] > 0.9 and good["completeness"] > 0.9 and good["informativeness"] > 0.95
+    assert bad["disentanglement"] < 0.5 and bad["completeness"] < 0.5
+    assert bad["informativeness"] > 0.8      # a rotation loses no information, only its alignment
+
+
+def test_sap_golden(code):
+    factors, perfect, rotated, noise = code
+    assert sap(perfect, factors) > 0.95
+    assert sap(rotated, factors) < 0.5
+    assert sap(noise, factors) < 0.05
+
+
+def test_beta_vae_and_factor_vae_scores_golden(code):
+    factors, perfect, rotated, noise = code
+    assert beta_vae_score(perfect, factors) > 0.95
+    assert factor_vae_score(perfect, factors) > 0.95
+    assert factor_vae_score(rotated, factors) < factor_vae_score(perfect, factors) - 0.2
+    chance = 1 / len(factors)
+    assert beta_vae_score(noise, factors) < chance + 0.2
+    assert factor_vae_score(noise, factors) < chance + 0.2
+
+
+def test_class_specific_factor_is_scored_only_on_its_class():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 1000)
+    shared = rng.uniform(size=2000)
+    own = np.where(labels == 1, rng.uniform(size=2000), np.nan)   # class 1 only
+    z = np.stack([shared, np.nan_to_num(own, nan=0.0), labels + 0.01 * rng.normal(size=2000)], 1)
+    out = disentanglement_scores(z, {"shared": shared, "own": own}, labels, ["a", "b"])
+    assert out["per_class"]["a"]["factors"] == ["shared"]
+    assert out["per_class"]["b"]["factors"] == ["shared", "own"]
+    assert out["per_class"]["b"]["mig"] > 0.8
+    assert np.isnan(out["per_class"]["a"]["beta_vae"])        # one factor: naming it is trivial
+    assert set(out["class_mean"]) == set(out["overall"])
+
+
+def test_nan_factors_are_refused_outside_the_per_class_path():
+    with pytest.raises(HerdError, match="NaN"):
+        mig(np.zeros((4, 2)), {"v": np.array([0.0, np.nan, 1.0, 2.0])})
