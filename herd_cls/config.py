@@ -11,6 +11,13 @@ import yaml
 from .registry import HerdError
 
 
+HERD_REGS = ("universal", "class")
+VAE_REGS = ("beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae")
+REGS = ("none", *HERD_REGS, "hessian-penalty", *VAE_REGS)
+REG_WEIGHTS = {"universal": 5.0, "class": 5.0, "hessian-penalty": 0.1, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
+               "factor-vae": 10.0, "beta-tcvae": 6.0}
+
+
 def _opt(default, help: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -42,13 +49,18 @@ class Config:
     head_hidden: int = _opt(64, "Hidden width of the mlp head.")
     decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
     # regularizer
-    reg: str = _opt("class", "Regularizer: none, universal HeRD or class-specific HeRD.",
-                    ("none", "universal", "class"))
+    reg: str = _opt("class", "Regularizer: none, universal HeRD, class-specific HeRD, or a baseline: the "
+                             "Hessian Penalty on the decoder, or beta-VAE, beta-VAE with annealed capacity, "
+                             "FactorVAE or beta-TCVAE on a variational bottleneck (baselines need --decoder).",
+                    REGS)
     variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free) or 'purity' (direct block-purity objective).",
                         ("reference", "block", "purity"))
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
-    alpha_reg: float = _opt(5.0, "Weight of the HeRD penalty.")
+    alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
+                                         "factor-vae and beta-vae-capacity); default per --reg: "
+                                         + ", ".join(f"{k} {v:g}" for k, v in REG_WEIGHTS.items()) + ".")
+    capacity: float = _opt(25.0, "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.")
     alpha_off: float = _opt(0.5, "Weight of off-diagonal Hessian mass in the mask.")
     alpha_diag: float = _opt(1.0, "Weight of out-of-block diagonal Hessian mass in the mask.")
     alpha_cl: float = _opt(1.0, "Weight of the classification loss.")
@@ -80,15 +92,24 @@ class Config:
             if (value is not None or key in positive) and not value > 0:
                 raise HerdError(f"{option_name(key)} must be positive, got {value!r}")
         for key in ["num_workers", "warmup", "ramp", "shared_dims", "alpha_reg", "alpha_off", "alpha_diag",
-                    "alpha_cl", "alpha_ae", "weight_decay"]:
+                    "alpha_cl", "alpha_ae", "weight_decay", "capacity"]:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise HerdError(f"{option_name(key)} must not be negative, got {value!r}")
         if self.wrt != "classifier" and self.reg != "none" and not self.decoder:
             raise HerdError(f"--wrt {self.wrt} needs a decoder; add --decoder")
+        if self.reg in ("hessian-penalty", *VAE_REGS) and not self.decoder:
+            raise HerdError(f"--reg {self.reg} regularizes a decoder; add --decoder")
+        if self.reg in VAE_REGS and self.latent != "bottleneck":
+            raise HerdError(f"--reg {self.reg} needs a variational bottleneck; use --latent bottleneck")
         if self.probes is not None and self.variant != "purity":
             raise HerdError("--probes estimates block purity; use it with --variant purity")
         return self
+
+    @property
+    def reg_weight(self) -> float:
+        """``alpha_reg``, or the default weight of ``reg``."""
+        return self.alpha_reg if self.alpha_reg is not None else REG_WEIGHTS.get(self.reg, 0.0)
 
 
 def option_name(key: str) -> str:

@@ -83,13 +83,18 @@ class LatentModel(nn.Module):
         classifier: the head z -> logits.
         decoder: z -> image, or None.
         mean, std: per-channel normalisation applied to inputs in [0, 1].
+        variational: add a log-variance layer beside the bottleneck (which then gives the mean), for
+            the VAE baselines; ``encode`` still returns the mean.
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int | None, classifier: nn.Module,
-                 decoder: nn.Module | None, mean: list[float], std: list[float]):
+                 decoder: nn.Module | None, mean: list[float], std: list[float], variational: bool = False):
         super().__init__()
+        if variational and latent_dim is None:
+            raise HerdError("a variational latent needs a bottleneck; use latent 'bottleneck'")
         self.backbone = backbone
         self.bottleneck = nn.Linear(num_features, latent_dim) if latent_dim is not None else nn.Identity()
+        self.logvar = nn.Linear(num_features, latent_dim) if variational else None
         self.latent_dim = latent_dim if latent_dim is not None else num_features
         self.classify = classifier
         self.decode = decoder
@@ -99,6 +104,15 @@ class LatentModel(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) in [0, 1] -> latent z (B, latent_dim)."""
         return self.bottleneck(self.backbone((x - self.mean) / self.std))
+
+    @property
+    def variational(self) -> bool:
+        return self.logvar is not None
+
+    def encode_distribution(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images -> (mean, log-variance) of q(z | x), each (B, latent_dim); variational models only."""
+        features = self.backbone((x - self.mean) / self.std)
+        return self.bottleneck(features), self.logvar(features)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images -> logits, so the model is a plain classifier for attacks and attribution."""
@@ -140,7 +154,8 @@ def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, 
 def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int, latent: str = "bottleneck",
                  latent_dim: int | None = None, head: str = "mlp", head_hidden: int = 64, decoder: bool = False,
                  pretrained: bool = False, pretrained_file: str | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None) -> LatentModel:
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 variational: bool = False) -> LatentModel:
     """A LatentModel around a timm backbone (any name in ``timm.list_models()``) or ``"conv"``.
 
     ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and, with
@@ -166,4 +181,5 @@ def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int
         raise HerdError("latent 'bottleneck' needs latent_dim")
     classifier = classifier or make_head(head, d, num_classes, head_hidden)
     dec = ConvDecoder(d, (in_chans, image_size, image_size)) if decoder else None
-    return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std)
+    return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std,
+                       variational)

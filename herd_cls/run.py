@@ -14,7 +14,7 @@ from typing import Any, Callable
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .config import Config, load_config
+from .config import VAE_REGS, Config, load_config
 from .data import DataInfo, create_datasets
 from .models import LatentModel, create_model
 from .registry import HerdError
@@ -70,7 +70,7 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
     bottleneck = resolve_dims(cfg, info.num_classes).latent_dim if cfg.latent == "bottleneck" else None
     model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
                          bottleneck, cfg.head, cfg.head_hidden, cfg.decoder,
-                         cfg.pretrained, cfg.pretrained_file, mean, std)
+                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=cfg.reg in VAE_REGS)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
     herd = HeRD(info.num_classes, cfg.latent_dim, mode="universal" if cfg.reg == "universal" else "class",
                 shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,

@@ -5,17 +5,19 @@ import csv
 import json
 import random
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import Config, load_config, save_config
+from .baselines import FactorDiscriminator, gaussian_kl, hessian_penalty, reparameterise, total_correlation
+from .config import HERD_REGS, Config, load_config, save_config
 from .data import create_datasets
 from .metrics import class_block_purity
 from .models import LatentModel
@@ -52,20 +54,67 @@ def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[flo
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x, y, weight: float, amp: bool) -> dict:
-    """All loss terms of one batch; ``loss`` is what is minimised."""
+@dataclass
+class Baseline:
+    """What a baseline regularizer carries between batches: the FactorVAE discriminator and its
+    optimiser, the current KL capacity, the training-set size (for beta-TCVAE's estimator)."""
+
+    dataset_size: int
+    capacity: float = 0.0
+    discriminator: FactorDiscriminator | None = None
+    optimizer: torch.optim.Optimizer | None = None
+
+
+def regularizer_loss(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: Tensor, z: Tensor,
+                     mu: Tensor | None, logvar: Tensor | None, baseline: Baseline) -> tuple[Tensor, Tensor]:
+    """(penalty, weighted term added to the loss before the warm-up ramp) for ``cfg.reg``.
+
+    The VAE terms are divided by the pixel count, since the reconstruction loss is a per-pixel
+    mean: with ``--recon-loss bce`` the objective is then the ELBO's, scaled by 1 / pixels.
+    """
+    weight = cfg.reg_weight
+    if cfg.reg in HERD_REGS:
+        head, target, hloss = hessian_target(model, cfg, x, y)
+        penalty = herd(head, z, target, labels=y, loss=hloss)
+        return penalty, weight * penalty
+    if cfg.reg == "hessian-penalty":
+        penalty = hessian_penalty(model.decode, z)
+        return penalty, weight * penalty
+    pixels = x[0].numel()
+    kl = gaussian_kl(mu, logvar).mean()
+    if cfg.reg == "beta-vae":
+        term = weight * kl
+    elif cfg.reg == "beta-vae-capacity":
+        term = weight * (kl - baseline.capacity).abs()
+    elif cfg.reg == "factor-vae":
+        term = kl + weight * baseline.discriminator.total_correlation(z)
+    else:  # beta-tcvae: KL + (beta - 1) TC, the decomposition with alpha = gamma = 1
+        term = kl + (weight - 1) * total_correlation(z, mu, logvar, baseline.dataset_size)
+    return kl / pixels, term / pixels
+
+
+def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: Tensor, weight: float, amp: bool,
+                 baseline: Baseline | None = None) -> dict:
+    """All loss terms of one batch; ``loss`` is what is minimised (the regularizer only when
+    ``weight > 0`` and a ``baseline`` state is given)."""
+    mu = logvar = None
     with torch.autocast(x.device.type, enabled=amp):
-        z = model.encode(x)
+        if model.variational:
+            mu, logvar = model.encode_distribution(x)
+            z = reparameterise(mu, logvar) if model.training else mu
+        else:
+            z = model.encode(x)
         logits = model.classify(z)
         ce = F.cross_entropy(logits.float(), y)
         recon = per_sample_loss(cfg.recon_loss)(model.decode(z).float(), x).mean() if model.decode else None
     loss = cfg.alpha_cl * ce + (cfg.alpha_ae * recon if recon is not None else 0.0)
     penalty = None
-    if cfg.reg != "none" and weight > 0:
+    if cfg.reg != "none" and weight > 0 and baseline is not None:
         with torch.autocast(x.device.type, enabled=False):
-            head, target, hloss = hessian_target(model, cfg, x, y)
-            penalty = herd(head, z.float(), target, labels=y, loss=hloss)
-        loss = loss + cfg.alpha_reg * weight * penalty
+            penalty, term = regularizer_loss(model, herd, cfg, x, y, z.float(),
+                                             None if mu is None else mu.float(),
+                                             None if logvar is None else logvar.float(), baseline)
+        loss = loss + weight * term
     return {"loss": loss, "ce": ce, "recon": recon, "penalty": penalty, "z": z,
             "correct": (logits.argmax(1) == y).sum()}
 
@@ -85,7 +134,7 @@ def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, de
             with torch.enable_grad():
                 head, target, hloss = hessian_target(model, cfg, x, y)
                 H = latent_hessian(head, out["z"], target, hloss, cfg.hessian_method).detach()
-            if cfg.reg != "none":
+            if cfg.reg in HERD_REGS:
                 penalties.append(float(herd.penalty(H, y)))
             c = torch.bincount(y, minlength=K).float()
             hsum += class_mean_abs(H, y, K)[0] * c.view(-1, 1, 1)
@@ -150,12 +199,17 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
                         f"{cfg.dataset}; drop --num-classes or choose the matching data set")
     mean, std = channel_stats(splits["train"])
-    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes)
+    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes,
+                  alpha_reg=cfg.reg_weight if cfg.reg != "none" else cfg.alpha_reg)
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device)
     herd.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    baseline = Baseline(dataset_size=len(splits["train"]))
+    if cfg.reg == "factor-vae":  # Kim & Mnih's discriminator optimiser: Adam, lr 1e-4, betas (0.5, 0.9)
+        baseline.discriminator = FactorDiscriminator(cfg.latent_dim).to(device)
+        baseline.optimizer = torch.optim.Adam(baseline.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9))
     start, rows, elapsed = 0, [], 0.0
     if resume:
         state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
@@ -163,6 +217,9 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, elapsed = state["epoch"] + 1, state["train_seconds"]
+        if baseline.discriminator is not None:
+            baseline.discriminator.load_state_dict(state["discriminator"])
+            baseline.optimizer.load_state_dict(state["discriminator_optimizer"])
         torch.set_rng_state(state["rng"])
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     else:
@@ -178,19 +235,24 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         t0 = time.perf_counter()
         gen.manual_seed(cfg.seed * 1000 + epoch)  # same shuffles whether or not the run was resumed
         weight = penalty_weight(epoch, cfg.warmup, cfg.ramp) if cfg.reg != "none" else 0.0
+        baseline.capacity = cfg.capacity * min(1.0, epoch / max(1, cfg.epochs - 1))
         model.train()
         tot = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "n": 0}
         bar = tqdm(loaders["train"], desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=progress is False,
                    leave=False, dynamic_ncols=True)
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            out = batch_losses(model, herd, cfg, x, y, weight, amp)
+            out = batch_losses(model, herd, cfg, x, y, weight, amp, baseline)
             if not torch.isfinite(out["loss"]):
                 raise HerdError(f"the loss became {out['loss'].item()} at epoch {epoch + 1}; lower --lr or "
                                 f"--alpha-reg, or lengthen --warmup/--ramp (run folder {run_dir} kept for inspection)")
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
+            if baseline.discriminator is not None:
+                baseline.optimizer.zero_grad(set_to_none=True)
+                baseline.discriminator.loss(out["z"].float()).backward()
+                baseline.optimizer.step()
             b = len(y)
             tot["n"] += b
             tot["loss"] += out["loss"].item() * b
@@ -208,6 +270,9 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         _write_metrics(run_dir, rows)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "epoch": epoch, "train_seconds": elapsed, "rng": torch.get_rng_state()}
+        if baseline.discriminator is not None:
+            state["discriminator"] = baseline.discriminator.state_dict()
+            state["discriminator_optimizer"] = baseline.optimizer.state_dict()
         atomic_write(run_dir / CHECKPOINT, lambda p: torch.save(state, p))
         if progress is not False:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  "

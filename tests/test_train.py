@@ -18,6 +18,21 @@ def run_cli(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+def _interrupted_in_epoch_2(monkeypatch, args):
+    """Run ``train`` with a Ctrl-C at the end of epoch 2 (the second evaluate call)."""
+    real_evaluate, calls = train_module.evaluate, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "evaluate", interrupted)
+        return CliRunner().invoke(main, ["train", *args])
+
+
 def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
     res = run_cli("train", *tiny_args, "--name", "a", "--decoder", "--wrt", "both")
     assert res.exit_code == 0, res.output
@@ -61,19 +76,9 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tiny_args, tmp_p
     assert all(torch.equal(full[k], again[k]) for k in full)
 
     # interrupt the third run during epoch 2: its epoch-1 checkpoint stays, latest is untouched
-    real_evaluate, calls = train_module.evaluate, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", interrupted)
-    res = CliRunner().invoke(main, ["train", *tiny_args, "--name", "cut"])
+    res = _interrupted_in_epoch_2(monkeypatch, [*tiny_args, "--name", "cut"])
     assert res.exit_code == 130 and "Traceback" not in res.output
     assert os.readlink(runs / "latest") == "again" and not (runs / "cut" / "summary.json").exists()
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
     res = run_cli("train", "--resume", str(runs / "cut"), "--epochs", "2", "--quiet")
     assert res.exit_code == 0, res.output
     resumed = load_file(runs / "cut" / "model.safetensors")
@@ -94,6 +99,7 @@ def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
     (["--num-classes", "4"], "--num-classes 4 does not match the 10 classes of digits"),
     (["--dataset", "mnist", "--data-root", "/nonexistent"], "add --download"),
     (["--config", "/nonexistent.yaml"], "cannot read config /nonexistent.yaml"),
+    (["--reg", "beta-vae"], "--reg beta-vae regularizes a decoder; add --decoder"),
     (["--lr", "1e30", "--epochs", "3"], "the loss became"),
 ])
 def test_bad_input_gives_one_error_line_and_no_latest(tiny_args, tmp_path, extra, message):
@@ -121,3 +127,28 @@ def test_pre_logits_latent_with_probes(tiny_args, tmp_path):
     # the conv backbone has 256 pre-logit features: 10 blocks of 25 dims, 6 left over as shared dims
     assert (run.config.latent_dim, run.config.shared_dims) == (256, 6)
     assert run.herd.block(9).tolist() == list(range(225, 250)) and run.herd.probes == 2
+
+
+@pytest.mark.parametrize("reg", ["hessian-penalty", "beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae"])
+def test_baselines_train_and_reload(tiny_args, tmp_path, reg):
+    res = run_cli("train", *tiny_args, "--name", reg, "--decoder", "--reg", reg, "--warmup", "0", "--ramp", "0")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "runs" / reg / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train_penalty"] > 0 and r["val_recon"] > 0 for r in rows)
+    run = load_run(tmp_path / "runs" / reg)
+    assert run.model.variational == (reg != "hessian-penalty")
+    assert run.config.alpha_reg > 0                       # the per-method default is saved resolved
+    x = torch.stack([run.data("test")[i][0] for i in range(4)])
+    assert torch.equal(run.encode(x), run.encode(x))     # eval mode encodes the mean, no sampling
+
+
+def test_factor_vae_resume_restores_the_discriminator(tiny_args, tmp_path, monkeypatch):
+    args = [*tiny_args, "--decoder", "--reg", "factor-vae", "--warmup", "0"]
+    assert run_cli("train", *args, "--name", "full").exit_code == 0
+    assert _interrupted_in_epoch_2(monkeypatch, [*args, "--name", "cut"]).exit_code == 130
+    state = torch.load(tmp_path / "runs" / "cut" / "checkpoint.pt", weights_only=True)
+    assert "discriminator" in state and "discriminator_optimizer" in state
+    assert run_cli("train", "--resume", str(tmp_path / "runs" / "cut"), "--epochs", "2", "--quiet").exit_code == 0
+    full = load_file(tmp_path / "runs" / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "runs" / "cut" / "model.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
