@@ -25,12 +25,14 @@ def _opt(default, help: str, choices: tuple | None = None):
 @dataclass
 class Config:
     # data
-    dataset: str = _opt("digits", "Data set: digits, shapes, mnist, fashion-mnist, cifar10 or imagefolder.")
+    dataset: str = _opt("digits", "Data set: digits, shapes, dsprites, mnist, fashion-mnist, cifar10 or "
+                                         "imagefolder.")
     num_classes: int | None = _opt(None, "Expected number of classes, checked against the data set.")
     data_root: str = _opt("data", "Folder holding torchvision data sets, or the image folder itself.")
     download: bool = _opt(False, "Download mnist/fashion-mnist/cifar10 into --data-root if missing.")
     image_size: int | None = _opt(None, "Side of the square input images (default 32; 64 for imagefolder).")
-    num_samples: int | None = _opt(None, "Use at most this many training images (shapes: how many to generate).")
+    num_samples: int | None = _opt(None, "Use at most this many training images (shapes: how many to generate; "
+                                                  "dsprites: how many to draw, default 20000).")
     batch_size: int = _opt(64, "Training batch size.")
     num_workers: int = _opt(0, "DataLoader worker processes.")
     # model

@@ -192,6 +192,32 @@ def _shapes(root, download, image_size, num_samples):
     return {"all": ImageSet(images, labels, factors)}, list(SHAPE_NAMES), 1
 
 
+DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+DSPRITES_SHAPES = ["square", "ellipse", "heart"]
+DSPRITES_FACTORS = {"scale": 2, "orientation": 3, "pos_x": 4, "pos_y": 5}  # columns of latents_values
+
+
+@DATASETS.register("dsprites")
+def _dsprites(root, download, image_size, num_samples):
+    """DeepMind's dSprites archive (Matthey et al. 2017) from ``root`` (the .npz or its folder):
+    the class is the shape; scale, orientation and position are the recorded factors."""
+    path = Path(root)
+    path = path if path.is_file() else path / DSPRITES_FILE
+    if not path.is_file():
+        raise HerdError(f"dSprites archive not found at {path}; download {DSPRITES_FILE} from "
+                        "github.com/deepmind/dsprites-dataset and pass --data-root DIR holding it")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        values = archive["latents_values"]
+        keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:num_samples or 20000])
+        images = torch.from_numpy(archive["imgs"][keep].astype(np.float32)).unsqueeze(1)
+    except (OSError, KeyError, ValueError) as err:
+        raise HerdError(f"cannot read dSprites archive {path} ({err}); it needs arrays imgs and latents_values") from None
+    labels = torch.from_numpy(values[keep, 1].astype(np.int64) - 1)
+    factors = {name: values[keep, col].astype(np.float32) for name, col in DSPRITES_FACTORS.items()}
+    return {"all": ImageSet(_resize(images, image_size), labels, factors)}, list(DSPRITES_SHAPES), 1
+
+
 def _torchvision(cls_name: str, folder: str, in_chans: int):
     def load(root, download, image_size, num_samples):
         import torchvision.datasets as tvd
@@ -232,7 +258,7 @@ def _imagefolder(root, download, image_size, num_samples):
 
 # public API
 
-DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32}
+DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32, "dsprites": 32}
 
 
 def create_datasets(name: str, root: str | Path = "data", download: bool = False, image_size: int | None = None,

@@ -105,3 +105,28 @@ def test_unknown_dataset_lists_valid_names():
         create_datasets("imagenet")
     for name in DATASETS.names():
         assert name in str(err.value)
+
+
+def test_dsprites_loader_on_a_written_archive(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 90
+    values = np.zeros((n, 6))
+    values[:, 1] = np.arange(n) % 3 + 1                                  # shape 1..3
+    values[:, 2:] = rng.uniform(size=(n, 4))
+    imgs = (rng.uniform(size=(n, 64, 64)) > 0.5).astype(np.uint8)
+    np.savez_compressed(tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", imgs=imgs,
+                        latents_values=values, latents_classes=np.zeros((n, 6), dtype=np.int64))
+    splits, info = create_datasets("dsprites", root=tmp_path, image_size=16)
+    assert info.class_names == ["square", "ellipse", "heart"] and info.image_size == 16
+    assert info.factor_names == ["scale", "orientation", "pos_x", "pos_y"]
+    test = splits["test"]
+    idx = np.asarray(test.indices)
+    assert np.allclose(dataset_factors(test)["pos_y"], values[idx, 5])
+    assert (dataset_labels(test) == values[idx, 1] - 1).all()
+    x, _ = test[0]
+    assert x.shape == (1, 16, 16) and 0 <= x.min() and x.max() <= 1
+
+
+def test_dsprites_without_the_archive_says_where_to_get_it(tmp_path):
+    with pytest.raises(HerdError, match="dSprites archive not found.*--data-root"):
+        create_datasets("dsprites", root=tmp_path)
