@@ -1,11 +1,12 @@
 """Which class-specific formulation gives class-block structure? One row per training setting.
 
-Trains resnet18 on digits for each setting (default epochs) and reports test accuracy,
-reconstruction error and Hessian block purity (chance is (n/d)^2 = 0.008 for 2-dim blocks in
-d = 22). Writes reports/compare_variants.md and the matching README block. The efficacy issue
-extends this to several seeds, data sets and baselines.
+Trains on digits for each setting (default epochs) and reports test accuracy, reconstruction error
+and Hessian block purity of the classifier loss (chance is (n/d)^2 = 0.008 for 2-dim blocks in
+d = 22). With the default resnet18 it runs the formulation settings; ``--backbone conv`` (fast) runs
+the wider search of the efficacy issue too: the decoder's Hessian, block and shared sizes, the
+head, the ramp. Writes reports/compare_variants[_<backbone>].md and the matching README block.
 
-    python scripts/compare_variants.py [--seed 0]
+    python scripts/compare_variants.py [--seed 0] [--backbone resnet18]
 """
 from __future__ import annotations
 
@@ -26,26 +27,39 @@ SETTINGS = {
     "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5"],
     "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20"],
 }
+SEARCH = {  # more knobs, on the fast backbone
+    "purity, 4 dims per class": ["--dims-per-class", "4"],
+    "purity, no shared dims": ["--shared-dims", "0"],
+    "purity, linear head": ["--head", "linear"],
+    "purity, alpha-reg 20, ramp 6": ["--alpha-reg", "20", "--ramp", "6"],
+    "purity, 30 epochs": ["--epochs", "30"],
+    "purity, decoder + classifier Hessian (probes 4)": ["--decoder", "--wrt", "both", "--probes", "4"],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="resnet18")
     args = parser.parse_args()
+    settings = SETTINGS if args.backbone == "resnet18" else {**SETTINGS, **SEARCH}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, extra) in enumerate(SETTINGS.items()):
+        for i, (label, extra) in enumerate(settings.items()):
             reg = "none" if label.startswith("none") else "class"
             subprocess.run([sys.executable, "-m", "herd_cls", "train", "--reg", reg, "--seed", str(args.seed),
-                            "--out-dir", tmp, "--name", str(i), "--quiet", *extra], check=True)
+                            "--out-dir", tmp, "--name", str(i), "--quiet", "--backbone", args.backbone, *extra],
+                           check=True)
             s = json.loads((Path(tmp) / str(i) / "summary.json").read_text())
             recon = f"{s['test_recon']:.4f}" if s["test_recon"] is not None else "–"
             rows.append(f"| {label} | `{' '.join(['--reg', reg, *extra])}` | {s['test_accuracy']:.4f} | "
                         f"{recon} | {s['block_purity']:.3f} |")
-    md = (f"resnet18 on digits, seed {args.seed}, defaults otherwise; `python scripts/compare_variants.py` at "
+            print(rows[-1], flush=True)
+    command = "python scripts/compare_variants.py" + ("" if args.backbone == "resnet18" else f" --backbone {args.backbone}")
+    md = (f"{args.backbone} on digits, seed {args.seed}, defaults otherwise; `{command}` at "
           f"{provenance()}.\n\n| setting | options | test accuracy | test recon MSE | block purity |\n"
           "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    publish("compare_variants", md)
+    publish("compare_variants" + ("" if args.backbone == "resnet18" else f"_{args.backbone}"), md)
 
 
 if __name__ == "__main__":
