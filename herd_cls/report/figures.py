@@ -15,6 +15,13 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 90) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def sweep_grid(images: Tensor, offsets: Tensor, title: str, path: Path) -> Path:
     """images (T, S, C, H, W) -> a grid with one row per sample and one column per step."""
     plt = _plt()
@@ -28,10 +35,7 @@ def sweep_grid(images: Tensor, offsets: Tensor, title: str, path: Path) -> Path:
             if s == samples - 1:
                 axes[s, t].set_xlabel(f"{offsets[t]:+.1f}σ", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=80)
 
 
 def sweep_probabilities(probs: Tensor, offsets: Tensor, class_names: list[str], target: int, title: str,
@@ -46,10 +50,7 @@ def sweep_probabilities(probs: Tensor, offsets: Tensor, class_names: list[str], 
     ax.set_xlabel("offset (σ of the dim)"), ax.set_ylabel("mean probability"), ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:
@@ -68,10 +69,7 @@ def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     for ax in axes:
         ax.set_xlabel("epoch", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _outline_blocks(ax, blocks: Tensor, highlight: int | None = None, square: bool = True) -> None:
@@ -95,10 +93,7 @@ def hessian_heatmap(hbar: Tensor, blocks: Tensor, target: int, title: str, path:
     _outline_blocks(ax, blocks, target)
     ax.set_title(title, fontsize=9), ax.set_xlabel("latent dim"), ax.set_ylabel("latent dim")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], title: str, path: Path) -> Path:
@@ -112,10 +107,7 @@ def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], tit
     if m.shape[1] <= 40:
         ax.set_xticks(range(m.shape[1]), [str(j) for j in range(m.shape[1])], fontsize=7)
     ax.set_xlabel("latent dim"), ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def embedding_scatter(points: Tensor, labels: Tensor, class_names: list[str], title: str, path: Path) -> Path:
@@ -126,10 +118,7 @@ def embedding_scatter(points: Tensor, labels: Tensor, class_names: list[str], ti
         ax.scatter(p[:, 0], p[:, 1], s=6, label=name, color=plt.cm.tab10(c % 10))
     ax.set_xticks([]), ax.set_yticks([]), ax.set_title(title, fontsize=9)
     ax.legend(fontsize=6, markerscale=2, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def attribution_overlays(images: Tensor, maps: Tensor, title: str, path: Path) -> Path:
@@ -147,10 +136,7 @@ def attribution_overlays(images: Tensor, maps: Tensor, title: str, path: Path) -
     for ax in axes[0]:
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def robustness_curves(result: dict, class_index: int | None, title: str, path: Path) -> Path:
@@ -170,10 +156,7 @@ def robustness_curves(result: dict, class_index: int | None, title: str, path: P
         ax.axhline(clean, ls="--", color="0.5", lw=0.8, label="clean")
     ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7), ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02), ax.set_title(title, fontsize=9), ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def confusion_heatmap(confusion: list, class_names: list[str], title: str, path: Path) -> Path:
@@ -187,7 +170,4 @@ def confusion_heatmap(confusion: list, class_names: list[str], title: str, path:
     ax.set_xticks(range(len(class_names)), class_names, fontsize=6)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
     ax.set_xlabel("adversarial prediction"), ax.set_ylabel("true class"), ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
