@@ -46,8 +46,9 @@ class Config:
     shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z "
                                          "(default 2; for pre-logits, whatever is left over).")
     latent_dim: int | None = _opt(None, "Size of z; default classes x dims-per-class + shared dims.")
-    head: str = _opt("mlp", "Classifier head on z; a linear head cannot carry class-specific curvature.",
-                     ("mlp", "linear"))
+    head: str = _opt("mlp", "Classifier head on z: 'mlp'; 'linear' (cannot carry class-specific curvature); or "
+                            "'block', one small MLP per class that sees only its own block and the shared dims.",
+                     ("mlp", "linear", "block"))
     head_hidden: int = _opt(64, "Hidden width of the mlp head.")
     decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
     # regularizer

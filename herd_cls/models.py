@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .registry import HerdError
 
 LATENTS = ("bottleneck", "pre-logits")
-HEADS = ("mlp", "linear")
+HEADS = ("mlp", "linear", "block")
 CONV_BACKBONE = "conv"
 
 
@@ -64,12 +64,44 @@ class ConvEncoder(nn.Module):
         return self.net(x)
 
 
-def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64) -> nn.Module:
-    """Classifier head. A linear head cannot carry class-specific curvature (METHOD.md): use ``mlp``."""
+class BlockHead(nn.Module):
+    """Logit k from its own small MLP on class k's block and the shared dims only.
+
+    Class blocks are contiguous, ``latent_dim - shared_dims`` split evenly over the classes, shared dims
+    at the end (the layout of :func:`herd_cls.regularizer.class_blocks`). Every logit then depends on its
+    own block, so a confident sample's loss curvature sits in its class's block by construction.
+    """
+
+    def __init__(self, latent_dim: int, num_classes: int, shared_dims: int, hidden: int = 64):
+        super().__init__()
+        per_class = (latent_dim - shared_dims) // num_classes
+        if per_class < 1 or per_class * num_classes + shared_dims != latent_dim:
+            raise HerdError(f"a block head needs latent_dim - shared_dims ({latent_dim} - {shared_dims}) to split "
+                            f"into {num_classes} class blocks")
+        shared = list(range(latent_dim - shared_dims, latent_dim))
+        index = [list(range(k * per_class, (k + 1) * per_class)) + shared for k in range(num_classes)]
+        self.register_buffer("index", torch.tensor(index), persistent=False)
+        width = per_class + shared_dims
+        self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))
+        self.b1 = nn.Parameter(torch.zeros(num_classes, hidden))
+        self.w2 = nn.Parameter(torch.randn(num_classes, hidden) / math.sqrt(hidden))
+        self.b2 = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, z: Tensor) -> Tensor:
+        zk = z[:, self.index]                                                   # (B, K, n + s)
+        h = nn.functional.gelu(torch.einsum("bki,kih->bkh", zk, self.w1) + self.b1)
+        return torch.einsum("bkh,kh->bk", h, self.w2) + self.b2
+
+
+def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64, shared_dims: int = 0) -> nn.Module:
+    """Classifier head. A linear head cannot carry class-specific curvature (METHOD.md): use ``mlp``,
+    or ``block``, which gives each logit only its own class block and the shared dims."""
     if kind == "linear":
         return nn.Linear(latent_dim, num_classes)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(latent_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
+    if kind == "block":
+        return BlockHead(latent_dim, num_classes, shared_dims, hidden)
     raise HerdError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
 
 
@@ -155,11 +187,12 @@ def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int
                  latent_dim: int | None = None, head: str = "mlp", head_hidden: int = 64, decoder: bool = False,
                  pretrained: bool = False, pretrained_file: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
-                 variational: bool = False) -> LatentModel:
+                 variational: bool = False, shared_dims: int | None = None) -> LatentModel:
     """A LatentModel around a timm backbone (any name in ``timm.list_models()``) or ``"conv"``.
 
     ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and, with
     ``head="linear"``, its own classifier: HeRD then attaches to an unmodified timm classifier.
+    ``shared_dims`` (default: what is left over after equal class blocks) matters to ``head="block"``.
     """
     if latent not in LATENTS:
         raise HerdError(f"unknown latent {latent!r}; choose one of: {', '.join(LATENTS)}")
@@ -179,7 +212,8 @@ def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int
     d = num_features if latent == "pre-logits" else latent_dim
     if d is None:
         raise HerdError("latent 'bottleneck' needs latent_dim")
-    classifier = classifier or make_head(head, d, num_classes, head_hidden)
+    shared_dims = shared_dims if shared_dims is not None else d % num_classes
+    classifier = classifier or make_head(head, d, num_classes, head_hidden, shared_dims)
     dec = ConvDecoder(d, (in_chans, image_size, image_size)) if decoder else None
     return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std,
                        variational)

@@ -67,10 +67,12 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
 
 def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel, HeRD]:
     """The model and HeRD module a config describes; returns the config with its dims resolved."""
-    bottleneck = resolve_dims(cfg, info.num_classes).latent_dim if cfg.latent == "bottleneck" else None
+    dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
+    bottleneck = dims.latent_dim if cfg.latent == "bottleneck" else None
     model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
                          bottleneck, cfg.head, cfg.head_hidden, cfg.decoder,
-                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=cfg.reg in VAE_REGS)
+                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=cfg.reg in VAE_REGS,
+                         shared_dims=dims.shared_dims)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
     herd = HeRD(info.num_classes, cfg.latent_dim, mode="universal" if cfg.reg == "universal" else "class",
                 shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,

@@ -39,6 +39,8 @@ SETTINGS = {  # label -> config overrides; the shipped class-specific default is
     "universal HeRD": {"reg": "universal"},
     "class HeRD (reference)": {"reg": "class", "variant": "reference", "alpha_reg": 1.0},
     "class HeRD (purity, shipped)": {"reg": "class"},
+    "none, block head": {"reg": "none", "head": "block", "shared_dims": 0},
+    "class HeRD (purity, block head, alpha 1)": {"reg": "class", "head": "block", "shared_dims": 0, "alpha_reg": 1.0},
     "Hessian Penalty": {"reg": "hessian-penalty"},
     "beta-VAE": {"reg": "beta-vae"},
     "beta-VAE, annealed capacity": {"reg": "beta-vae-capacity"},

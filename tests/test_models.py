@@ -53,3 +53,17 @@ def test_bad_model_requests_explain_themselves(tmp_path):
         create_model("resnet18", 10, 1, 16, latent_dim=8, pretrained_file=str(tmp_path / "missing.pth"))
     with pytest.raises(HerdError, match="unknown head"):
         create_model("conv", 10, 1, 16, latent_dim=8, head="deep")
+
+
+def test_block_head_logits_see_only_their_block_and_the_shared_dims():
+    from herd_cls.models import make_head
+    from herd_cls.regularizer import class_blocks
+
+    torch.manual_seed(0)
+    head = make_head("block", latent_dim=8, num_classes=3, hidden=5, shared_dims=2)
+    z = torch.randn(4, 8)
+    J = torch.autograd.functional.jacobian(lambda v: head(v.unsqueeze(0))[0], z[0])   # (K, d)
+    allowed = class_blocks(3, 8, 2) | torch.tensor([False] * 6 + [True] * 2)
+    assert (J[~allowed] == 0).all() and (J[allowed] != 0).all()
+    with pytest.raises(HerdError, match="split into 3 class blocks"):
+        make_head("block", latent_dim=9, num_classes=3, shared_dims=2)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.autograd.functional import hessian
 
+from herd_cls.models import BlockHead
 from herd_cls.registry import HerdError
 from herd_cls.regularizer import (
     HeRD, class_blocks, class_mask, class_penalty, free_region, hessian_block_mass, latent_hessian,
@@ -39,6 +40,7 @@ def decoder(d, out_act):
 CASES = {
     "linear-ce": lambda: (nn.Linear(5, 4), torch.randint(0, 4, (6,)), "ce"),
     "mlp-ce": lambda: (mlp(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "block-head-ce": lambda: (BlockHead(5, 2, shared_dims=1, hidden=6), torch.randint(0, 2, (6,)), "ce"),
     "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
     "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
 }
