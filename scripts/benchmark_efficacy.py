@@ -48,6 +48,7 @@ SETTINGS = {  # label -> config overrides; the shipped class-specific default is
     "beta-TCVAE": {"reg": "beta-tcvae"},
 }
 SHIPPED = "class HeRD (purity, shipped)"
+CANDIDATE = "class HeRD (purity, block head, alpha 1)"
 # shapes: 3 dims per class for its 4-5 factors; binary images, so BCE (with MSE the sigmoid decoder
 # saturates at an all-background image for every --reg: test MSE stuck at the ink fraction)
 DATASETS = {"digits": {}, "shapes": {"dims_per_class": 3, "shared_dims": 3, "recon_loss": "bce"}}
@@ -87,29 +88,31 @@ def mean(results: dict, dataset: str, label: str, key: str) -> float:
     return float(np.mean([r[key] for r in results[dataset][label]]))
 
 
-def verdicts(results: dict) -> list[str]:
-    """The efficacy issue's targets for the shipped default, each with its measured numbers."""
+def verdicts(results: dict, ours: str, baseline: str = "none") -> list[str]:
+    """The efficacy issue's targets for setting ``ours``, each with its measured numbers; accuracy and
+    reconstruction are compared with ``baseline`` (same head), the shapes scores with the issue's list."""
     lines = []
-    if "digits" in results and {SHIPPED, "none"} <= set(results["digits"]):
+    if "digits" in results and {ours, baseline} <= set(results["digits"]):
         m = lambda label, key: mean(results, "digits", label, key)
         checks = [
-            ("digits: block purity ≥ 0.9", m(SHIPPED, "block_purity") >= 0.9, f"{m(SHIPPED, 'block_purity'):.3f}"),
-            ("digits: attribution alignment ≥ 0.8", m(SHIPPED, "attribution_alignment") >= 0.8,
-             f"{m(SHIPPED, 'attribution_alignment'):.3f}"),
-            ("digits: accuracy within 1 point of none", m(SHIPPED, "test_accuracy") >= m("none", "test_accuracy") - 0.01,
-             f"{m(SHIPPED, 'test_accuracy'):.4f} vs {m('none', 'test_accuracy'):.4f}"),
-            ("digits: recon ≤ 1.5 × none", m(SHIPPED, "test_recon") <= 1.5 * m("none", "test_recon"),
-             f"{m(SHIPPED, 'test_recon'):.4f} vs {m('none', 'test_recon'):.4f}"),
+            ("digits: block purity ≥ 0.9", m(ours, "block_purity") >= 0.9, f"{m(ours, 'block_purity'):.3f}"),
+            ("digits: attribution alignment ≥ 0.8", m(ours, "attribution_alignment") >= 0.8,
+             f"{m(ours, 'attribution_alignment'):.3f}"),
+            (f"digits: accuracy within 1 point of {baseline}",
+             m(ours, "test_accuracy") >= m(baseline, "test_accuracy") - 0.01,
+             f"{m(ours, 'test_accuracy'):.4f} vs {m(baseline, 'test_accuracy'):.4f}"),
+            (f"digits: recon ≤ 1.5 × {baseline}", m(ours, "test_recon") <= 1.5 * m(baseline, "test_recon"),
+             f"{m(ours, 'test_recon'):.4f} vs {m(baseline, 'test_recon'):.4f}"),
         ]
         lines += [f"- {name}: **{'met' if ok else 'NOT MET'}** ({detail})" for name, ok, detail in checks]
     others = ["none", "universal HeRD", "Hessian Penalty", "beta-VAE"]
-    if "shapes" in results and {SHIPPED, *others} <= set(results["shapes"]):
+    if "shapes" in results and {ours, *others} <= set(results["shapes"]):
         for key, name in (("mig", "per-class MIG"), ("dci_disentanglement", "per-class DCI-D")):
-            ours = mean(results, "shapes", SHIPPED, key)
-            beaten = [o for o in others if ours > mean(results, "shapes", o, key)]
+            value = mean(results, "shapes", ours, key)
+            beaten = [o for o in others if value > mean(results, "shapes", o, key)]
             detail = ", ".join(f"{o} {mean(results, 'shapes', o, key):.3f}" for o in others)
             lines.append(f"- shapes: {name} above none, universal, Hessian Penalty and beta-VAE: "
-                         f"**{'met' if len(beaten) == len(others) else 'NOT MET'}** (shipped {ours:.3f}; {detail})")
+                         f"**{'met' if len(beaten) == len(others) else 'NOT MET'}** ({value:.3f}; {detail})")
     return lines
 
 
@@ -179,8 +182,10 @@ def main() -> None:
           + header + "\n".join(rows) + "\n\nWith the block head and no shared dims, each logit sees only its own "
           "block, so attribution alignment and sweep specificity are 1 by construction: for those rows they "
           "measure the architecture, not the training. Hessian block purity is not fixed by it (other "
-          "classes' logits still curve along their blocks).\n\nTargets for the shipped default (efficacy issue):\n\n"
-          + "\n".join(verdicts(results)) + "\n")
+          "classes' logits still curve along their blocks).\n\nTargets for the shipped default, `" + SHIPPED + "` "
+          "(efficacy issue):\n\n" + "\n".join(verdicts(results, SHIPPED)) + "\n\nThe same targets for the best "
+          "candidate of the search, `" + CANDIDATE + "`, against `none` with the same head:\n\n"
+          + "\n".join(verdicts(results, CANDIDATE, "none, block head")) + "\n")
     publish("benchmark_efficacy", md)
 
 
