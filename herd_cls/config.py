@@ -14,7 +14,7 @@ from .registry import HerdError
 HERD_REGS = ("universal", "class")
 VAE_REGS = ("beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae")
 REGS = ("none", *HERD_REGS, "hessian-penalty", *VAE_REGS)
-REG_WEIGHTS = {"universal": 5.0, "class": 5.0, "hessian-penalty": 10.0, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
+REG_WEIGHTS = {"universal": 5.0, "class": 1.0, "hessian-penalty": 10.0, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
                "factor-vae": 10.0, "beta-tcvae": 6.0}
 
 
@@ -43,10 +43,10 @@ class Config:
     latent: str = _opt("bottleneck", "Where z lives: a linear 'bottleneck' of --latent-dim after the backbone, "
                                      "or the backbone's own 'pre-logits' features.", ("bottleneck", "pre-logits"))
     dims_per_class: int = _opt(2, "Latent dims in each class block (bottleneck latent).")
-    shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z "
-                                         "(default 2; for pre-logits, whatever is left over).")
+    shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z (default 0, so every "
+                                         "dim belongs to one class; for pre-logits, whatever is left over).")
     latent_dim: int | None = _opt(None, "Size of z; default classes x dims-per-class + shared dims.")
-    head: str = _opt("mlp", "Classifier head on z: 'mlp'; 'linear' (cannot carry class-specific curvature); or "
+    head: str = _opt("block", "Classifier head on z: 'mlp'; 'linear' (cannot carry class-specific curvature); or "
                             "'block', one small MLP per class that sees only its own block and the shared dims.",
                      ("mlp", "linear", "block"))
     head_hidden: int = _opt(64, "Hidden width of the mlp head.")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .registry import HerdError
+from .regularizer import class_blocks
 
 LATENTS = ("bottleneck", "pre-logits")
 HEADS = ("mlp", "linear", "block")
@@ -74,13 +75,11 @@ class BlockHead(nn.Module):
 
     def __init__(self, latent_dim: int, num_classes: int, shared_dims: int, hidden: int = 64):
         super().__init__()
-        per_class = (latent_dim - shared_dims) // num_classes
-        if per_class < 1 or per_class * num_classes + shared_dims != latent_dim:
-            raise HerdError(f"a block head needs latent_dim - shared_dims ({latent_dim} - {shared_dims}) to split "
-                            f"into {num_classes} class blocks")
+        blocks = class_blocks(num_classes, latent_dim, shared_dims)   # checks that the dims split
         shared = list(range(latent_dim - shared_dims, latent_dim))
-        index = [list(range(k * per_class, (k + 1) * per_class)) + shared for k in range(num_classes)]
+        index = [b.nonzero().flatten().tolist() + shared for b in blocks]
         self.register_buffer("index", torch.tensor(index), persistent=False)
+        per_class = int(blocks[0].sum())
         width = per_class + shared_dims
         self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))
         self.b1 = nn.Parameter(torch.zeros(num_classes, hidden))

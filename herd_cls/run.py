@@ -60,7 +60,7 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
         d = num_features
         shared = cfg.shared_dims if cfg.shared_dims is not None else d % num_classes
     else:
-        shared = cfg.shared_dims if cfg.shared_dims is not None else 2
+        shared = cfg.shared_dims if cfg.shared_dims is not None else 0
         d = cfg.latent_dim or num_classes * cfg.dims_per_class + shared
     return replace(cfg, latent_dim=d, shared_dims=shared)
 

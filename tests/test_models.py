@@ -65,5 +65,5 @@ def test_block_head_logits_see_only_their_block_and_the_shared_dims():
     J = torch.autograd.functional.jacobian(lambda v: head(v.unsqueeze(0))[0], z[0])   # (K, d)
     allowed = class_blocks(3, 8, 2) | torch.tensor([False] * 6 + [True] * 2)
     assert (J[~allowed] == 0).all() and (J[allowed] != 0).all()
-    with pytest.raises(HerdError, match="split into 3 class blocks"):
+    with pytest.raises(HerdError, match="does not split into 3 class blocks"):
         make_head("block", latent_dim=9, num_classes=3, shared_dims=2)

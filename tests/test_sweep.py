@@ -83,8 +83,8 @@ def test_sweep_without_decoder_shows_probabilities_only(tiny_args, tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "b", "--epochs", "1"]).exit_code == 0
     res = runner.invoke(main, ["sweep", "--class", "0", "--run", str(tmp_path / "runs" / "b"), "--samples", "2",
-                               "--steps", "3", "--dims", "0,21", "--out", str(tmp_path / "rep")])
+                               "--steps", "3", "--dims", "0,19", "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     assert "probability sweeps only" in res.output
     assert sorted(p.name for p in (tmp_path / "rep" / "sweep_class_0").iterdir()) == ["dim0_probs.png",
-                                                                                      "dim21_probs.png"]
+                                                                                      "dim19_probs.png"]

@@ -55,7 +55,7 @@ def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
 def test_load_run_rebuilds_the_trained_model(tiny_args, tmp_path):
     assert run_cli("train", *tiny_args, "--name", "a", "--decoder").exit_code == 0
     run = load_run(tmp_path / "runs" / "latest")
-    assert run.config.latent_dim == 22 and run.config.shared_dims == 2 and run.class_names[3] == "3"
+    assert run.config.latent_dim == 20 and run.config.shared_dims == 0 and run.class_names[3] == "3"
     assert run.herd.block(3).tolist() == [6, 7]
     test = run.data("test")
     x = torch.stack([test[i][0] for i in range(len(test))])
