@@ -19,26 +19,30 @@ from pathlib import Path
 
 from _provenance import provenance, publish
 
+MLP = ["--head", "mlp", "--shared-dims", "2"]  # the first measurements' model; explicit, so rows keep their meaning
+BLOCK = ["--head", "block", "--shared-dims", "0"]
 SETTINGS = {
-    "none": [],
-    "reference, alpha-reg 1": ["--variant", "reference", "--alpha-reg", "1"],
-    "block, alpha-reg 1": ["--variant", "block", "--alpha-reg", "1"],
-    "purity, alpha-reg 1": ["--variant", "purity", "--alpha-reg", "1"],
-    "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5"],
-    "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20"],
+    "none": [*MLP],
+    "reference, alpha-reg 1": ["--variant", "reference", "--alpha-reg", "1", *MLP],
+    "block, alpha-reg 1": ["--variant", "block", "--alpha-reg", "1", *MLP],
+    "purity, alpha-reg 1": ["--variant", "purity", "--alpha-reg", "1", *MLP],
+    "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5", *MLP],
+    "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20", *MLP],
 }
 SEARCH = {  # more knobs, on the fast backbone
-    "purity, 4 dims per class": ["--dims-per-class", "4"],
-    "purity, no shared dims": ["--shared-dims", "0"],
-    "purity, linear head": ["--head", "linear"],
-    "none, block head, no shared dims": ["--head", "block", "--shared-dims", "0"],
-    "purity, block head, no shared dims, alpha-reg 1": ["--head", "block", "--shared-dims", "0", "--alpha-reg", "1"],
-    "purity, block head, no shared dims": ["--head", "block", "--shared-dims", "0"],
-    "purity, block head, no shared dims, warmup 3, ramp 4": ["--head", "block", "--shared-dims", "0", "--warmup", "3",
-                                                            "--ramp", "4"],
-    "purity, alpha-reg 20, ramp 6": ["--alpha-reg", "20", "--ramp", "6"],
-    "purity, 30 epochs": ["--epochs", "30"],
-    "purity, decoder + classifier Hessian (probes 4)": ["--decoder", "--wrt", "both", "--probes", "4"],
+    "purity, alpha-reg 5, 4 dims per class": ["--alpha-reg", "5", "--dims-per-class", "4", *MLP],
+    "purity, alpha-reg 5, no shared dims": ["--alpha-reg", "5", "--head", "mlp", "--shared-dims", "0"],
+    "purity, alpha-reg 5, linear head": ["--alpha-reg", "5", "--head", "linear", "--shared-dims", "2"],
+    "purity, alpha-reg 20, ramp 6": ["--alpha-reg", "20", "--ramp", "6", *MLP],
+    "purity, alpha-reg 5, 30 epochs": ["--alpha-reg", "5", "--epochs", "30", *MLP],
+    "none, block head": [*BLOCK],
+    "purity, block head, alpha-reg 1 (the default)": ["--alpha-reg", "1", *BLOCK],
+    "purity, block head, alpha-reg 5": ["--alpha-reg", "5", *BLOCK],
+    "purity, block head, alpha-reg 5, warmup 3, ramp 4": ["--alpha-reg", "5", "--warmup", "3", "--ramp", "4", *BLOCK],
+    "purity, block head with 2 shared dims, alpha-reg 1": ["--alpha-reg", "1", "--head", "block", "--shared-dims", "2"],
+    "purity, block head, 4 dims per class, alpha-reg 1": ["--alpha-reg", "1", "--dims-per-class", "4", *BLOCK],
+    "purity, block head, decoder + classifier Hessian (probes 4)": ["--alpha-reg", "1", "--decoder", "--wrt", "both",
+                                                                    "--probes", "4", *BLOCK],
 }
 
 
