@@ -207,14 +207,18 @@ def _dsprites(root, download, image_size, num_samples):
         raise HerdError(f"dSprites archive not found at {path}; download {DSPRITES_FILE} from "
                         "github.com/deepmind/dsprites-dataset and pass --data-root DIR holding it")
     try:
-        archive = np.load(path, allow_pickle=False)
-        values = archive["latents_values"]
-        keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:num_samples or 20000])
-        images = torch.from_numpy(archive["imgs"][keep].astype(np.float32)).unsqueeze(1)
+        with np.load(path, allow_pickle=False) as archive:
+            values = archive["latents_values"]
+            keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:num_samples or 20000])
+            images = torch.from_numpy(archive["imgs"][keep].astype(np.float32)).unsqueeze(1)
     except (OSError, KeyError, ValueError) as err:
         raise HerdError(f"cannot read dSprites archive {path} ({err}); it needs arrays imgs and latents_values") from None
     labels = torch.from_numpy(values[keep, 1].astype(np.int64) - 1)
     factors = {name: values[keep, col].astype(np.float32) for name, col in DSPRITES_FACTORS.items()}
+    # orientation as a fraction of each shape's symmetry period (square 90°, ellipse 180°, heart 360°),
+    # so that images which look the same have the same value
+    period = np.array([np.pi / 2, np.pi, 2 * np.pi], dtype=np.float32)[labels.numpy()]
+    factors["orientation"] = np.mod(factors["orientation"], period) / period
     return {"all": ImageSet(_resize(images, image_size), labels, factors)}, list(DSPRITES_SHAPES), 1
 
 

@@ -78,7 +78,7 @@ def regularizer_loss(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: 
         penalty = herd(head, z, target, labels=y, loss=hloss)
         return penalty, weight * penalty
     if cfg.reg == "hessian-penalty":
-        penalty = hessian_penalty(model.decode, z)
+        penalty = hessian_penalty(model.decode, z, scale=z.detach().std(0).clamp_min(1e-6))
         return penalty, weight * penalty
     pixels = x[0].numel()
     kl = gaussian_kl(mu, logvar).mean()

@@ -33,6 +33,20 @@ def test_hessian_penalty_is_zero_for_a_separable_function():
     assert hessian_penalty(fn, z, k=4, epsilon=0.1).item() == pytest.approx(0.0, abs=1e-8)
 
 
+def test_hessian_penalty_with_scale_cannot_be_cheated_by_rescaling_z():
+    A = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    fn = _quadratic(A)
+    z = torch.randn(3, 4, dtype=torch.float64)
+    s = torch.tensor([10.0, 0.5, 3.0, 1.0], dtype=torch.float64)
+    rescaled = lambda u: fn(u / s)                     # the same map, fed z * s
+    torch.manual_seed(5)
+    plain = hessian_penalty(fn, z, k=4, scale=torch.ones(4, dtype=torch.float64))
+    torch.manual_seed(5)
+    assert hessian_penalty(rescaled, z * s, k=4, scale=s).item() == pytest.approx(plain.item(), rel=1e-6)
+    torch.manual_seed(5)
+    assert hessian_penalty(rescaled, z * s, k=4).item() < 0.5 * plain.item()   # unscaled: cheated
+
+
 def test_gaussian_kl_matches_torch_distributions():
     mu, logvar = torch.randn(6, 3), torch.randn(6, 3)
     oracle = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).sum(1)

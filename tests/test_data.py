@@ -113,6 +113,7 @@ def test_dsprites_loader_on_a_written_archive(tmp_path):
     values = np.zeros((n, 6))
     values[:, 1] = np.arange(n) % 3 + 1                                  # shape 1..3
     values[:, 2:] = rng.uniform(size=(n, 4))
+    values[:, 3] = rng.uniform(0, 2 * np.pi, n)                           # orientation in radians
     imgs = (rng.uniform(size=(n, 64, 64)) > 0.5).astype(np.uint8)
     np.savez_compressed(tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", imgs=imgs,
                         latents_values=values, latents_classes=np.zeros((n, 6), dtype=np.int64))
@@ -122,6 +123,8 @@ def test_dsprites_loader_on_a_written_archive(tmp_path):
     test = splits["test"]
     idx = np.asarray(test.indices)
     assert np.allclose(dataset_factors(test)["pos_y"], values[idx, 5])
+    period = np.array([np.pi / 2, np.pi, 2 * np.pi])[(values[idx, 1] - 1).astype(int)]
+    assert np.allclose(dataset_factors(test)["orientation"], np.mod(values[idx, 3], period) / period, atol=1e-6)
     assert (dataset_labels(test) == values[idx, 1] - 1).all()
     x, _ = test[0]
     assert x.shape == (1, 16, 16) and 0 <= x.min() and x.max() <= 1
