@@ -14,7 +14,7 @@ from .registry import HerdError
 HERD_REGS = ("universal", "class")
 VAE_REGS = ("beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae")
 REGS = ("none", *HERD_REGS, "hessian-penalty", *VAE_REGS)
-REG_WEIGHTS = {"universal": 5.0, "class": 1.0, "hessian-penalty": 10.0, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
+REG_WEIGHTS = {"universal": 5.0, "class": 1.0, "hessian-penalty": 0.001, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
                "factor-vae": 10.0, "beta-tcvae": 6.0}
 
 
