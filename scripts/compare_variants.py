@@ -50,19 +50,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds a setting may train")
     args = parser.parse_args()
     settings = SETTINGS if args.backbone == "resnet18" else {**SETTINGS, **SEARCH}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, extra) in enumerate(settings.items()):
             reg = "none" if label.startswith("none") else "class"
-            subprocess.run([sys.executable, "-m", "herd_cls", "train", "--reg", reg, "--seed", str(args.seed),
-                            "--out-dir", tmp, "--name", str(i), "--quiet", "--backbone", args.backbone, *extra],
-                           check=True)
-            s = json.loads((Path(tmp) / str(i) / "summary.json").read_text())
-            recon = f"{s['test_recon']:.4f}" if s["test_recon"] is not None else "–"
-            rows.append(f"| {label} | `{' '.join(['--reg', reg, *extra])}` | {s['test_accuracy']:.4f} | "
-                        f"{recon} | {s['block_purity']:.3f} |")
+            options = f"`{' '.join(['--reg', reg, *extra])}`"
+            try:
+                subprocess.run([sys.executable, "-m", "herd_cls", "train", "--reg", reg, "--seed", str(args.seed),
+                                "--out-dir", tmp, "--name", str(i), "--quiet", "--backbone", args.backbone, *extra],
+                               check=True, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.CalledProcessError as err:  # a failed setting is a result too
+                rows.append(f"| {label} | {options} | failed: {err.stderr.strip().splitlines()[-1]} | | |")
+            except subprocess.TimeoutExpired:
+                rows.append(f"| {label} | {options} | did not finish in {args.timeout} s | | |")
+            else:
+                s = json.loads((Path(tmp) / str(i) / "summary.json").read_text())
+                recon = f"{s['test_recon']:.4f}" if s["test_recon"] is not None else "–"
+                rows.append(f"| {label} | {options} | {s['test_accuracy']:.4f} | {recon} | {s['block_purity']:.3f} |")
             print(rows[-1], flush=True)
     command = "python scripts/compare_variants.py" + ("" if args.backbone == "resnet18" else f" --backbone {args.backbone}")
     md = (f"{args.backbone} on digits, seed {args.seed}, defaults otherwise; `{command}` at "
