@@ -46,19 +46,22 @@ def _discretise(values: np.ndarray, bins: int = BINS) -> np.ndarray:
     return np.digitize(values, np.histogram_bin_edges(values, bins)[1:-1])
 
 
+def _discretise_columns(x: np.ndarray) -> np.ndarray:
+    """(N, k) -> (N, k) bin indices, column by column."""
+    return np.stack([_discretise(col) for col in x.T], 1)
+
+
 def _entropy(codes: np.ndarray) -> float:
     p = np.bincount(codes) / len(codes)
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
 
 
-def _mutual_information(z: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """(d, k) MI in nats between each discretised code dim and each discretised factor."""
+def _mutual_information(zb: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    """(d, k) MI in nats between each binned code dim and each binned factor."""
     from sklearn.metrics import mutual_info_score
 
-    zb = [_discretise(col) for col in z.T]
-    vb = [_discretise(col) for col in v.T]
-    return np.array([[mutual_info_score(b, f) for f in vb] for b in zb])
+    return np.array([[mutual_info_score(b, f) for f in vb.T] for b in zb.T])
 
 
 def _as_matrix(z, factors: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -108,8 +111,9 @@ def mig(z, factors: dict) -> float:
     """Mutual Information Gap in [0, 1]: per factor, (I(z_a; v) - I(z_b; v)) / H(v) for the two most
     informative dims a, b; averaged over factors."""
     z, v, _ = _as_matrix(z, factors)
-    mi = _mutual_information(z, v)
-    entropy = np.array([_entropy(_discretise(col)) for col in v.T])
+    vb = _discretise_columns(v)
+    mi = _mutual_information(_discretise_columns(z), vb)
+    entropy = np.array([_entropy(col) for col in vb.T])
     return _gap_score(mi, entropy)
 
 
@@ -172,7 +176,7 @@ def beta_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64, s
         return float("nan")
     rng = np.random.default_rng(seed)
     zs = z / np.clip(z.std(0), 1e-8, None)
-    vb = np.stack([_discretise(col) for col in v.T], 1)
+    vb = _discretise_columns(v)
     features, targets = [], []
     for _ in range(batches):
         k = rng.integers(v.shape[1])
@@ -197,7 +201,7 @@ def factor_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64,
     std = z.std(0)
     active = std > 0.05 * std.max() if std.max() > 0 else np.ones(z.shape[1], bool)
     zs = z[:, active] / std[active]
-    vb = np.stack([_discretise(col) for col in v.T], 1)
+    vb = _discretise_columns(v)
     votes = np.zeros((2, zs.shape[1], v.shape[1]), dtype=int)
     for b in range(batches):
         k = rng.integers(v.shape[1])

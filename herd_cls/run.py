@@ -67,10 +67,10 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
 
 def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel, HeRD]:
     """The model and HeRD module a config describes; returns the config with its dims resolved."""
+    # a bottleneck's size is known now; pre-logit dims wait for the backbone's width
     dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
-    bottleneck = dims.latent_dim if cfg.latent == "bottleneck" else None
     model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
-                         bottleneck, cfg.head, cfg.head_hidden, cfg.decoder,
+                         dims.latent_dim, cfg.head, cfg.head_hidden, cfg.decoder,
                          cfg.pretrained, cfg.pretrained_file, mean, std, variational=cfg.reg in VAE_REGS,
                          shared_dims=dims.shared_dims)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
