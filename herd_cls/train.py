@@ -27,6 +27,9 @@ from .run import (CHECKPOINT, WEIGHTS, atomic_write, build, hessian_target, poin
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
+# the exact decoder Hessian costs seconds per batch on a CPU, so per-epoch validation of a decoder-side
+# HeRD run measures purity on fewer samples; the test split always uses EVAL_HESSIAN_SAMPLES
+VAL_DECODER_HESSIAN_SAMPLES = 128
 
 
 # helpers
@@ -106,7 +109,12 @@ def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: Tens
             z = model.encode(x)
         logits = model.classify(z)
         ce = F.cross_entropy(logits.float(), y)
-        recon = per_sample_loss(cfg.recon_loss)(model.decode(z).float(), x).mean() if model.decode else None
+        recon = None
+        if model.decode:
+            x_hat = model.decode(z).float()
+            # a diverged run must reach the NaN check below, not a RuntimeError from F.binary_cross_entropy
+            recon = (per_sample_loss(cfg.recon_loss)(x_hat, x).mean() if torch.isfinite(x_hat).all()
+                     else x_hat.new_tensor(float("nan")))
     loss = cfg.alpha_cl * ce + (cfg.alpha_ae * recon if recon is not None else 0.0)
     penalty = None
     if cfg.reg != "none" and weight > 0 and baseline is not None:
@@ -120,8 +128,9 @@ def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: Tens
 
 
 @torch.no_grad()
-def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, device: torch.device) -> dict:
-    """Loss, accuracy, reconstruction error, and (on the first samples) penalty and block purity."""
+def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, device: torch.device,
+             hessian_samples: int = EVAL_HESSIAN_SAMPLES) -> dict:
+    """Loss, accuracy, reconstruction error, and (on the first ``hessian_samples``) penalty and block purity."""
     model.eval()
     sums = {"loss": 0.0, "ce": 0.0, "recon": 0.0, "correct": 0.0}
     n, penalties = 0, []
@@ -130,7 +139,7 @@ def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, de
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         out = batch_losses(model, herd, cfg, x, y, 0.0, False)
-        if counts.sum() < EVAL_HESSIAN_SAMPLES:
+        if counts.sum() < hessian_samples:
             with torch.enable_grad():
                 head, target, hloss = hessian_target(model, cfg, x, y)
                 H = latent_hessian(head, out["z"], target, hloss, cfg.hessian_method).detach()
@@ -231,6 +240,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
     loaders = {s: DataLoader(ds, batch_size=cfg.batch_size, shuffle=(s == "train"), generator=gen,
                              num_workers=cfg.num_workers, drop_last=(s == "train" and len(ds) > cfg.batch_size))
                for s, ds in splits.items()}
+    val_hessian_samples = EVAL_HESSIAN_SAMPLES if cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         gen.manual_seed(cfg.seed * 1000 + epoch)  # same shuffles whether or not the run was resumed
@@ -262,7 +272,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
                             pen=f"{tot['penalty'] / tot['n']:.3f}")
         sched.step()
         elapsed += time.perf_counter() - t0
-        val = evaluate(model, herd, cfg, loaders["val"], device)
+        val = evaluate(model, herd, cfg, loaders["val"], device, val_hessian_samples)
         row = {"epoch": epoch + 1, "penalty_weight": weight, "train_loss": tot["loss"] / tot["n"],
                "train_accuracy": tot["correct"] / tot["n"], "train_penalty": tot["penalty"] / tot["n"],
                **{f"val_{k}": v for k, v in val.items()}, "seconds": elapsed}
