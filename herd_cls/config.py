@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from .registry import HerdError
+from .regularizer import PURITY_VARIANTS, VARIANTS
 
 
 HERD_REGS = ("universal", "class")
@@ -57,8 +58,9 @@ class Config:
                              "FactorVAE or beta-TCVAE on a variational bottleneck (baselines need --decoder).",
                     REGS)
     variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
-                                 "'block' (whole own block free) or 'purity' (direct block-purity objective).",
-                        ("reference", "block", "purity"))
+                                 "'block' (whole own block free), 'purity' (direct block-purity objective) or "
+                                 "'log-purity' (-log purity per class: no class left collapsed, at a cost "
+                                 "in accuracy).", VARIANTS)
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "
@@ -72,7 +74,7 @@ class Config:
     warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
     probes: int | None = _opt(None, "Estimate block purity with this many Rademacher probes instead of "
-                                    "forming H (variant purity; cost independent of latent size).")
+                                    "forming H (purity variants; cost independent of latent size).")
     hessian_method: str = _opt("auto", "How H is computed.", ("auto", "exact", "closed_form", "gauss_newton"))
     # training
     epochs: int = _opt(12, "Training epochs.")
@@ -105,8 +107,8 @@ class Config:
             raise HerdError(f"--reg {self.reg} regularizes a decoder; add --decoder")
         if self.reg in VAE_REGS and self.latent != "bottleneck":
             raise HerdError(f"--reg {self.reg} needs a variational bottleneck; use --latent bottleneck")
-        if self.probes is not None and self.variant != "purity":
-            raise HerdError("--probes estimates block purity; use it with --variant purity")
+        if self.probes is not None and self.variant not in PURITY_VARIANTS:
+            raise HerdError("--probes estimates block purity; use it with --variant purity or log-purity")
         return self
 
     @property

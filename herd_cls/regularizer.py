@@ -23,7 +23,9 @@ Loss = Union[str, LossFn]
 
 LOSSES = ("ce", "mse", "bce")
 METHODS = ("auto", "exact", "closed_form", "gauss_newton")
-VARIANTS = ("reference", "block", "purity")
+VARIANTS = ("reference", "block", "purity", "log-purity")
+PURITY_VARIANTS = ("purity", "log-purity")
+LOG_PURITY_DELTA = 0.01  # log-purity penalises -log((P + delta) / (1 + delta)): finite at P = 0, 0 at P = 1
 MODES = ("class", "universal")
 
 
@@ -204,8 +206,8 @@ def free_region(blocks: Tensor, variant: str = "reference") -> Tensor:
 
     ``reference``: the diagonal of B_c and of the shared dims (METHOD.md, exactly).
     ``block``: all of B_c x B_c (off-diagonal entries too) plus the shared diagonal.
-    ``purity``: B_c x B_c only, so the penalty is exactly 1 - block purity; a free shared
-    diagonal was measured to pull whole classes' curvature into the shared dims.
+    ``purity`` and ``log-purity``: B_c x B_c only, so the penalty is a function of block purity alone;
+    a free shared diagonal was measured to pull whole classes' curvature into the shared dims.
     """
     if variant not in VARIANTS:
         raise HerdError(f"unknown HeRD variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
@@ -215,7 +217,7 @@ def free_region(blocks: Tensor, variant: str = "reference") -> Tensor:
     own = blocks.unsqueeze(2) & blocks.unsqueeze(1)
     if variant == "reference":
         return eye & (blocks | shared).unsqueeze(1)
-    if variant == "purity":
+    if variant in PURITY_VARIANTS:
         return own
     return own | (eye & shared).unsqueeze(0)
 
@@ -225,13 +227,13 @@ def class_mask(num_classes: int, latent_dim: int, shared_dims: int = 0, alpha_of
     """(K, d, d) penalty weights M_c for :func:`class_penalty`.
 
     ``reference``/``block``: alpha_off / (d^2 - d) off the diagonal, alpha_diag / d on it, 0 on the
-    free region. ``purity``: 1 / (d^2 K) outside the free region, so the penalty is the mean over
-    classes of the share of |H| mass outside the class's own block.
+    free region. ``purity``/``log-purity``: 1 / (d^2 K) outside the free region, so the penalty is the
+    mean over classes of the share of |H| mass outside the class's own block.
     """
     blocks = class_blocks(num_classes, latent_dim, shared_dims)
     free = free_region(blocks, variant)
     d = latent_dim
-    if variant == "purity":
+    if variant in PURITY_VARIANTS:
         weights = torch.full((d, d), 1.0 / (d * d * num_classes))
     else:
         weights = torch.full((d, d), alpha_off / (d * d - d))
@@ -247,11 +249,21 @@ def class_mean_abs(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor,
     return mean, counts > 0
 
 
-def class_penalty(H: Tensor, labels: Tensor, mask: Tensor) -> Tensor:
-    """R_class = sum over classes c in the batch of sum(M_c * Hbar_c) / mean(Hbar_c)."""
+def class_penalty(H: Tensor, labels: Tensor, mask: Tensor, log_purity: bool = False) -> Tensor:
+    """R_class = sum over classes c in the batch of sum(M_c * Hbar_c) / mean(Hbar_c).
+
+    With ``log_purity`` (and the purity mask, for which that sum is the mean of 1 - P_c) it is instead
+    the mean of -log((P_c + delta) / (1 + delta)), which weighs the least pure class most.
+    """
     hbar, present = class_mean_abs(H, labels, mask.shape[0])
     ratio = (mask * hbar).sum((1, 2)) / hbar.mean((1, 2)).clamp_min(torch.finfo(H.dtype).tiny)
+    if log_purity:
+        return _log_impurity(1 - mask.shape[0] * ratio[present])
     return ratio[present].sum()
+
+
+def _log_impurity(purity: Tensor) -> Tensor:
+    return -torch.log((purity.clamp(0, 1) + LOG_PURITY_DELTA) / (1 + LOG_PURITY_DELTA)).mean()
 
 
 def universal_penalty(H: Tensor, alpha_off: float = 0.5) -> Tensor:
@@ -262,14 +274,15 @@ def universal_penalty(H: Tensor, alpha_off: float = 0.5) -> Tensor:
     return alpha_off * (hbar.sum() - diag.sum()) / total + diag.norm() / hbar.shape[0]
 
 
-def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Mean over classes in the batch of 1 - sum_i inside_i / sum_i total_i (squared Frobenius mass)."""
+def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, log_purity: bool = False) -> Tensor:
+    """Mean over classes in the batch of 1 - sum_i inside_i / sum_i total_i (squared Frobenius mass),
+    or of -log((purity + delta) / (1 + delta)) with ``log_purity``."""
     onehot = F.one_hot(labels, num_classes).to(total.dtype)
     tot = onehot.T @ total
     ins = onehot.T @ inside
     present = onehot.sum(0) > 0
-    impurity = 1.0 - ins / tot.clamp_min(torch.finfo(total.dtype).tiny)
-    return impurity[present].mean()
+    purity = ins / tot.clamp_min(torch.finfo(total.dtype).tiny)
+    return _log_impurity(purity[present]) if log_purity else (1.0 - purity[present]).mean()
 
 
 def penalty_weight(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
@@ -288,10 +301,11 @@ class HeRD(nn.Module):
         mode: ``"class"`` (class blocks) or ``"universal"`` (diagonal Hessian, no labels used).
         shared_dims: s dims at the end of z that belong to every class.
         alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass.
-        variant: ``"reference"`` (METHOD.md exactly), ``"block"`` (the whole own block is free) or
-            ``"purity"`` (penalise the share of mass outside the own block directly).
+        variant: ``"reference"`` (METHOD.md exactly), ``"block"`` (the whole own block is free),
+            ``"purity"`` (penalise the share of mass outside the own block directly) or
+            ``"log-purity"`` (-log of each class's purity, so a collapsed class weighs most).
         probes: if set, estimate block masses with this many Rademacher probes instead of forming
-            H (``variant="purity"`` only; cost independent of d).
+            H (purity variants only; cost independent of d).
         method: Hessian method for :func:`latent_hessian`.
     """
 
@@ -301,8 +315,9 @@ class HeRD(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if probes is not None and (mode != "class" or variant != "purity"):
-            raise HerdError("probes estimate block purity: use them with mode 'class' and variant 'purity'")
+        if probes is not None and (mode != "class" or variant not in PURITY_VARIANTS):
+            raise HerdError("probes estimate block purity: use them with mode 'class' and variant 'purity' "
+                            "or 'log-purity'")
         self.num_classes, self.latent_dim, self.shared_dims = num_classes, latent_dim, shared_dims
         self.mode, self.variant, self.probes, self.method = mode, variant, probes, method
         self.alpha_off, self.alpha_diag = alpha_off, alpha_diag
@@ -325,7 +340,7 @@ class HeRD(nn.Module):
         """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians."""
         if self.mode == "universal":
             return universal_penalty(H, self.alpha_off)
-        return class_penalty(H, labels, self.mask)
+        return class_penalty(H, labels, self.mask, self.variant == "log-purity")
 
     def forward(self, head: Callable, z: Tensor, target, labels: Tensor | None = None, loss: Loss = "ce") -> Tensor:
         """Scalar penalty for ``loss(head(z), target)``; ``labels`` pick each sample's block."""
@@ -333,7 +348,7 @@ class HeRD(nn.Module):
             raise HerdError("class-specific HeRD needs the labels of the batch")
         if self.probes is not None:
             inside, total = hessian_block_mass(head, z, target, self.blocks[labels], loss, self.probes)
-            return probe_penalty(inside, total, labels, self.num_classes)
+            return probe_penalty(inside, total, labels, self.num_classes, self.variant == "log-purity")
         return self.penalty(latent_hessian(head, z, target, loss, self.method).float(), labels)
 
     def extra_repr(self) -> str:

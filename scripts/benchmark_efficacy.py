@@ -43,6 +43,8 @@ SETTINGS = {  # label -> config overrides, explicit so the rows keep their meani
     "class HeRD (purity, MLP head, alpha 5)": {"reg": "class", "alpha_reg": 5.0, **MLP},
     "none, block head": {"reg": "none", "head": "block", "shared_dims": 0},
     "class HeRD (purity, block head; shipped)": {"reg": "class", "head": "block", "shared_dims": 0, "alpha_reg": 1.0},
+    "class HeRD (log-purity, block head)": {"reg": "class", "variant": "log-purity", "head": "block", "shared_dims": 0,
+                                            "alpha_reg": 1.0},
     "Hessian Penalty": {"reg": "hessian-penalty", **MLP},
     "beta-VAE": {"reg": "beta-vae", **MLP},
     "beta-VAE, annealed capacity": {"reg": "beta-vae-capacity", **MLP},

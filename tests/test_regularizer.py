@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -181,7 +183,7 @@ def test_universal_penalty_golden_value():
     assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.5)
 
 
-@pytest.mark.parametrize("variant", ["reference", "block", "purity"])
+@pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity"])
 def test_gradient_step_lowers_penalty(variant):
     torch.manual_seed(7)
     herd = HeRD(3, 7, shared_dims=1, variant=variant)
@@ -205,6 +207,12 @@ def test_probe_penalty_tracks_exact_purity():
                         for c in range(3)]).mean()
     herd = HeRD(3, 6, variant="purity", probes=2000)
     assert herd(head, z, y, labels=y).item() == pytest.approx(want.item(), abs=0.03)
+    torch.manual_seed(8)
+    log_herd = HeRD(3, 6, variant="log-purity", probes=2000)
+    purity = 1 - torch.stack([H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
+                              for c in range(3)])
+    want_log = -torch.log((1 - purity + 0.01) / 1.01).mean()
+    assert log_herd(head, z, y, labels=y).item() == pytest.approx(want_log.item(), rel=0.1)
 
 
 def test_herd_module_api():
@@ -235,3 +243,19 @@ def test_purity_penalty_is_one_minus_block_purity():
     hbar, _ = class_mean_abs(H, y, 3)
     purity = class_block_purity(hbar, class_blocks(3, 7, 1))
     assert class_penalty(H, y, mask).item() == pytest.approx((1 - purity).mean().item())
+
+
+def test_log_purity_penalty_golden_values():
+    # class 0: all mass in its block (purity 1); class 1: a quarter inside (purity 0.25)
+    H = torch.zeros(2, 4, 4)
+    H[0, 0, 0] = 2.0
+    H[1, 2, 2], H[1, 0, 0], H[1, 0, 1] = 1.0, 2.0, 1.0
+    y = torch.tensor([0, 1])
+    mask = class_mask(2, 4, variant="log-purity")
+    want = -(math.log(1.01 / 1.01) + math.log(0.26 / 1.01)) / 2
+    assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(want)
+    assert HeRD(2, 4, variant="log-purity").penalty(H, y).item() == pytest.approx(want)
+    # a collapsed class (purity 0) costs log(101) ~ 4.6, where plain purity charges it at most 1
+    H[1, 2, 2] = 0.0
+    assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(math.log(101) / 2)
+    assert class_penalty(H, y, class_mask(2, 4, variant="purity")).item() == pytest.approx(0.5)
