@@ -11,18 +11,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def provenance() -> str:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return "?"
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
 
+
+def commit() -> str:
+    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it."""
+    dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    return _git("rev-parse", "--short", "HEAD") + dirty
+
+
+def provenance() -> str:
     import torch
 
-    dirty = "+uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+    return (f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _provenance import ROOT, provenance, publish
+from _provenance import ROOT, commit, provenance, publish
 from herd_cls import load_run
 from herd_cls.analysis.attribution import class_latent_attribution
 from herd_cls.analysis.latents import collect
@@ -102,6 +102,13 @@ def classifier_block_purity(classify, z: torch.Tensor, y: torch.Tensor, blocks: 
     return class_block_purity(hsum / torch.bincount(y, minlength=K).clamp_min(1).view(-1, 1, 1), blocks)
 
 
+def run_commits(results: dict) -> str:
+    """The commits the saved runs were trained at (runs saved before commits were recorded say so)."""
+    commits = {r.get("commit", "an unrecorded commit") for by_label in results.values()
+               for runs in by_label.values() for r in runs}
+    return ", ".join(sorted(commits))
+
+
 def fmt(values: list) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -152,6 +159,7 @@ def run_dataset(dataset: str, args) -> None:
         torch.set_num_threads(1)
     path = results_file(dataset)
     done = json.loads(path.read_text()) if path.is_file() else {}
+    code_commit = commit()  # each saved run records the code it ran, since runs of several sessions are mixed
     held_out = None
     if dataset == "shapes":
         images, labels, factors = make_shapes(SHAPES_HELD_OUT, 32, seed=1)
@@ -168,7 +176,7 @@ def run_dataset(dataset: str, args) -> None:
                              "seed": seed, "out_dir": tmp, "name": f"{dataset}-{len(done)}",
                              **DATASETS[dataset], **SETTINGS[label]}
                 r = score(train(load_config(overrides=overrides), progress=False), held_out)
-                done[key] = {"setting": label, "seed": seed, **r}
+                done[key] = {"setting": label, "seed": seed, "commit": code_commit, **r}
                 path.write_text(json.dumps(done, indent=1) + "\n")
                 print(f"{dataset:7s} {label:30s} seed {seed}: " +
                       "  ".join(f"{k} {r[k]:.3f}" for k in COLUMNS + ["train_seconds"] if r.get(k) is not None),
@@ -209,7 +217,7 @@ def main() -> None:
           f"worst class purity its lowest class; MIG, DCI-D and SAP are per-class means on {SHAPES_HELD_OUT} "
           f"held-out shapes, fit on two thirds and scored on one (– on digits, which has no factors); the "
           f"decoder-Hessian row runs on digits only (about 30 min per shapes run on 2 CPU cores); "
-          f"`python scripts/benchmark_efficacy.py` at {provenance()}.\n\n"
+          f"`python scripts/benchmark_efficacy.py`, runs at {run_commits(results)}, table at {provenance()}.\n\n"
           + header + "\n".join(rows) + "\n\nWith the block head and no shared dims, each logit sees only its own "
           "block, so attribution alignment and sweep specificity are 1 by construction: for those rows they "
           "measure the architecture, not the training. Hessian block purity is not fixed by it (other "
