@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from .files import atomic_write
 from .registry import HerdError, Registry
 
 DATASETS: Registry = Registry("data set")
@@ -197,6 +198,30 @@ DSPRITES_SHAPES = ["square", "ellipse", "heart"]
 DSPRITES_FACTORS = {"scale": 2, "orientation": 3, "pos_x": 4, "pos_y": 5}  # columns of latents_values
 
 
+def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(imgs, latents_values) of a fixed random subset of ``count`` images. Reading the archive
+    decompresses all 737280 images (about 3 GB), so the subset is cached beside it; a cache older than
+    the archive is rebuilt, and a read-only folder just goes without one."""
+    cache = path.with_name(f"{path.stem}.subset{count}.npz")
+    if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
+        with np.load(cache, allow_pickle=False) as subset:
+            return subset["imgs"], subset["latents_values"]
+    with np.load(path, allow_pickle=False) as archive:
+        values = archive["latents_values"]
+        keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:count])
+        imgs, values = archive["imgs"][keep], values[keep]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, imgs=imgs, latents_values=values)
+
+    try:
+        atomic_write(cache, write)
+    except OSError:
+        pass
+    return imgs, values
+
+
 @DATASETS.register("dsprites")
 def _dsprites(root, download, image_size, num_samples):
     """DeepMind's dSprites archive (Matthey et al. 2017) from ``root`` (the .npz or its folder):
@@ -207,14 +232,12 @@ def _dsprites(root, download, image_size, num_samples):
         raise HerdError(f"dSprites archive not found at {path}; download {DSPRITES_FILE} from "
                         "github.com/deepmind/dsprites-dataset and pass --data-root DIR holding it")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            values = archive["latents_values"]
-            keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:num_samples or 20000])
-            images = torch.from_numpy(archive["imgs"][keep].astype(np.float32)).unsqueeze(1)
+        imgs, values = _dsprites_subset(path, num_samples or 20000)
     except (OSError, KeyError, ValueError) as err:
         raise HerdError(f"cannot read dSprites archive {path} ({err}); it needs arrays imgs and latents_values") from None
-    labels = torch.from_numpy(values[keep, 1].astype(np.int64) - 1)
-    factors = {name: values[keep, col].astype(np.float32) for name, col in DSPRITES_FACTORS.items()}
+    images = torch.from_numpy(imgs.astype(np.float32)).unsqueeze(1)
+    labels = torch.from_numpy(values[:, 1].astype(np.int64) - 1)
+    factors = {name: values[:, col].astype(np.float32) for name, col in DSPRITES_FACTORS.items()}
     # orientation as a fraction of each shape's symmetry period (square 90°, ellipse 180°, heart 360°),
     # so that images which look the same have the same value
     period = np.array([np.pi / 2, np.pi, 2 * np.pi], dtype=np.float32)[labels.numpy()]

@@ -6,35 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .config import VAE_REGS, Config, load_config
 from .data import DataInfo, create_datasets
+from .files import atomic_write
 from .models import LatentModel, create_model
 from .registry import HerdError
 from .regularizer import HeRD, sum_losses
 
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file in the same folder and rename it, so no reader sees half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 from .baselines import FactorDiscriminator, gaussian_kl, hessian_penalty, reparameterise, total_correlation
 from .config import HERD_REGS, Config, load_config, save_config
 from .data import create_datasets
+from .files import atomic_write
 from .metrics import class_block_purity
 from .models import LatentModel
 from .registry import HerdError
 from .regularizer import HeRD, class_mean_abs, latent_hessian, penalty_weight, per_sample_loss
-from .run import (CHECKPOINT, WEIGHTS, atomic_write, build, hessian_target, point_latest, save_data_info,
+from .run import (CHECKPOINT, WEIGHTS, build, hessian_target, point_latest, save_data_info,
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples

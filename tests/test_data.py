@@ -130,6 +130,28 @@ def test_dsprites_loader_on_a_written_archive(tmp_path):
     assert x.shape == (1, 16, 16) and 0 <= x.min() and x.max() <= 1
 
 
+def test_dsprites_subset_is_cached_beside_the_archive_and_rebuilt_when_older(tmp_path):
+    import os
+
+    n = 30
+    values = np.zeros((n, 6))
+    values[:, 1] = np.arange(n) % 3 + 1
+    imgs = np.ones((n, 64, 64), dtype=np.uint8)
+    archive = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+    np.savez_compressed(archive, imgs=imgs, latents_values=values)
+    first, _ = create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)
+    cache = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.subset24.npz"
+    assert cache.is_file()
+    with np.load(cache) as subset:
+        assert subset["imgs"].shape == (24, 64, 64)
+        np.savez(cache, imgs=np.zeros_like(subset["imgs"]), latents_values=subset["latents_values"])
+    cached, _ = create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)
+    assert cached["test"][0][0].max() == 0                    # read from the cache, not the archive
+    os.utime(archive, (cache.stat().st_mtime + 10,) * 2)     # a newer archive invalidates the cache
+    rebuilt, _ = create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)
+    assert rebuilt["test"][0][0].min() == 1
+
+
 def test_dsprites_without_the_archive_says_where_to_get_it(tmp_path):
     with pytest.raises(HerdError, match="dSprites archive not found.*--data-root"):
         create_datasets("dsprites", root=tmp_path)

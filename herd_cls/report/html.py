@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..run import atomic_write
+from ..files import atomic_write
 
 
 def render(template: str, path: Path, **context) -> Path:
