@@ -59,8 +59,8 @@ class Config:
                     REGS)
     variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free), 'purity' (direct block-purity objective) or "
-                                 "'log-purity' (-log purity per class: no class left collapsed, at a cost "
-                                 "in accuracy).", VARIANTS)
+                                 "'log-purity' (-log purity per class, so giving up a class costs more; it "
+                                 "costs accuracy).", VARIANTS)
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "

@@ -200,20 +200,25 @@ DSPRITES_FACTORS = {"scale": 2, "orientation": 3, "pos_x": 4, "pos_y": 5}  # col
 
 def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(imgs, latents_values) of a fixed random subset of ``count`` images. Reading the archive
-    decompresses all 737280 images (about 3 GB), so the subset is cached beside it; a cache older than
-    the archive is rebuilt, and a read-only folder just goes without one."""
-    cache = path.with_name(f"{path.stem}.subset{count}.npz")
+    decompresses all 737280 images (about 3 GB), so a proper subset is cached beside it; a cache older
+    than the archive, or unreadable, is rebuilt, and a read-only folder just goes without one."""
+    cache = path.with_name(f"{path.stem}.subset{count}-seed{SPLIT_SEED}.npz")
     if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
-        with np.load(cache, allow_pickle=False) as subset:
-            return subset["imgs"], subset["latents_values"]
+        try:
+            with np.load(cache, allow_pickle=False) as subset:
+                return subset["imgs"], subset["latents_values"]
+        except (OSError, KeyError, ValueError):
+            pass
     with np.load(path, allow_pickle=False) as archive:
         values = archive["latents_values"]
+        if count >= len(values):
+            return archive["imgs"], values
         keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:count])
         imgs, values = archive["imgs"][keep], values[keep]
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, imgs=imgs, latents_values=values)
+            np.savez_compressed(f, imgs=imgs, latents_values=values)
 
     try:
         atomic_write(cache, write)

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Callable
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temp file in the same folder and rename it, so no reader sees half a file."""
     path = Path(path)
@@ -14,6 +18,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only; give it a plain file's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

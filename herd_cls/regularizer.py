@@ -281,7 +281,8 @@ def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: in
     tot = onehot.T @ total
     ins = onehot.T @ inside
     present = onehot.sum(0) > 0
-    purity = ins / tot.clamp_min(torch.finfo(total.dtype).tiny)
+    # a class without curvature counts as pure, as in the exact path
+    purity = torch.where(tot > 0, ins / tot.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(tot))
     return _log_impurity(purity[present]) if log_purity else (1.0 - purity[present]).mean()
 
 

@@ -113,12 +113,13 @@ def batch_losses(model: LatentModel, herd: HeRD, cfg: Config, x: Tensor, y: Tens
         recon = None
         if model.decode:
             x_hat = model.decode(z).float()
-            # a diverged run must reach the NaN check below, not a RuntimeError from F.binary_cross_entropy
+            # a diverged run must reach the trainer's NaN check, not a RuntimeError from F.binary_cross_entropy
             recon = (per_sample_loss(cfg.recon_loss)(x_hat, x).mean() if torch.isfinite(x_hat).all()
                      else x_hat.new_tensor(float("nan")))
     loss = cfg.alpha_cl * ce + (cfg.alpha_ae * recon if recon is not None else 0.0)
     penalty = None
-    if cfg.reg != "none" and weight > 0 and baseline is not None:
+    # a non-finite loss skips the regularizer, which may run the decoder's loss again on NaN images
+    if cfg.reg != "none" and weight > 0 and baseline is not None and torch.isfinite(loss):
         with torch.autocast(x.device.type, enabled=False):
             penalty, term = regularizer_loss(model, herd, cfg, x, y, z.float(),
                                              None if mu is None else mu.float(),

@@ -140,8 +140,10 @@ def test_dsprites_subset_is_cached_beside_the_archive_and_rebuilt_when_older(tmp
     archive = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
     np.savez_compressed(archive, imgs=imgs, latents_values=values)
     first, _ = create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)
-    cache = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.subset24.npz"
-    assert cache.is_file()
+    cache = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.subset24-seed0.npz"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert cache.stat().st_mode & 0o777 == 0o666 & ~umask        # a plain file's mode, not mkstemp's 0600
     with np.load(cache) as subset:
         assert subset["imgs"].shape == (24, 64, 64)
         np.savez(cache, imgs=np.zeros_like(subset["imgs"]), latents_values=subset["latents_values"])
@@ -150,6 +152,11 @@ def test_dsprites_subset_is_cached_beside_the_archive_and_rebuilt_when_older(tmp
     os.utime(archive, (cache.stat().st_mtime + 10,) * 2)     # a newer archive invalidates the cache
     rebuilt, _ = create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)
     assert rebuilt["test"][0][0].min() == 1
+    cache.write_bytes(b"not an npz")                         # a broken cache falls back to the archive
+    os.utime(cache, (archive.stat().st_mtime + 10,) * 2)
+    assert create_datasets("dsprites", root=tmp_path, image_size=16, num_samples=24)[0]["test"][0][0].min() == 1
+    create_datasets("dsprites", root=tmp_path, image_size=16)  # the whole archive: nothing to cache
+    assert sorted(p.name for p in tmp_path.glob("*.subset*")) == [cache.name]
 
 
 def test_dsprites_without_the_archive_says_where_to_get_it(tmp_path):

@@ -209,9 +209,9 @@ def test_probe_penalty_tracks_exact_purity():
     assert herd(head, z, y, labels=y).item() == pytest.approx(want.item(), abs=0.03)
     torch.manual_seed(8)
     log_herd = HeRD(3, 6, variant="log-purity", probes=2000)
-    purity = 1 - torch.stack([H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
-                              for c in range(3)])
-    want_log = -torch.log((1 - purity + 0.01) / 1.01).mean()
+    impurity = 1 - torch.stack([H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
+                                for c in range(3)])
+    want_log = -torch.log((1 - impurity + 0.01) / 1.01).mean()
     assert log_herd(head, z, y, labels=y).item() == pytest.approx(want_log.item(), rel=0.1)
 
 

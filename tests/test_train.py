@@ -103,6 +103,8 @@ def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
     (["--lr", "1e30", "--epochs", "3"], "the loss became"),
     # F.binary_cross_entropy raises on NaN images; a diverged BCE run must still end in one line
     (["--lr", "1e30", "--epochs", "3", "--decoder", "--recon-loss", "bce"], "the loss became"),
+    (["--lr", "1e30", "--epochs", "3", "--decoder", "--recon-loss", "bce", "--wrt", "autoencoder", "--probes", "2",
+      "--warmup", "0"], "the loss became"),
 ])
 def test_bad_input_gives_one_error_line_and_no_latest(tiny_args, tmp_path, extra, message):
     res = CliRunner().invoke(main, ["train", *tiny_args, *extra])
