@@ -20,7 +20,8 @@ def _git(*args) -> str:
 
 def commit() -> str:
     """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it."""
-    dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    # reports/ holds the benchmarks' own outputs, which change while they run
+    dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports") else ""
     return _git("rev-parse", "--short", "HEAD") + dirty
 
 
