@@ -106,7 +106,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     """
     from .analysis.attribution import attribute, class_latent_attribution
     from .metrics import (attribution_alignment, class_block_purity, embedding_2d, latent_label_information)
-    from .regularizer import class_mean_abs, latent_hessian
+    from .regularizer import class_abs_sum, latent_hessian
     from .run import hessian_target
 
     model, cfg, names = run.model, run.config, run.class_names
@@ -121,9 +121,9 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     for xb, zb, yb in zip(x[:hessian_samples].split(128), z[:hessian_samples].split(128), y[:hessian_samples].split(128)):
         head, target, loss = hessian_target(model, cfg, xb, yb)
         H = latent_hessian(head, zb, target, loss, cfg.hessian_method).detach()
-        c = torch.bincount(yb, minlength=num_classes).float()
-        hsum += class_mean_abs(H, yb, num_classes)[0] * c.view(-1, 1, 1)
-        counts += c
+        total, count = class_abs_sum(H, yb, num_classes)
+        hsum += total
+        counts += count
     hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
     purity = class_block_purity(hbar, blocks)
 

@@ -241,12 +241,16 @@ def class_mask(num_classes: int, latent_dim: int, shared_dims: int = 0, alpha_of
     return weights.expand(num_classes, d, d).masked_fill(free, 0.0).contiguous()
 
 
+def class_abs_sum(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sum of |H_i| and sample count: ((K, d, d), (K,)); sums over batches add up."""
+    onehot = F.one_hot(labels, num_classes).to(H.dtype)
+    return torch.einsum("bk,bde->kde", onehot, H.abs()), onehot.sum(0)
+
+
 def class_mean_abs(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Per-class mean of |H_i|: ((K, d, d), present (K,) bool); absent classes are zero."""
-    onehot = F.one_hot(labels, num_classes).to(H.dtype)
-    counts = onehot.sum(0)
-    mean = torch.einsum("bk,bde->kde", onehot, H.abs()) / counts.clamp_min(1).view(-1, 1, 1)
-    return mean, counts > 0
+    total, counts = class_abs_sum(H, labels, num_classes)
+    return total / counts.clamp_min(1).view(-1, 1, 1), counts > 0
 
 
 def class_penalty(H: Tensor, labels: Tensor, mask: Tensor, log_purity: bool = False) -> Tensor:

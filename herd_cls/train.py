@@ -23,7 +23,7 @@ from .files import atomic_write
 from .metrics import class_block_purity
 from .models import LatentModel
 from .registry import HerdError
-from .regularizer import HeRD, class_mean_abs, latent_hessian, penalty_weight, per_sample_loss
+from .regularizer import HeRD, class_abs_sum, latent_hessian, penalty_weight, per_sample_loss
 from .run import (CHECKPOINT, WEIGHTS, build, hessian_target, point_latest, save_data_info,
                   write_json)
 
@@ -147,9 +147,9 @@ def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, de
                 H = latent_hessian(head, out["z"], target, hloss, cfg.hessian_method).detach()
             if cfg.reg in HERD_REGS:
                 penalties.append(float(herd.penalty(H, y)))
-            c = torch.bincount(y, minlength=K).float()
-            hsum += class_mean_abs(H, y, K)[0] * c.view(-1, 1, 1)
-            counts += c
+            total, count = class_abs_sum(H, y, K)
+            hsum += total
+            counts += count
         n += len(y)
         for k in ("loss", "ce", "recon"):
             if out[k] is not None:

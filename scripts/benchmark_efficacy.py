@@ -32,7 +32,7 @@ from herd_cls.config import load_config
 from herd_cls.data import ImageSet, make_shapes
 from herd_cls.disentanglement import disentanglement_scores
 from herd_cls.metrics import attribution_alignment, class_block_purity, sweep_specificity
-from herd_cls.regularizer import class_mean_abs, latent_hessian
+from herd_cls.regularizer import class_abs_sum, latent_hessian
 from herd_cls.train import train
 
 MLP = {"head": "mlp"}
@@ -99,8 +99,7 @@ def classifier_block_purity(classify, z: torch.Tensor, y: torch.Tensor, blocks: 
     K, d = blocks.shape
     hsum = torch.zeros(K, d, d)
     for zb, yb in zip(z.split(256), y.split(256)):
-        hsum += class_mean_abs(latent_hessian(classify, zb, yb, "ce").detach(), yb, K)[0] \
-            * torch.bincount(yb, minlength=K).view(-1, 1, 1)
+        hsum += class_abs_sum(latent_hessian(classify, zb, yb, "ce").detach(), yb, K)[0]
     return class_block_purity(hsum / torch.bincount(y, minlength=K).clamp_min(1).view(-1, 1, 1), blocks)
 
 
