@@ -77,13 +77,23 @@ def train(config_path, resume, quiet, **options):
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")
 
 
+def _names(registry_module: str, attr: str) -> list[str]:
+    import importlib
+
+    return getattr(importlib.import_module(registry_module), attr).names()
+
+
+ATTRIBUTION_METHODS = _names("herd_cls.analysis.attribution", "ATTRIBUTIONS")
+ATTACK_NAMES = _names("herd_cls.analysis.robustness", "ATTACKS")
 METHOD_OPTION = click.option("--method", default="integrated-gradients", show_default=True,
-                             type=click.Choice(["integrated-gradients", "saliency", "gradient-shap", "occlusion"]),
+                             type=click.Choice(ATTRIBUTION_METHODS),
                              help="captum attribution method for inputs and latents.")
 RUN_OPTION = click.option("--run", "run_path", default="runs/latest", show_default=True, type=click.Path(),
                           help="Run folder to analyse.")
 OUT_OPTION = click.option("--out", default=None, type=click.Path(file_okay=False),
                           help="Report folder [default: reports/<run name>].")
+QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars (they are off anyway when stderr "
+                                                          "is not a terminal).")
 
 
 @main.command()
@@ -96,24 +106,25 @@ OUT_OPTION = click.option("--out", default=None, type=click.Path(file_okay=False
 @click.option("--dims", default="all", show_default=True,
               help="Dims to sweep: all, block (the class's own), shared, or a list such as 0,3,7.")
 @OUT_OPTION
+@QUIET_OPTION
 @_friendly
-def sweep(class_, run_path, samples, span, steps, dims, out):
+def sweep(class_, run_path, samples, span, steps, dims, out, quiet):
     """Sweep latent dims of real images of one class; image grids (with a decoder) and probability plots.
 
     Writes PNGs and sweep_class_<C>.html into the report folder; the last line printed is the page.
     """
-    from .commands import report_dir, resolve_class, sweep_report
+    from . import commands
     from .run import load_run
 
     run = load_run(run_path)
-    target = resolve_class(run, class_)
-    page, info = sweep_report(run, target, report_dir(run, out), samples, span, steps, dims)
+    page, result = commands.sweep(run, class_, samples, span, steps, dims, out, quiet)
     if run.decode is None:
         click.echo("this run has no decoder: probability sweeps only")
-    click.echo(f"class {target} ({run.class_names[target]}): block dims {info['block']}, "
-               f"shared dims {info['shared'] or 'none'}")
-    click.echo(f"sweep specificity {info['sweep_specificity_per_class'][target]:.3f} "
-               f"(all classes {info['sweep_specificity']:.3f}, chance {1 / len(run.class_names):.3f})")
+    spec = result.specificity
+    click.echo(f"class {result.target} ({run.class_names[result.target]}): block dims {result.block}, "
+               f"shared dims {result.shared or 'none'}")
+    click.echo(f"sweep specificity {spec['sweep_specificity_per_class'][result.target]:.3f} "
+               f"(all classes {spec['sweep_specificity']:.3f}, chance {1 / len(run.class_names):.3f})")
     click.echo(str(page))
 
 
@@ -123,26 +134,24 @@ def sweep(class_, run_path, samples, span, steps, dims, out):
               help="A second run folder to show side by side (e.g. a --reg none baseline).")
 @METHOD_OPTION
 @OUT_OPTION
+@QUIET_OPTION
 @_friendly
-def report(run_path, compare_path, method, out):
+def report(run_path, compare_path, method, out, quiet):
     """Write an HTML report: an index page and one page per class.
 
     The folder (default reports/<run name>/) holds index.html, class_<k>.html and figures/; links are
     relative, so it can be zipped and opened from file://. The last line printed is index.html.
     """
-    from .commands import analyse, report_dir
-    from .report.pages import write_report
+    from . import commands
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
-    if len(runs) == 2 and runs[0].class_names != runs[1].class_names:
-        raise HerdError("--compare needs two runs on the same classes; these runs' data sets differ")
-    analyses = [analyse(r, method) for r in runs]
-    index = write_report(analyses, report_dir(runs[0], out))
+    index, analyses = commands.report(runs, method, out, quiet)
     for a in analyses:
-        click.echo(f"{a['name']}: accuracy {a['accuracy']:.3f}  block purity {a['block_purity']:.3f}  "
-                   f"attribution alignment {a['attribution_alignment']:.3f}  "
-                   f"sweep specificity {a['sweep_specificity']:.3f}")
+        m = a.metrics()
+        click.echo(f"{a.name}: accuracy {m['accuracy']:.3f}  block purity {m['block_purity']:.3f}  "
+                   f"attribution alignment {m['attribution_alignment']:.3f}  "
+                   f"sweep specificity {m['sweep_specificity']:.3f}")
     click.echo(str(index))
 
 
@@ -152,22 +161,22 @@ def report(run_path, compare_path, method, out):
 @METHOD_OPTION
 @click.option("--samples", default=8, show_default=True, help="Test images per class for input attributions.")
 @OUT_OPTION
+@QUIET_OPTION
 @_friendly
-def attribute(run_path, class_, method, samples, out):
+def attribute(run_path, class_, method, samples, out, quiet):
     """Input and latent attributions with captum, and the latent attribution alignment.
 
     Writes attribute.html and attribution/*.png into the report folder; the last line printed is the page.
     """
-    from .commands import attribute_report, report_dir, resolve_class
+    from . import commands
     from .run import load_run
 
     run = load_run(run_path)
-    target = resolve_class(run, class_) if class_ is not None else None
-    page, scores = attribute_report(run, report_dir(run, out), target, method, samples)
-    per_class = scores["attribution_alignment_per_class"]
-    shown = [target] if target is not None else range(len(run.class_names))
-    click.echo("latent attribution alignment: " + "  ".join(f"{run.class_names[c]} {per_class[c]:.2f}" for c in shown))
-    click.echo(f"overall {scores['attribution_alignment']:.3f}")
+    page, result = commands.attribute(run, class_, method, samples, out, quiet)
+    per_class = result.alignment["attribution_alignment_per_class"]
+    click.echo("latent attribution alignment: " + "  ".join(f"{run.class_names[c]} {per_class[c]:.2f}"
+                                                          for c in result.images))
+    click.echo(f"overall {result.alignment['attribution_alignment']:.3f}")
     click.echo(str(page))
 
 
@@ -184,7 +193,7 @@ def _csv(kind):
 @main.command()
 @RUN_OPTION
 @click.option("--attack", "attacks", default="fgsm,pgd-linf,apgd-ce", show_default=True, callback=_csv(str),
-              help="Comma list of: fgsm, pgd-linf, pgd-l2, apgd-ce, apgd-dlr, autoattack (slow: includes Square).")
+              help=f"Comma list of: {', '.join(ATTACK_NAMES)} (autoattack is slow: it includes Square).")
 @click.option("--eps", default="0,0.03,0.1,0.3", show_default=True, callback=_csv(float),
               help="Comma list of perturbation budgets in [0, 1] pixel units (L2 norm for pgd-l2).")
 @click.option("--steps", default=10, show_default=True, help="Iterations of the iterative attacks.")
@@ -193,25 +202,19 @@ def _csv(kind):
 @click.option("--compare", "compare_path", default=None, type=click.Path(),
               help="A second run to evaluate the same way and show side by side.")
 @OUT_OPTION
+@QUIET_OPTION
 @_friendly
-def robustness(run_path, attacks, eps, steps, restarts, n_samples, compare_path, out):
+def robustness(run_path, attacks, eps, steps, restarts, n_samples, compare_path, out, quiet):
     """Clean and robust accuracy per class, attack and eps, with where in the latent blocks attacks move z.
 
     Saves robustness.json in each run folder and robustness.html in the report folder (the last line
     printed); lists the sanity checks and warns when one fails.
     """
-    from tqdm.auto import tqdm
-
-    from .commands import report_dir, robustness_eval, robustness_page
+    from . import commands
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
-    if len(runs) == 2 and runs[0].class_names != runs[1].class_names:
-        raise HerdError("--compare needs two runs on the same classes; these runs' data sets differ")
-    results = []
-    for run in runs:
-        with tqdm(total=len(attacks) * len(eps), desc=f"attacking {run.path.name}", leave=False) as bar:
-            results.append(robustness_eval(run, attacks, eps, steps, restarts, n_samples, progress=bar.update))
+    page, results = commands.robustness(runs, attacks, eps, steps, restarts, n_samples, out, quiet)
     for run, res in zip(runs, results):
         click.echo(f"{run.path.name}: clean accuracy {res['clean']['accuracy']:.3f} on {res['n_samples']} images")
         for name, table in res["attacks"].items():
@@ -219,4 +222,4 @@ def robustness(run_path, attacks, eps, steps, restarts, n_samples, compare_path,
         for check in res["checks"]:
             if not check["passed"]:
                 click.echo(f"  warning: sanity check failed: {check['check']} ({check['detail']})", err=True)
-    click.echo(str(robustness_page(runs, results, report_dir(runs[0], out))))
+    click.echo(str(page))

@@ -8,15 +8,15 @@ from typing import Any
 
 import yaml
 
+from .data import DATASETS
+from .models import HEADS, LATENTS
+from .purity import WRT
 from .registry import HerdError
-from .regularizer import PURITY_VARIANTS, VARIANTS
+from .regularizer import LOSSES, METHODS, VARIANTS
+from .regularizers import REGULARIZERS, regularizer_class
 
-
-HERD_REGS = ("universal", "class")
-VAE_REGS = ("beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae")
-REGS = ("none", *HERD_REGS, "hessian-penalty", *VAE_REGS)
-REG_WEIGHTS = {"universal": 5.0, "class": 1.0, "hessian-penalty": 0.001, "beta-vae": 4.0, "beta-vae-capacity": 1000.0,
-               "factor-vae": 10.0, "beta-tcvae": 6.0}
+REGS = tuple(REGULARIZERS.names())
+RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")
 
 
 def _opt(default, help: str, choices: tuple | None = None):
@@ -26,8 +26,8 @@ def _opt(default, help: str, choices: tuple | None = None):
 @dataclass
 class Config:
     # data
-    dataset: str = _opt("digits", "Data set: digits, shapes, dsprites, mnist, fashion-mnist, cifar10 or "
-                                         "imagefolder.")
+    dataset: str = _opt("digits", "Data set (mnist, fashion-mnist and cifar10 via torchvision; imagefolder: "
+                                  "a folder of class folders).", tuple(DATASETS.names()))
     num_classes: int | None = _opt(None, "Expected number of classes, checked against the data set.")
     data_root: str = _opt("data", "Folder holding torchvision data sets, or the image folder itself.")
     download: bool = _opt(False, "Download mnist/fashion-mnist/cifar10 into --data-root if missing.")
@@ -42,40 +42,39 @@ class Config:
     pretrained: bool = _opt(False, "Start from timm's pretrained weights (needs network).")
     pretrained_file: str | None = _opt(None, "Start from local weights (.pth or .safetensors); no network.")
     latent: str = _opt("bottleneck", "Where z lives: a linear 'bottleneck' of --latent-dim after the backbone, "
-                                     "or the backbone's own 'pre-logits' features.", ("bottleneck", "pre-logits"))
+                                     "or the backbone's own 'pre-logits' features.", LATENTS)
     dims_per_class: int = _opt(2, "Latent dims in each class block (bottleneck latent).")
     shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z (default 0, so every "
                                          "dim belongs to one class; for pre-logits, whatever is left over).")
     latent_dim: int | None = _opt(None, "Size of z; default classes x dims-per-class + shared dims.")
     head: str = _opt("block", "Classifier head on z: 'mlp'; 'linear' (cannot carry class-specific curvature); or "
                             "'block', one small MLP per class that sees only its own block and the shared dims.",
-                     ("mlp", "linear", "block"))
+                     HEADS)
     head_hidden: int = _opt(64, "Hidden width of the mlp head.")
     decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
     # regularizer
-    reg: str = _opt("class", "Regularizer: none, universal HeRD, class-specific HeRD, or a baseline: the "
-                             "Hessian Penalty on the decoder, or beta-VAE, beta-VAE with annealed capacity, "
-                             "FactorVAE or beta-TCVAE on a variational bottleneck (baselines need --decoder).",
-                    REGS)
+    reg: str = _opt("class", "Regularizer: " + "; ".join(f"{name}: {REGULARIZERS.get(name).help}" for name in REGS)
+                    + ".", REGS)
     variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free), 'purity' (direct block-purity objective) or "
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
                                  "costs accuracy).", VARIANTS)
-    wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", ("classifier", "autoencoder", "both"))
+    wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", WRT)
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "
-                                         + ", ".join(f"{k} {v:g}" for k, v in REG_WEIGHTS.items()) + ".")
+                                         + ", ".join(f"{name} {REGULARIZERS.get(name).default_weight:g}"
+                                                     for name in REGS if name != "none") + ".")
     capacity: float = _opt(25.0, "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.")
     alpha_off: float = _opt(0.5, "Weight of off-diagonal Hessian mass in the mask.")
     alpha_diag: float = _opt(1.0, "Weight of out-of-block diagonal Hessian mass in the mask.")
     alpha_cl: float = _opt(1.0, "Weight of the classification loss.")
     alpha_ae: float = _opt(1.0, "Weight of the reconstruction loss (with a decoder).")
-    recon_loss: str = _opt("mse", "Reconstruction loss.", ("mse", "bce"))
+    recon_loss: str = _opt("mse", "Reconstruction loss.", RECON_LOSSES)
     warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
     probes: int | None = _opt(None, "Estimate block purity with this many Rademacher probes instead of "
                                     "forming H (purity variants; cost independent of latent size).")
-    hessian_method: str = _opt("auto", "How H is computed.", ("auto", "exact", "closed_form", "gauss_newton"))
+    hessian_method: str = _opt("auto", "How H is computed.", METHODS)
     # training
     epochs: int = _opt(12, "Training epochs.")
     lr: float = _opt(2e-3, "AdamW learning rate (cosine schedule).")
@@ -101,20 +100,13 @@ class Config:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise HerdError(f"{option_name(key)} must not be negative, got {value!r}")
-        if self.wrt != "classifier" and self.reg != "none" and not self.decoder:
-            raise HerdError(f"--wrt {self.wrt} needs a decoder; add --decoder")
-        if self.reg in ("hessian-penalty", *VAE_REGS) and not self.decoder:
-            raise HerdError(f"--reg {self.reg} regularizes a decoder; add --decoder")
-        if self.reg in VAE_REGS and self.latent != "bottleneck":
-            raise HerdError(f"--reg {self.reg} needs a variational bottleneck; use --latent bottleneck")
-        if self.probes is not None and self.variant not in PURITY_VARIANTS:
-            raise HerdError("--probes estimates block purity; use it with --variant purity or log-purity")
+        regularizer_class(self.reg).check(self)
         return self
 
     @property
     def reg_weight(self) -> float:
         """``alpha_reg``, or the default weight of ``reg``."""
-        return self.alpha_reg if self.alpha_reg is not None else REG_WEIGHTS.get(self.reg, 0.0)
+        return self.alpha_reg if self.alpha_reg is not None else regularizer_class(self.reg).default_weight
 
 
 def option_name(key: str) -> str:

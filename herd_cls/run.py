@@ -10,15 +10,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .config import VAE_REGS, Config, load_config
+from .config import Config, load_config
 from .data import DataInfo, create_datasets
 from .files import atomic_write
 from .models import LatentModel, create_model
 from .registry import HerdError
-from .regularizer import HeRD, sum_losses
+from .regularizer import HeRD
+from .regularizers import regularizer_class
 
 WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
@@ -56,30 +58,66 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
     """The model and HeRD module a config describes; returns the config with its dims resolved."""
     # a bottleneck's size is known now; pre-logit dims wait for the backbone's width
     dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
+    reg = regularizer_class(cfg.reg)
     model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
                          dims.latent_dim, cfg.head, cfg.head_hidden, cfg.decoder,
-                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=cfg.reg in VAE_REGS,
+                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=reg.variational,
                          shared_dims=dims.shared_dims)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
-    herd = HeRD(info.num_classes, cfg.latent_dim, mode="universal" if cfg.reg == "universal" else "class",
+    herd = HeRD(info.num_classes, cfg.latent_dim, mode=reg.herd_mode,
                 shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
                 variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method)
     return cfg, model, herd
 
 
-def hessian_target(model: LatentModel, cfg: Config, x: Tensor, y: Tensor):
-    """(head, target, loss) whose latent Hessian HeRD shapes, by ``cfg.wrt``."""
-    if cfg.wrt == "classifier":
-        return model.classify, y, "ce"
-    if cfg.wrt == "autoencoder":
-        return model.decode, x, cfg.recon_loss
-    head, loss = sum_losses([model.classify, model.decode], ["ce", cfg.recon_loss])
-    return head, (y, x), loss
+def _damaged(path: Path, what: str) -> HerdError:
+    return HerdError(f"{path} is {what}; the run folder is damaged: retrain it, or restore the file from a backup")
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file of a run folder; a missing or damaged one is one clear HerdError."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _damaged(path, "missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise _damaged(path, "not readable JSON (truncated or corrupted?)") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The per-epoch rows of a run folder's metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise _damaged(path, "missing or not readable JSON lines") from None
+
+
+def load_weights(path: Path, device: str = "cpu") -> dict[str, Tensor]:
+    """A safetensors file (tensors only: nothing in it can run code); damage is one clear HerdError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        raise _damaged(path, "not a readable safetensors file (truncated, corrupted or another format?)") from None
+
+
+def load_checkpoint(path: Path, device) -> dict:
+    """checkpoint.pt with ``weights_only`` (no pickled code runs); damage is one clear HerdError."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError):
+        raise _damaged(path, "not a readable checkpoint (truncated, corrupted or not written by herd-cls?)") from None
 
 
 @dataclass
 class Run:
-    """A trained run as a Python object: model, its callables, HeRD blocks, config and data."""
+    """A trained run as a Python object: the model and its verbs (encode, classify, decode), HeRD
+    blocks, config, data, and what was measured on it."""
 
     path: Path
     config: Config
@@ -97,7 +135,7 @@ class Run:
         """Images (B, C, H, W) in [0, 1] -> z (B, latent_dim)."""
         return self.model.encode(x)
 
-    def head(self, z: Tensor) -> Tensor:
+    def classify(self, z: Tensor) -> Tensor:
         """z (B, latent_dim) -> logits (B, K)."""
         return self.model.classify(z)
 
@@ -106,11 +144,22 @@ class Run:
         """z -> images, or None for a run without a decoder."""
         return self.model.decode
 
-    @property
     def classifier(self) -> nn.Module:
-        """Images (B, C, H, W) in [0, 1] -> logits, in eval mode (normalisation inside): point any
-        attack or attribution library at it."""
-        return self.model.eval()
+        """Images (B, C, H, W) in [0, 1] -> logits, normalisation inside: point any attack or
+        attribution library at it. Its mode is left as it is (``load_run`` gives eval mode)."""
+        return self.model
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def history(self) -> list[dict]:
+        """The per-epoch metrics rows of metrics.jsonl."""
+        return read_metrics(self.path)
+
+    def robustness(self) -> dict | None:
+        """The last ``herd-cls robustness`` result saved in the run folder, or None."""
+        path = self.path / "robustness.json"
+        return read_json_file(path) if path.is_file() else None
 
     def data(self, split: str = "test") -> Dataset:
         """The run's train/val/test split, rebuilt from its config (images in [0, 1], labels)."""
@@ -125,19 +174,23 @@ class Run:
 
 def load_run(path: str | Path = "runs/latest", device: str = "cpu") -> Run:
     """Rebuild a finished run from its folder (``runs/latest`` by default), model in eval mode."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not (path / WEIGHTS).is_file() or not (path / "summary.json").is_file():
         raise HerdError(f"no finished run at {path}; train one with `herd-cls train` or pass --run PATH")
     cfg = load_config(path / "config.yaml")
-    data = json.loads((path / "data.json").read_text())
-    info = DataInfo(**data["info"])
-    cfg, model, herd = build(replace(cfg, pretrained=False, pretrained_file=None), info, data["mean"], data["std"])
-    model.load_state_dict(load_file(path / WEIGHTS, device=device))
+    data = read_json_file(path / "data.json")
+    try:
+        info, mean, std = DataInfo(**data["info"]), data["mean"], data["std"]
+    except (KeyError, TypeError):
+        raise _damaged(path / "data.json", "missing the data set description") from None
+    cfg, model, herd = build(replace(cfg, pretrained=False, pretrained_file=None), info, mean, std)
+    try:
+        model.load_state_dict(load_weights(path / WEIGHTS, device))
+    except RuntimeError:
+        raise _damaged(path / WEIGHTS, "weights of another model than config.yaml describes") from None
     model.to(device).eval()
     herd.to(device)
-    return Run(path.resolve(), cfg, info, model, herd, json.loads((path / "summary.json").read_text()))
+    return Run(path.resolve(), cfg, info, model, herd, read_json_file(path / "summary.json"))
 
 
 def save_data_info(path: Path, info: DataInfo, mean: list[float], std: list[float]) -> None:

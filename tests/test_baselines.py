@@ -6,7 +6,8 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 from torch.autograd.functional import hessian
 
-from herd_cls.baselines import FactorDiscriminator, gaussian_kl, hessian_penalty, permute_dims, total_correlation
+from herd_cls.regularizers.hessian_penalty import hessian_penalty
+from herd_cls.regularizers.vae import FactorDiscriminator, gaussian_kl, permute_dims, total_correlation
 
 
 def _quadratic(A):

@@ -99,7 +99,7 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     assert saved["attacks"]["apgd-ce"]["0.3"]["robust_accuracy"] <= 0.1
     # the classifier a run exposes is what was attacked: images in [0, 1] -> logits, eval mode
     run = load_run(run_dir)
-    assert not run.classifier.training
+    assert not run.classifier().training
     page = Path(res.output.strip().splitlines()[-1])
 
     class Refs(HTMLParser):

@@ -62,7 +62,7 @@ def test_load_run_rebuilds_the_trained_model(tiny_args, tmp_path):
     y = torch.tensor([test[i][1] for i in range(len(test))])
     with torch.no_grad():
         z = run.encode(x)
-        acc = (run.head(z).argmax(1) == y).float().mean().item()
+        acc = (run.classify(z).argmax(1) == y).float().mean().item()
         assert run.decode(z).shape == x.shape
     assert acc == pytest.approx(run.summary["test_accuracy"], abs=1e-6)
 
@@ -94,7 +94,7 @@ def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--backbone", "resnet_18"], "unknown backbone 'resnet_18'; did you mean: resnet18"),
-    (["--dataset", "imagenet"], "unknown data set 'imagenet'; choose one of: cifar10, digits"),
+    (["--dataset", "imagenet"], "'imagenet' is not one of 'cifar10', 'digits'"),
     (["--latent-dim", "23"], "does not split into 10 class blocks"),
     (["--num-classes", "4"], "--num-classes 4 does not match the 10 classes of digits"),
     (["--dataset", "mnist", "--data-root", "/nonexistent"], "add --download"),
@@ -109,7 +109,7 @@ def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
 def test_bad_input_gives_one_error_line_and_no_latest(tiny_args, tmp_path, extra, message):
     res = CliRunner().invoke(main, ["train", *tiny_args, *extra])
     assert res.exit_code != 0
-    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output and (res.exception is None or isinstance(res.exception, SystemExit))
     assert message in res.output.replace("\n", " ")
     assert not (tmp_path / "runs" / "latest").exists()
 

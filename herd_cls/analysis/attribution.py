@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..registry import HerdError, Registry
+from .latents import evaluating
 
 ATTRIBUTIONS: Registry = Registry("attribution method")
 
@@ -54,17 +55,15 @@ def attribute(fn: Callable[[Tensor], Tensor], inputs: Tensor, target: Tensor, me
     """Attribution of logit ``target[i]`` to every element of ``inputs[i]``; same shape as ``inputs``.
 
     Args:
-        fn: inputs -> logits (a model in eval mode, or a head taking z).
+        fn: inputs -> logits (a model, run in eval mode and given back in its own mode, or a head taking z).
         baseline: a reference input of shape (1, ...) (default zeros: black images, or the origin of z).
         batch_size: samples per call; integrated gradients evaluate 8 x this many path points at once.
     """
     run = ATTRIBUTIONS.get(method)
-    if isinstance(fn, torch.nn.Module):
-        fn.eval()
     baseline = torch.zeros_like(inputs[:1]) if baseline is None else baseline
     # gradient-shap samples baselines (torch and numpy): reproducible, without touching global state
     np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), evaluating(fn):
         torch.manual_seed(0)
         np.random.seed(0)
         chunks = [run(fn, x, t, baseline, batch_size).detach()

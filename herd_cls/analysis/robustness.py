@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import HerdError, Registry
+from .latents import evaluating
 
 ATTACKS: Registry = Registry("attack")
 NORMS = {"fgsm": "linf", "pgd-linf": "linf", "apgd-ce": "linf", "apgd-dlr": "linf", "autoattack": "linf",
@@ -107,14 +108,19 @@ def evaluate_robustness(model: nn.Module, encode: Callable[[Tensor], Tensor], x:
     """Clean and robust accuracy per attack, eps and class, with latent displacement by block.
 
     Args:
-        model: images in [0, 1] -> logits, in eval mode. encode: images -> z.
+        model: images in [0, 1] -> logits (attacked in eval mode; its own mode is restored). encode: images -> z.
         x, y: the images and labels to attack; blocks: (K, d) class blocks.
     Returns:
         {"clean": {...}, "attacks": {name: {eps: {...}}}, "worst_case": {norm: {eps: {...}}}, "gradients": {...}}
     """
     num_classes = blocks.shape[0]
     check_attack_request(attacks, eps, num_classes)
-    model.eval()
+    with evaluating(model):
+        return _evaluate(model, encode, x, y, blocks, attacks, eps, steps, restarts, batch_size, progress)
+
+
+def _evaluate(model, encode, x, y, blocks, attacks, eps, steps, restarts, batch_size, progress) -> dict:
+    num_classes = blocks.shape[0]
     with torch.no_grad():
         z = torch.cat([encode(b) for b in x.split(batch_size)])
         clean_pred = torch.cat([model(b).argmax(1) for b in x.split(batch_size)])

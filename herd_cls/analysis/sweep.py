@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from ..models import LatentModel
+from .latents import evaluating
 
 
 def sweep_offsets(span: float, steps: int) -> Tensor:
@@ -22,18 +23,18 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
         {"offsets": (T,), "dims": [D], "probs": (D, T, S, K), "logits": (D, T, S, K),
          "images": (D, T, S, C, H, W) or None without a decoder}.
     """
-    model.eval()
     offsets = sweep_offsets(span, steps).to(z)
     d_idx = torch.tensor(dims, dtype=torch.long)
     zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), steps, 1, 1)           # (D, T, S, d)
     shift = offsets.view(1, -1, 1) * std[d_idx].view(-1, 1, 1).to(z)           # (D, T, 1)
     zs[torch.arange(len(dims)), :, :, d_idx] += shift.expand(-1, -1, z.shape[0])
     flat = zs.reshape(-1, z.shape[1])
-    logits = model.classify(flat).view(len(dims), steps, z.shape[0], -1)
     images = None
-    if model.decode is not None:
-        out = model.decode(flat)
-        images = out.view(len(dims), steps, z.shape[0], *out.shape[1:])
+    with evaluating(model):
+        logits = model.classify(flat).view(len(dims), steps, z.shape[0], -1)
+        if model.decode is not None:
+            out = model.decode(flat)
+            images = out.view(len(dims), steps, z.shape[0], *out.shape[1:])
     return {"offsets": offsets.cpu(), "dims": list(dims), "logits": logits.cpu(),
             "probs": logits.softmax(-1).cpu(), "images": None if images is None else images.cpu()}
 
@@ -53,7 +54,8 @@ def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor,
         if len(zc) == 0:
             effect[c] = float("nan")
             continue
-        base = model.classify(zc).cpu()
+        with evaluating(model):
+            base = model.classify(zc).cpu()
         res = sweep(model, zc, blocks[c].nonzero().flatten().tolist(), std, span, steps)
         effect[c] = (res["logits"] - base).abs().mean((0, 1, 2))
     return effect

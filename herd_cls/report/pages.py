@@ -1,83 +1,148 @@
-"""The HTML report: index.html (config, curves, metrics, class table) and one page per class.
+"""Page writers: analysis results in, HTML pages and PNG figures out.
 
-Given one analysis (from ``herd_cls.commands.analyse``) or two (``--compare``), figures are drawn
-next to the pages and linked relatively, so the folder can be zipped and opened from file://.
+Links are relative, so a report folder can be zipped and opened from file://. No page writer reads
+a run folder: everything it shows comes in its arguments.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from . import figures
 from .html import render
 
-METRICS = [("accuracy", "test accuracy"), ("block_purity", "Hessian block purity"),
-           ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity")]
+if TYPE_CHECKING:
+    from ..analysis.runs import AttributionResult, ClassSweep, RunAnalysis
+
+METRIC_LABELS = [("accuracy", "test accuracy"), ("block_purity", "Hessian block purity"),
+                 ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity")]
 
 
-def _run_figures(a: dict, folder: Path, tag: str) -> dict:
+def _rel(folder: Path):
+    return lambda p: f"{folder.name}/{p.name}"
+
+
+def _sweep_figures(sweep: dict, index: int, names: list[str], target: int, title: str, paths: tuple[Path, Path],
+                   rel) -> dict:
+    """The image grid (with a decoder) and probability plot of dim ``sweep['dims'][index]``, drawn to
+    ``paths`` = (grid, probabilities)."""
+    grid = None
+    if sweep["images"] is not None:
+        grid = rel(figures.sweep_grid(sweep["images"][index], sweep["offsets"], title, paths[0]))
+    probs = rel(figures.sweep_probabilities(sweep["probs"][index], sweep["offsets"], names, target, title, paths[1]))
+    return {"dim": sweep["dims"][index], "grid": grid, "probs": probs}
+
+
+def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
+    rel, name = _rel(folder), a.class_names[c]
+    page = {"attribution": None, "sweeps": [], "robustness": None,
+            "hessian": rel(figures.hessian_heatmap(a.purity.hbar[c], a.blocks, c, f"mean |H|, class {name}",
+                                                   folder / f"{tag}hessian_{c}.png"))}
+    if a.robustness is not None:
+        page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
+                                                           folder / f"{tag}robustness_{c}.png"))
+    ex = a.examples.get(c)
+    if ex is not None:
+        page["attribution"] = rel(figures.attribution_overlays(ex.images, ex.maps, f"{a.method}, class {name}",
+                                                               folder / f"{tag}attribution_{c}.png"))
+        page["sweeps"] = [_sweep_figures(ex.sweep, i, a.class_names, c, f"class {name}, own dim {d}",
+                                         (folder / f"{tag}sweep_{c}_{d}_img.png", folder / f"{tag}sweep_{c}_{d}_p.png"), rel)
+                          for i, d in enumerate(ex.sweep["dims"])]
+    return page
+
+
+def _run_figures(a: RunAnalysis, folder: Path, tag: str) -> dict:
     """Draw one run's figures into ``folder``; returns their paths relative to the report root."""
-    rel = lambda p: f"{folder.name}/{p.name}"  # noqa: E731
-    names, blocks = a["class_names"], a["blocks"]
-    rows = [json.loads(line) for line in (a["run"].path / "metrics.jsonl").read_text().splitlines()]
+    rel = _rel(folder)
     out = {
-        "curves": rel(figures.training_curves(rows, folder / f"{tag}curves.png", a["name"])),
-        "latent": rel(figures.class_dim_matrix(a["latent_matrix"], blocks, names,
-                                               f"mean |{a['method']}| of the true-class logit",
+        "curves": rel(figures.training_curves(a.history, folder / f"{tag}curves.png", a.name)),
+        "latent": rel(figures.class_dim_matrix(a.latent_matrix, a.blocks, a.class_names,
+                                               f"mean |{a.method}| of the true-class logit",
                                                folder / f"{tag}latent_attribution.png")),
-        "mi": rel(figures.class_dim_matrix(torch.tensor(a["mi_class"]), blocks, names,
+        "mi": rel(figures.class_dim_matrix(a.mutual_information, a.blocks, a.class_names,
                                            "mutual information I(z_j; y = c)", folder / f"{tag}mutual_information.png")),
-        "embedding": rel(figures.embedding_scatter(a["embedding"], a["y"], names, "PCA of test latents",
+        "embedding": rel(figures.embedding_scatter(a.embedding, a.labels, a.class_names, "PCA of test latents",
                                                    folder / f"{tag}embedding.png")),
-        "classes": {},
+        "robustness": None if a.robustness is None else rel(figures.robustness_curves(
+            a.robustness, None, "robust accuracy, all classes", folder / f"{tag}robustness.png")),
     }
-    robustness_file = a["run"].path / "robustness.json"
-    robust = json.loads(robustness_file.read_text()) if robustness_file.is_file() else None
-    out["robustness"] = None if robust is None else rel(figures.robustness_curves(
-        robust, None, "robust accuracy, all classes", folder / f"{tag}robustness.png"))
-    for c, name in enumerate(names):
-        page = {"attribution": None, "sweeps": [], "robustness": None if robust is None else rel(
-            figures.robustness_curves(robust, c, f"robust accuracy, class {name}", folder / f"{tag}robustness_{c}.png")),
-                "hessian": rel(figures.hessian_heatmap(a["hbar"][c], blocks, c, f"mean |H|, class {name}",
-                                                       folder / f"{tag}hessian_{c}.png"))}
-        ex = a["examples"].get(c)
-        if ex is not None:
-            page["attribution"] = rel(figures.attribution_overlays(ex["images"], ex["maps"],
-                                                                   f"{a['method']}, class {name}",
-                                                                   folder / f"{tag}attribution_{c}.png"))
-            sweeps = []
-            for i, d in enumerate(ex["sweep"]["dims"]):
-                title = f"class {name}, own dim {d}"
-                item = {"dim": d, "grid": None, "probs": rel(figures.sweep_probabilities(
-                    ex["sweep"]["probs"][i], ex["sweep"]["offsets"], names, c, title, folder / f"{tag}sweep_{c}_{d}_p.png"))}
-                if ex["sweep"]["images"] is not None:
-                    item["grid"] = rel(figures.sweep_grid(ex["sweep"]["images"][i], ex["sweep"]["offsets"], title,
-                                                          folder / f"{tag}sweep_{c}_{d}_img.png"))
-                sweeps.append(item)
-            page["sweeps"] = sweeps
-        out["classes"][c] = page
+    out["classes"] = {c: _class_figures(a, c, folder, tag) for c in range(len(a.class_names))}
     return out
 
 
-def write_report(analyses: list[dict], out_dir: Path) -> Path:
-    """Render index.html and class_<k>.html for one run, or two side by side; returns index.html."""
+def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
+    """index.html and class_<k>.html for one run, or two side by side; returns index.html."""
     folder = out_dir / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    figs = [_run_figures(a, folder, f"run{i}_") for i, a in enumerate(analyses)]
-    names = analyses[0]["class_names"]
-    runs = [{"name": a["name"], "path": str(a["run"].path), "config": asdict(a["run"].config),
-             "summary": a["run"].summary, "figures": f, "blocks": [a["blocks"][c].nonzero().flatten().tolist()
-                                                                   for c in range(len(names))],
-             "shared": a["shared"], "metrics": {k: a[k] for k, _ in METRICS},
-             "per_class": {k: a[f"{k}_per_class"] if k != "accuracy" else a["class_accuracy"] for k, _ in METRICS}}
-            for a, f in zip(analyses, figs)]
-    chance = {"block_purity": sum(len(b) ** 2 for b in runs[0]["blocks"]) / len(names)
-              / analyses[0]["hbar"].shape[-1] ** 2, "sweep_specificity": 1 / len(names)}
+    names = analyses[0].class_names
+    runs = [{"name": a.name, "config": a.config, "summary": a.summary, "figures": _run_figures(a, folder, f"run{i}_"),
+             "blocks": [a.blocks[c].nonzero().flatten().tolist() for c in range(len(names))], "shared": a.shared,
+             "metrics": a.metrics(), "per_class": a.metrics_per_class(), "image_purity": a.purity.image_view()}
+            for i, a in enumerate(analyses)]
+    d = analyses[0].blocks.shape[1]
+    chance = {"block_purity": sum(len(b) ** 2 for b in runs[0]["blocks"]) / len(names) / d ** 2,
+              "sweep_specificity": 1 / len(names)}
     for c, name in enumerate(names):
         render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
-               metrics=METRICS)
-    return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=METRICS,
+               metrics=METRIC_LABELS)
+    return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=METRIC_LABELS,
                   chance=chance, robustness_page=(out_dir / "robustness.html").is_file())
+
+
+def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_dir: Path) -> Path:
+    """sweep_class_<C>.html with an image grid (with a decoder) and a probability plot per dim."""
+    folder = out_dir / f"sweep_class_{sw.target}"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = class_names[sw.target]
+    suffix = {"own": " (class block)", "shared": " (shared)", "other": ""}
+    dims = [{**_sweep_figures(sw.result, i, class_names, sw.target, f"class {name}, dim {d}{suffix[sw.kind(d)]}",
+                              (folder / f"dim{d}_images.png", folder / f"dim{d}_probs.png"), _rel(folder)),
+             "index": d, "kind": sw.kind(d)}
+            for i, d in enumerate(sw.dims)]
+    return render("sweep.html", out_dir / f"sweep_class_{sw.target}.html", run_name=run_name,
+                  class_index=sw.target, class_name=name, samples=sw.samples, span=sw.span, steps=sw.steps,
+                  has_decoder=sw.result["images"] is not None, block=sw.block, shared=sw.shared, dims=dims,
+                  specificity=sw.specificity["sweep_specificity_per_class"][sw.target], chance=1 / len(class_names))
+
+
+def write_attribution_page(run_name: str, class_names: list[str], blocks, res: AttributionResult,
+                           out_dir: Path) -> Path:
+    """attribute.html: the class x latent-dim matrix and input-attribution strips per class."""
+    folder = out_dir / "attribution"
+    folder.mkdir(parents=True, exist_ok=True)
+    rel = _rel(folder)
+    matrix = figures.class_dim_matrix(res.matrix, blocks, class_names, f"mean |{res.method}| of the true-class logit",
+                                      folder / f"latent_{res.method}.png")
+    classes = [{"index": c, "name": class_names[c], "block": blocks[c].nonzero().flatten().tolist(),
+                "alignment": res.alignment["attribution_alignment_per_class"][c],
+                "figure": rel(figures.attribution_overlays(res.images[c], res.maps[c], f"{res.method}, class {class_names[c]}",
+                                                           folder / f"class{c}_{res.method}.png"))}
+               for c in res.images]
+    return render("attribute.html", out_dir / "attribute.html", run_name=run_name, method=res.method,
+                  matrix=rel(matrix), alignment=res.alignment["attribution_alignment"],
+                  chance=float(blocks[0].sum()) / blocks.shape[1], classes=classes)
+
+
+def write_robustness_page(names: list[str], blocks: list, results: list[dict], class_names: list[str],
+                          out_dir: Path) -> Path:
+    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, checks.
+
+    ``names``, ``blocks`` (each run's (K, d) bool blocks) and ``results`` have one entry per run."""
+    folder = out_dir / "robustness"
+    folder.mkdir(parents=True, exist_ok=True)
+    rel = _rel(folder)
+    entries = []
+    for i, (name, run_blocks, res) in enumerate(zip(names, blocks, results)):
+        tag = f"run{i}_"
+        strongest = list(res["attacks"])[-1]
+        eps_mid = sorted(res["attacks"][strongest], key=float)[len(res["attacks"][strongest]) // 2]
+        entries.append({
+            "name": name, "result": res, "strongest": strongest, "eps_mid": eps_mid,
+            "blocks": [run_blocks[c].nonzero().flatten().tolist() for c in range(len(class_names))],
+            "overall": rel(figures.robustness_curves(res, None, f"{name}: all classes", folder / f"{tag}overall.png")),
+            "confusion": rel(figures.confusion_heatmap(res["attacks"][strongest][eps_mid]["confusion"], class_names,
+                                                       f"{strongest}, eps {eps_mid}", folder / f"{tag}confusion.png")),
+            "classes": [rel(figures.robustness_curves(res, c, f"class {class_names[c]}", folder / f"{tag}class{c}.png"))
+                        for c in range(len(class_names))],
+        })
+    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=class_names)

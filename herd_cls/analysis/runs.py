@@ -1,0 +1,186 @@
+"""Analyses of a whole run for the commands: data in, typed results out (only herd_cls.report draws)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..metrics import attribution_alignment, embedding_2d, latent_label_information, sweep_specificity
+from ..purity import Purity, measure_purity
+from ..registry import HerdError
+from ..run import Run
+from .attribution import attribute, class_latent_attribution
+from .latents import collect
+from .sweep import block_sweep_effect, sweep
+
+METRICS = {"accuracy": "test accuracy", "block_purity": "Hessian block purity",
+           "attribution_alignment": "latent attribution alignment", "sweep_specificity": "sweep specificity"}
+
+
+@dataclass
+class ClassExamples:
+    """A few test images of one class: images (S, C, H, W), attribution maps (S, C, H, W) and the
+    sweep of the class's own dims (see :func:`herd_cls.analysis.sweep.sweep`)."""
+
+    images: Tensor
+    maps: Tensor
+    sweep: dict
+
+
+@dataclass
+class RunAnalysis:
+    """Everything a report shows about one run. Per-class lists have one entry per class."""
+
+    name: str
+    config: dict
+    summary: dict
+    history: list[dict]
+    robustness: dict | None
+    class_names: list[str]
+    blocks: Tensor                  # (K, d) bool
+    shared: list[int]
+    purity: Purity
+    embedding: Tensor               # (N, 2) PCA of the test latents
+    labels: Tensor                  # (N,)
+    latent_matrix: Tensor           # (K, d) mean |attribution| of the true-class logit
+    mutual_information: Tensor      # (K, d) I(z_j; y = c)
+    method: str
+    accuracy: float
+    class_accuracy: list[float]
+    alignment: dict                 # attribution_alignment(_per_class)
+    specificity: dict               # sweep_specificity(_per_class)
+    examples: dict[int, ClassExamples] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """The headline numbers, keyed as :data:`METRICS`."""
+        return {"accuracy": self.accuracy,
+                "block_purity": self.purity.mean, "attribution_alignment": self.alignment["attribution_alignment"],
+                "sweep_specificity": self.specificity["sweep_specificity"]}
+
+    def metrics_per_class(self) -> dict[str, list[float]]:
+        return {"accuracy": self.class_accuracy, "block_purity": self.purity.per_class.tolist(),
+                "attribution_alignment": self.alignment["attribution_alignment_per_class"],
+                "sweep_specificity": self.specificity["sweep_specificity_per_class"]}
+
+
+def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512) -> RunAnalysis:
+    """Block purity (both views), latent attributions and alignment, sweep specificity, latent-label
+    mutual information, a PCA embedding, per-class accuracy, and input attributions and own-block
+    sweeps of ``per_class`` test images of every class."""
+    model, cfg, names = run.model, run.config, run.class_names
+    data = collect(model, run.data("test"))
+    x, z, y = data["x"], data["z"], data["y"]
+    blocks, std = run.herd.blocks.cpu(), z.std(0)
+    purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), blocks,
+                            cfg.wrt, cfg.recon_loss, cfg.hessian_method)
+    latent = class_latent_attribution(model.classify, z, y, len(names), method)
+    correct = data["logits"].argmax(1) == y
+    chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(len(names))}
+    chosen = {c: idx for c, idx in chosen.items() if len(idx)}
+    maps = attribute(model, x[torch.cat(list(chosen.values()))], y[torch.cat(list(chosen.values()))], method,
+                     batch_size=32).split([len(i) for i in chosen.values()])
+    examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], blocks[c].nonzero().flatten().tolist(), std))
+                for (c, idx), m in zip(chosen.items(), maps)}
+    return RunAnalysis(
+        name=run.path.name, config=run.config_dict(), summary=run.summary, history=run.history(),
+        robustness=run.robustness(), class_names=names, blocks=blocks, shared=run.herd.shared.tolist(),
+        purity=purity, embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
+        mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
+        accuracy=float(correct.float().mean()),
+        class_accuracy=[float(correct[y == c].float().mean()) if (y == c).any() else float("nan")
+                        for c in range(len(names))],
+        alignment=attribution_alignment(latent["per_sample"], y, blocks),
+        specificity=sweep_specificity(block_sweep_effect(model, z, y, blocks, std)),
+        examples=examples)
+
+
+@dataclass
+class ClassSweep:
+    """Sweeps of some latent dims of ``samples`` test images of one class (see ``sweep`` for ``result``)."""
+
+    target: int
+    dims: list[int]
+    block: list[int]
+    shared: list[int]
+    samples: int
+    span: float
+    steps: int
+    result: dict
+    specificity: dict
+
+    def kind(self, dim: int) -> str:
+        """'own' (the class's block), 'shared' or 'other'."""
+        return "own" if dim in self.block else "shared" if dim in self.shared else "other"
+
+
+def sweep_class(run: Run, target: int, dims: list[int], samples: int = 8, span: float = 2.0,
+                steps: int = 7) -> ClassSweep:
+    """Sweep ``dims`` of ``samples`` test images of class ``target``, and every class's block specificity."""
+    if samples < 1 or steps < 2 or span <= 0:
+        raise HerdError("--samples must be >= 1, --steps >= 2 and --range > 0")
+    data = collect(run.model, run.data("test"))
+    z, y = data["z"], data["y"]
+    chosen = z[y == target][:samples]
+    if len(chosen) == 0:
+        raise HerdError(f"the test split has no image of class {target}; pick another class")
+    std, blocks = z.std(0), run.herd.blocks.cpu()
+    return ClassSweep(target, dims, run.herd.block(target).tolist(), run.herd.shared.tolist(), len(chosen), span,
+                      steps, sweep(run.model, chosen, dims, std, span, steps),
+                      sweep_specificity(block_sweep_effect(run.model, z, y, blocks, std, span, steps)))
+
+
+@dataclass
+class AttributionResult:
+    """Latent attribution matrix (K, d) and alignment, and input attributions of a few images per class."""
+
+    method: str
+    matrix: Tensor
+    alignment: dict
+    images: dict[int, Tensor]
+    maps: dict[int, Tensor]
+
+
+def attribute_classes(run: Run, classes: list[int], method: str = "integrated-gradients",
+                      samples: int = 8) -> AttributionResult:
+    """Attributions of ``samples`` test images of each of ``classes``, plus the latent view of all."""
+    if samples < 1:
+        raise HerdError("--samples must be at least 1")
+    data = collect(run.model, run.data("test"))
+    x, z, y = data["x"], data["z"], data["y"]
+    latent = class_latent_attribution(run.model.classify, z, y, len(run.class_names), method)
+    images, maps = {}, {}
+    for c in classes:
+        idx = (y == c).nonzero().flatten()[:samples]
+        if len(idx):
+            images[c], maps[c] = x[idx], attribute(run.model, x[idx], y[idx], method, batch_size=32)
+    return AttributionResult(method, latent["matrix"], attribution_alignment(latent["per_sample"], y,
+                                                                             run.herd.blocks.cpu()), images, maps)
+
+
+def balanced_test_batch(run: Run, n_samples: int) -> tuple[Tensor, Tensor]:
+    """About ``n_samples`` test images (B, C, H, W) and labels (B,), the same number from every class."""
+    from ..data import dataset_labels
+
+    data = run.data("test")
+    labels = torch.as_tensor(dataset_labels(data))
+    per = max(1, n_samples // len(run.class_names))
+    idx = torch.cat([(labels == c).nonzero().flatten()[:per] for c in range(len(run.class_names))]).sort().values
+    return torch.stack([data[int(i)][0] for i in idx]), labels[idx]
+
+
+def attack_run(run: Run, attacks: list[str], eps: list[float], steps: int = 10, restarts: int = 1,
+               n_samples: int = 200, progress=None) -> dict:
+    """Robust accuracy of one run per attack, eps and class, with latent displacement and sanity checks
+    (see :func:`herd_cls.analysis.robustness.evaluate_robustness`); ``settings`` records the request."""
+    from .robustness import check_attack_request, evaluate_robustness
+
+    check_attack_request(attacks, eps, len(run.class_names))
+    if steps < 1 or restarts < 1 or n_samples < 1:
+        raise HerdError("--steps, --restarts and --n-samples must be at least 1")
+    x, y = balanced_test_batch(run, n_samples)
+    result = evaluate_robustness(run.classifier(), run.encode, x, y, run.herd.blocks.cpu(), attacks, eps, steps,
+                                 restarts, progress=progress)
+    result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts,
+                          "n_samples": len(y), "run": str(run.path)}
+    return result

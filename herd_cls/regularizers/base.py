@@ -1,0 +1,109 @@
+"""What every ``--reg`` is: a small object that says what it needs and gives its loss for a batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from torch import Tensor
+
+from ..registry import HerdError, Registry
+from ..regularizer import penalty_weight
+
+if TYPE_CHECKING:  # only for type hints: config imports this package for its choices
+    from ..config import Config
+    from ..models import LatentModel
+    from ..regularizer import HeRD
+
+REGULARIZERS: Registry = Registry("regularizer")
+
+
+@dataclass
+class Batch:
+    """One training batch as a regularizer sees it.
+
+    x: images (B, C, H, W) in [0, 1]; y: labels (B,); z: latents (B, d), a sample of q(z | x) for a
+    variational model; mu, logvar: q(z | x)'s mean and log-variance (B, d), or None.
+    """
+
+    x: Tensor
+    y: Tensor
+    z: Tensor
+    mu: Tensor | None = None
+    logvar: Tensor | None = None
+
+
+class Regularizer:
+    """One ``--reg``. Subclasses set the class attributes, register with ``@REGULARIZERS.register(name)``
+    and implement :meth:`loss`; state kept between batches lives in the object (see ``state_dict``).
+
+    Class attributes, asked by config validation and model building:
+        default_weight: ``--alpha-reg`` when none is given.
+        needs_decoder: the loss reads a decoder.
+        variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
+        herd_mode: the mode of the run's ``HeRD`` module ("class" blocks, or "universal").
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    default_weight: ClassVar[float] = 0.0
+    needs_decoder: ClassVar[bool] = False
+    variational: ClassVar[bool] = False
+    herd_mode: ClassVar[str] = "class"
+
+    def __init__(self, cfg: Config, model: LatentModel, herd: HeRD, dataset_size: int):
+        self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
+        self.warmup, self.ramp, self.epochs = cfg.warmup, cfg.ramp, cfg.epochs
+
+    @classmethod
+    def check(cls, cfg: Config) -> None:
+        """Raise a HerdError when ``cfg`` cannot run this regularizer."""
+        if cls.needs_decoder and not cfg.decoder:
+            raise HerdError(f"--reg {cls.name} regularizes a decoder; add --decoder")
+        if cls.variational and cfg.latent != "bottleneck":
+            raise HerdError(f"--reg {cls.name} needs a variational bottleneck; use --latent bottleneck")
+
+    def schedule(self, epoch: int) -> float:
+        """Fraction of the term in force at ``epoch`` (0-based): warm-up, then a linear ramp."""
+        return penalty_weight(epoch, self.warmup, self.ramp)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before every training epoch."""
+
+    def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(penalty to log, term added to the training loss), both scalars; the trainer multiplies the
+        term by :meth:`schedule` and computes it in float32."""
+        raise NotImplementedError
+
+    def after_step(self, batch: Batch) -> None:
+        """Called after every optimiser step of the model (e.g. to train a discriminator)."""
+
+    def to(self, device) -> "Regularizer":
+        return self
+
+    def state_dict(self) -> dict:
+        """What ``--resume`` needs to continue exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@REGULARIZERS.register("none")
+class NoRegularizer(Regularizer):
+    name, help = "none", "no regularizer"
+
+    def schedule(self, epoch: int) -> float:
+        return 0.0
+
+    def loss(self, model, batch):
+        raise RuntimeError("--reg none has no loss; the trainer never asks for it")
+
+
+def regularizer_class(name: str) -> type[Regularizer]:
+    """The class registered as ``name``; an unknown name lists the valid ones."""
+    return REGULARIZERS.get(name)
+
+
+def create_regularizer(cfg: Config, model: LatentModel, herd: HeRD, dataset_size: int) -> Regularizer:
+    """The regularizer ``cfg.reg`` names, built for ``model`` trained on ``dataset_size`` images."""
+    return regularizer_class(cfg.reg)(cfg, model, herd, dataset_size)

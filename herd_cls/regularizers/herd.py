@@ -1,0 +1,48 @@
+"""HeRD as ``--reg``: class-specific (``class``) or universal (``universal``) curvature penalties."""
+from __future__ import annotations
+
+from ..purity import WRT, hessian_target
+from ..registry import HerdError
+from ..regularizer import PURITY_VARIANTS
+from .base import REGULARIZERS, Regularizer
+
+
+class _HeRDRegularizer(Regularizer):
+    """The run's ``HeRD`` module on the latent Hessian of the loss ``--wrt`` names."""
+
+    def __init__(self, cfg, model, herd, dataset_size):
+        super().__init__(cfg, model, herd, dataset_size)
+        self.herd, self.wrt, self.recon_loss = herd, cfg.wrt, cfg.recon_loss
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        super().check(cfg)
+        if cfg.wrt not in WRT:
+            raise HerdError(f"--wrt must be one of {', '.join(WRT)}, got {cfg.wrt!r}")
+        if cfg.wrt != "classifier" and not cfg.decoder:
+            raise HerdError(f"--wrt {cfg.wrt} needs a decoder; add --decoder")
+
+    def loss(self, model, batch):
+        head, target, loss = hessian_target(model, self.wrt, self.recon_loss, batch.x, batch.y)
+        penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
+        return penalty, self.weight * penalty
+
+
+@REGULARIZERS.register("class")
+class ClassHeRD(_HeRDRegularizer):
+    name, help = "class", "class-specific HeRD: each class's curvature in its own latent block"
+    default_weight = 1.0
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        super().check(cfg)
+        if cfg.probes is not None and cfg.variant not in PURITY_VARIANTS:
+            raise HerdError("--probes estimates block purity; use it with --variant "
+                            + " or ".join(PURITY_VARIANTS))
+
+
+@REGULARIZERS.register("universal")
+class UniversalHeRD(_HeRDRegularizer):
+    name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
+    default_weight = 5.0
+    herd_mode = "universal"
