@@ -180,8 +180,7 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
         raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
                         f"{cfg.dataset}; drop --num-classes or choose the matching data set")
     mean, std = channel_stats(splits["train"])
-    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes,
-                  alpha_reg=cfg.reg_weight if cfg.reg != "none" else cfg.alpha_reg)
+    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight)
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device), herd.to(device)
     reg = create_regularizer(cfg, model, herd, len(splits["train"])).to(device)

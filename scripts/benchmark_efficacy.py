@@ -31,8 +31,8 @@ from herd_cls.analysis.sweep import block_sweep_effect
 from herd_cls.config import load_config
 from herd_cls.data import ImageSet, make_shapes
 from herd_cls.disentanglement import disentanglement_scores
-from herd_cls.metrics import attribution_alignment, class_block_purity, sweep_specificity
-from herd_cls.regularizer import class_abs_sum, latent_hessian
+from herd_cls.metrics import attribution_alignment, sweep_specificity
+from herd_cls.purity import measure_purity
 from herd_cls.train import train
 
 MLP = {"head": "mlp"}
@@ -77,7 +77,9 @@ def score(run_dir: Path, held_out: ImageSet | None) -> dict:
     blocks = run.herd.blocks.cpu()
     latent = class_latent_attribution(run.model.classify, data["z"], data["y"], len(run.class_names))
     effect = block_sweep_effect(run.model, data["z"], data["y"], blocks, data["z"].std(0))
-    purity = classifier_block_purity(run.model.classify, data["z"], data["y"], blocks)
+    # the classifier-loss Hessian on all test images, whatever Hessian the run regularized, so that
+    # every row measures the same thing
+    purity = measure_purity(run.model, zip(data["x"].split(256), data["y"].split(256)), blocks, "classifier").per_class
     out = {"test_accuracy": s["test_accuracy"], "test_recon": s["test_recon"],
            "block_purity": float(purity.nanmean()), "worst_class_purity": float(purity[~purity.isnan()].min()),
            "block_purity_per_class": purity.tolist(),
@@ -91,16 +93,6 @@ def score(run_dir: Path, held_out: ImageSet | None) -> dict:
         out["overall"] = scores["overall"]
         out["per_class"] = scores["per_class"]
     return out
-
-
-def classifier_block_purity(classify, z: torch.Tensor, y: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-    """(K,) block purity of the classifier-loss Hessian on all test samples, whatever Hessian the run
-    regularized, so that every row measures the same thing."""
-    K, d = blocks.shape
-    hsum = torch.zeros(K, d, d)
-    for zb, yb in zip(z.split(256), y.split(256)):
-        hsum += class_abs_sum(latent_hessian(classify, zb, yb, "ce").detach(), yb, K)[0]
-    return class_block_purity(hsum / torch.bincount(y, minlength=K).clamp_min(1).view(-1, 1, 1), blocks)
 
 
 def run_commits(results: dict) -> str:

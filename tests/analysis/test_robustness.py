@@ -1,5 +1,4 @@
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from torch import nn
 from herd_cls import load_run
 from herd_cls.analysis.robustness import check_attack_request, evaluate_robustness
 from herd_cls.cli import main
+from html_pages import check_page
 from herd_cls.registry import HerdError
 from herd_cls.regularizer import class_blocks
 
@@ -102,15 +102,7 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     assert not run.classifier().training
     page = Path(res.output.strip().splitlines()[-1])
 
-    class Refs(HTMLParser):
-        refs = []
-
-        def handle_starttag(self, tag, attrs):
-            self.refs += [v for k, v in attrs if k == "src"]
-
-    parser = Refs()
-    parser.feed(page.read_text())
-    assert len(parser.refs) == 2 + 10 and all((page.parent / r).is_file() for r in parser.refs)
+    assert len(check_page(page).images) == 2 + 10  # overall curves, confusion, one curve per class
 
     bad = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "-0.1"])
     assert bad.exit_code != 0 and "outside [0, 1]" in bad.output and "Traceback" not in bad.output

@@ -1,4 +1,3 @@
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -7,6 +6,7 @@ from click.testing import CliRunner
 
 from herd_cls.analysis.sweep import block_sweep_effect, sweep
 from herd_cls.cli import main
+from html_pages import check_page
 from herd_cls.metrics import sweep_specificity
 from herd_cls.regularizer import class_blocks
 
@@ -49,15 +49,6 @@ def test_block_sweep_effect_of_block_aligned_logits_is_perfectly_specific():
     assert sweep_specificity(block_sweep_effect(model, z, y, blocks, torch.ones(6)))["sweep_specificity"] < 0.7
 
 
-class _Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.refs = []
-
-    def handle_starttag(self, tag, attrs):
-        self.refs += [v for k, v in attrs if k in ("src", "href")]
-
-
 @pytest.mark.slow
 def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     runner = CliRunner()
@@ -68,11 +59,8 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     assert res.exit_code == 0, res.output
     page = Path(res.output.strip().splitlines()[-1])
     assert page == out / "sweep_class_3.html" and "block dims [6, 7]" in res.output
-    parser = _Links()
-    parser.feed(page.read_text())
-    assert len(parser.refs) == 4  # an image grid and a probability plot for each of the 2 block dims
-    for ref in parser.refs:
-        assert (page.parent / ref).stat().st_size > 1000
+    parser = check_page(page, min_bytes=1000)
+    assert len(parser.images) == 4  # an image grid and a probability plot for each of the 2 block dims
 
     bad = runner.invoke(main, ["sweep", "--class", "12", "--run", run])
     assert bad.exit_code != 0 and "valid classes: 0 (0), 1 (1)" in bad.output and "Traceback" not in bad.output

@@ -1,27 +1,13 @@
 """The report command end to end on tiny runs: pages parse, every link and image exists."""
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from herd_cls.cli import main
+from html_pages import check_page
 
 pytestmark = pytest.mark.slow
-
-
-class _Page(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.refs, self.stack = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.refs += [v for k, v in attrs if k in ("src", "href")]
-        if tag not in ("img", "meta", "br", "link"):
-            self.stack.append(tag)
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
 
 
 def test_report_with_compare(tiny_args, tmp_path):
@@ -40,15 +26,7 @@ def test_report_with_compare(tiny_args, tmp_path):
     pages = sorted(out.glob("*.html"))
     assert {p.name for p in pages} == {"index.html", "robustness.html"} | {f"class_{c}.html" for c in range(10)}
     for page in pages:
-        parser = _Page()
-        parser.feed(page.read_text())
-        assert parser.stack == []
-        assert parser.refs, page
-        for ref in parser.refs:
-            assert not ref.startswith(("http", "/")), ref  # relative links only: opens from file://
-            target = page.parent / ref
-            assert target.is_file(), f"{page.name} links to missing {ref}"
-            assert target.stat().st_size > 500
+        assert check_page(page).refs, page
     text = (out / "class_3.html").read_text()
     assert "herd" in text and "base" in text and "6, 7" in text  # both runs; class 3 owns dims 6 and 7
     assert (out / "figures" / "run0_sweep_3_6_img.png").is_file()  # the decoder run's image sweeps
@@ -74,7 +52,4 @@ def test_attribute_command_page_and_alignment(tiny_args, tmp_path):
     page = Path(res.output.strip().splitlines()[-1])
     overall = float(res.output.strip().splitlines()[-2].split()[-1])
     assert 0 <= overall <= 1
-    parser = _Page()
-    parser.feed(page.read_text())
-    assert len(parser.refs) == 1 + 10  # the latent matrix and one overlay strip per class
-    assert all((page.parent / ref).stat().st_size > 500 for ref in parser.refs)
+    assert len(check_page(page).refs) == 1 + 10  # the latent matrix and one overlay strip per class

@@ -1,0 +1,61 @@
+"""The one purity path: golden values for both views, and measure_purity against autograd Hessians."""
+import pytest
+import torch
+from torch.autograd.functional import hessian
+
+from herd_cls.purity import Purity, image_purity, measure_purity
+from herd_cls.regularizer import class_blocks
+
+
+def test_image_purity_golden():
+    blocks = class_blocks(2, 4)                               # class 0: dims 0-1, class 1: dims 2-3
+    H = torch.zeros(3, 4, 4)
+    H[0, 0, 0], H[0, 1, 0], H[0, 3, 3] = 2.0, -1.0, 1.0       # class 0: 3 of 4 inside
+    H[1, 2, 3], H[1, 0, 0] = 1.0, -3.0                        # class 1: 1 of 4 inside
+    labels = torch.tensor([0, 1, 1])                          # the third image has no curvature
+    share = image_purity(H, labels, blocks)
+    assert share[:2].tolist() == [0.75, 0.25] and share[2].isnan()
+
+
+def test_per_image_view_golden():
+    p = Purity(per_class=torch.tensor([0.9, 0.5]), per_image=torch.tensor([1.0, 0.2, 0.6, 0.4, 0.0, float("nan")]),
+               labels=torch.tensor([0, 0, 0, 1, 1, 1]), hbar=torch.zeros(2, 4, 4), method="exact")
+    view = p.image_view()
+    assert view["mean"] == pytest.approx([0.6, 0.2])
+    assert view["median"] == pytest.approx([0.6, 0.0])        # torch's median: the lower middle value
+    assert view["share_at_least_half"] == pytest.approx([2 / 3, 0.0])
+    assert p.mean == pytest.approx(0.7)
+    assert p.summary()["purity_samples"] == 6
+
+
+class _Model(torch.nn.Module):
+    """A linear encoder and a GELU head: curvature everywhere, so both views have work to do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = torch.nn.Linear(5, 6)
+        self.classify = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+        self.decode = None
+
+    def encode(self, x):
+        return self.enc(x)
+
+
+def test_measure_purity_matches_per_sample_autograd_hessians():
+    model = _Model().train()
+    x, y = torch.randn(10, 5), torch.arange(10) % 3
+    blocks = class_blocks(3, 6)
+    result = measure_purity(model, [(x[:6], y[:6]), (x[6:], y[6:])], blocks, max_samples=9)
+    assert model.training                                     # the caller's mode is left alone
+    z = model.encode(x[:9]).detach()
+    H = torch.stack([hessian(lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i:i + 1]), z[i])
+                     for i in range(9)]).abs()
+    for c in range(3):
+        hbar = H[y[:9] == c].mean(0)
+        own = blocks[c].nonzero().flatten()
+        assert result.per_class[c].item() == pytest.approx((hbar[own][:, own].sum() / hbar.sum()).item(), rel=1e-4)
+    own = blocks[y[:9]]
+    shares = (H * (own[:, :, None] & own[:, None, :])).sum((1, 2)) / H.sum((1, 2))
+    torch.testing.assert_close(result.per_image, shares, rtol=1e-4, atol=1e-6)
+    assert len(result.labels) == 9 and result.method.startswith("exact")
