@@ -51,8 +51,9 @@ class Regularizer:
     herd_mode: ClassVar[str] = "class"
 
     def __init__(self, cfg: Config, model: LatentModel, herd: HeRD, dataset_size: int):
+        self.cfg, self.dataset_size = cfg, dataset_size
         self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
-        self.warmup, self.ramp, self.epochs = cfg.warmup, cfg.ramp, cfg.epochs
+        self.warmup, self.ramp = cfg.warmup, cfg.ramp
 
     @classmethod
     def check(cls, cfg: Config) -> None:

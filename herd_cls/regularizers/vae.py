@@ -101,12 +101,10 @@ class BetaVAECapacity(_VAERegularizer):
     name, help = "beta-vae-capacity", "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)"
     default_weight = 1000.0
 
-    def __init__(self, cfg, model, herd, dataset_size):
-        super().__init__(cfg, model, herd, dataset_size)
-        self.max_capacity, self.capacity = cfg.capacity, 0.0
+    capacity = 0.0  # nats, raised every epoch
 
     def start_epoch(self, epoch):
-        self.capacity = self.max_capacity * min(1.0, epoch / max(1, self.epochs - 1))
+        self.capacity = self.cfg.capacity * min(1.0, epoch / max(1, self.cfg.epochs - 1))
 
     def term(self, kl, batch):
         return self.weight * (kl - self.capacity).abs()
@@ -147,10 +145,6 @@ class FactorVAE(_VAERegularizer):
 class BetaTCVAE(_VAERegularizer):
     name, help = "beta-tcvae", "beta-TCVAE: KL + (beta - 1) * TC, minibatch-weighted sampling (Chen et al. 2018)"
     default_weight = 6.0
-
-    def __init__(self, cfg, model, herd, dataset_size):
-        super().__init__(cfg, model, herd, dataset_size)
-        self.dataset_size = dataset_size
 
     def term(self, kl, batch):  # the decomposition with alpha = gamma = 1
         return kl + (self.weight - 1) * total_correlation(batch.z, batch.mu, batch.logvar, self.dataset_size)
