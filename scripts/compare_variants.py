@@ -66,7 +66,8 @@ def main() -> None:
                                 "--out-dir", tmp, "--name", str(i), "--quiet", "--backbone", args.backbone, *extra],
                                check=True, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.CalledProcessError as err:  # a failed setting is a result too
-                rows.append(f"| {label} | {options} | failed: {err.stderr.strip().splitlines()[-1]} | | |")
+                reason = err.stderr.strip().splitlines()[-1].removeprefix("Error: ").replace(tmp, "<tmp>")
+                rows.append(f"| {label} | {options} | failed: {reason} | | |")
             except subprocess.TimeoutExpired:
                 rows.append(f"| {label} | {options} | did not finish in {args.timeout} s | | |")
             else:
