@@ -12,7 +12,8 @@ from ..registry import HerdError
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .latents import collect
-from .sweep import block_sweep_effect, sweep
+from .posthoc import posthoc_decoder
+from .sweep import block_sweep_effect, exemplars, sweep
 
 METRICS = {"accuracy": "test accuracy", "block_purity": "Hessian block purity",
            "attribution_alignment": "latent attribution alignment", "sweep_specificity": "sweep specificity"}
@@ -51,6 +52,7 @@ class RunAnalysis:
     alignment: dict                 # attribution_alignment(_per_class)
     specificity: dict               # sweep_specificity(_per_class)
     examples: dict[int, ClassExamples] = field(default_factory=dict)
+    pictures: dict[int, ImageSweeps] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """The headline numbers, keyed as :data:`METRICS`."""
@@ -82,6 +84,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
                      batch_size=32).split([len(i) for i in chosen.values()])
     examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], blocks[c].nonzero().flatten().tolist(), std))
                 for (c, idx), m in zip(chosen.items(), maps)}
+    pictures = {c: image_sweeps(run, c, test=data) for c in chosen}
     return RunAnalysis(
         name=run.path.name, config=run.config_dict(), summary=run.summary, history=run.history(),
         robustness=run.robustness(), class_names=names, blocks=blocks, shared=run.herd.shared.tolist(),
@@ -92,7 +95,48 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
                         for c in range(len(names))],
         alignment=attribution_alignment(latent["per_sample"], y, blocks),
         specificity=sweep_specificity(block_sweep_effect(model, z, y, blocks, std)),
-        examples=examples)
+        examples=examples, pictures=pictures)
+
+
+@dataclass
+class ImageSweeps:
+    """What the dims of one class's block and the shared dims mean in pixels.
+
+    exemplars: test images of the class ordered by each dim's value (see ``sweep.exemplars``).
+    decoded: the dims swept on a few of the class's images and drawn by ``decoder`` (see ``sweep.sweep``).
+    decoder: "trained decoder" or "post-hoc decoder"; decoder_info: the post-hoc decoder's test MSE etc.
+    """
+
+    target: int
+    dims: list[int]
+    exemplars: dict
+    decoded: dict
+    decoder: str
+    decoder_info: dict | None
+
+
+def image_sweeps(run: Run, target: int, samples: int = 3, span: float = 2.0, steps: int = 7, count: int = 10,
+                 test: dict | None = None, progress=None) -> ImageSweeps:
+    """Exemplar rows and decoded sweeps for class ``target``'s block and the shared dims; runs without a
+    decoder use the post-hoc one (fitted and cached in the run folder on first use).
+
+    ``test``: the output of ``collect(run.model, run.data("test"))``, if already at hand.
+
+    >>> pictures = image_sweeps(load_run(), 3)     # then herd_cls.report.figures.image_sweep_figure(...)
+    """
+    test = test if test is not None else collect(run.model, run.data("test"))
+    if run.decode is not None:
+        decoder, name, info = run.decode, "trained decoder", None
+    else:
+        decoder, info = posthoc_decoder(run, progress)
+        name = "post-hoc decoder"
+    own = test["y"] == target
+    if not own.any():
+        raise HerdError(f"the test split has no image of class {target}; pick another class")
+    dims = run.herd.block(target).tolist() + run.herd.shared.tolist()
+    x, z = test["x"][own], test["z"][own]
+    decoded = sweep(run.model, z[:samples], dims, test["z"].std(0), span, steps, decoder=decoder)
+    return ImageSweeps(target, dims, exemplars(x, z, dims, count), decoded, name, info)
 
 
 @dataclass
@@ -108,6 +152,7 @@ class ClassSweep:
     steps: int
     result: dict
     specificity: dict
+    images: ImageSweeps
 
     def kind(self, dim: int) -> str:
         """'own' (the class's block), 'shared' or 'other'."""
@@ -115,8 +160,9 @@ class ClassSweep:
 
 
 def sweep_class(run: Run, target: int, dims: list[int], samples: int = 8, span: float = 2.0,
-                steps: int = 7) -> ClassSweep:
-    """Sweep ``dims`` of ``samples`` test images of class ``target``, and every class's block specificity."""
+                steps: int = 7, progress=None) -> ClassSweep:
+    """Sweep ``dims`` of ``samples`` test images of class ``target`` (class probabilities, and images
+    with a decoder), every class's block specificity, and :func:`image_sweeps` of the class."""
     if samples < 1 or steps < 2 or span <= 0:
         raise HerdError("--samples must be >= 1, --steps >= 2 and --range > 0")
     data = collect(run.model, run.data("test"))
@@ -127,7 +173,8 @@ def sweep_class(run: Run, target: int, dims: list[int], samples: int = 8, span: 
     std, blocks = z.std(0), run.herd.blocks.cpu()
     return ClassSweep(target, dims, run.herd.block(target).tolist(), run.herd.shared.tolist(), len(chosen), span,
                       steps, sweep(run.model, chosen, dims, std, span, steps),
-                      sweep_specificity(block_sweep_effect(run.model, z, y, blocks, std, span, steps)))
+                      sweep_specificity(block_sweep_effect(run.model, z, y, blocks, std, span, steps)),
+                      image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress))
 
 
 @dataclass

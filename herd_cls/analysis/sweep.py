@@ -14,11 +14,13 @@ def sweep_offsets(span: float, steps: int) -> Tensor:
 
 
 @torch.no_grad()
-def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: float = 2.0, steps: int = 7) -> dict:
+def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: float = 2.0, steps: int = 7,
+          decoder=None) -> dict:
     """Sweep each dim in ``dims`` around every sample's own value.
 
     Args:
         z: (S, d) latents of the samples; std: (d,) each dim's standard deviation over the data.
+        decoder: z -> images to draw the sweep with (default: the model's own decoder, if any).
     Returns:
         {"offsets": (T,), "dims": [D], "probs": (D, T, S, K), "logits": (D, T, S, K),
          "images": (D, T, S, C, H, W) or None without a decoder}.
@@ -32,8 +34,9 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
     images = None
     with evaluating(model):
         logits = model.classify(flat).view(len(dims), steps, z.shape[0], -1)
-        if model.decode is not None:
-            out = model.decode(flat)
+        decoder = decoder if decoder is not None else model.decode
+        if decoder is not None:
+            out = decoder(flat)
             images = out.view(len(dims), steps, z.shape[0], *out.shape[1:])
     return {"offsets": offsets.cpu(), "dims": list(dims), "logits": logits.cpu(),
             "probs": logits.softmax(-1).cpu(), "images": None if images is None else images.cpu()}
@@ -59,3 +62,18 @@ def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor,
         res = sweep(model, zc, blocks[c].nonzero().flatten().tolist(), std, span, steps)
         effect[c] = (res["logits"] - base).abs().mean((0, 1, 2))
     return effect
+
+
+def exemplars(x: Tensor, z: Tensor, dims: list[int], count: int = 10) -> dict:
+    """For each dim, ``count`` of the given images ordered by that dim's value, from lowest to highest
+    (evenly spaced in rank), so a reader sees what the dim tracks in real data.
+
+    Args:
+        x: (N, C, H, W) images, z: (N, d) their latents (e.g. the test images of one class).
+    Returns:
+        {"dims": [D], "images": (D, count, C, H, W), "values": (D, count)}.
+    """
+    count = min(count, len(z))
+    ranks = torch.linspace(0, len(z) - 1, count).round().long()
+    order = z[:, dims].argsort(0)[ranks].T                                    # (D, count)
+    return {"dims": list(dims), "images": x[order], "values": torch.gather(z[:, dims].T, 1, order)}

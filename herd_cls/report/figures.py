@@ -38,6 +38,42 @@ def sweep_grid(images: Tensor, offsets: Tensor, title: str, path: Path) -> Path:
     return _save(fig, path, dpi=80)
 
 
+def _show(ax, img: Tensor) -> None:
+    img = img.permute(1, 2, 0).clamp(0, 1).numpy()
+    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def image_sweep(exemplar_images: Tensor, exemplar_values: Tensor, decoded: Tensor, offsets: Tensor, title: str,
+                decoder: str, path: Path) -> Path:
+    """What one latent dim means, in two picture rows.
+
+    Top: test images (N, C, H, W) ordered by the dim's value (N,), low to high. Below: the dim swept on a
+    few images, drawn by ``decoder`` (a label such as "post-hoc decoder"); decoded is (T, S, C, H, W).
+    """
+    plt = _plt()
+    steps, samples = decoded.shape[:2]
+    n = len(exemplar_images)
+    width = 0.75 * max(n, steps)
+    fig = plt.figure(figsize=(width, 0.75 * (1 + samples) + 0.9))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.35, samples + 0.4])
+    axes = top.subplots(1, n, squeeze=False)[0]
+    for i, ax in enumerate(axes):
+        _show(ax, exemplar_images[i])
+        ax.set_xlabel(f"{float(exemplar_values[i]):+.2f}", fontsize=6, labelpad=1)
+    top.suptitle(f"{title}: test images by value, low → high", fontsize=8)
+    grid = bottom.subplots(samples, steps, squeeze=False)
+    for s in range(samples):
+        for t in range(steps):
+            _show(grid[s, t], decoded[t, s])
+            if s == samples - 1:
+                grid[s, t].set_xlabel(f"{offsets[t]:+.1f}σ", fontsize=6, labelpad=1)
+    bottom.suptitle(f"swept on {samples} images, drawn by the {decoder}", fontsize=8)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def sweep_probabilities(probs: Tensor, offsets: Tensor, class_names: list[str], target: int, title: str,
                         path: Path) -> Path:
     """probs (T, S, K) -> mean probability of every class along the sweep; the target class bold."""

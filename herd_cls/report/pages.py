@@ -12,7 +12,7 @@ from . import figures
 from .html import render
 
 if TYPE_CHECKING:
-    from ..analysis.runs import AttributionResult, ClassSweep, RunAnalysis
+    from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, RunAnalysis
 
 METRIC_LABELS = [("accuracy", "test accuracy"), ("block_purity", "Hessian block purity"),
                  ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity")]
@@ -33,14 +33,34 @@ def _sweep_figures(sweep: dict, index: int, names: list[str], target: int, title
     return {"dim": sweep["dims"][index], "grid": grid, "probs": probs}
 
 
+def _picture_figures(pictures: ImageSweeps, class_name: str, kinds: dict[int, str], stem: str, folder: Path) -> dict:
+    """One exemplar-and-decoded-sweep figure per dim, and the caption of the decoder that drew them."""
+    rel = _rel(folder)
+    dims = []
+    for i, d in enumerate(pictures.dims):
+        title = f"class {class_name}, dim {d}{kinds.get(d, '')}"
+        path = figures.image_sweep(pictures.exemplars["images"][i], pictures.exemplars["values"][i],
+                                   pictures.decoded["images"][i], pictures.decoded["offsets"], title,
+                                   pictures.decoder, folder / f"{stem}{d}.png")
+        dims.append({"dim": d, "figure": rel(path)})
+    info = pictures.decoder_info
+    caption = pictures.decoder if info is None else (
+        f"{pictures.decoder}, fitted on the frozen encoder's training latents (test MSE {info['test_mse']:.4f}; "
+        f"the mean training image scores {info['mean_image_mse']:.4f})")
+    return {"dims": dims, "decoder": caption}
+
+
 def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     rel, name = _rel(folder), a.class_names[c]
-    page = {"attribution": None, "sweeps": [], "robustness": None,
+    kinds = {d: " (shared)" for d in a.shared}
+    page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None,
             "hessian": rel(figures.hessian_heatmap(a.purity.hbar[c], a.blocks, c, f"mean |H|, class {name}",
                                                    folder / f"{tag}hessian_{c}.png"))}
     if a.robustness is not None:
         page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
                                                            folder / f"{tag}robustness_{c}.png"))
+    if c in a.pictures:
+        page["pictures"] = _picture_figures(a.pictures[c], name, kinds, f"{tag}pictures_{c}_", folder)
     ex = a.examples.get(c)
     if ex is not None:
         page["attribution"] = rel(figures.attribution_overlays(ex.images, ex.maps, f"{a.method}, class {name}",
@@ -99,7 +119,9 @@ def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_
                               (folder / f"dim{d}_images.png", folder / f"dim{d}_probs.png"), _rel(folder)),
              "index": d, "kind": sw.kind(d)}
             for i, d in enumerate(sw.dims)]
-    return render("sweep.html", out_dir / f"sweep_class_{sw.target}.html", run_name=run_name,
+    kinds = {d: suffix[sw.kind(d)] for d in sw.images.dims}
+    pictures = _picture_figures(sw.images, name, kinds, "pictures_dim", folder)
+    return render("sweep.html", out_dir / f"sweep_class_{sw.target}.html", run_name=run_name, pictures=pictures,
                   class_index=sw.target, class_name=name, samples=sw.samples, span=sw.span, steps=sw.steps,
                   has_decoder=sw.result["images"] is not None, block=sw.block, shared=sw.shared, dims=dims,
                   specificity=sw.specificity["sweep_specificity_per_class"][sw.target], chance=1 / len(class_names))

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -60,19 +62,56 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     page = Path(res.output.strip().splitlines()[-1])
     assert page == out / "sweep_class_3.html" and "block dims [6, 7]" in res.output
     parser = check_page(page, min_bytes=1000)
-    assert len(parser.images) == 4  # an image grid and a probability plot for each of the 2 block dims
+    # per block dim: exemplars + decoded sweep (top), then an image grid and a probability plot
+    assert len(parser.images) == 2 + 4
+    assert "with the <strong>trained decoder</strong>" in page.read_text()
 
     bad = runner.invoke(main, ["sweep", "--class", "12", "--run", run])
     assert bad.exit_code != 0 and "valid classes: 0 (0), 1 (1)" in bad.output and "Traceback" not in bad.output
 
 
 @pytest.mark.slow
-def test_sweep_without_decoder_shows_probabilities_only(tiny_args, tmp_path):
+def test_sweep_without_decoder_fits_a_posthoc_decoder_once(tiny_args, tmp_path, monkeypatch):
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "b", "--epochs", "1"]).exit_code == 0
-    res = runner.invoke(main, ["sweep", "--class", "0", "--run", str(tmp_path / "runs" / "b"), "--samples", "2",
-                               "--steps", "3", "--dims", "0,19", "--out", str(tmp_path / "rep")])
+    run_dir = tmp_path / "runs" / "b"
+    args = ["sweep", "--class", "0", "--run", str(run_dir), "--samples", "2", "--steps", "3", "--dims", "0,19",
+            "--out", str(tmp_path / "rep")]
+    res = runner.invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "probability sweeps only" in res.output
-    assert sorted(p.name for p in (tmp_path / "rep" / "sweep_class_0").iterdir()) == ["dim0_probs.png",
-                                                                                      "dim19_probs.png"]
+    files = sorted(p.name for p in (tmp_path / "rep" / "sweep_class_0").iterdir())
+    # pictures of the class's own dims 0 and 1; probabilities only for the swept dims 0 and 19
+    assert files == ["dim0_probs.png", "dim19_probs.png", "pictures_dim0.png", "pictures_dim1.png"]
+    info = json.loads((run_dir / "posthoc_decoder.json").read_text())
+    assert 0 < info["test_mse"] < info["mean_image_mse"]       # it explains more than the mean image
+    text = (tmp_path / "rep" / "sweep_class_0.html").read_text()
+    assert "post-hoc decoder" in text and f"{info['test_mse']:.4f}" in text
+
+    # the second sweep reads the cached decoder instead of fitting again
+    import herd_cls.analysis.posthoc as posthoc
+
+    monkeypatch.setattr(posthoc, "fit_decoder", lambda *a, **k: pytest.fail("refitted a cached decoder"))
+    assert runner.invoke(main, args).exit_code == 0
+
+
+def test_exemplars_are_ordered_by_the_dim_and_span_its_range():
+    from herd_cls.analysis.sweep import exemplars
+
+    z = torch.tensor([[3.0, 0.0], [1.0, 5.0], [2.0, -1.0], [0.0, 2.0], [4.0, 1.0]])
+    x = torch.arange(5.0).view(5, 1, 1, 1)                     # image i is the constant i
+    out = exemplars(x, z, [0, 1], count=3)
+    assert out["values"].tolist() == [[0.0, 2.0, 4.0], [-1.0, 1.0, 5.0]]
+    assert out["images"].flatten(1).tolist() == [[3.0, 2.0, 4.0], [2.0, 4.0, 1.0]]
+
+
+def test_posthoc_decoder_fit_beats_the_mean_image():
+    from herd_cls.analysis.posthoc import fit_decoder
+
+    torch.manual_seed(0)
+    z = torch.randn(400, 3)
+    basis = torch.rand(3, 1, 6, 6)
+    x = torch.sigmoid(torch.einsum("nk,kchw->nchw", z, basis))   # images that z determines
+    decoder, info = fit_decoder(z[:300], x[:300], z[300:], x[300:], steps=300)
+    assert info["test_mse"] < 0.2 * info["mean_image_mse"]
+    assert decoder(z[:2]).shape == (2, 1, 6, 6) and not decoder.training
