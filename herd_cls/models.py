@@ -180,6 +180,50 @@ def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, 
         raise
 
 
+class _MeanOfHeads(nn.Module):
+    """A distilled timm model's classifier (LeViT, EfficientFormerV2): the mean of its heads' logits,
+    as the model's own ``forward_head`` computes it outside distillation training."""
+
+    def __init__(self, heads: tuple[nn.Module, ...]):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.stack([head(z) for head in self.heads]).mean(0)
+
+
+def _timm_classifier(net: nn.Module) -> nn.Module:
+    """The timm model's own map from its pre-logit features to logits (``get_classifier()``)."""
+    classifier = net.get_classifier()
+    return _MeanOfHeads(classifier) if isinstance(classifier, (tuple, list)) else classifier
+
+
+def _pre_logits_width(net: nn.Module, name: str, in_chans: int, image_size: int) -> int:
+    """Width F of the pooled pre-logit features (B, F) that ``net`` (after ``reset_classifier(0)``) returns.
+
+    Measured with a dry forward on a zero image of the configured size rather than read from
+    ``num_features``: MobileNet-style nets (conv_head, head_hidden_size) widen after the pooling.
+    The same forward finds input sizes the model cannot take.
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(1, in_chans, image_size, image_size))
+    except Exception as err:  # any failure of a forward on a blank image: the model cannot take this size
+        default = (getattr(net, "pretrained_cfg", None) or {}).get("input_size")
+        hint = f", e.g. --image-size {default[-1]} (its default input size)" if default else ""
+        reason = (str(err).strip().splitlines() or [""])[0][:160]
+        raise HerdError(f"backbone {name} cannot take {image_size}x{image_size} images ({type(err).__name__}: "
+                        f"{reason}); choose another --image-size{hint}") from None
+    finally:
+        net.train(was_training)
+    if out.ndim != 2:
+        raise HerdError(f"backbone {name} returns features of shape {tuple(out.shape[1:])} after reset_classifier(0), "
+                        "not pooled (F,) pre-logits; choose another backbone")
+    return out.shape[1]
+
+
 # public API
 
 def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int, latent: str = "bottleneck",
@@ -204,9 +248,9 @@ def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int
         num_features, classifier = features.num_features, None
     else:
         net = _timm_backbone(backbone, in_chans, image_size, pretrained, pretrained_file, num_classes)
-        num_features = net.num_features
-        classifier = net.get_classifier() if latent == "pre-logits" and head == "linear" else None
+        classifier = _timm_classifier(net) if latent == "pre-logits" and head == "linear" else None
         net.reset_classifier(0)  # forward() now returns pooled pre-logit features
+        num_features = _pre_logits_width(net, backbone, in_chans, image_size)  # not net.num_features
         features = net
     d = num_features if latent == "pre-logits" else latent_dim
     if d is None:

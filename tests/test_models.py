@@ -1,10 +1,20 @@
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from herd_cls.models import create_model
 from herd_cls.registry import HerdError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # on a shared 2-core machine two intra-op threads ran these small models 10-50x slower than one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("backbone,size", [("resnet18", 16), ("convnext_atto", 32),
@@ -67,3 +77,84 @@ def test_block_head_logits_see_only_their_block_and_the_shared_dims():
     assert (J[~allowed] == 0).all() and (J[allowed] != 0).all()
     with pytest.raises(HerdError, match="does not split into 3 class blocks"):
         make_head("block", latent_dim=9, num_classes=3, shared_dims=2)
+
+
+# one small model of every timm family the project supports; all of them take 32 x 32 images
+FAMILIES = ["resnet18",                 # conv nets
+            "convnext_atto",            # ConvNeXt (needs 32: its stem and downsamplers stride 32 in all)
+            "mobilenetv3_small_100",    # MobileNet/EfficientNet-style: conv_head after the pooling
+            "lcnet_050",                # the same, head_hidden_size 1280 > num_features 256
+            "ghostnet_100",
+            "mobilenetv4_conv_small",
+            "vit_tiny_patch16_224",     # ViT, built for the input size
+            "efficientvit_b0",          # hybrid conv/attention, a hidden head layer after the pooling
+            "levit_128s",               # hybrid, distilled: two heads with BatchNorm1d
+            "poolformer_s12"]           # MetaFormer (the smallest)
+
+
+@pytest.mark.parametrize("latent", ["bottleneck", "pre-logits"])
+@pytest.mark.parametrize("backbone", FAMILIES)
+def test_every_timm_family_trains_with_herd_and_runs_the_analysis(backbone, latent):
+    from torch.utils.data import TensorDataset
+
+    from herd_cls.analysis.attribution import class_latent_attribution
+    from herd_cls.analysis.latents import collect
+    from herd_cls.regularizer import HeRD
+
+    torch.manual_seed(0)
+    K, size = 4, 32
+    # pre-logits with a linear head: the timm model's own classifier on its own pre-logit features
+    model = create_model(backbone, num_classes=K, in_chans=1, image_size=size, latent=latent, latent_dim=8,
+                         head="linear" if latent == "pre-logits" else "mlp")
+    width = model.backbone.head_hidden_size   # after any conv_head / hidden head layer, not num_features
+    assert model.latent_dim == (width if latent == "pre-logits" else 8)
+    assert model.backbone.training, "the dry forward that measures the width must restore train mode"
+    if latent == "bottleneck":
+        assert model.bottleneck.in_features == width
+
+    x, y = torch.rand(4, 1, size, size), torch.arange(K)
+    herd = HeRD(K, model.latent_dim, shared_dims=model.latent_dim % K, variant="purity")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.backbone.parameters()]
+    z = model.encode(x)
+    assert z.shape == (4, model.latent_dim)
+    if backbone == "levit_128s" and latent == "pre-logits":
+        # LeViT's own classifier normalises with BatchNorm1d: HeRD refuses batch statistics in one line,
+        with pytest.raises(HerdError, match="BatchNorm1d using batch statistics"):
+            herd(model.classify, z, y, labels=y, loss="ce")
+        model.classify.eval()   # and takes the head once its statistics are frozen
+    loss = F.cross_entropy(model.classify(z), y) + herd(model.classify, z, y, labels=y, loss="ce")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.backbone.parameters()))
+
+    out = collect(model, TensorDataset(x, y))
+    assert out["z"].shape == (4, model.latent_dim) and out["logits"].shape == (4, K)
+    attr = class_latent_attribution(model.classify, out["z"], out["y"], K, "saliency")
+    assert attr["matrix"].shape == (K, model.latent_dim) and torch.isfinite(attr["matrix"]).all()
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_100", "efficientvit_b0", "levit_128s"])
+def test_pre_logits_linear_head_is_the_timm_classifier_after_its_head_stage(backbone):
+    # levit_128s is distilled: get_classifier() is (head, head_dist) and its logits are their mean
+    torch.manual_seed(0)
+    reference = timm.create_model(backbone, num_classes=5, in_chans=3, img_size=32) if backbone == "levit_128s" \
+        else timm.create_model(backbone, num_classes=5, in_chans=3)
+    torch.manual_seed(0)
+    model = create_model(backbone, num_classes=5, in_chans=3, image_size=32, latent="pre-logits", head="linear",
+                         mean=[0.0] * 3, std=[1.0] * 3)
+    x = torch.rand(2, 3, 32, 32)
+    assert model.latent_dim == reference.head_hidden_size
+    torch.testing.assert_close(model.eval()(x), reference.eval()(x))
+
+
+def test_an_input_size_the_backbone_cannot_take_is_refused_in_one_line():
+    # ConvNeXt downsamples by 32 with 2x2 convs, so 16 x 16 images shrink below one pixel
+    with pytest.raises(HerdError, match=r"convnext_atto cannot take 16x16 images .*--image-size 224") as err:
+        create_model("convnext_atto", 4, 1, 16, latent_dim=8)
+    assert "\n" not in str(err.value)
+    # EfficientFormer's last stage has attention biases for a fixed 7 x 7 grid
+    with pytest.raises(HerdError, match=r"efficientformer_l1 cannot take 32x32 images .*choose another --image-size"):
+        create_model("efficientformer_l1", 4, 1, 32, latent_dim=8)

@@ -121,15 +121,44 @@ def _outline_blocks(ax, blocks: Tensor, highlight: int | None = None, square: bo
             ax.add_patch(Rectangle((lo - 0.5, c - 0.5), n, 1, fill=False, ec=color, lw=lw))
 
 
-def hessian_heatmap(hbar: Tensor, blocks: Tensor, target: int, title: str, path: Path) -> Path:
-    """Mean |H| (d, d) of one class with every class block outlined, the class's own in red."""
+def _runs(idx: list[int]) -> list[tuple[int, int]]:
+    """Sorted dims -> (first, length) of each contiguous run."""
+    runs: list[tuple[int, int]] = []
+    for i in idx:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+def _hessian_figure(hbar: Tensor, blocks: Tensor, target: int, title: str):
+    """The Figure of :func:`hessian_heatmap`: pixel (i, j) is dim pair (i, j), so dims lo..lo+n-1 span
+    [lo - 0.5, lo + n - 0.5] in data coordinates. Other class blocks: thin white; the target's own
+    block: red on top; the shared dims (in no block): a dashed cyan square."""
+    from matplotlib.patches import Rectangle
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     im = ax.imshow(hbar.numpy(), cmap="magma")
-    _outline_blocks(ax, blocks, target)
-    ax.set_title(title, fontsize=9), ax.set_xlabel("latent dim"), ax.set_ylabel("latent dim")
+    for c, row in enumerate(blocks):
+        if c != target:
+            for lo, n in _runs(row.nonzero().flatten().tolist()):
+                ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="white", lw=0.8, zorder=2))
+    for lo, n in _runs((~blocks.any(0)).nonzero().flatten().tolist()):
+        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="cyan", lw=1.4, ls="--", zorder=3))
+    for lo, n in _runs(blocks[target].nonzero().flatten().tolist()):
+        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="red", lw=2.0, zorder=4))
+    ax.set_title(title, fontsize=9), ax.set_ylabel("latent dim")
+    ax.set_xlabel("latent dim (red: own block, dashed: shared dims)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return fig
+
+
+def hessian_heatmap(hbar: Tensor, blocks: Tensor, target: int, title: str, path: Path) -> Path:
+    """Mean |H| (d, d) of one class: its own block outlined in red, the shared dims dashed, the other
+    class blocks in thin white."""
+    return _save(_hessian_figure(hbar, blocks, target, title), path)
 
 
 def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], title: str, path: Path) -> Path:
