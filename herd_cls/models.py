@@ -111,15 +111,15 @@ class LatentModel(nn.Module):
         backbone: x -> features (B, F); a timm model built with ``num_classes=0`` or a ConvEncoder.
         latent_dim: size of z; a linear bottleneck maps F -> latent_dim. ``None`` uses the
             features themselves as z (``pre-logits``).
-        classifier: the head z -> logits.
-        decoder: z -> image, or None.
+        classify: the head z -> logits.
+        decode: the head z -> image, or None.
         mean, std: per-channel normalisation applied to inputs in [0, 1].
         variational: add a log-variance layer beside the bottleneck (which then gives the mean), for
             the VAE baselines; ``encode`` still returns the mean.
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int | None, classifier: nn.Module,
-                 decoder: nn.Module | None, mean: list[float], std: list[float], variational: bool = False):
+    def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int | None, classify: nn.Module,
+                 decode: nn.Module | None, mean: list[float], std: list[float], variational: bool = False):
         super().__init__()
         if variational and latent_dim is None:
             raise HerdError("a variational latent needs a bottleneck; use latent 'bottleneck'")
@@ -127,8 +127,8 @@ class LatentModel(nn.Module):
         self.bottleneck = nn.Linear(num_features, latent_dim) if latent_dim is not None else nn.Identity()
         self.logvar = nn.Linear(num_features, latent_dim) if variational else None
         self.latent_dim = latent_dim if latent_dim is not None else num_features
-        self.classify = classifier
-        self.decode = decoder
+        self.classify = classify
+        self.decode = decode
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
@@ -226,16 +226,20 @@ def _pre_logits_width(net: nn.Module, name: str, in_chans: int, image_size: int)
 
 # public API
 
-def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int, latent: str = "bottleneck",
-                 latent_dim: int | None = None, head: str = "mlp", head_hidden: int = 64, decoder: bool = False,
-                 pretrained: bool = False, pretrained_file: str | None = None,
+def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_size: int = 32,
+                 latent: str = "bottleneck", latent_dim: int | None = None, head: str = "block", head_hidden: int = 64,
+                 decoder: bool = False, pretrained: bool = False, pretrained_file: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
                  variational: bool = False, shared_dims: int | None = None) -> LatentModel:
     """A LatentModel around a timm backbone (any name in ``timm.list_models()``) or ``"conv"``.
 
-    ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and, with
-    ``head="linear"``, its own classifier: HeRD then attaches to an unmodified timm classifier.
-    ``shared_dims`` (default: what is left over after equal class blocks) matters to ``head="block"``.
+    The defaults are those ``herd-cls train`` ships: a bottleneck of 2 dims per class, no shared dims,
+    the ``block`` head. ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and,
+    with ``head="linear"``, its own classifier: HeRD then attaches to an unmodified timm classifier.
+    ``shared_dims`` (default: none for a bottleneck; what is left over after equal class blocks for
+    pre-logits) matters to ``head="block"``.
+
+    >>> model = create_model("resnet18", num_classes=10, in_chans=1)   # z: 20 dims, 2 per class
     """
     if latent not in LATENTS:
         raise HerdError(f"unknown latent {latent!r}; choose one of: {', '.join(LATENTS)}")
@@ -252,10 +256,12 @@ def create_model(backbone: str, num_classes: int, in_chans: int, image_size: int
         net.reset_classifier(0)  # forward() now returns pooled pre-logit features
         num_features = _pre_logits_width(net, backbone, in_chans, image_size)  # not net.num_features
         features = net
-    d = num_features if latent == "pre-logits" else latent_dim
-    if d is None:
-        raise HerdError("latent 'bottleneck' needs latent_dim")
-    shared_dims = shared_dims if shared_dims is not None else d % num_classes
+    if latent == "pre-logits":
+        d = num_features
+        shared_dims = shared_dims if shared_dims is not None else d % num_classes
+    else:
+        shared_dims = shared_dims or 0
+        d = latent_dim if latent_dim is not None else 2 * num_classes + shared_dims
     classifier = classifier or make_head(head, d, num_classes, head_hidden, shared_dims)
     dec = ConvDecoder(d, (in_chans, image_size, image_size)) if decoder else None
     return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std,

@@ -59,9 +59,10 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
     # a bottleneck's size is known now; pre-logit dims wait for the backbone's width
     dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
     reg = regularizer_class(cfg.reg)
-    model = create_model(cfg.backbone, info.num_classes, info.in_chans, info.image_size, cfg.latent,
-                         dims.latent_dim, cfg.head, cfg.head_hidden, cfg.decoder,
-                         cfg.pretrained, cfg.pretrained_file, mean, std, variational=reg.variational,
+    model = create_model(cfg.backbone, num_classes=info.num_classes, in_chans=info.in_chans,
+                         image_size=info.image_size, latent=cfg.latent, latent_dim=dims.latent_dim, head=cfg.head,
+                         head_hidden=cfg.head_hidden, decoder=cfg.decoder, pretrained=cfg.pretrained,
+                         pretrained_file=cfg.pretrained_file, mean=mean, std=std, variational=reg.variational,
                          shared_dims=dims.shared_dims)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
     herd = HeRD(info.num_classes, cfg.latent_dim, mode=reg.herd_mode,

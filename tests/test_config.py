@@ -40,3 +40,20 @@ def test_shipped_configs_are_valid():
     assert files
     for path in files:
         load_config(path)
+
+
+def test_library_defaults_equal_the_shipped_cli_defaults():
+    import inspect
+
+    from herd_cls.models import create_model
+    from herd_cls.regularizer import HeRD
+
+    cfg = Config()
+    params = inspect.signature(create_model).parameters
+    for key in ("latent", "head", "head_hidden", "decoder", "pretrained"):
+        assert params[key].default == getattr(cfg, key), key
+    model = create_model("conv", num_classes=10, in_chans=1, image_size=16)
+    assert model.latent_dim == 10 * cfg.dims_per_class          # shared dims default to none, as on the CLI
+    herd = inspect.signature(HeRD).parameters
+    assert herd["variant"].default == cfg.variant
+    assert herd["alpha_off"].default == cfg.alpha_off and herd["alpha_diag"].default == cfg.alpha_diag

@@ -21,7 +21,8 @@ def _one_thread():
                                            ("vit_tiny_patch16_224", 32), ("conv", 16)])
 def test_model_contract_across_backbones(backbone, size):
     torch.manual_seed(0)
-    model = create_model(backbone, num_classes=4, in_chans=1, image_size=size, latent_dim=10, decoder=True).eval()
+    model = create_model(backbone, num_classes=4, in_chans=1, image_size=size, latent_dim=10, head="mlp",
+                         decoder=True).eval()
     x = torch.rand(3, 1, size, size)
     z = model.encode(x)
     assert z.shape == (3, 10) and model.latent_dim == 10
@@ -50,7 +51,7 @@ def test_pretrained_file_loads_local_weights(tmp_path):
     source = timm.create_model("resnet18", num_classes=10, in_chans=1)
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    model = create_model("resnet18", num_classes=10, in_chans=1, image_size=16, latent_dim=8,
+    model = create_model("resnet18", num_classes=10, in_chans=1, image_size=16, latent_dim=8, head="mlp",
                          pretrained_file=str(path))
     torch.testing.assert_close(model.backbone.conv1.weight, source.conv1.weight)
     torch.testing.assert_close(model.backbone.layer4[1].bn2.running_mean, source.layer4[1].bn2.running_mean)
@@ -58,11 +59,11 @@ def test_pretrained_file_loads_local_weights(tmp_path):
 
 def test_bad_model_requests_explain_themselves(tmp_path):
     with pytest.raises(HerdError, match="did you mean: resnet18"):
-        create_model("resnet_18", 10, 1, 16, latent_dim=8)
+        create_model("resnet_18", num_classes=10, in_chans=1, image_size=16, latent_dim=8)
     with pytest.raises(HerdError, match="does not exist"):
-        create_model("resnet18", 10, 1, 16, latent_dim=8, pretrained_file=str(tmp_path / "missing.pth"))
+        create_model("resnet18", num_classes=10, in_chans=1, image_size=16, latent_dim=8, pretrained_file=str(tmp_path / "missing.pth"))
     with pytest.raises(HerdError, match="unknown head"):
-        create_model("conv", 10, 1, 16, latent_dim=8, head="deep")
+        create_model("conv", num_classes=10, in_chans=1, image_size=16, latent_dim=8, head="deep")
 
 
 def test_block_head_logits_see_only_their_block_and_the_shared_dims():
@@ -153,8 +154,8 @@ def test_pre_logits_linear_head_is_the_timm_classifier_after_its_head_stage(back
 def test_an_input_size_the_backbone_cannot_take_is_refused_in_one_line():
     # ConvNeXt downsamples by 32 with 2x2 convs, so 16 x 16 images shrink below one pixel
     with pytest.raises(HerdError, match=r"convnext_atto cannot take 16x16 images .*--image-size 224") as err:
-        create_model("convnext_atto", 4, 1, 16, latent_dim=8)
+        create_model("convnext_atto", num_classes=4, in_chans=1, image_size=16, latent_dim=8)
     assert "\n" not in str(err.value)
     # EfficientFormer's last stage has attention biases for a fixed 7 x 7 grid
     with pytest.raises(HerdError, match=r"efficientformer_l1 cannot take 32x32 images .*choose another --image-size"):
-        create_model("efficientformer_l1", 4, 1, 32, latent_dim=8)
+        create_model("efficientformer_l1", num_classes=4, in_chans=1, image_size=32, latent_dim=8)

@@ -1,6 +1,8 @@
 """HeRD as ``--reg``: class-specific (``class``) or universal (``universal``) curvature penalties."""
 from __future__ import annotations
 
+from torch import nn
+
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
 from ..regularizer import PURITY_VARIANTS
@@ -13,6 +15,16 @@ class _HeRDRegularizer(Regularizer):
     def __init__(self, cfg, model, herd, dataset_size):
         super().__init__(cfg, model, herd, dataset_size)
         self.herd, self.wrt, self.recon_loss = herd, cfg.wrt, cfg.recon_loss
+        heads = {"classifier": model.classify if self.wrt != "autoencoder" else None,
+                 "decoder": model.decode if self.wrt != "classifier" else None}
+        for which, head in heads.items():
+            if head is None:
+                continue
+            norm = next((m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+            if norm is not None:  # batch statistics couple the samples: no per-sample Hessian exists
+                raise HerdError(f"--reg {self.name} needs per-sample Hessians, but the {which} head has "
+                                f"{type(norm).__name__}, whose batch statistics couple the samples; "
+                                "use --head block or --head mlp")
 
     @classmethod
     def check(cls, cfg) -> None:

@@ -17,7 +17,7 @@ def _setup(reg: str, **overrides):
     torch.manual_seed(0)
     cfg = Config(reg=reg, decoder=True, latent_dim=6, num_classes=3, head="mlp", warmup=0, ramp=0, epochs=5,
                  **overrides).validate()
-    model = create_model("conv", 3, 1, 8, latent_dim=6, head="mlp", decoder=True,
+    model = create_model("conv", num_classes=3, in_chans=1, image_size=8, latent_dim=6, head="mlp", decoder=True,
                          variational=regularizer_class(reg).variational).eval()
     herd = HeRD(3, 6, mode=regularizer_class(reg).herd_mode, variant=cfg.variant)
     x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
@@ -137,3 +137,10 @@ def test_none_is_never_switched_on_and_the_others_follow_warmup_and_ramp():
     assert [reg.schedule(e) for e in range(4)] == [0.0] * 4
     reg = create_regularizer(Config(reg="class", warmup=1, ramp=2), None, None, 1)
     assert [reg.schedule(e) for e in range(4)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_herd_refuses_a_head_with_batch_statistics_before_training():
+    reg, model, batch = _setup("class")
+    model.classify = torch.nn.Sequential(torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3))
+    with pytest.raises(HerdError, match="classifier head has BatchNorm1d.*use --head block"):
+        create_regularizer(reg.cfg, model, reg.herd, 100)
