@@ -135,7 +135,7 @@ def test_factor_vae_trains_its_discriminator_and_saves_it():
 def test_none_is_never_switched_on_and_the_others_follow_warmup_and_ramp():
     reg, _, _ = _setup("none")
     assert [reg.schedule(e) for e in range(4)] == [0.0] * 4
-    reg = create_regularizer(Config(reg="class", warmup=1, ramp=2), None, None, 1)
+    reg = create_regularizer(Config(reg="hessian-penalty", decoder=True, warmup=1, ramp=2), None, None, 1)
     assert [reg.schedule(e) for e in range(4)] == [0.0, 0.5, 1.0, 1.0]
 
 
