@@ -162,3 +162,18 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every option with its YAML key, default, choices and meaning."""
+    rows = []
+    for f in fields(Config):
+        choices = ", ".join(f"`{c}`" for c in f.metadata["choices"]) if f.metadata["choices"] else ""
+        default = "–" if f.default is None else f"`{f.default}`"
+        rows.append(f"| `{option_name(f.name)}` | `{f.name}` | {default} | {choices} | {f.metadata['help']} |")
+    return ("# Configuration reference\n\n"
+            "Generated from `herd_cls.config.Config` by `python scripts/config_reference.py` (a test "
+            "checks it is current). Every option can be given on the command line of `herd-cls train` or as a key "
+            "of a YAML file passed with `--config`; the command line wins, and the resolved config is saved as "
+            "`config.yaml` in the run folder. The files in `configs/` hold only what differs from these defaults.\n\n"
+            "| option | YAML key | default | choices | meaning |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")

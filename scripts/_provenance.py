@@ -35,14 +35,15 @@ def provenance() -> str:
 
 
 def publish(name: str, markdown: str) -> Path:
-    """Print the table, write reports/<name>.md and replace README's block between <!-- name --> markers."""
+    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers in
+    README.md and docs/*.md, wherever it is."""
     print(markdown)
     out = ROOT / "reports" / f"{name}.md"
     out.write_text(markdown)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
     pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
-    if pattern.search(text):
-        readme.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if pattern.search(text):
+            page.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
     print(out)
     return out

@@ -57,3 +57,12 @@ def test_library_defaults_equal_the_shipped_cli_defaults():
     herd = inspect.signature(HeRD).parameters
     assert herd["variant"].default == cfg.variant
     assert herd["alpha_off"].default == cfg.alpha_off and herd["alpha_diag"].default == cfg.alpha_diag
+
+
+def test_configuration_reference_is_current():
+    from pathlib import Path
+
+    from herd_cls.config import reference_markdown
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert path.read_text() == reference_markdown(), "regenerate it: python scripts/config_reference.py"
