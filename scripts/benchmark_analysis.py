@@ -1,10 +1,11 @@
 """Time the analysis commands on the default run: sweep, attribute, report and robustness.
 
-Targets: `herd-cls sweep --class 3` at most 10 s and `herd-cls report` at most 60 s (analysis issue),
+Targets: `herd-cls sweep --class 3` at most 20 s the first time (it fits the post-hoc decoder) and
+at most 10 s after that (sweeps issue), `herd-cls report` at most 60 s (analysis issue),
 `herd-cls robustness` at most 60 s (robustness issue), on a 2-core CPU,
 after the default `herd-cls train --backbone resnet18 --reg class`. Each command is timed as a whole
 process (Python start-up and imports included), best and worst of --repeats runs. Writes
-reports/benchmark_analysis.md and the matching README block.
+reports/benchmark_analysis.md and the matching block of docs/performance.md.
 
     python scripts/benchmark_analysis.py [--run RUN_DIR] [--repeats 3]
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from _provenance import provenance, publish
 
-TARGETS = {"sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
+TARGETS = {"first sweep": 20.0, "sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
 
 
 def main() -> None:
@@ -34,19 +35,23 @@ def main() -> None:
             subprocess.run(herd + ["train", "--backbone", "resnet18", "--reg", "class", "--out-dir", tmp,
                                    "--name", "default", "--quiet"], check=True)
             run = str(Path(tmp) / "default")
-        commands = {"sweep": ["sweep", "--class", "3"], "attribute": ["attribute"], "report": ["report"],
-                    "robustness": ["robustness"]}
+        commands = {"first sweep": ["sweep", "--class", "3"], "sweep": ["sweep", "--class", "3"],
+                    "attribute": ["attribute"], "report": ["report"], "robustness": ["robustness"]}
         rows = []
         for name, cmd in commands.items():
             times = []
             for _ in range(args.repeats):
+                if name == "first sweep":  # a run as train leaves it: no post-hoc decoder cached yet
+                    for cached in Path(run).glob("posthoc_decoder.*"):
+                        cached.unlink()
                 t0 = time.perf_counter()
                 subprocess.run(herd + cmd + ["--run", run, "--out", str(Path(tmp) / "out")], check=True,
                                stdout=subprocess.DEVNULL)
                 times.append(time.perf_counter() - t0)
             target = TARGETS[name]
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
-            rows.append(f"| `herd-cls {' '.join(cmd)}` | {min(times):.1f} | {max(times):.1f} | "
+            label = f"`herd-cls {' '.join(cmd)}`" + (" (first: fits the post-hoc decoder)" if name == "first sweep" else "")
+            rows.append(f"| {label} | {min(times):.1f} | {max(times):.1f} | "
                         f"{'–' if target is None else f'≤ {target:.0f}'} | {verdict} |")
     md = (f"Analysis commands on the default digits run, {args.repeats} runs each, whole process; "
           f"`python scripts/benchmark_analysis.py` at {provenance()}.\n\n"
