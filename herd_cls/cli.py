@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -66,12 +67,27 @@ def train(config_path, resume, quiet, **options):
     The folder holds the resolved config.yaml, metrics.jsonl/metrics.csv per epoch, an atomic
     checkpoint.pt (for --resume), model.safetensors and summary.json; <out-dir>/latest points at
     it once training has finished. The last line printed is the run folder and test accuracy.
+
+    \b
+    On several processes or GPUs, launch the same command with torchrun:
+    torchrun --nproc_per_node 2 -m herd_cls train ...   (--batch-size is per process)
     """
+    from . import distributed
     from .config import load_config
     from .train import train as run_training
 
     cfg = load_config(config_path, options)
-    run_dir = run_training(cfg, resume=resume, progress=not quiet)
+    try:
+        run_dir = run_training(cfg, resume=resume, progress=not quiet)
+    except RuntimeError as err:  # under torchrun: a collective fails when another rank has died
+        if "WORLD_SIZE" not in os.environ:
+            raise
+        raise HerdError(f"another process of this torchrun job failed ({str(err).splitlines()[0][:120]}); "
+                        "see its message above; runs/latest was not moved") from None
+    finally:
+        distributed.stop()
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 speaks for the job
+        return
     summary = json.loads((run_dir / "summary.json").read_text())
     click.echo(f"block purity {summary['block_purity']:.3f}  train {summary['train_seconds']:.0f}s")
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")

@@ -34,7 +34,8 @@ class Config:
     image_size: int | None = _opt(None, "Side of the square input images (default 32; 64 for imagefolder).")
     num_samples: int | None = _opt(None, "Use at most this many training images (shapes: how many to generate; "
                                                   "dsprites: how many to draw, default 20000).")
-    batch_size: int = _opt(64, "Training batch size.")
+    batch_size: int = _opt(64, "Training batch size of each process (under torchrun the global batch is this "
+                                "times the number of processes).")
     num_workers: int = _opt(0, "DataLoader worker processes.")
     # model
     backbone: str = _opt("resnet18", "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) "
@@ -81,7 +82,8 @@ class Config:
     weight_decay: float = _opt(1e-4, "AdamW weight decay.")
     seed: int = _opt(0, "Random seed; CPU runs with the same seed are identical.")
     device: str = _opt("auto", "Device: auto (CUDA when present), cpu, cuda or cuda:N.")
-    amp: bool = _opt(True, "Mixed precision on CUDA (the Hessian path stays in float32).")
+    amp: bool = _opt(True, "Mixed precision on CUDA (the curvature and KL terms stay in float32).")
+    amp_dtype: str = _opt("bfloat16", "Autocast dtype of --amp; float16 adds a gradient scaler.", ("bfloat16", "float16"))
     out_dir: str = _opt("runs", "Folder of run folders; <out-dir>/latest points at the newest complete run.")
     name: str | None = _opt(None, "Run folder name (default: dataset-backbone-reg-time).")
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import Config, load_config, save_config
 from .data import create_datasets
 from .files import atomic_write
@@ -61,22 +63,36 @@ def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[flo
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-def batch_losses(model: LatentModel, cfg: Config, x, y, amp: bool = False, reg: Regularizer | None = None,
-                 ramp: float = 0.0) -> dict:
-    """All loss terms of one batch; ``loss`` is what is minimised, with ``ramp`` times the regularizer's
-    term when a regularizer is given and ``ramp > 0``."""
-    mu = logvar = None
-    with torch.autocast(x.device.type, enabled=amp):
-        if model.variational:
-            mu, logvar = model.encode_distribution(x)
-            z = reparameterise(mu, logvar) if model.training else mu
+class Forward(nn.Module):
+    """The training forward pass as one module call: images -> (z, mu, logvar, logits, x_hat), so that
+    DistributedDataParallel can wrap it. mu and logvar are None for a deterministic latent, x_hat without
+    a decoder; a variational model samples z in training mode."""
+
+    def __init__(self, model: LatentModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        m, mu, logvar = self.model, None, None
+        if m.variational:
+            mu, logvar = m.encode_distribution(x)
+            z = reparameterise(mu, logvar) if m.training else mu
         else:
-            z = model.encode(x)
-        logits = model.classify(z)
+            z = m.encode(x)
+        return z, mu, logvar, m.classify(z), m.decode(z) if m.decode is not None else None
+
+
+def batch_losses(model: LatentModel, cfg: Config, x, y, amp: torch.dtype | None = None,
+                 reg: Regularizer | None = None, ramp: float = 0.0, forward=None) -> dict:
+    """All loss terms of one batch; ``loss`` is what is minimised, with ``ramp`` times the regularizer's
+    term when a regularizer is given and ``ramp > 0``. ``amp``: the autocast dtype, or None;
+    ``forward``: the (possibly distributed) :class:`Forward` of ``model``."""
+    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        z, mu, logvar, logits, x_hat = (forward or Forward(model))(x)
         ce = F.cross_entropy(logits.float(), y)
         recon = None
-        if model.decode:
-            x_hat = model.decode(z).float()
+        if x_hat is not None:
+            x_hat = x_hat.float()
             # a diverged run must reach the trainer's NaN check, not a RuntimeError from F.binary_cross_entropy
             recon = (per_sample_loss(cfg.recon_loss)(x_hat, x).mean() if torch.isfinite(x_hat).all()
                      else x_hat.new_tensor(float("nan")))
@@ -135,7 +151,8 @@ def _run_dir(cfg: Config, resume: str | None) -> Path:
         if not (path / CHECKPOINT).is_file():
             raise HerdError(f"nothing to resume at {path}: no {CHECKPOINT}; pass the folder of an interrupted run")
         return path
-    name = cfg.name or f"{cfg.dataset}-{cfg.backbone}-{cfg.reg}-{datetime.now():%Y%m%d-%H%M%S}"
+    # every rank takes rank 0's name: their clocks may tick over between them
+    name = distributed.broadcast(cfg.name or f"{cfg.dataset}-{cfg.backbone}-{cfg.reg}-{datetime.now():%Y%m%d-%H%M%S}")
     path = Path(cfg.out_dir) / name
     if path.exists():
         raise HerdError(f"run folder {path} already exists; pick another --name or --resume {path}")
@@ -146,16 +163,19 @@ def _run_dir(cfg: Config, resume: str | None) -> Path:
 
 @dataclass
 class Session:
-    """Everything one training run holds between epochs."""
+    """Everything one training run holds between epochs (on each process, under torchrun)."""
 
     cfg: Config
     run_dir: Path
     device: torch.device
+    ranks: distributed.Ranks
     model: LatentModel
+    forward: nn.Module              # Forward(model), wrapped in DistributedDataParallel under torchrun
     herd: HeRD
     reg: Regularizer
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
     loaders: dict[str, DataLoader]
     shuffle: torch.Generator
     start_epoch: int = 0
@@ -163,40 +183,68 @@ class Session:
     rows: list[dict] = field(default_factory=list)
 
     @property
-    def amp(self) -> bool:
-        return self.cfg.amp and self.device.type == "cuda"
+    def amp(self) -> torch.dtype | None:
+        use = self.cfg.amp and self.device.type == "cuda"
+        return getattr(torch, self.cfg.amp_dtype) if use else None
+
+
+def _device(cfg: Config, ranks: distributed.Ranks) -> torch.device:
+    device = resolve_device(cfg.device)
+    return torch.device("cuda", ranks.local_rank) if ranks.enabled and device.type == "cuda" else device
+
+
+def _loaders(cfg: Config, splits: dict, shuffle: torch.Generator, ranks: distributed.Ranks) -> dict[str, DataLoader]:
+    """Training batches (a shard per process under torchrun, reshuffled every epoch from the seed); every
+    process evaluates the whole val and test splits, so they all hold the same metrics."""
+    loaders = {}
+    for split, ds in splits.items():
+        train = split == "train"
+        sampler = DistributedSampler(ds, ranks.world, ranks.rank, shuffle=True, seed=cfg.seed, drop_last=True) \
+            if train and ranks.enabled else None
+        loaders[split] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                                    generator=shuffle, num_workers=cfg.num_workers,
+                                    drop_last=train and len(ds) > cfg.batch_size)
+    return loaders
 
 
 def setup(cfg: Config, resume: str | None = None) -> Session:
     """Data, model, regularizer and optimiser for ``cfg``; a new run folder, or the state of ``resume``."""
+    ranks = distributed.start(cfg.device)
     if resume:  # the run's own config; only a larger --epochs is taken from the command line
         saved = Path(resume) / "config.yaml"
         cfg = replace(load_config(saved) if saved.is_file() else cfg, epochs=cfg.epochs)
     run_dir = _run_dir(cfg, resume)
-    device = resolve_device(cfg.device)
+    device = _device(cfg, ranks)
     seed_everything(cfg.seed)
     splits, info = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.num_samples)
     if cfg.num_classes is not None and cfg.num_classes != info.num_classes:
         raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
                         f"{cfg.dataset}; drop --num-classes or choose the matching data set")
+    distributed.check_same(repr(asdict(cfg)), "the config")
+    distributed.check_same(repr((asdict(info), {k: len(v) for k, v in splits.items()})), "the data")
     mean, std = channel_stats(splits["train"])
     cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight)
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device), herd.to(device)
     reg = create_regularizer(cfg, model, herd, len(splits["train"])).to(device)
+    forward = Forward(model)
+    if ranks.enabled:
+        forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda"
+                                                      else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle = torch.Generator()
-    loaders = {s: DataLoader(ds, batch_size=cfg.batch_size, shuffle=(s == "train"), generator=shuffle,
-                             num_workers=cfg.num_workers, drop_last=(s == "train" and len(ds) > cfg.batch_size))
-               for s, ds in splits.items()}
-    session = Session(cfg, run_dir, device, model, herd, reg, opt,
-                      torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs), loaders, shuffle)
+    session = Session(cfg, run_dir, device, ranks, model, forward, herd, reg, opt,
+                      torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
+                      torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16"
+                                           and device.type == "cuda"),
+                      _loaders(cfg, splits, shuffle, ranks), shuffle)
     if resume:
         _restore(session)
-    else:
+    elif ranks.main:
         run_dir.mkdir(parents=True)
         save_config(cfg, run_dir / "config.yaml")
         save_data_info(run_dir, info, mean, std)
+    distributed.barrier()
     return session
 
 
@@ -217,24 +265,32 @@ def _restore(s: Session) -> None:
     s.rows = read_metrics(s.run_dir)
 
 
+def _step(s: Session, loss) -> None:
+    s.optimizer.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+
+
 def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
-    """One pass over the training split; returns the epoch's training metrics."""
+    """One pass over the training split (this process's shard of it); returns the epoch's training
+    metrics, summed over all processes."""
     ramp = s.reg.schedule(epoch)
     s.reg.start_epoch(epoch)
     s.shuffle.manual_seed(s.cfg.seed * 1000 + epoch)  # same shuffles whether or not the run was resumed
+    if isinstance(s.loaders["train"].sampler, DistributedSampler):
+        s.loaders["train"].sampler.set_epoch(epoch)
     s.model.train()
-    tot = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "n": 0}
-    bar = tqdm(s.loaders["train"], desc=f"epoch {epoch + 1}/{s.cfg.epochs}", disable=progress is False,
-               leave=False, dynamic_ncols=True)
+    tot = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "n": 0.0}
+    bar = tqdm(s.loaders["train"], desc=f"epoch {epoch + 1}/{s.cfg.epochs}", leave=False, dynamic_ncols=True,
+               disable=True if progress is False or not s.ranks.main else None)
     for x, y in bar:
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
-        out = batch_losses(s.model, s.cfg, x, y, s.amp, s.reg, ramp)
-        if not torch.isfinite(out["loss"]):
-            raise HerdError(f"the loss became {out['loss'].item()} at epoch {epoch + 1}; lower --lr or "
+        out = batch_losses(s.model, s.cfg, x, y, s.amp, s.reg, ramp, s.forward)
+        if distributed.any_rank(not torch.isfinite(out["loss"]), s.device):  # every rank stops together
+            raise HerdError(f"the loss became non-finite at epoch {epoch + 1}; lower --lr or "
                             f"--alpha-reg, or lengthen --warmup/--ramp (run folder {s.run_dir} kept for inspection)")
-        s.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        s.optimizer.step()
+        _step(s, out["loss"])
         s.reg.after_step(out["batch"])
         b = len(y)
         tot["n"] += b
@@ -244,32 +300,39 @@ def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
         bar.set_postfix(loss=f"{tot['loss'] / tot['n']:.3f}", acc=f"{tot['correct'] / tot['n']:.3f}",
                         pen=f"{tot['penalty'] / tot['n']:.3f}")
     s.scheduler.step()
-    return {"epoch": epoch + 1, "penalty_weight": ramp, "train_loss": tot["loss"] / tot["n"],
-            "train_accuracy": tot["correct"] / tot["n"], "train_penalty": tot["penalty"] / tot["n"]}
+    loss, correct, penalty, n = distributed.sum_floats([tot["loss"], tot["correct"], tot["penalty"], tot["n"]],
+                                                       s.device)
+    return {"epoch": epoch + 1, "penalty_weight": ramp, "train_loss": loss / n, "train_accuracy": correct / n,
+            "train_penalty": penalty / n}
 
 
 def save_checkpoint(s: Session, epoch: int) -> None:
-    """Metrics so far and everything ``--resume`` needs, each written atomically."""
-    _write_metrics(s.run_dir, s.rows)
-    state = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-             "scheduler": s.scheduler.state_dict(), "epoch": epoch, "train_seconds": s.seconds,
-             "rng": torch.get_rng_state(), **s.reg.state_dict()}
-    atomic_write(s.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+    """Metrics so far and everything ``--resume`` needs, each written atomically (by rank 0)."""
+    if s.ranks.main:
+        _write_metrics(s.run_dir, s.rows)
+        state = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                 "scheduler": s.scheduler.state_dict(), "epoch": epoch, "train_seconds": s.seconds,
+                 "rng": torch.get_rng_state(), **s.reg.state_dict()}
+        atomic_write(s.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+    distributed.barrier()
 
 
 def finish(s: Session) -> Path:
-    """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run."""
+    """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run (rank 0)."""
     from safetensors.torch import save_file
 
     test = evaluate(s.model, s.herd, s.cfg, s.loaders["test"], s.device)
-    weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
-    atomic_write(s.run_dir / WEIGHTS, lambda p: save_file(weights, str(p)))
-    purity = {k: v for k, v in test.items() if "purity" in k}
-    summary = {"test_accuracy": test["accuracy"], **purity, "test_loss": test["loss"],
-               "test_recon": test["recon"], "train_seconds": s.seconds, "epochs": s.cfg.epochs,
-               "device": str(s.device), "torch": torch.__version__, "config": asdict(s.cfg)}
-    write_json(s.run_dir / "summary.json", summary)
-    point_latest(s.run_dir)
+    if s.ranks.main:
+        weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
+        atomic_write(s.run_dir / WEIGHTS, lambda p: save_file(weights, str(p)))
+        purity = {k: v for k, v in test.items() if "purity" in k}
+        summary = {"test_accuracy": test["accuracy"], **purity, "test_loss": test["loss"],
+                   "test_recon": test["recon"], "train_seconds": s.seconds, "epochs": s.cfg.epochs,
+                   "processes": s.ranks.world, "device": str(s.device), "torch": torch.__version__,
+                   "config": asdict(s.cfg)}
+        write_json(s.run_dir / "summary.json", summary)
+        point_latest(s.run_dir)
+    distributed.barrier()
     return s.run_dir
 
 
@@ -280,6 +343,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
 
     With ``resume`` (an interrupted run folder), training continues after the last finished epoch
     with the run's own config.yaml; only ``cfg.epochs`` is taken from ``cfg``, so a run can be extended.
+    Under torchrun every process runs this; rank 0 alone writes the folder.
     """
     s = setup(cfg, resume)
     val_samples = EVAL_HESSIAN_SAMPLES if s.cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
@@ -290,7 +354,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         val = evaluate(s.model, s.herd, s.cfg, s.loaders["val"], s.device, val_samples)
         s.rows.append({**row, **{f"val_{k}": v for k, v in val.items()}, "seconds": s.seconds})
         save_checkpoint(s, epoch)
-        if progress is not False:
+        if progress is not False and s.ranks.main:
             tqdm.write(f"epoch {epoch + 1}/{s.cfg.epochs}  loss {row['train_loss']:.3f}  "
                        f"val acc {val['accuracy']:.3f}  purity {val['block_purity']:.3f}  "
                        f"penalty {row['train_penalty']:.3f}")
