@@ -1,0 +1,74 @@
+"""torchrun with gloo on CPU: two processes train like one process with the same global batch."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from herd_cls import distributed
+from herd_cls.registry import HerdError
+
+pytestmark = pytest.mark.slow
+ARGS = ["--dataset", "digits", "--num-samples", "400", "--image-size", "16", "--backbone", "conv", "--epochs", "2",
+        "--warmup", "0", "--ramp", "0", "--quiet", "--seed", "3"]
+
+
+def _torchrun(procs: int, out, name: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+                           "--master_port", str(_free_port()), "-m", "herd_cls", "train", *ARGS,
+                           "--out-dir", str(out), "--name", name, *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("reg", ["none", "class"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, reg):
+    two = _torchrun(2, tmp_path, "two", "--batch-size", "16", "--reg", reg)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = _torchrun(1, tmp_path, "one", "--batch-size", "32", "--reg", reg)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "one", "two"]   # one folder per job
+    assert two.stdout.count("test accuracy") == 1                                     # rank 0 speaks
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("one", "two"))
+    assert b["processes"] == 2 and a["processes"] == 1
+    # the same global batches and all-reduced gradients and penalty: equal up to float summation order
+    wa, wb = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1 / 81 + 1e-9   # at most one of 81 test images
+    assert abs(a["block_purity"] - b["block_purity"]) < 1e-3
+
+
+def _check_same_worker(rank: int, port: int, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    distributed.start("cpu")
+    try:
+        distributed.check_same(f"config {rank}", "the config")
+        results.put((rank, "passed"))
+    except HerdError as err:
+        results.put((rank, str(err)))
+    finally:
+        distributed.stop()
+
+
+def test_ranks_that_disagree_fail_together_in_one_line():
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_check_same_worker, args=(r, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    messages = dict(results.get(timeout=5) for _ in range(2))
+    assert all("the processes disagree on the config (ranks [1] differ from rank 0)" in m for m in messages.values())
