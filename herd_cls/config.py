@@ -73,9 +73,13 @@ class Config:
     recon_loss: str = _opt("mse", "Reconstruction loss.", RECON_LOSSES)
     warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
-    probes: int | None = _opt(None, "Estimate block purity with this many Rademacher probes instead of "
-                                    "forming H (purity variants; cost independent of latent size).")
-    hessian_method: str = _opt("auto", "How H is computed.", METHODS)
+    probes: int | None = _opt(None, "Probe count of a probe --hessian-method (default 2); with 'auto' on the "
+                                    "classifier's loss it selects HVP probes (purity variants only).")
+    hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
+                                       "gauss_newton) or probe estimates of block masses: hvp (Hessian-vector "
+                                       "products) or forward (Gauss-Newton from extra forward passes, no double "
+                                       "backward). auto: exact for the classifier at latent size <= 64, forward "
+                                       "for decoder losses and wider latents.", METHODS)
     # training
     epochs: int = _opt(12, "Training epochs.")
     lr: float = _opt(2e-3, "AdamW learning rate (cosine schedule).")

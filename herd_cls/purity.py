@@ -14,10 +14,12 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
+from .curvature import PROBE_METHODS, block_mass, latent_hessian, sum_losses
 from .metrics import class_block_purity
-from .regularizer import class_abs_sum, latent_hessian, sum_losses
+from .regularizer import class_abs_sum, curvature_method
 
 WRT = ("classifier", "autoencoder", "both")
+EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
 
 
 def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
@@ -82,13 +84,20 @@ class Purity:
 
 
 def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tensor, wrt: str = "classifier",
-                   recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None) -> Purity:
-    """Block purity of ``model`` on the (images, labels) ``batches``, from the exact latent Hessians of
-    the loss ``wrt`` names (at most ``max_samples`` images). The model's mode is left as it is."""
+                   recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None,
+                   probes: int = EVAL_PROBES, seed: int = 0) -> Purity:
+    """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples`` images),
+    for the loss ``wrt`` names. Where ``hessian_method`` means exact Hessians (``auto`` does for the
+    classifier's CE at small d) both views use |H|; where it means probes (``auto`` does for decoder
+    losses and wide latents, whose exact Hessians are slow), both views use the squared Frobenius masses
+    estimated with ``probes`` pairs per image, seeded. ``Purity.method`` says which. The model's mode is
+    left as it is."""
     device = blocks.device
     K, d = blocks.shape
+    generator = torch.Generator().manual_seed(seed)
     hsum, counts = torch.zeros(K, d, d, device=device), torch.zeros(K, device=device)
-    per_image, labels, seen = [], [], 0
+    inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
+    per_image, labels, seen, method = [], [], 0, hessian_method
     for x, y in batches:
         if max_samples is not None:
             if seen >= max_samples:
@@ -98,12 +107,26 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tens
         with torch.no_grad():
             z = model.encode(x).float()
         head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        H = latent_hessian(head, z, target, loss, hessian_method).detach().float()
-        total, count = class_abs_sum(H, y, K)
-        hsum, counts = hsum + total, counts + count
-        per_image.append(image_purity(H, y, blocks).cpu())
+        method, _ = curvature_method(hessian_method, loss, d, None)
+        if method in PROBE_METHODS:
+            with torch.no_grad() if method == "forward" else torch.enable_grad():
+                inside, total = block_mass(head, z, target, blocks[y], loss, method, probes, generator)
+            inside, total = inside.detach().float(), total.detach().float()
+            onehot = torch.nn.functional.one_hot(y, K).float()
+            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
+                counts + onehot.sum(0)
+            per_image.append(torch.where(total > 0, inside / total.clamp_min(1e-30), torch.nan).clamp(0, 1).cpu())
+        else:
+            H = latent_hessian(head, z, target, loss, method).detach().float()
+            total, count = class_abs_sum(H, y, K)
+            hsum, counts = hsum + total, counts + count
+            per_image.append(image_purity(H, y, blocks).cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
-    return Purity(class_block_purity(hbar, blocks).cpu(), torch.cat(per_image), torch.cat(labels), hbar.cpu(),
-                  f"exact ({hessian_method})")
+    if method in PROBE_METHODS:
+        per_class = torch.where(counts > 0, inside_sum / total_sum.clamp_min(1e-30), torch.nan).clamp(0, 1).cpu()
+        label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
+    else:
+        per_class, label = class_block_purity(hbar, blocks).cpu(), f"exact |H| ({hessian_method})"
+    return Purity(per_class, torch.cat(per_image), torch.cat(labels), hbar.cpu(), label)

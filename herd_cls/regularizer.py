@@ -1,183 +1,37 @@
 """HeRD, the Hessian regularizer for disentanglement, as pure tensor functions plus a thin module.
 
-The mathematics is fixed in ``shared/notes/METHOD.md``: for every sample i, ``H_i`` is the
+The mathematics is fixed in docs/method.md: for every sample i, ``H_i`` is the
 Hessian of the sample's loss with respect to its own latent vector ``z_i``; class-specific
 HeRD penalises the mass of the per-class mean ``|H_i|`` that lies outside the class's block.
 
->>> herd = HeRD(num_classes=10, latent_dim=22, shared_dims=2, variant="block")
+>>> herd = HeRD(num_classes=10, latent_dim=22, shared_dims=2)
 >>> penalty = herd(model.classify, z, y, labels=y, loss="ce")      # scalar, differentiable
+
+How curvature is computed lives in :mod:`herd_cls.curvature`; this module says what is penalised.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .curvature import (LOSSES, METHODS, PROBE_METHODS, Loss, block_mass, hessian_block_mass, latent_hessian,
+                        per_sample_loss, sum_losses)
 from .registry import HerdError
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-"""(head output, target) -> per-sample loss, shape (B,)."""
-Loss = Union[str, LossFn]
-
-LOSSES = ("ce", "mse", "bce")
-METHODS = ("auto", "exact", "closed_form", "gauss_newton")
 VARIANTS = ("reference", "block", "purity", "log-purity")
 PURITY_VARIANTS = ("purity", "log-purity")
 LOG_PURITY_DELTA = 0.01  # log-purity penalises -log((P + delta) / (1 + delta)): finite at P = 0, 0 at P = 1
 MODES = ("class", "universal")
+AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
+DEFAULT_PROBES = {"forward": 2, "hvp": 2}
+Reduce = Callable[[Tensor], Tensor]
 
-
-# helpers
-
-def per_sample_loss(loss: Loss) -> LossFn:
-    """The per-sample loss: cross-entropy, or MSE/BCE averaged over the sample's elements."""
-    if callable(loss):
-        return loss
-    if loss == "ce":
-        return lambda out, y: F.cross_entropy(out, y, reduction="none")
-    if loss == "mse":
-        return lambda out, x: (out - x).pow(2).flatten(1).mean(1)
-    if loss == "bce":
-        return lambda out, x: F.binary_cross_entropy(out, x, reduction="none").flatten(1).mean(1)
-    raise HerdError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)} or pass a callable")
-
-
-def _check_per_sample(head: Callable) -> None:
-    """Batch statistics couple the samples, so a per-sample Hessian would be silently wrong."""
-    if not isinstance(head, nn.Module):
-        return
-    for m in head.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats):
-            raise HerdError(
-                f"the head contains {type(m).__name__} using batch statistics, which couples samples and "
-                "makes per-sample Hessians wrong; put the head in eval mode or use LayerNorm/GroupNorm"
-            )
-
-
-def _as_input(z: Tensor) -> Tensor:
-    """z as a node of the graph: kept when it already requires grad (so the encoder trains)."""
-    return z if z.requires_grad else z.detach().requires_grad_(True)
-
-
-def _latent_grad(head: Callable, z: Tensor, target, loss_fn: LossFn) -> Tensor:
-    """d(sum_i L_i)/dz, shape (B, d); row i is the gradient of sample i's own loss."""
-    total = loss_fn(head(z), target).sum()
-    (g,) = torch.autograd.grad(total, z, create_graph=True)
-    return g
-
-
-def _batched_vjp(out: Tensor, z: Tensor, vectors: Tensor) -> Tensor:
-    """(out, z, V of shape (P, *out.shape)) -> (P, *z.shape): the P products V_p^T d out / dz.
-
-    Samples are independent, so the Jacobian of ``out`` w.r.t. ``z`` is block-diagonal over the
-    batch and one batched product gives the rows of all B per-sample matrices at once.
-    """
-    if not out.requires_grad:  # out does not depend on z at all
-        return torch.zeros(vectors.shape[0], *z.shape, dtype=z.dtype, device=z.device)
-    (res,) = torch.autograd.grad(out, z, grad_outputs=vectors, is_grads_batched=True,
-                                 create_graph=True, allow_unused=True)
-    return torch.zeros(vectors.shape[0], *z.shape, dtype=z.dtype, device=z.device) if res is None else res
-
-
-def _basis(z: Tensor) -> Tensor:
-    """(d, B, d): the j-th slice is e_j for every sample."""
-    b, d = z.shape
-    return torch.eye(d, dtype=z.dtype, device=z.device).unsqueeze(1).expand(d, b, d)
-
-
-def _exact(head: Callable, z: Tensor, target, loss_fn: LossFn) -> Tensor:
-    z = _as_input(z)
-    g = _latent_grad(head, z, target, loss_fn)
-    return _batched_vjp(g, z, _basis(z)).transpose(0, 1)
-
-
-def _closed_form(head: nn.Linear, z: Tensor) -> Tensor:
-    """Softmax cross-entropy through a linear head: H_i = W^T (diag(p_i) - p_i p_i^T) W."""
-    p = torch.softmax(head(z), dim=-1)
-    curvature = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
-    w = head.weight
-    return torch.einsum("kd,bkl,le->bde", w, curvature, w)
-
-
-def _gauss_newton_mse(head: Callable, z: Tensor, target: Tensor) -> Tensor:
-    """(2/N) J_i^T J_i: exact for piecewise-linear decoders with no output nonlinearity."""
-    z = _as_input(z)
-    out = head(z)
-    n = out[0].numel()
-    # forward-mode Jacobian by the double-vjp trick: J v = d(J^T u)/du . v, u a dummy cotangent
-    u = torch.zeros_like(out, requires_grad=True)
-    (jt_u,) = torch.autograd.grad(out, z, grad_outputs=u, create_graph=True)
-    (jv,) = torch.autograd.grad(jt_u, u, grad_outputs=_basis(z), is_grads_batched=True, create_graph=True)
-    jac = jv.flatten(2).permute(1, 2, 0)  # (B, N, d)
-    return (2.0 / n) * jac.transpose(1, 2) @ jac
-
-
-# public API: Hessians
-
-def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method: str = "auto") -> Tensor:
-    """Per-sample Hessian of ``loss(head(z_i), target_i)`` with respect to ``z_i``.
-
-    Args:
-        head: z -> output (an ``nn.Module`` or any callable acting sample-wise).
-        z: latent batch, shape (B, d). If it requires grad, the result is differentiable w.r.t.
-            the encoder that made it; it is always differentiable w.r.t. the head's parameters.
-        target: class labels (B,) for ``ce``; images shaped like the output for ``mse``/``bce``.
-        loss: ``"ce"``, ``"mse"``, ``"bce"`` (per-sample mean over elements) or a callable
-            ``(output, target) -> (B,)``.
-        method: ``"exact"`` (d batched Hessian-vector products), ``"closed_form"`` (linear head
-            with cross-entropy), ``"gauss_newton"`` (MSE decoders) or ``"auto"`` (closed form where
-            it applies, exact otherwise).
-
-    Returns:
-        Tensor of shape (B, d, d).
-    """
-    if z.dim() != 2:
-        raise HerdError(f"z must have shape (batch, latent_dim), got {tuple(z.shape)}")
-    if method not in METHODS:
-        raise HerdError(f"unknown Hessian method {method!r}; choose one of: {', '.join(METHODS)}")
-    _check_per_sample(head)
-    linear_ce = isinstance(head, nn.Linear) and loss == "ce"
-    if method == "auto":
-        method = "closed_form" if linear_ce else "exact"
-    if method == "closed_form":
-        if not linear_ce:
-            raise HerdError("method 'closed_form' needs an nn.Linear head with loss 'ce'; use method 'exact'")
-        return _closed_form(head, z)
-    if method == "gauss_newton":
-        if loss != "mse":
-            raise HerdError("method 'gauss_newton' is defined for loss 'mse' only; use method 'exact'")
-        return _gauss_newton_mse(head, z, target)
-    return _exact(head, z, target, per_sample_loss(loss))
-
-
-def hessian_block_mass(head: Callable, z: Tensor, target, region: Tensor, loss: Loss = "ce",
-                       probes: int = 2, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Unbiased estimates of ``||H_i[R_i, R_i]||_F^2`` and ``||H_i||_F^2`` with Rademacher probes.
-
-    With v Rademacher, E||H v||^2 = ||H||_F^2; restricting v to R_i and reading (H v) on R_i gives
-    the mass of the square block R_i x R_i. The cost is 2 * ``probes`` Hessian-vector products
-    whatever d is, so it serves the 512-2048 dimensional pre-logit features of timm models.
-
-    Args:
-        region: boolean (B, d), the dims R_i of each sample's block.
-    Returns:
-        (inside, total), each of shape (B,).
-    """
-    if probes < 1:
-        raise HerdError(f"probes must be at least 1, got {probes}")
-    _check_per_sample(head)
-    z = _as_input(z)
-    g = _latent_grad(head, z, target, per_sample_loss(loss))
-    signs = torch.randint(0, 2, (2 * probes, *z.shape), generator=generator, device="cpu")
-    v = (2.0 * signs - 1.0).to(device=z.device, dtype=z.dtype)
-    keep = region.to(z.dtype)
-    v[probes:] *= keep
-    hv = _batched_vjp(g, z, v)
-    total = hv[:probes].pow(2).sum(-1).mean(0)
-    inside = (hv[probes:] * keep).pow(2).sum(-1).mean(0)
-    return inside, total
+__all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
+           "class_penalty", "curvature_method", "hessian_block_mass", "latent_hessian", "penalty_ramp", "per_sample_loss",
+           "probe_penalty", "sum_losses", "universal_penalty"]
 
 
 # public API: blocks, masks, penalties
@@ -253,13 +107,22 @@ def class_mean_abs(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor,
     return total / counts.clamp_min(1).view(-1, 1, 1), counts > 0
 
 
-def class_penalty(H: Tensor, labels: Tensor, mask: Tensor, log_purity: bool = False) -> Tensor:
+def _sum(t: Tensor, reduce: Reduce | None) -> Tensor:
+    return t if reduce is None else reduce(t)
+
+
+def class_penalty(H: Tensor, labels: Tensor, mask: Tensor, log_purity: bool = False,
+                  reduce: Reduce | None = None) -> Tensor:
     """R_class = sum over classes c in the batch of sum(M_c * Hbar_c) / mean(Hbar_c).
 
     With ``log_purity`` (and the purity mask, for which that sum is the mean of 1 - P_c) it is instead
     the mean of -log((P_c + delta) / (1 + delta)), which weighs the least pure class most.
+    ``reduce`` sums the per-class |H| sums and counts over processes (e.g. an all-reduce), so the
+    penalty is that of the global batch.
     """
-    hbar, present = class_mean_abs(H, labels, mask.shape[0])
+    total, counts = class_abs_sum(H, labels, mask.shape[0])
+    total, counts = _sum(total, reduce), _sum(counts, reduce)
+    hbar, present = total / counts.clamp_min(1).view(-1, 1, 1), counts > 0
     ratio = (mask * hbar).sum((1, 2)) / hbar.mean((1, 2)).clamp_min(torch.finfo(H.dtype).tiny)
     if log_purity:
         return _log_impurity(1 - mask.shape[0] * ratio[present])
@@ -270,31 +133,50 @@ def _log_impurity(purity: Tensor) -> Tensor:
     return -torch.log((purity.clamp(0, 1) + LOG_PURITY_DELTA) / (1 + LOG_PURITY_DELTA)).mean()
 
 
-def universal_penalty(H: Tensor, alpha_off: float = 0.5) -> Tensor:
+def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None) -> Tensor:
     """R_universal = alpha_off * offdiag(Hbar) / sum(Hbar) + ||diag(Hbar)||_2 / d, Hbar = mean |H_i|."""
-    hbar = H.abs().mean(0)
+    count = _sum(H.new_tensor(float(len(H))), reduce)
+    hbar = _sum(H.abs().sum(0), reduce) / count
     diag = torch.diagonal(hbar)
     total = hbar.sum().clamp_min(torch.finfo(H.dtype).tiny)
     return alpha_off * (hbar.sum() - diag.sum()) / total + diag.norm() / hbar.shape[0]
 
 
-def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, log_purity: bool = False) -> Tensor:
+def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, log_purity: bool = False,
+                  reduce: Reduce | None = None) -> Tensor:
     """Mean over classes in the batch of 1 - sum_i inside_i / sum_i total_i (squared Frobenius mass),
-    or of -log((purity + delta) / (1 + delta)) with ``log_purity``."""
+    or of -log((purity + delta) / (1 + delta)) with ``log_purity``; ``reduce`` as in :func:`class_penalty`."""
     onehot = F.one_hot(labels, num_classes).to(total.dtype)
-    tot = onehot.T @ total
-    ins = onehot.T @ inside
-    present = onehot.sum(0) > 0
+    tot, ins, counts = _sum(onehot.T @ total, reduce), _sum(onehot.T @ inside, reduce), _sum(onehot.sum(0), reduce)
+    present = counts > 0
     # a class without curvature counts as pure, as in the exact path
     purity = torch.where(tot > 0, ins / tot.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(tot))
     return _log_impurity(purity[present]) if log_purity else (1.0 - purity[present]).mean()
 
 
-def penalty_weight(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
+def penalty_ramp(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
     """Fraction of the penalty in force at ``epoch`` (0-based): 0 before warm-up, then a linear ramp."""
     if epoch < warmup:
         return 0.0
     return min(1.0, (epoch - warmup + 1) / ramp) if ramp > 0 else 1.0
+
+
+def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None) -> tuple[str, int | None]:
+    """The curvature path "auto" stands for, with its probe count: measured in docs/performance.md.
+
+    The classifier's CE at d <= AUTO_EXACT_MAX_DIM: exact Hessians (the closed form for a linear head).
+    A decoder loss, a sum with one, or a wider latent: the forward-only Gauss-Newton estimate, which
+    never backpropagates twice. ``probes`` given with "auto" on CE keeps its old meaning: HVP probes.
+    """
+    if method in PROBE_METHODS:
+        return method, probes or DEFAULT_PROBES[method]
+    if method != "auto":
+        return method, None
+    if loss == "ce" and probes is not None:
+        return "hvp", probes
+    if loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM:
+        return "auto", None
+    return "forward", probes or DEFAULT_PROBES["forward"]
 
 
 class HeRD(nn.Module):
@@ -305,26 +187,34 @@ class HeRD(nn.Module):
         latent_dim: d; ``d - shared_dims`` must be a multiple of K.
         mode: ``"class"`` (class blocks) or ``"universal"`` (diagonal Hessian, no labels used).
         shared_dims: s dims at the end of z that belong to every class.
-        alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass.
-        variant: ``"reference"`` (METHOD.md exactly), ``"block"`` (the whole own block is free),
-            ``"purity"`` (penalise the share of mass outside the own block directly) or
-            ``"log-purity"`` (-log of each class's purity, so a collapsed class weighs most).
-        probes: if set, estimate block masses with this many Rademacher probes instead of forming
-            H (purity variants only; cost independent of d).
-        method: Hessian method for :func:`latent_hessian`.
+        alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass (reference, block).
+        variant: ``"purity"`` (penalise the share of mass outside the own block directly; the default),
+            ``"log-purity"`` (-log of each class's purity, so a collapsed class weighs most),
+            ``"reference"`` (the original research code's formulation) or ``"block"`` (its whole own
+            block free).
+        method: how curvature is computed (:data:`herd_cls.curvature.METHODS`); ``"auto"`` picks by
+            :func:`curvature_method`. The probe methods (``"forward"``, ``"hvp"``) estimate squared block
+            masses, with mode "class" and a purity variant.
+        probes: the probe count of a probe method.
+        reduce: sums per-class statistics over processes (e.g. ``herd_cls.distributed.all_reduce_sum``).
+
+    >>> herd = HeRD(num_classes=10, latent_dim=20)
+    >>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")
     """
 
     def __init__(self, num_classes: int, latent_dim: int, mode: str = "class", shared_dims: int = 0,
-                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "reference",
-                 probes: int | None = None, method: str = "auto"):
+                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "purity",
+                 probes: int | None = None, method: str = "auto", reduce: Reduce | None = None):
         super().__init__()
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if probes is not None and (mode != "class" or variant not in PURITY_VARIANTS):
+        if method not in METHODS:
+            raise HerdError(f"unknown curvature method {method!r}; choose one of: {', '.join(METHODS)}")
+        if (probes is not None or method in PROBE_METHODS) and (mode != "class" or variant not in PURITY_VARIANTS):
             raise HerdError("probes estimate block purity: use them with mode 'class' and variant 'purity' "
                             "or 'log-purity'")
         self.num_classes, self.latent_dim, self.shared_dims = num_classes, latent_dim, shared_dims
-        self.mode, self.variant, self.probes, self.method = mode, variant, probes, method
+        self.mode, self.variant, self.probes, self.method, self.reduce = mode, variant, probes, method, reduce
         self.alpha_off, self.alpha_diag = alpha_off, alpha_diag
         self.register_buffer("blocks", class_blocks(num_classes, latent_dim, shared_dims), persistent=False)
         mask = class_mask(num_classes, latent_dim, shared_dims, alpha_off, alpha_diag, variant)
@@ -344,34 +234,25 @@ class HeRD(nn.Module):
     def penalty(self, H: Tensor, labels: Tensor | None = None) -> Tensor:
         """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians."""
         if self.mode == "universal":
-            return universal_penalty(H, self.alpha_off)
-        return class_penalty(H, labels, self.mask, self.variant == "log-purity")
+            return universal_penalty(H, self.alpha_off, self.reduce)
+        return class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
 
     def forward(self, head: Callable, z: Tensor, target, labels: Tensor | None = None, loss: Loss = "ce") -> Tensor:
-        """Scalar penalty for ``loss(head(z), target)``; ``labels`` pick each sample's block."""
+        """Scalar penalty for ``loss(head(z), target)``; ``labels`` pick each sample's block. Computed in
+        float32, also inside a mixed-precision autocast region."""
         if self.mode == "class" and labels is None:
             raise HerdError("class-specific HeRD needs the labels of the batch")
-        if self.probes is not None:
-            inside, total = hessian_block_mass(head, z, target, self.blocks[labels], loss, self.probes)
-            return probe_penalty(inside, total, labels, self.num_classes, self.variant == "log-purity")
-        return self.penalty(latent_hessian(head, z, target, loss, self.method).float(), labels)
+        method, probes = curvature_method(self.method, loss, z.shape[1], self.probes)
+        if self.mode == "universal" and method in PROBE_METHODS:
+            method = "auto"  # no probe estimate of the universal penalty: exact Hessians
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+            if method in PROBE_METHODS:
+                inside, total = block_mass(head, z, target, self.blocks[labels], loss, method, probes)
+                return probe_penalty(inside.float(), total.float(), labels, self.num_classes,
+                                     self.variant == "log-purity", self.reduce)
+            return self.penalty(latent_hessian(head, z, target, loss, method).float(), labels)
 
     def extra_repr(self) -> str:
-        return (f"mode={self.mode}, variant={self.variant}, num_classes={self.num_classes}, "
+        return (f"mode={self.mode}, variant={self.variant}, method={self.method}, num_classes={self.num_classes}, "
                 f"latent_dim={self.latent_dim}, shared_dims={self.shared_dims}")
-
-
-def sum_losses(heads: Sequence[Callable], losses: Sequence[Loss]) -> tuple[Callable, LossFn]:
-    """One head and loss whose Hessian is the sum of the given ones (for ``wrt="both"``).
-
-    The combined head maps z to a tuple of outputs; the combined target is a matching tuple.
-    """
-    fns = [per_sample_loss(loss) for loss in losses]
-
-    def head(z: Tensor):
-        return tuple(h(z) for h in heads)
-
-    def loss(outputs, targets) -> Tensor:
-        return sum(fn(o, t) for fn, o, t in zip(fns, outputs, targets))
-
-    return head, loss

@@ -226,6 +226,8 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight)
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device), herd.to(device)
+    if ranks.enabled:  # the class penalty of the global batch: per-class sums all-reduced before the ratio
+        herd.reduce = distributed.all_reduce_sum
     reg = create_regularizer(cfg, model, herd, len(splits["train"])).to(device)
     forward = Forward(model)
     if ranks.enabled:

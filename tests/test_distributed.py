@@ -72,3 +72,50 @@ def test_ranks_that_disagree_fail_together_in_one_line():
         p.join(120)
     messages = dict(results.get(timeout=5) for _ in range(2))
     assert all("the processes disagree on the config (ranks [1] differ from rank 0)" in m for m in messages.values())
+
+
+def _penalty_worker(rank: int, port: int, method: str, results):
+    import torch
+
+    from herd_cls.regularizer import HeRD
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    distributed.start("cpu")
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])  # class 2 only on rank 1
+    half = slice(0, 6) if rank == 0 else slice(6, 12)
+    herd = HeRD(3, 6, method=method, probes=None if method == "auto" else 4, reduce=distributed.all_reduce_sum)
+    torch.manual_seed(1 + rank)                 # probe draws differ per rank, as in training
+    penalty = herd(head, z[half], y[half], labels=y[half])
+    penalty.backward()
+    grads = [p.grad.clone() for p in head.parameters()]
+    results.put((rank, penalty.item(), [g.tolist() for g in grads]))
+    distributed.stop()
+
+
+def test_all_reduced_class_penalty_equals_the_single_process_one():
+    import torch
+
+    from herd_cls.regularizer import HeRD
+
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_penalty_worker, args=(r, port, "auto", results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    out = dict((r, (pen, grads)) for r, pen, grads in (results.get(timeout=120) for _ in range(2)))
+    for p in procs:
+        p.join(60)
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])
+    whole = HeRD(3, 6)(head, z, y, labels=y)
+    whole.backward()
+    assert out[0][0] == pytest.approx(whole.item(), rel=1e-5) and out[1][0] == pytest.approx(whole.item(), rel=1e-5)
+    # DistributedDataParallel averages the ranks' gradients: that average is the whole batch's gradient
+    for i, p in enumerate(head.parameters()):
+        mean = (torch.tensor(out[0][1][i]) + torch.tensor(out[1][1][i])) / 2
+        torch.testing.assert_close(mean, p.grad, rtol=1e-4, atol=1e-6)

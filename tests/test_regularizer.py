@@ -9,7 +9,7 @@ from herd_cls.models import BlockHead
 from herd_cls.registry import HerdError
 from herd_cls.regularizer import (
     HeRD, class_blocks, class_mask, class_penalty, free_region, hessian_block_mass, latent_hessian,
-    penalty_weight, per_sample_loss, sum_losses, universal_penalty,
+    penalty_ramp, per_sample_loss, sum_losses, universal_penalty,
 )
 
 
@@ -225,12 +225,16 @@ def test_herd_module_api():
     with pytest.raises(HerdError, match="variant"):
         HeRD(10, 22, shared_dims=2, variant="nope")
     with pytest.raises(HerdError, match="probes"):
-        HeRD(10, 22, shared_dims=2, probes=2)
+        HeRD(10, 22, shared_dims=2, probes=2, variant="reference")
+    with pytest.raises(HerdError, match="probes"):
+        HeRD(10, 22, method="forward", mode="universal")
+    with pytest.raises(HerdError, match="unknown curvature method 'jvp'; choose one of: auto, exact"):
+        HeRD(10, 22, method="jvp")
 
 
-def test_penalty_weight_warmup_and_ramp():
-    assert [penalty_weight(e, warmup=2, ramp=0) for e in range(4)] == [0, 0, 1, 1]
-    assert [penalty_weight(e, warmup=1, ramp=2) for e in range(4)] == [0, 0.5, 1, 1]
+def test_penalty_ramp_warmup_and_ramp():
+    assert [penalty_ramp(e, warmup=2, ramp=0) for e in range(4)] == [0, 0, 1, 1]
+    assert [penalty_ramp(e, warmup=1, ramp=2) for e in range(4)] == [0, 0.5, 1, 1]
 
 
 def test_purity_penalty_is_one_minus_block_purity():

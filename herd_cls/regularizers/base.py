@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from torch import Tensor
 
 from ..registry import HerdError, Registry
-from ..regularizer import penalty_weight
+from ..regularizer import penalty_ramp
 
 if TYPE_CHECKING:  # only for type hints: config imports this package for its choices
     from ..config import Config
@@ -65,7 +65,7 @@ class Regularizer:
 
     def schedule(self, epoch: int) -> float:
         """Fraction of the term in force at ``epoch`` (0-based): warm-up, then a linear ramp."""
-        return penalty_weight(epoch, self.warmup, self.ramp)
+        return penalty_ramp(epoch, self.warmup, self.ramp)
 
     def start_epoch(self, epoch: int) -> None:
         """Called before every training epoch."""

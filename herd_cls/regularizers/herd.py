@@ -5,6 +5,7 @@ from torch import nn
 
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
+from ..curvature import PROBE_METHODS
 from ..regularizer import PURITY_VARIANTS
 from .base import REGULARIZERS, Regularizer
 
@@ -48,8 +49,8 @@ class ClassHeRD(_HeRDRegularizer):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        if cfg.probes is not None and cfg.variant not in PURITY_VARIANTS:
-            raise HerdError("--probes estimates block purity; use it with --variant "
+        if (cfg.probes is not None or cfg.hessian_method in PROBE_METHODS) and cfg.variant not in PURITY_VARIANTS:
+            raise HerdError("--probes and probe methods estimate block purity; use them with --variant "
                             + " or ".join(PURITY_VARIANTS))
 
 
