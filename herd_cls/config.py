@@ -73,7 +73,7 @@ class Config:
     recon_loss: str = _opt("mse", "Reconstruction loss.", RECON_LOSSES)
     warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
-    probes: int | None = _opt(None, "Probe count of a probe --hessian-method (default 2); with 'auto' on the "
+    probes: int | None = _opt(None, "Probe count of a probe --hessian-method (forward 1, hvp 2); with 'auto' on the "
                                     "classifier's loss it selects HVP probes (purity variants only).")
     hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
                                        "gauss_newton) or probe estimates of block masses: hvp (Hessian-vector "

@@ -175,13 +175,11 @@ def _output_form(out: Tensor, target, loss: str) -> Callable[[Tensor, Tensor], T
 
 def _finite_jvps(head: Callable, z: Tensor, directions: Tensor, eps: float):
     """(outputs, J-products): the head's outputs at z (a tuple) and, for each, J u for the directions
-    u (P, B, d), shaped (P, B, *out.shape[1:]), from one batched forward pass at z + eps u.
-
-    The shifted copies use a detached z: J u then carries the head's weights, and z's own gradient
-    reaches the penalty through the unshifted outputs (the differences are linear in both)."""
+    u (P, B, d), shaped (P, B, *out.shape[1:]), from one batched forward pass at z + eps u. Both
+    terms keep z in the graph, so the gradient w.r.t. z is the difference of the Jacobians, as it should."""
     count, b, d = directions.shape
     outs = head(z)
-    moved = head((z.detach().unsqueeze(0) + eps * directions).reshape(-1, d))
+    moved = head((z.unsqueeze(0) + eps * directions).reshape(-1, d))
     outs, moved = (outs, moved) if isinstance(outs, tuple) else ((outs,), (moved,))
     return outs, [(m.view(count, *o.shape) - o.unsqueeze(0)) / eps for o, m in zip(outs, moved)]
 

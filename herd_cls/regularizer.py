@@ -26,7 +26,7 @@ PURITY_VARIANTS = ("purity", "log-purity")
 LOG_PURITY_DELTA = 0.01  # log-purity penalises -log((P + delta) / (1 + delta)): finite at P = 0, 0 at P = 1
 MODES = ("class", "universal")
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
-DEFAULT_PROBES = {"forward": 2, "hvp": 2}
+DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
 Reduce = Callable[[Tensor], Tensor]
 
 __all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
@@ -179,6 +179,10 @@ def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | Non
     return "forward", probes or DEFAULT_PROBES["forward"]
 
 
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class HeRD(nn.Module):
     """Class-specific (or universal) Hessian regularizer for disentanglement.
 
@@ -246,12 +250,12 @@ class HeRD(nn.Module):
         if self.mode == "universal" and method in PROBE_METHODS:
             method = "auto"  # no probe estimate of the universal penalty: exact Hessians
         with torch.autocast(z.device.type, enabled=False):
-            z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+            z = _at_least_float32(z)
             if method in PROBE_METHODS:
                 inside, total = block_mass(head, z, target, self.blocks[labels], loss, method, probes)
-                return probe_penalty(inside.float(), total.float(), labels, self.num_classes,
+                return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels, self.num_classes,
                                      self.variant == "log-purity", self.reduce)
-            return self.penalty(latent_hessian(head, z, target, loss, method).float(), labels)
+            return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, variant={self.variant}, method={self.method}, num_classes={self.num_classes}, "

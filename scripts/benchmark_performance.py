@@ -1,0 +1,273 @@
+"""What curvature costs, and what the regularised training costs against plain training.
+
+One run, interleaved repetitions, medians, ratios taken within the run:
+  --part curvature  forward + curvature + penalty + backward per batch of 64, for every method, on
+                    linear+CE, MLP+CE, MLP decoder+MSE and conv decoder+MSE at d in 8..512, with the
+                    peak of extra CPU memory and the probe estimates' purity error against exact;
+  --part train      a training epoch with the penalty on against --reg none (the README default, the
+                    conv autoencoder with --wrt both, resnet18 on its 512 pre-logit features), and the
+                    estimated purity against exact on the trained runs;
+  --part distributed  2 gloo processes against 1 on this machine: throughput, and the README run's
+                    accuracy and purity (torchrun issue).
+Writes reports/benchmark_performance_<part>.md and the matching blocks of docs/performance.md.
+
+    python scripts/benchmark_performance.py --part curvature|train|distributed [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from _provenance import provenance, publish
+from herd_cls.curvature import block_mass, latent_hessian, per_sample_loss
+from herd_cls.models import ConvDecoder
+from herd_cls.regularizer import class_blocks
+
+DIMS = (8, 16, 32, 64, 128, 512)
+BATCH = 64
+MEMORY_DIMS = (16, 128, 512)  # peak memory is measured in a fresh process per cell, at these sizes
+EXACT_LIMIT = {"linear + CE": 512, "MLP + CE": 128, "MLP decoder + MSE": 64, "conv decoder + MSE": 16}
+
+
+def _heads(d: int) -> dict:
+    y, x = torch.randint(0, 10, (BATCH,)), torch.rand(BATCH, 1, 32, 32)
+    return {"linear + CE": (nn.Linear(d, 10), y, "ce"),
+            "MLP + CE": (nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 10)), y, "ce"),
+            "MLP decoder + MSE": (nn.Sequential(nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 1024),
+                                                nn.Unflatten(1, (1, 32, 32))), x, "mse"),
+            "conv decoder + MSE": (ConvDecoder(d, (1, 32, 32)), x, "mse")}
+
+
+def _reference_hessian(head, z, target, loss):
+    """The per-sample formulation of the original research code: one autograd Hessian per sample."""
+    from torch.autograd.functional import hessian
+
+    fn = per_sample_loss(loss)
+    return torch.stack([hessian(lambda v: fn(head(v[None]), target[i:i + 1]).sum(), z[i], create_graph=True)
+                        for i in range(len(z))])
+
+
+def _penalty_fn(method: str, head, target, loss, d: int):
+    """A closure that runs what training pays for one batch: curvature, penalty and backward."""
+    blocks = class_blocks(2, d - d % 2)
+    region = torch.cat([blocks, torch.zeros(2, d % 2, dtype=torch.bool)], 1)[torch.arange(BATCH) % 2]
+
+    def run(z):
+        if method == "plain":
+            return per_sample_loss(loss)(head(z), target).sum()
+        if method in ("hvp", "forward"):
+            inside, total = block_mass(head, z, target, region, loss, method, probes=2)
+            return inside.sum() / total.sum()
+        H = _reference_hessian(head, z, target, loss) if method == "reference" else \
+            latent_hessian(head, z, target, loss, method)
+        return H.abs().sum()
+
+    return run
+
+
+def _peak_memory_mb(name: str, d: int, method: str) -> float:
+    """Extra peak memory (RSS) of one penalty step, measured in a fresh process (--cell)."""
+    out = subprocess.run([sys.executable, __file__, "--cell", name, str(d), method], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _cell(name: str, d: int, method: str) -> None:
+    """Print the growth of this process's peak RSS (MB) over one penalty step, after a plain warm-up."""
+    import resource
+
+    torch.manual_seed(0)
+    head, target, loss = _heads(d)[name]
+    z = torch.randn(BATCH, d, requires_grad=True)
+    _penalty_fn("plain", head, target, loss, d)(z).backward()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _penalty_fn(method, head, target, loss, d)(z).backward()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def _methods(name: str, d: int) -> list[str]:
+    exact_ok = d <= EXACT_LIMIT[name]
+    methods = ["plain"]
+    if d <= (32 if "CE" in name else 16):
+        methods.append("reference")
+    if name == "linear + CE":
+        methods.append("closed_form")
+    if "MSE" in name and exact_ok:
+        methods.append("gauss_newton")
+    if exact_ok:
+        methods.append("exact")
+    return methods + ["hvp", "forward"]
+
+
+def _purity_error(head, target, loss, d: int, method: str) -> float | None:
+    """|estimated - exact| squared-Frobenius block purity over the batch (probes: 8 pairs)."""
+    if method not in ("hvp", "forward") or d > 64:
+        return None
+    torch.manual_seed(0)
+    z = torch.randn(BATCH, d)
+    region = torch.zeros(BATCH, d, dtype=torch.bool)
+    region[:, : max(1, d // 4)] = True
+    H = latent_hessian(head, z, target, loss, "exact").detach()
+    keep = region.float()
+    exact = ((H * keep[:, :, None] * keep[:, None, :]).pow(2).sum() / H.pow(2).sum()).item()
+    inside, total = block_mass(head, z, target, region, loss, method, probes=8,
+                               generator=torch.Generator().manual_seed(0))
+    return abs(inside.detach().sum().item() / total.detach().sum().item() - exact)
+
+
+def curvature_part(repeats: int) -> str:
+    torch.manual_seed(0)
+    rows = []
+    for d in DIMS:
+        for name, (head, target, loss) in _heads(d).items():
+            z = torch.randn(BATCH, d, requires_grad=True)
+            methods = _methods(name, d)
+            fns = {m: _penalty_fn(m, head, target, loss, d) for m in methods}
+            times = {m: [] for m in methods}
+            for m in methods:   # warm-up
+                fns[m](z).backward()
+            for _ in range(repeats):                 # interleaved: each repetition runs every method
+                for m in methods:
+                    t0 = time.perf_counter()
+                    fns[m](z).backward()
+                    times[m].append(time.perf_counter() - t0)
+            plain = statistics.median(times["plain"])
+            cells = []
+            for m in methods[1:]:
+                ms = statistics.median(times[m]) * 1000
+                mem = f", {_peak_memory_mb(name, d, m):.0f} MB" if d in MEMORY_DIMS else ""
+                err = _purity_error(head, target, loss, d, m)
+                cells.append(f"{m} {ms:.1f} ms ({ms / 1000 / plain:.1f}x{mem}"
+                             + (f", purity err {err:.3f}" if err is not None else "") + ")")
+            rows.append(f"| {d} | {name} | {plain * 1000:.2f} | {' · '.join(cells)} |")
+            print(rows[-1], flush=True)
+    return (f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of {repeats} "
+            "interleaved repetitions, ratio to the plain loss's forward and backward of the same head; peak of "
+            "extra resident memory (RSS) of one step in a fresh process at d = 16, 128, 512; purity err: |estimate - exact| of the "
+            "squared-Frobenius block purity of the batch with 8 probe pairs (d <= 64). `reference` is one "
+            "autograd Hessian per sample (the original code's way); exact is skipped where it takes seconds. "
+            f"`python scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
+            "| d | head | plain ms | method ms (× plain, peak MB, purity err) |\n|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
+TRAIN_JOBS = {  # label: (options with the penalty on; the README's flags otherwise)
+    "README default: resnet18, `--reg class`": ["--backbone", "resnet18"],
+    "conv autoencoder, `--reg class --wrt both`": ["--backbone", "conv", "--decoder", "--wrt", "both"],
+    "resnet18 pre-logits (d = 512), `--reg class`": ["--backbone", "resnet18", "--latent", "pre-logits",
+                                                     "--head", "mlp"],
+}
+TRAIN_TARGETS = {"README default: resnet18, `--reg class`": 1.1, "conv autoencoder, `--reg class --wrt both`": 3.0,
+                 "resnet18 pre-logits (d = 512), `--reg class`": 1.5}
+COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
+
+
+def _train(options: list[str], reg: str, out: Path, name: str, *launcher: str) -> dict:
+    command = [*launcher] if launcher else [sys.executable, "-m", "herd_cls"]
+    subprocess.run([*command, "train", *options, "--reg", reg, "--out-dir", str(out), "--name", name],
+                   check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / name / "summary.json").read_text())
+
+
+def _trained_purity_error(run_dir: Path) -> str:
+    """Forward-estimated against exact squared-Frobenius purity of a trained run, all test images."""
+    from herd_cls import load_run
+    from herd_cls.analysis.latents import collect
+    from herd_cls.purity import measure_purity
+
+    run = load_run(run_dir)
+    data = collect(run.model, run.data("test"))
+    blocks, cfg = run.herd.blocks, run.config
+    batches = lambda: zip(data["x"].split(64), data["y"].split(64))  # noqa: E731
+    if run.herd.latent_dim > 64 and cfg.wrt == "classifier":
+        return "exact skipped (d > 64)"
+    est = measure_purity(run.model, batches(), blocks, cfg.wrt, cfg.recon_loss, "forward")
+    hvp = measure_purity(run.model, batches(), blocks, cfg.wrt, cfg.recon_loss, "hvp", probes=64)
+    return (f"forward {est.mean:.3f} vs exact-Hessian estimate {hvp.mean:.3f} "
+            f"(error {abs(est.mean - hvp.mean):.3f})")
+
+
+def train_part(repeats: int) -> str:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, options in TRAIN_JOBS.items():
+            seconds = {"none": [], "class": []}
+            for r in range(repeats):                               # interleaved
+                for reg in ("none", "class"):
+                    s = _train(options + COMMON, reg, Path(tmp), f"{len(rows)}-{reg}-{r}")
+                    seconds[reg].append(s["train_seconds"])
+            ratio = statistics.median(seconds["class"]) / statistics.median(seconds["none"])
+            target = TRAIN_TARGETS[label]
+            purity = _trained_purity_error(Path(tmp) / f"{len(rows)}-class-0")
+            rows.append(f"| {label} | {statistics.median(seconds['none']):.1f} | "
+                        f"{statistics.median(seconds['class']):.1f} | {ratio:.2f}x | ≤ {target}x: "
+                        f"{'met' if ratio <= target else 'MISSED'} | {purity} |")
+            print(rows[-1], flush=True)
+    return (f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), median of "
+            f"{repeats} interleaved runs each, `--reg class` against `--reg none` with the same options; the "
+            "curvature path is the default `--hessian-method auto`. Purity: the squared-Frobenius block purity "
+            "of the trained `--reg class` run on all test images, forward estimate (8 probe pairs per image) "
+            "against an estimate from exact Hessian-vector products (64 probe pairs), so the error includes "
+            f"Gauss-Newton's dropped residual. `python scripts/benchmark_performance.py --part train` at "
+            f"{provenance()}.\n\n"
+            "| job | none s | class s | ratio | target | purity, trained run |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
+def distributed_part(repeats: int) -> str:
+    """2 gloo processes with half the batch against 1 process: throughput and the README run's numbers."""
+    env_free = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    os.environ.clear()
+    os.environ.update(env_free)
+    torchrun = lambda n: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "-m",  # noqa
+                          "herd_cls"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {1: [], 2: []}
+        for r in range(repeats):
+            for n in (1, 2):
+                runs[n].append(_train(["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"], "class",
+                                      Path(tmp), f"{n}-{r}", *torchrun(n)))
+        for n in (1, 2):
+            s = runs[n]
+            rows.append(f"| {n} | {64 // n} | {statistics.median(x['train_seconds'] for x in s):.1f} | "
+                        f"{statistics.mean(x['test_accuracy'] for x in s):.4f} | "
+                        f"{statistics.mean(x['block_purity'] for x in s):.3f} |")
+        acc = abs(runs[2][0]["test_accuracy"] - runs[1][0]["test_accuracy"])
+        pur = abs(runs[2][0]["block_purity"] - runs[1][0]["block_purity"])
+        speed = statistics.median(x["train_seconds"] for x in runs[1]) / \
+            statistics.median(x["train_seconds"] for x in runs[2])
+    return (f"The README job (`--backbone resnet18 --reg class`, 12 epochs) under torchrun with gloo on this CPU: "
+            f"1 process with batch 64 against 2 with batch 32 each (the same global batch), {repeats} run(s) each. "
+            f"Throughput of 2 processes: {speed:.2f}x that of 1. Accuracy differs by {acc:.4f} (target ≤ 0.01: "
+            f"{'met' if acc <= 0.01 else 'MISSED'}), block purity by {pur:.3f} (target ≤ 0.02: "
+            f"{'met' if pur <= 0.02 else 'MISSED'}). `python scripts/benchmark_performance.py --part distributed` "
+            f"at {provenance()}.\n\n| processes | batch per process | training s | test accuracy | block purity |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["curvature", "train", "distributed"])
+    parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=None, help="default: 5 (curvature), 2 (train), 1 (distributed)")
+    args = parser.parse_args()
+    if args.cell:
+        return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
+    part = {"curvature": (curvature_part, 5), "train": (train_part, 2), "distributed": (distributed_part, 1)}
+    fn, default = part[args.part]
+    publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Every curvature path against an independent oracle: per-sample torch.autograd.functional.hessian, and
+for Gauss-Newton an explicitly built J^T M J."""
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian, jacobian
+
+from herd_cls.curvature import block_mass, forward_block_mass, hessian_block_mass, latent_hessian, per_sample_loss, \
+    sum_losses
+from herd_cls.models import BlockHead
+from herd_cls.registry import HerdError
+from herd_cls.regularizer import HeRD, class_blocks
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Oracle comparisons in double precision, restored afterwards for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def oracle(head, z, target, loss):
+    """Independent reference: torch.autograd.functional.hessian, one sample at a time."""
+    fn = per_sample_loss(loss)
+    return torch.stack([
+        hessian(lambda zi: fn(head(zi[None]), target[i:i + 1]).sum(), z[i]) for i in range(len(z))
+    ])
+
+
+def mlp(d, k, act=nn.Tanh):
+    return nn.Sequential(nn.Linear(d, 7), act(), nn.Linear(7, k))
+
+
+def decoder(d, out_act):
+    return nn.Sequential(nn.Linear(d, 9), nn.Softplus(), nn.Linear(9, 12), out_act, nn.Unflatten(1, (3, 4)))
+
+
+CASES = {
+    "linear-ce": lambda: (nn.Linear(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "mlp-ce": lambda: (mlp(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "block-head-ce": lambda: (BlockHead(5, 2, shared_dims=1, hidden=6), torch.randint(0, 2, (6,)), "ce"),
+    "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
+    "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("method", ["auto", "exact"])
+def test_latent_hessian_matches_oracle(case, method):
+    torch.manual_seed(0)
+    head, target, loss = CASES[case]()
+    z = torch.randn(6, 5)
+    H = latent_hessian(head, z, target, loss, method)
+    assert H.shape == (6, 5, 5)
+    torch.testing.assert_close(H, oracle(head, z, target, loss), rtol=1e-7, atol=1e-9)
+
+
+def test_closed_form_equals_oracle_and_exact():
+    torch.manual_seed(1)
+    head, y, z = nn.Linear(5, 4), torch.randint(0, 4, (6,)), torch.randn(6, 5)
+    H = latent_hessian(head, z, y, "ce", "closed_form")
+    torch.testing.assert_close(H, oracle(head, z, y, "ce"))
+    torch.testing.assert_close(H, latent_hessian(head, z, y, "ce", "exact"))
+
+
+def test_gauss_newton_exact_for_relu_decoder():
+    torch.manual_seed(2)
+    head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10))
+    z, x = torch.randn(5, 4), torch.randn(5, 10)
+    torch.testing.assert_close(latent_hessian(head, z, x, "mse", "gauss_newton"), oracle(head, z, x, "mse"))
+
+
+def test_gauss_newton_differs_from_exact_for_sigmoid_decoder():
+    torch.manual_seed(3)
+    head, x, _ = CASES["sigmoid-mse"]()
+    z = torch.randn(6, 5)
+    gn = latent_hessian(head, z, x, "mse", "gauss_newton")
+    assert not torch.allclose(gn, oracle(head, z, x, "mse"), atol=1e-6)
+
+
+def test_callable_loss_and_sum_of_hessians():
+    torch.manual_seed(4)
+    cls_head, dec = mlp(5, 3), decoder(5, nn.Sigmoid())
+    z, y, x = torch.randn(4, 5), torch.randint(0, 3, (4,)), torch.rand(4, 3, 4)
+    head, loss = sum_losses([cls_head, dec], ["ce", "mse"])
+    both = latent_hessian(head, z, (y, x), loss)
+    torch.testing.assert_close(both, oracle(cls_head, z, y, "ce") + oracle(dec, z, x, "mse"))
+
+
+def test_hessian_is_differentiable_through_encoder_and_head():
+    torch.manual_seed(5)
+    enc, head = nn.Linear(3, 5), mlp(5, 4)
+    z = enc(torch.randn(6, 3))
+    latent_hessian(head, z, torch.randint(0, 4, (6,)), "ce").pow(2).sum().backward()
+    assert enc.weight.grad.abs().sum() > 0 and head[0].weight.grad.abs().sum() > 0
+
+
+def test_batchnorm_in_train_mode_is_refused_and_eval_is_exact():
+    head = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3))
+    z, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    with pytest.raises(HerdError, match="BatchNorm1d"):
+        latent_hessian(head, z, y)
+    head.eval()
+    torch.testing.assert_close(latent_hessian(head, z, y), oracle(head, z, y, "ce"))
+
+
+def test_bad_method_combinations_raise():
+    z = torch.randn(2, 3)
+    with pytest.raises(HerdError, match="closed_form"):
+        latent_hessian(mlp(3, 2), z, torch.tensor([0, 1]), "ce", "closed_form")
+    with pytest.raises(HerdError, match="gauss_newton"):
+        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "ce", "gauss_newton")
+    with pytest.raises(HerdError, match="unknown loss"):
+        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "hinge", "exact")
+
+
+def test_block_mass_estimator_is_unbiased():
+    torch.manual_seed(6)
+    head, y = mlp(6, 3), torch.randint(0, 3, (4,))
+    z = torch.randn(4, 6)
+    region = torch.zeros(4, 6, dtype=torch.bool)
+    region[:, :2] = True
+    region[1, :2], region[1, 3:5] = False, True
+    H = oracle(head, z, y, "ce")
+    want_total = H.pow(2).sum((1, 2))
+    want_inside = torch.stack([H[i][region[i]][:, region[i]].pow(2).sum() for i in range(4)])
+    inside, total = hessian_block_mass(head, z, y, region, "ce", probes=4000,
+                                       generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(total, want_total, rtol=0.1, atol=0)
+    torch.testing.assert_close(inside, want_inside, rtol=0.1, atol=0)
+
+
+
+
+def gauss_newton_oracle(head, z, target, loss):
+    """J_i^T M_i J_i per sample, J from torch.autograd.functional.jacobian, M written out per loss."""
+    out = []
+    for i in range(len(z)):
+        J = jacobian(lambda v: head(v[None])[0], z[i]).reshape(-1, z.shape[1])      # (N, d)
+        o = head(z[i:i + 1])[0].reshape(-1)
+        n = o.numel()
+        if loss == "ce":
+            p = torch.softmax(o, -1)
+            M = torch.diag(p) - torch.outer(p, p)
+        elif loss == "mse":
+            M = 2.0 / n * torch.eye(n)
+        else:  # bce through the decoder's final sigmoid: p(1 - p) / n on the logits
+            M = torch.diag(1 / (n * o * (1 - o)))
+        out.append(J.T @ M @ J)
+    return torch.stack(out).detach()
+
+
+@pytest.mark.parametrize("case", ["mlp-ce", "block-head-ce", "sigmoid-mse", "sigmoid-bce", "relu-mse"])
+def test_forward_estimate_converges_to_the_gauss_newton_masses(case):
+    torch.manual_seed(3)
+    if case == "relu-mse":
+        head, target, loss = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 4)), torch.randn(6, 4), "mse"
+    else:
+        head, target, loss = CASES[case]()
+    z = torch.randn(6, 5)
+    region = torch.zeros(6, 5, dtype=torch.bool)
+    region[:, :2] = True
+    G = gauss_newton_oracle(head, z, target, loss)
+    want_in, want_total = G[:, :2, :2].pow(2).sum((1, 2)), G.pow(2).sum((1, 2))
+    inside, total = forward_block_mass(head, z, target, region, loss, probes=600,
+                                       generator=torch.Generator().manual_seed(0), eps=1e-6)
+    # k probe pairs give k^2 correlated products: the relative error falls like 1/sqrt(k), ~0.06 here
+    torch.testing.assert_close(total.detach(), want_total, rtol=0.2, atol=1e-8)
+    torch.testing.assert_close(inside.detach(), want_in, rtol=0.2, atol=1e-8)
+    if case == "relu-mse":  # Gauss-Newton is the exact Hessian here
+        H = oracle(head, z, target, loss)
+        torch.testing.assert_close(G, H, rtol=1e-6, atol=1e-9)
+
+
+def test_forward_estimate_of_a_sum_of_losses_adds_their_gauss_newton_matrices():
+    torch.manual_seed(4)
+    cls_head, dec = mlp(5, 3), decoder(5, nn.Sigmoid())
+    z, y, x = torch.randn(4, 5), torch.tensor([0, 1, 2, 0]), torch.rand(4, 3, 4)
+    head, loss = sum_losses([cls_head, dec], ["ce", "bce"])
+    G = gauss_newton_oracle(cls_head, z, y, "ce") + gauss_newton_oracle(dec, z, x, "bce")
+    region = torch.ones(4, 5, dtype=torch.bool)
+    _, total = forward_block_mass(head, z, (y, x), region, loss, probes=600, generator=torch.Generator().manual_seed(1),
+                                  eps=1e-6)
+    torch.testing.assert_close(total.detach(), G.pow(2).sum((1, 2)), rtol=0.2, atol=1e-8)
+
+
+def test_forward_estimate_needs_no_double_backward():
+    """A head whose backward cannot be differentiated again breaks every HVP path, not this one."""
+
+    class FirstOrderOnly(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.tanh(x)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * (1 - torch.tanh(x) ** 2)
+
+    lin1, lin2 = nn.Linear(5, 7), nn.Linear(7, 3)
+    head = lambda z: lin2(FirstOrderOnly.apply(lin1(z)))                       # noqa: E731
+    z, y = torch.randn(8, 5, requires_grad=True), torch.arange(8) % 3
+    region = class_blocks(3, 6)[y][:, :5]
+    inside, total = block_mass(head, z, y, region, "ce", "forward", probes=2)
+    (inside.sum() / total.sum()).backward()
+    assert z.grad is not None and lin1.weight.grad.abs().sum() > 0
+    with pytest.raises(RuntimeError):
+        hessian_block_mass(head, z, y, region, "ce", probes=2)[1].sum().backward()
+
+
+def test_forward_penalty_gradient_matches_finite_differences_of_the_penalty():
+    torch.manual_seed(5)
+    head, z, y = mlp(6, 3), torch.randn(12, 6), torch.arange(12) % 3
+    herd = HeRD(3, 6, method="forward", probes=2)
+    weight = head[0].weight
+
+    def penalty():
+        return herd(head, z, y, labels=y)  # the probe draws come from the global seed
+
+    torch.manual_seed(11)
+    penalty().backward()
+    grad = weight.grad[0, 0].item()
+    step = 1e-5
+    with torch.no_grad():
+        weight[0, 0] += step
+    torch.manual_seed(11)
+    up = penalty().item()
+    with torch.no_grad():
+        weight[0, 0] -= 2 * step
+    torch.manual_seed(11)
+    down = penalty().item()
+    assert grad == pytest.approx((up - down) / (2 * step), rel=1e-3, abs=1e-8)
+
+
+@pytest.mark.parametrize("method", ["auto", "forward"])
+def test_penalty_is_float32_under_bfloat16_autocast(method):
+    torch.set_default_dtype(torch.float32)   # a float32 model, as mixed precision training has
+    torch.manual_seed(6)
+    head, z, y = mlp(6, 3).float(), torch.randn(16, 6, dtype=torch.float32), torch.arange(16) % 3
+    herd = HeRD(3, 6, method=method)
+    torch.manual_seed(2)
+    plain = herd(head, z, y, labels=y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(2)
+        mixed = herd(head, z.bfloat16(), y, labels=y)
+    assert mixed.dtype == torch.float32
+    # z itself was rounded to bfloat16 (3 significant digits); the curvature after it is float32
+    assert mixed.item() == pytest.approx(plain.item(), rel=0.05)
+
+
+def test_unknown_probe_method_lists_the_valid_ones():
+    with pytest.raises(HerdError, match="choose one of: hvp, forward"):
+        block_mass(mlp(3, 2), torch.randn(2, 3), torch.tensor([0, 1]), torch.ones(2, 3, dtype=torch.bool), "ce", "jvp")
