@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
@@ -27,8 +26,9 @@ from .files import atomic_write
 from .models import LatentModel
 from .purity import measure_purity
 from .registry import HerdError
-from .regularizer import HeRD, per_sample_loss
-from .regularizers import Batch, Regularizer, create_regularizer, reparameterise
+from .objective import Forward, batch_losses
+from .regularizer import HeRD
+from .regularizers import Regularizer, create_regularizer
 from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, read_metrics, save_data_info,
                   write_json)
 
@@ -61,52 +61,6 @@ def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[flo
     """Per-channel mean and std of (at most ``limit``) training images."""
     x = torch.stack([ds[i][0] for i in range(min(limit, len(ds)))])
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
-
-
-class Forward(nn.Module):
-    """The training forward pass as one module call: images -> (z, mu, logvar, logits, x_hat), so that
-    DistributedDataParallel can wrap it. mu and logvar are None for a deterministic latent, x_hat without
-    a decoder; a variational model samples z in training mode."""
-
-    def __init__(self, model: LatentModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        m, mu, logvar = self.model, None, None
-        if m.variational:
-            mu, logvar = m.encode_distribution(x)
-            z = reparameterise(mu, logvar) if m.training else mu
-        else:
-            z = m.encode(x)
-        return z, mu, logvar, m.classify(z), m.decode(z) if m.decode is not None else None
-
-
-def batch_losses(model: LatentModel, cfg: Config, x, y, amp: torch.dtype | None = None,
-                 reg: Regularizer | None = None, ramp: float = 0.0, forward=None) -> dict:
-    """All loss terms of one batch; ``loss`` is what is minimised, with ``ramp`` times the regularizer's
-    term when a regularizer is given and ``ramp > 0``. ``amp``: the autocast dtype, or None;
-    ``forward``: the (possibly distributed) :class:`Forward` of ``model``."""
-    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
-        z, mu, logvar, logits, x_hat = (forward or Forward(model))(x)
-        ce = F.cross_entropy(logits.float(), y)
-        recon = None
-        if x_hat is not None:
-            x_hat = x_hat.float()
-            # a diverged run must reach the trainer's NaN check, not a RuntimeError from F.binary_cross_entropy
-            recon = (per_sample_loss(cfg.recon_loss)(x_hat, x).mean() if torch.isfinite(x_hat).all()
-                     else x_hat.new_tensor(float("nan")))
-    loss = cfg.alpha_cl * ce + (cfg.alpha_ae * recon if recon is not None else 0.0)
-    as_float = (lambda t: None if t is None else t.float())  # noqa: E731
-    batch = Batch(x, y, z.float(), as_float(mu), as_float(logvar))
-    penalty = None
-    # a non-finite loss skips the regularizer, which may run the decoder's loss again on NaN images
-    if reg is not None and ramp > 0 and torch.isfinite(loss):
-        with torch.autocast(x.device.type, enabled=False):  # curvature and KL terms in float32
-            penalty, term = reg.loss(model, batch)
-        loss = loss + ramp * term
-    return {"loss": loss, "ce": ce, "recon": recon, "penalty": penalty, "batch": batch,
-            "correct": (logits.argmax(1) == y).sum()}
 
 
 @torch.no_grad()
@@ -304,7 +258,7 @@ def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
     s.scheduler.step()
     loss, correct, penalty, n = distributed.sum_floats([tot["loss"], tot["correct"], tot["penalty"], tot["n"]],
                                                        s.device)
-    return {"epoch": epoch + 1, "penalty_weight": ramp, "train_loss": loss / n, "train_accuracy": correct / n,
+    return {"epoch": epoch + 1, "penalty_ramp": ramp, "train_loss": loss / n, "train_accuracy": correct / n,
             "train_penalty": penalty / n}
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
@@ -119,3 +120,24 @@ def test_all_reduced_class_penalty_equals_the_single_process_one():
     for i, p in enumerate(head.parameters()):
         mean = (torch.tensor(out[0][1][i]) + torch.tensor(out[1][1][i])) / 2
         torch.testing.assert_close(mean, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_distributed_run_resumes_deterministically_and_loads_like_any_other(tmp_path):
+    import shutil
+
+    cut = _torchrun(2, tmp_path, "cut", "--batch-size", "16", "--epochs", "1")
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    shutil.copytree(tmp_path / "cut", tmp_path / "copy")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    for name in ("cut", "copy"):
+        resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                  "--master_port", str(_free_port()), "-m", "herd_cls", "train", "--resume",
+                                  str(tmp_path / name), "--epochs", "2", "--quiet"],
+                                 capture_output=True, text=True, env=env, timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = load_file(tmp_path / "cut" / "model.safetensors"), load_file(tmp_path / "copy" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)          # every rank restored the same state
+    from herd_cls import load_run
+
+    run = load_run(tmp_path / "cut")
+    assert run.summary["processes"] == 2 and [r["epoch"] for r in run.history()] == [1, 2]

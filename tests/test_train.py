@@ -44,7 +44,7 @@ def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert rows[0]["penalty_weight"] == 0 and rows[1]["penalty_weight"] == 0.5  # warm-up 1, ramp 2
+    assert rows[0]["penalty_ramp"] == 0 and rows[1]["penalty_ramp"] == 0.5  # warm-up 1, ramp 2
     assert rows[1]["train_penalty"] > 0 and rows[1]["val_recon"] > 0
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
     summary = json.loads((run / "summary.json").read_text())

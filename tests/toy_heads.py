@@ -1,0 +1,42 @@
+"""Toy heads and the independent Hessian oracle shared by the curvature and penalty tests."""
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian
+
+from herd_cls.curvature import per_sample_loss
+from herd_cls.models import BlockHead
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Oracle comparisons in double precision, restored afterwards for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def oracle(head, z, target, loss):
+    """Independent reference: torch.autograd.functional.hessian, one sample at a time."""
+    fn = per_sample_loss(loss)
+    return torch.stack([
+        hessian(lambda zi: fn(head(zi[None]), target[i:i + 1]).sum(), z[i]) for i in range(len(z))
+    ])
+
+
+def mlp(d, k, act=nn.Tanh):
+    return nn.Sequential(nn.Linear(d, 7), act(), nn.Linear(7, k))
+
+
+def decoder(d, out_act):
+    return nn.Sequential(nn.Linear(d, 9), nn.Softplus(), nn.Linear(9, 12), out_act, nn.Unflatten(1, (3, 4)))
+
+
+CASES = {
+    "linear-ce": lambda: (nn.Linear(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "mlp-ce": lambda: (mlp(5, 4), torch.randint(0, 4, (6,)), "ce"),
+    "block-head-ce": lambda: (BlockHead(5, 2, shared_dims=1, hidden=6), torch.randint(0, 2, (6,)), "ce"),
+    "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
+    "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
+}
