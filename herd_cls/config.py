@@ -39,7 +39,8 @@ class Config:
     num_workers: int = _opt(0, "DataLoader worker processes.")
     # model
     backbone: str = _opt("resnet18", "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) "
-                                     "or 'conv' for a small timm-free autoencoder encoder.")
+                                     "or a timm-free encoder: 'conv' (small) or 'burgess' (the 4-conv encoder and "
+                                     "decoder of Burgess et al. 2018 and disentanglement_lib).")
     pretrained: bool = _opt(False, "Start from timm's pretrained weights (needs network).")
     pretrained_file: str | None = _opt(None, "Start from local weights (.pth or .safetensors); no network.")
     latent: str = _opt("bottleneck", "Where z lives: a linear 'bottleneck' of --latent-dim after the backbone, "
@@ -73,6 +74,9 @@ class Config:
     recon_loss: str = _opt("mse", "Reconstruction loss.", RECON_LOSSES)
     warmup: int = _opt(1, "Epochs trained without the penalty before it switches on.")
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
+    penalty_samples: int | None = _opt(None, "Compute a curvature or Jacobian regularizer (class, universal, "
+                                             "hessian-penalty, orojar) on the first N samples of each batch "
+                                             "(default: all); its cost grows with N.")
     probes: int | None = _opt(None, "Probe count of a probe --hessian-method (forward 1, hvp 2); with 'auto' on the "
                                     "classifier's loss it selects HVP probes (purity variants only).")
     hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
@@ -82,6 +86,8 @@ class Config:
                                        "for decoder losses and wider latents.", METHODS)
     # training
     epochs: int = _opt(12, "Training epochs.")
+    steps: int | None = _opt(None, "Training budget in optimiser steps, instead of --epochs: the run trains "
+                                   "ceil(steps / batches per epoch) epochs and stops at the budget.")
     lr: float = _opt(2e-3, "AdamW learning rate (cosine schedule).")
     weight_decay: float = _opt(1e-4, "AdamW weight decay.")
     seed: int = _opt(0, "Random seed; CPU runs with the same seed are identical.")
@@ -97,7 +103,7 @@ class Config:
             if choices and value not in choices:
                 raise HerdError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
         positive = ["batch_size", "epochs", "dims_per_class", "head_hidden", "lr"]
-        for key in positive + ["image_size", "latent_dim", "num_samples", "probes", "num_classes"]:
+        for key in positive + ["image_size", "latent_dim", "num_samples", "probes", "num_classes", "steps", "penalty_samples"]:
             value = getattr(self, key)
             if (value is not None or key in positive) and not value > 0:
                 raise HerdError(f"{option_name(key)} must be positive, got {value!r}")

@@ -1,6 +1,6 @@
 """Image data sets, offline by default: every set yields (x in [0, 1] of shape (C, H, W), label).
 
-``digits`` (scikit-learn's bundled 8x8 digits) and ``shapes`` (procedural, with its generative
+``digits`` (scikit-learn's bundled 8x8 digits) and ``shapes`` (dSprites-like, generated with its
 factors) need no files; ``mnist``, ``fashion-mnist`` and ``cifar10`` read torchvision's files
 from ``root`` (downloading only when asked); ``imagefolder`` reads any class-per-folder tree.
 """
@@ -129,68 +129,67 @@ def _digits(root, download, image_size, num_samples):
     return {"all": _subsample(ds, num_samples, SPLIT_SEED)}, [str(c) for c in bunch.target_names], 1
 
 
-SHAPE_NAMES = ["square", "ellipse", "triangle", "ring"]
-SHAPE_FACTORS = ["scale", "rotation", "pos_x", "pos_y", "aspect", "thickness"]
+SHAPE_NAMES = ["square", "ellipse", "heart"]
+SHAPE_FACTORS = ["scale", "orientation", "pos_x", "pos_y"]
+# dSprites' value grids (Matthey et al. 2017): 6 scales, 40 orientations, 32 x 32 positions
+SHAPE_GRID = {"scale": np.linspace(0.5, 1.0, 6), "orientation": np.linspace(0, 2 * np.pi, 40),
+              "pos_x": np.linspace(0, 1, 32), "pos_y": np.linspace(0, 1, 32)}
+SHAPE_PERIOD = np.array([np.pi / 2, np.pi, 2 * np.pi])  # each shape's rotational symmetry
+RENDER_CHUNK = 2048
+
+
+def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Whether shape-frame points (u, v), unit size, lie inside ``shape``."""
+    if shape == 0:
+        return np.maximum(abs(u), abs(v)) <= 0.75
+    if shape == 1:
+        return u ** 2 + (v / 0.5) ** 2 <= 1.0
+    h, w = 1.15 * v + 0.25, 1.15 * u  # the heart curve (x^2 + y^2 - 1)^3 <= x^2 y^3, centred
+    return (w ** 2 + h ** 2 - 1) ** 3 <= w ** 2 * h ** 3
 
 
 def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
-    """Procedural shapes with recorded generative factors.
+    """dSprites-like shapes: square, ellipse and heart (the class), each factor drawn uniformly from
+    dSprites' grid: scale (6 values in [0.5, 1]), orientation (40 in [0, 2 pi]), pos_x and pos_y (32 each in
+    [0, 1]). Rendered at 2x and average-pooled, so edges are grey.
 
-    The class is the shape (square, ellipse, triangle, ring). Every image has ``scale``,
-    ``pos_x`` and ``pos_y``; ``rotation`` exists for all but the rotation-invariant ring;
-    ``aspect`` only for ellipses and ``thickness`` only for rings (NaN where a class lacks one).
+    ``orientation`` is recorded as a fraction of the shape's symmetry period (square 90 degrees, ellipse
+    180, heart 360), so that images which look the same have the same value, as the ``dsprites`` loader does.
 
     Returns:
-        images (n, 1, S, S) in [0, 1], labels (n,), factors {name: (n,) float array}.
+        images (n, 1, S, S) in [0, 1], labels (n,), factors {name: (n,) float32}.
     """
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(SHAPE_NAMES)
-    rng.shuffle(labels)
-    scale = rng.uniform(0.3, 0.55, n)
-    margin = 1.0 - scale
-    f = {
-        "scale": scale,
-        "rotation": rng.uniform(0, 1, n),  # fraction of the shape's symmetry period
-        "pos_x": rng.uniform(-1, 1, n) * margin * 0.8,
-        "pos_y": rng.uniform(-1, 1, n) * margin * 0.8,
-        "aspect": rng.uniform(0.4, 0.9, n),
-        "thickness": rng.uniform(0.25, 0.6, n),
-    }
-    period = np.array([math.pi / 2, math.pi, 2 * math.pi / 3, 0.0])[labels]
-    theta = f["rotation"] * period
-    # render at 2x and average-pool: cheap anti-aliasing
+    labels = rng.integers(0, len(SHAPE_NAMES), n)
+    f = {k: grid[rng.integers(0, len(grid), n)] for k, grid in SHAPE_GRID.items()}
     s2 = 2 * image_size
     grid = (np.arange(s2, dtype=np.float32) + 0.5) / s2 * 2 - 1
     gy, gx = np.meshgrid(grid, grid, indexing="ij")
     inside = np.zeros((n, s2, s2), dtype=bool)
-    for c in range(len(SHAPE_NAMES)):
-        i = np.flatnonzero(labels == c)
-        dx = gx[None] - f["pos_x"][i, None, None]
-        dy = gy[None] - f["pos_y"][i, None, None]
-        cos, sin = np.cos(theta[i])[:, None, None], np.sin(theta[i])[:, None, None]
-        u = (cos * dx + sin * dy) / scale[i, None, None]
-        v = (-sin * dx + cos * dy) / scale[i, None, None]
-        if c == 0:
-            inside[i] = np.maximum(abs(u), abs(v)) <= 0.8
-        elif c == 1:
-            inside[i] = u ** 2 + (v / f["aspect"][i, None, None]) ** 2 <= 1.0
-        elif c == 2:
-            inside[i] = np.maximum(np.maximum(v - 0.5, -0.866 * u - 0.5 * v - 0.5), 0.866 * u - 0.5 * v - 0.5) <= 0
-        else:
-            r = np.sqrt(u ** 2 + v ** 2)
-            inside[i] = (r <= 1.0) & (r >= 1.0 - f["thickness"][i, None, None])
-    images = torch.tensor(inside, dtype=torch.float32).unsqueeze(1)
-    images = F.avg_pool2d(images, 2)
-    f["rotation"] = np.where(labels == 3, np.nan, f["rotation"])
-    f["aspect"] = np.where(labels == 1, f["aspect"], np.nan)
-    f["thickness"] = np.where(labels == 3, f["thickness"], np.nan)
-    return images, torch.tensor(labels), {k: f[k].astype(np.float32) for k in SHAPE_FACTORS}
+    size = 0.34 * f["scale"]                      # half-extent in image units of [-1, 1]
+    cx, cy = (f["pos_x"] * 2 - 1) * 0.62, (f["pos_y"] * 2 - 1) * 0.62
+    for lo in range(0, n, RENDER_CHUNK):
+        for c in range(len(SHAPE_NAMES)):
+            i = lo + np.flatnonzero(labels[lo:lo + RENDER_CHUNK] == c)
+            dx = (gx[None] - cx[i, None, None]).astype(np.float32)
+            dy = (gy[None] - cy[i, None, None]).astype(np.float32)
+            cos = np.cos(f["orientation"][i]).astype(np.float32)[:, None, None]
+            sin = np.sin(f["orientation"][i]).astype(np.float32)[:, None, None]
+            s = size[i, None, None].astype(np.float32)
+            inside[i] = _inside(c, (cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s)
+    images = F.avg_pool2d(torch.from_numpy(inside).float().unsqueeze(1), 2)
+    f["orientation"] = np.mod(f["orientation"], SHAPE_PERIOD[labels]) / SHAPE_PERIOD[labels]
+    f["orientation"] = np.where(np.isclose(f["orientation"], 1.0), 0.0, f["orientation"])
+    return images, torch.from_numpy(labels), {k: f[k].astype(np.float32) for k in SHAPE_FACTORS}
 
 
 @DATASETS.register("shapes")
 def _shapes(root, download, image_size, num_samples):
-    images, labels, factors = make_shapes(num_samples or 4000, image_size, seed=SPLIT_SEED)
+    images, labels, factors = make_shapes(num_samples or SHAPES_DEFAULT_SAMPLES, image_size, seed=SPLIT_SEED)
     return {"all": ImageSet(images, labels, factors)}, list(SHAPE_NAMES), 1
+
+
+SHAPES_DEFAULT_SAMPLES = 20000
 
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"

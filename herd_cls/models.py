@@ -19,6 +19,8 @@ from .regularizer import class_blocks
 LATENTS = ("bottleneck", "pre-logits")
 HEADS = ("mlp", "linear", "block")
 CONV_BACKBONE = "conv"
+BURGESS_BACKBONE = "burgess"
+LOCAL_BACKBONES = (CONV_BACKBONE, BURGESS_BACKBONE)  # timm-free, with no pretrained weights
 
 
 class ConvDecoder(nn.Module):
@@ -63,6 +65,48 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class BurgessEncoder(nn.Module):
+    """The 4-conv encoder of Burgess et al. 2018 and disentanglement_lib: four 4x4 stride-2 convs (32, 32,
+    64, 64 channels) and two dense layers of 256, ReLU; x (B, C, H, W) -> features (B, 256). The latent
+    layer (mean, and log-variance for a VAE) is the model's bottleneck on top."""
+
+    def __init__(self, in_chans: int, image_size: int, num_features: int = 256):
+        super().__init__()
+        channels = [in_chans, 32, 32, 64, 64]
+        convs = [m for a, b in zip(channels, channels[1:]) for m in (nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU())]
+        side = image_size
+        for _ in range(4):
+            side = (side - 2) // 2 + 1   # a 4x4 stride-2 conv with padding 1
+        self.net = nn.Sequential(*convs, nn.Flatten(), nn.Linear(64 * side * side, num_features), nn.ReLU(),
+                                 nn.Linear(num_features, num_features), nn.ReLU())
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BurgessDecoder(nn.Module):
+    """The mirror of :class:`BurgessEncoder`: z (B, d) -> dense 256, 256, 64 x (S/16)^2 -> four 4x4 stride-2
+    transposed convs -> image (B, C, S, S) in [0, 1] (a sigmoid on the last layer's logits)."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, int, int], width: int = 256):
+        super().__init__()
+        c, h, w = out_shape
+        self.side, self.out_size = math.ceil(max(h, w) / 16), (h, w)
+        channels = [64, 64, 32, 32]
+        ups = [m for a, b in zip(channels, channels[1:]) for m in (nn.ConvTranspose2d(a, b, 4, stride=2, padding=1),
+                                                                  nn.ReLU())]
+        self.fc = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                nn.Linear(width, 64 * self.side ** 2), nn.ReLU())
+        self.net = nn.Sequential(*ups, nn.ConvTranspose2d(32, c, 4, stride=2, padding=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.net(self.fc(z).view(len(z), 64, self.side, self.side))
+        if tuple(x.shape[-2:]) != self.out_size:  # sizes that are not multiples of 16
+            x = nn.functional.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(x)
 
 
 class BlockHead(nn.Module):
@@ -159,7 +203,8 @@ def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f"did you mean: {', '.join(close)}? " if close else ""
-        raise HerdError(f"unknown backbone {name!r}; {hint}use {CONV_BACKBONE!r} or any name in timm.list_models()")
+        raise HerdError(f"unknown backbone {name!r}; {hint}use {' or '.join(map(repr, LOCAL_BACKBONES))} or any name "
+                        "in timm.list_models()")
     kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
     if pretrained_file is not None:
         if not Path(pretrained_file).is_file():
@@ -231,7 +276,8 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
                  decoder: bool = False, pretrained: bool = False, pretrained_file: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
                  variational: bool = False, shared_dims: int | None = None) -> LatentModel:
-    """A LatentModel around a timm backbone (any name in ``timm.list_models()``) or ``"conv"``.
+    """A LatentModel around a timm backbone (any name in ``timm.list_models()``), ``"conv"`` (a small conv
+    encoder) or ``"burgess"`` (the 4-conv encoder and decoder of the disentanglement literature).
 
     The defaults are those ``herd-cls train`` ships: a bottleneck of 2 dims per class, no shared dims,
     the ``block`` head. ``latent="pre-logits"`` takes the backbone's own pre-logit features as z and,
@@ -245,10 +291,10 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
         raise HerdError(f"unknown latent {latent!r}; choose one of: {', '.join(LATENTS)}")
     mean = mean or [0.5] * in_chans
     std = std or [0.5] * in_chans
-    if backbone == CONV_BACKBONE:
+    if backbone in LOCAL_BACKBONES:
         if pretrained or pretrained_file:
-            raise HerdError("the 'conv' backbone has no pretrained weights; drop --pretrained/--pretrained-file")
-        features = ConvEncoder(in_chans)
+            raise HerdError(f"the {backbone!r} backbone has no pretrained weights; drop --pretrained/--pretrained-file")
+        features = ConvEncoder(in_chans) if backbone == CONV_BACKBONE else BurgessEncoder(in_chans, image_size)
         num_features, classifier = features.num_features, None
     else:
         net = _timm_backbone(backbone, in_chans, image_size, pretrained, pretrained_file, num_classes)
@@ -263,6 +309,7 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
         shared_dims = shared_dims or 0
         d = latent_dim if latent_dim is not None else 2 * num_classes + shared_dims
     classifier = classifier or make_head(head, d, num_classes, head_hidden, shared_dims)
-    dec = ConvDecoder(d, (in_chans, image_size, image_size)) if decoder else None
+    decoder_class = BurgessDecoder if backbone == BURGESS_BACKBONE else ConvDecoder
+    dec = decoder_class(d, (in_chans, image_size, image_size)) if decoder else None
     return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std,
                        variational)

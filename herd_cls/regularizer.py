@@ -198,7 +198,8 @@ class HeRD(nn.Module):
             block free).
         method: how curvature is computed (:data:`herd_cls.curvature.METHODS`); ``"auto"`` picks by
             :func:`curvature_method`. The probe methods (``"forward"``, ``"hvp"``) estimate squared block
-            masses, with mode "class" and a purity variant.
+            masses, with mode "class" and a purity variant; in mode "universal", ``"forward"`` (what
+            ``"auto"`` picks for decoder losses) computes the whole Gauss-Newton matrix instead.
         probes: the probe count of a probe method.
         reduce: sums per-class statistics over processes (e.g. ``herd_cls.distributed.all_reduce_sum``).
 
@@ -248,7 +249,9 @@ class HeRD(nn.Module):
             raise HerdError("class-specific HeRD needs the labels of the batch")
         method, probes = curvature_method(self.method, loss, z.shape[1], self.probes)
         if self.mode == "universal" and method in PROBE_METHODS:
-            method = "auto"  # no probe estimate of the universal penalty: exact Hessians
+            # the universal penalty reads every entry: the whole Gauss-Newton matrix from d + 1 forward
+            # passes where "forward" was asked (no double backward), exact Hessians for "hvp"
+            method = "gauss_newton" if method == "forward" else "auto"
         with torch.autocast(z.device.type, enabled=False):
             z = _at_least_float32(z)
             if method in PROBE_METHODS:

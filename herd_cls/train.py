@@ -6,6 +6,7 @@ runs one epoch, :func:`save_checkpoint` writes what ``--resume`` needs, :func:`f
 from __future__ import annotations
 
 import csv
+import math
 import json
 import random
 import time
@@ -178,6 +179,10 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     distributed.check_same(repr((asdict(info), {k: len(v) for k, v in splits.items()})), "the data")
     mean, std = channel_stats(splits["train"])
     cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight)
+    shuffle = torch.Generator()
+    loaders = _loaders(cfg, splits, shuffle, ranks)
+    if cfg.steps is not None:  # a budget in steps fixes the epochs, so the schedules and --resume see epochs
+        cfg = replace(cfg, epochs=math.ceil(cfg.steps / len(loaders["train"])))
     cfg, model, herd = build(cfg, info, mean, std)
     model.to(device), herd.to(device)
     if ranks.enabled:  # the class penalty of the global batch: per-class sums all-reduced before the ratio
@@ -188,12 +193,11 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    shuffle = torch.Generator()
     session = Session(cfg, run_dir, device, ranks, model, forward, herd, reg, opt,
                       torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
                       torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16"
                                            and device.type == "cuda"),
-                      _loaders(cfg, splits, shuffle, ranks), shuffle)
+                      loaders, shuffle)
     if resume:
         _restore(session)
     elif ranks.main:
@@ -240,7 +244,11 @@ def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
     tot = {"loss": 0.0, "correct": 0.0, "penalty": 0.0, "n": 0.0}
     bar = tqdm(s.loaders["train"], desc=f"epoch {epoch + 1}/{s.cfg.epochs}", leave=False, dynamic_ncols=True,
                disable=True if progress is False or not s.ranks.main else None)
-    for x, y in bar:
+    batches = len(s.loaders["train"])
+    last = batches if s.cfg.steps is None else min(batches, s.cfg.steps - epoch * batches)
+    for i, (x, y) in enumerate(bar):
+        if i == last:  # the step budget ends inside this epoch
+            break
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
         out = batch_losses(s.model, s.cfg, x, y, s.amp, s.reg, ramp, s.forward)
         if distributed.any_rank(not torch.isfinite(out["loss"]), s.device):  # every rank stops together

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.autograd.functional import jacobian
 
-from herd_cls.curvature import block_mass, forward_block_mass, hessian_block_mass, latent_hessian, sum_losses
+from herd_cls.curvature import block_mass, forward_block_mass, forward_gauss_newton, hessian_block_mass, latent_hessian, sum_losses
 from herd_cls.registry import HerdError
 from herd_cls.regularizer import HeRD, class_blocks
 from toy_heads import CASES, decoder, float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
@@ -75,8 +75,8 @@ def test_bad_method_combinations_raise():
     z = torch.randn(2, 3)
     with pytest.raises(HerdError, match="closed_form"):
         latent_hessian(mlp(3, 2), z, torch.tensor([0, 1]), "ce", "closed_form")
-    with pytest.raises(HerdError, match="gauss_newton"):
-        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "ce", "gauss_newton")
+    with pytest.raises(HerdError, match="forward method knows the losses"):
+        latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), lambda o, t: o.sum(1), "gauss_newton")
     with pytest.raises(HerdError, match="unknown loss"):
         latent_hessian(nn.Linear(3, 2), z, torch.tensor([0, 1]), "hinge", "exact")
 
@@ -137,6 +137,37 @@ def test_forward_estimate_converges_to_the_gauss_newton_masses(case):
     if case == "relu-mse":  # Gauss-Newton is the exact Hessian here
         H = oracle(head, z, target, loss)
         torch.testing.assert_close(G, H, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["mlp-ce", "block-head-ce", "sigmoid-mse", "sigmoid-bce"])
+def test_gauss_newton_method_equals_the_explicit_gauss_newton_matrix(case):
+    torch.manual_seed(7)
+    head, target, loss = CASES[case]()
+    z = torch.randn(6, 5)
+    G = forward_gauss_newton(head, z, target, loss, eps=1e-7)  # one-sided differences: error O(eps) on curved heads
+    torch.testing.assert_close(G, gauss_newton_oracle(head, z, target, loss), rtol=1e-5, atol=1e-8)
+
+
+def test_gauss_newton_is_the_hessian_of_bce_through_a_relu_decoder_and_sigmoid():
+    """BCE on a sigmoid output is linear in the logits' curvature, so a piecewise-linear decoder has no
+    residual term: the Burgess decoder's BCE Hessian is exactly its Gauss-Newton matrix."""
+    torch.manual_seed(8)
+    head = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 4)))
+    z, x = torch.randn(5, 4), torch.rand(5, 3, 4)
+    torch.testing.assert_close(forward_gauss_newton(head, z, x, "bce", eps=1e-7), oracle(head, z, x, "bce"),
+                               rtol=1e-5, atol=1e-10)
+
+
+def test_gauss_newton_of_a_sum_of_losses_and_its_gradient():
+    torch.manual_seed(9)
+    cls_head, dec = mlp(5, 3), decoder(5, nn.Sigmoid())
+    z, y, x = torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2, 0]), torch.rand(4, 3, 4)
+    head, loss = sum_losses([cls_head, dec], ["ce", "bce"])
+    G = forward_gauss_newton(head, z, (y, x), loss, eps=1e-7)
+    want = gauss_newton_oracle(cls_head, z, y, "ce") + gauss_newton_oracle(dec, z, x, "bce")
+    torch.testing.assert_close(G.detach(), want, rtol=1e-4, atol=1e-8)
+    G.pow(2).sum().backward()   # differentiable through the finite differences, no double backward needed
+    assert z.grad.abs().sum() > 0 and dec[0].weight.grad.abs().sum() > 0
 
 
 def test_forward_estimate_of_a_sum_of_losses_adds_their_gauss_newton_matrices():
@@ -220,3 +251,18 @@ def test_penalty_is_float32_under_bfloat16_autocast(method):
 def test_unknown_probe_method_lists_the_valid_ones():
     with pytest.raises(HerdError, match="choose one of: hvp, forward"):
         block_mass(mlp(3, 2), torch.randn(2, 3), torch.tensor([0, 1]), torch.ones(2, 3, dtype=torch.bool), "ce", "jvp")
+
+
+def test_universal_herd_on_a_decoder_is_the_penalty_of_its_gauss_newton_matrix():
+    """``auto`` on a decoder loss: the universal penalty of J^T M J from forward passes, which for a ReLU
+    decoder with a sigmoid and BCE is the penalty of the exact Hessians."""
+    from herd_cls.regularizer import universal_penalty
+
+    torch.manual_seed(10)
+    head = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 4)))
+    z, x = torch.randn(6, 4, requires_grad=True), torch.rand(6, 3, 4)
+    herd = HeRD(num_classes=2, latent_dim=4, mode="universal")
+    penalty = herd(head, z, x, loss="bce")
+    assert penalty.item() == pytest.approx(universal_penalty(oracle(head, z, x, "bce")).item(), rel=1e-2)
+    penalty.backward()
+    assert z.grad.abs().sum() > 0 and head[0].weight.grad.abs().sum() > 0

@@ -25,26 +25,40 @@ def test_digits_split_is_deterministic_disjoint_and_stratified():
     assert x.shape == (1, 16, 16) and 0 <= x.min() and x.max() <= 1 and x.max() > 0.5
 
 
-def test_shapes_records_factors_with_class_specific_ones():
-    images, labels, factors = make_shapes(200, image_size=24, seed=3)
-    images2, _, _ = make_shapes(200, image_size=24, seed=3)
-    assert torch.equal(images, images2) and images.shape == (200, 1, 24, 24)
-    assert not torch.equal(images, make_shapes(200, image_size=24, seed=4)[0])
-    # square, ellipse, triangle, ring
-    assert np.isnan(factors["rotation"][labels == 3]).all() and not np.isnan(factors["rotation"][labels != 3]).any()
-    assert np.isnan(factors["aspect"][labels != 1]).all() and not np.isnan(factors["aspect"][labels == 1]).any()
-    assert np.isnan(factors["thickness"][labels != 3]).all()
-    # the factors are the ground truth: a bigger shape covers more pixels
+def test_shapes_are_dsprites_like_with_their_factor_grids():
+    images, labels, factors = make_shapes(600, image_size=24, seed=3)
+    images2, _, _ = make_shapes(600, image_size=24, seed=3)
+    assert torch.equal(images, images2) and images.shape == (600, 1, 24, 24)
+    assert not torch.equal(images, make_shapes(600, image_size=24, seed=4)[0])
+    assert set(labels.tolist()) == {0, 1, 2} and list(factors) == ["scale", "orientation", "pos_x", "pos_y"]
+    assert len(np.unique(factors["scale"])) == 6 and len(np.unique(factors["pos_x"])) == 32
+    assert 0 <= factors["orientation"].min() and factors["orientation"].max() < 1
+    # the factors are the ground truth: a bigger shape covers more pixels, x moves the ink's centre of mass
     squares = labels == 0
     ink = images[squares].sum((1, 2, 3)).numpy()
     assert np.corrcoef(ink, factors["scale"][squares] ** 2)[0, 1] > 0.95
+    cols = torch.arange(24, dtype=torch.float32)
+    centre_x = ((images[:, 0].sum(1) * cols).sum(1) / images[:, 0].sum((1, 2))).numpy()
+    assert np.corrcoef(centre_x, factors["pos_x"])[0, 1] > 0.99
+
+
+def test_shapes_orientation_is_a_fraction_of_the_symmetry_period():
+    """A square turned by 90 degrees is the same image, so it gets the same orientation value."""
+    images, labels, factors = make_shapes(3000, image_size=16, seed=0)
+    key = lambda i: (labels[i].item(), factors["scale"][i], factors["pos_x"][i], factors["pos_y"][i],  # noqa: E731
+                     factors["orientation"][i])
+    seen = {}
+    for i in range(len(labels)):
+        seen.setdefault(key(i), []).append(i)
+    twins = [ids for ids in seen.values() if len(ids) > 1]
+    assert twins and all(torch.allclose(images[ids[0]], images[ids[1]], atol=1e-6) for ids in twins)
 
 
 def test_shapes_split_keeps_factors_aligned():
     splits, info = create_datasets("shapes", num_samples=400, image_size=16)
     f, y = dataset_factors(splits["test"]), dataset_labels(splits["test"])
     assert info.factor_names == list(f) and len(f["scale"]) == len(y) == len(splits["test"])
-    assert np.isnan(f["aspect"][y != 1]).all()
+    assert info.class_names == ["square", "ellipse", "heart"]
 
 
 def _write_idx(path, array, magic):

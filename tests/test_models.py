@@ -18,7 +18,8 @@ def _one_thread():
 
 
 @pytest.mark.parametrize("backbone,size", [("resnet18", 16), ("convnext_atto", 32),
-                                           ("vit_tiny_patch16_224", 32), ("conv", 16)])
+                                           ("vit_tiny_patch16_224", 32), ("conv", 16), ("burgess", 32),
+                                           ("burgess", 64), ("burgess", 24)])
 def test_model_contract_across_backbones(backbone, size):
     torch.manual_seed(0)
     model = create_model(backbone, num_classes=4, in_chans=1, image_size=size, latent_dim=10, head="mlp",
@@ -32,6 +33,19 @@ def test_model_contract_across_backbones(backbone, size):
     assert x_hat.shape == x.shape and 0 <= x_hat.min() and x_hat.max() <= 1
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.bottleneck.parameters())
+
+
+def test_burgess_architecture_is_the_literatures():
+    """Four 4x4 stride-2 convs of 32, 32, 64, 64 channels, dense 256 twice; the decoder mirrors it."""
+    model = create_model("burgess", num_classes=3, in_chans=1, image_size=64, latent_dim=10, head="mlp", decoder=True)
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [(n, (4, 4), (2, 2)) for n in (32, 32, 64, 64)]
+    assert [m.out_features for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)] == [256, 256]
+    ups = [m for m in model.decode.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(c.out_channels, c.stride) for c in ups] == [(64, (2, 2)), (32, (2, 2)), (32, (2, 2)), (1, (2, 2))]
+    acts = {type(m) for part in (model.backbone, model.decode) for m in part.modules() if not list(m.children())
+            and not isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear, torch.nn.Flatten))}
+    assert acts == {torch.nn.ReLU}
 
 
 def test_pre_logits_latent_keeps_timms_own_classifier():

@@ -156,3 +156,13 @@ def test_factor_vae_resume_restores_the_discriminator(tiny_args, tmp_path, monke
     full = load_file(tmp_path / "runs" / "full" / "model.safetensors")
     resumed = load_file(tmp_path / "runs" / "cut" / "model.safetensors")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_a_step_budget_trains_exactly_that_many_steps(tiny_args, tmp_path):
+    # 300 digits leave 195 training images: 6 batches of 32 per epoch, so 10 steps are 2 epochs, the second cut short
+    res = run_cli("train", *tiny_args, "--name", "s", "--steps", "10")
+    assert res.exit_code == 0, res.output
+    run_dir = tmp_path / "runs" / "s"
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert [float(s["step"]) for s in state["optimizer"]["state"].values()] == [10.0] * len(state["optimizer"]["state"])
+    assert load_run(run_dir).config.epochs == 2 and len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2

@@ -64,6 +64,27 @@ def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor,
     return effect
 
 
+@torch.no_grad()
+def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor, std: Tensor,
+                         span: float = 2.0) -> Tensor:
+    """(K, K) effect matrix of the decoder, for :func:`herd_cls.metrics.sweep_specificity`.
+
+    Row c: on the samples of class c, moving one dim of block B_b from -span to +span of its std, the
+    mean absolute change of the decoded image, averaged over B_b's dims. A class whose images change
+    only when its own block moves scores specificity 1.
+    """
+    num_classes = blocks.shape[0]
+    effect = torch.full((num_classes, num_classes), float("nan"))
+    for c in range(num_classes):
+        zc = z[y == c]
+        if len(zc) == 0:
+            continue
+        for b in range(num_classes):
+            res = sweep(model, zc, blocks[b].nonzero().flatten().tolist(), std, span, steps=2)
+            effect[c, b] = (res["images"][:, 1] - res["images"][:, 0]).abs().mean()
+    return effect
+
+
 def exemplars(x: Tensor, z: Tensor, dims: list[int], count: int = 10) -> dict:
     """For each dim, ``count`` of the given images ordered by that dim's value, from lowest to highest
     (evenly spaced in rank), so a reader sees what the dim tracks in real data.

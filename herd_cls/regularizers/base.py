@@ -31,6 +31,13 @@ class Batch:
     mu: Tensor | None = None
     logvar: Tensor | None = None
 
+    def head(self, n: int | None) -> "Batch":
+        """The first ``n`` samples (all for None)."""
+        if n is None or n >= len(self.y):
+            return self
+        cut = lambda t: None if t is None else t[:n]  # noqa: E731
+        return Batch(self.x[:n], self.y[:n], self.z[:n], cut(self.mu), cut(self.logvar))
+
 
 class Regularizer:
     """One ``--reg``. Subclasses set the class attributes, register with ``@REGULARIZERS.register(name)``
@@ -54,6 +61,7 @@ class Regularizer:
         self.cfg, self.dataset_size = cfg, dataset_size
         self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
         self.warmup, self.ramp = cfg.warmup, cfg.ramp
+        self.penalty_samples = cfg.penalty_samples
 
     @classmethod
     def check(cls, cfg: Config) -> None:

@@ -36,6 +36,7 @@ class _HeRDRegularizer(Regularizer):
             raise HerdError(f"--wrt {cfg.wrt} needs a decoder; add --decoder")
 
     def loss(self, model, batch):
+        batch = batch.head(self.penalty_samples)
         head, target, loss = hessian_target(model, self.wrt, self.recon_loss, batch.x, batch.y)
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
         return penalty, self.weight * penalty

@@ -36,5 +36,6 @@ class HessianPenalty(Regularizer):
     needs_decoder = True
 
     def loss(self, model, batch):
+        batch = batch.head(self.penalty_samples)
         penalty = hessian_penalty(model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6))
         return penalty, self.weight * penalty

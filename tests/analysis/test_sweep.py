@@ -115,3 +115,23 @@ def test_posthoc_decoder_fit_beats_the_mean_image():
     decoder, info = fit_decoder(z[:300], x[:300], z[300:], x[300:], steps=300)
     assert info["test_mse"] < 0.2 * info["mean_image_mse"]
     assert decoder(z[:2]).shape == (2, 1, 6, 6) and not decoder.training
+
+
+def test_decoded_block_effect_sees_which_block_moves_the_image():
+    """A decoder that draws class 0's block into the image and ignores class 1's block: class 0's images
+    change only through their own block, class 1's only through the other one."""
+    from herd_cls.analysis.sweep import decoded_block_effect
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classify = torch.nn.Linear(4, 2)
+            self.decode = lambda z: (z[:, :2].sum(1) * 0.1).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+
+    blocks = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    z, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
+    effect = decoded_block_effect(Toy(), z, y, blocks, torch.full((4,), 0.5), span=2.0)
+    # moving one dim of block 0 by 2 std each way changes every pixel by 0.1 * 2 * 2 * 0.5
+    torch.testing.assert_close(effect[:, 0], torch.full((2,), 0.2))
+    torch.testing.assert_close(effect[:, 1], torch.zeros(2))
+    assert sweep_specificity(effect)["sweep_specificity_per_class"] == pytest.approx([1.0, 0.0])

@@ -90,3 +90,37 @@ def test_factor_discriminator_learns_to_see_correlation():
         opt.step()
     assert disc.loss(correlated).item() < 0.3                      # chance is log 2 = 0.69
     assert disc.total_correlation(correlated).item() > 1.0          # a clear positive TC estimate
+
+
+def _orojar_oracle(fn, z, scale):
+    """sum_{j != k} (J_j . J_k)^2 per sample with J from torch.autograd.functional.jacobian, averaged."""
+    from torch.autograd.functional import jacobian
+
+    out = []
+    for zi in z:
+        J = jacobian(lambda v: fn(v.unsqueeze(0)).flatten(), zi) * scale   # (N, d), columns in units of scale
+        gram = J.T @ J
+        out.append(gram.pow(2).sum() - gram.diagonal().pow(2).sum())
+    return torch.stack(out).mean()
+
+
+def test_orojar_penalty_matches_the_autograd_jacobian():
+    from herd_cls.regularizers.orojar import orojar_penalty
+
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 8)).double()
+    fn = lambda z: net(z).view(-1, 2, 4)                                 # noqa: E731
+    z, scale = torch.randn(5, 4, dtype=torch.float64), torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    got = orojar_penalty(fn, z, scale, eps=1e-7)
+    assert got.item() == pytest.approx(_orojar_oracle(fn, z, scale).item(), rel=1e-5)
+
+
+def test_orojar_penalty_is_zero_for_orthogonal_columns_and_not_otherwise():
+    from herd_cls.regularizers.orojar import orojar_penalty
+
+    z = torch.randn(3, 3, dtype=torch.float64)
+    axis_aligned = lambda z: torch.stack([z[:, 0], 2 * z[:, 1], z[:, 2] ** 2], 1)   # noqa: E731
+    assert orojar_penalty(axis_aligned, z, eps=1e-7).item() == pytest.approx(0.0, abs=1e-8)
+    mixed = lambda z: torch.stack([z[:, 0] + z[:, 1], z[:, 1], z[:, 2]], 1)          # noqa: E731
+    # J = [[1, 1, 0], [0, 1, 0], [0, 0, 1]]: J_0 . J_1 = 1, so the off-diagonal squares sum to 2
+    assert orojar_penalty(mixed, z, eps=1e-7).item() == pytest.approx(2.0, rel=1e-5)
