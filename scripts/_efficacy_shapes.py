@@ -31,6 +31,7 @@ from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.config import load_config
 from herd_cls.data import make_shapes
 from herd_cls.disentanglement import dci, mig, sap
+from herd_cls.files import atomic_write
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
 from herd_cls.regularizer import class_blocks
@@ -143,8 +144,10 @@ def train_all(seeds: list[int], args) -> None:
                             (lambda m, d: class_scores(m, d, class_blocks(3, 12)))
                         r = {**score(run.model, data), "train_seconds": run.summary["train_seconds"],
                              "test_accuracy": run.summary["test_accuracy"]}
+                    # re-read before writing: parallel invocations (different --settings) share the file
+                    done = json.loads(path.read_text()) if path.is_file() else {}
                     done[key] = {"table": table, "setting": label, "seed": seed, "commit": code, **r}
-                    path.write_text(json.dumps(done, indent=1) + "\n")
+                    atomic_write(path, lambda p: p.write_text(json.dumps(done, indent=1) + "\n"))
                     print(key, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
 
 
@@ -200,7 +203,7 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
     saved = json.loads(results_file().read_text())
     rows: dict[str, dict[str, list[dict]]] = {"thesis": {}, "class": {}}
     for key, r in saved.items():
-        if key.endswith(f"| steps {args.steps} | {PROTOCOL}") and r["seed"] in seeds:
+        if "table" in r and key.endswith(f"| steps {args.steps} | {PROTOCOL}") and r["seed"] in seeds:
             rows[r["table"]].setdefault(r["setting"], []).append(r)
     commits = ", ".join(sorted({r["commit"] for t in rows.values() for rs in t.values() for r in rs}))
     md = (f"`python scripts/benchmark_efficacy.py --part shapes --steps {args.steps}`, seeds {seeds}, mean ± std; "

@@ -13,10 +13,12 @@ from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .latents import collect
 from .posthoc import posthoc_decoder
-from .sweep import block_sweep_effect, exemplars, sweep
+from .sweep import block_sweep_effect, decoded_block_effect, exemplars, sweep
 
 METRICS = {"accuracy": "test accuracy", "block_purity": "Hessian block purity",
-           "attribution_alignment": "latent attribution alignment", "sweep_specificity": "sweep specificity"}
+           "attribution_alignment": "latent attribution alignment", "sweep_specificity": "sweep specificity",
+           "image_sweep_specificity": "image sweep specificity"}
+IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image sweep specificity
 
 
 @dataclass
@@ -51,19 +53,24 @@ class RunAnalysis:
     class_accuracy: list[float]
     alignment: dict                 # attribution_alignment(_per_class)
     specificity: dict               # sweep_specificity(_per_class)
+    image_specificity: dict | None  # the same for the decoded images (decoded_block_effect); None without a decoder
     examples: dict[int, ClassExamples] = field(default_factory=dict)
     pictures: dict[int, ImageSweeps] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """The headline numbers, keyed as :data:`METRICS`."""
+        image = self.image_specificity or {"sweep_specificity": float("nan")}
         return {"accuracy": self.accuracy,
                 "block_purity": self.purity.mean, "attribution_alignment": self.alignment["attribution_alignment"],
-                "sweep_specificity": self.specificity["sweep_specificity"]}
+                "sweep_specificity": self.specificity["sweep_specificity"],
+                "image_sweep_specificity": image["sweep_specificity"]}
 
     def metrics_per_class(self) -> dict[str, list[float]]:
+        image = self.image_specificity or {"sweep_specificity_per_class": [float("nan")] * len(self.class_names)}
         return {"accuracy": self.class_accuracy, "block_purity": self.purity.per_class.tolist(),
                 "attribution_alignment": self.alignment["attribution_alignment_per_class"],
-                "sweep_specificity": self.specificity["sweep_specificity_per_class"]}
+                "sweep_specificity": self.specificity["sweep_specificity_per_class"],
+                "image_sweep_specificity": image["sweep_specificity_per_class"]}
 
 
 def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512) -> RunAnalysis:
@@ -95,6 +102,8 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
                         for c in range(len(names))],
         alignment=attribution_alignment(latent["per_sample"], y, blocks),
         specificity=sweep_specificity(block_sweep_effect(model, z, y, blocks, std)),
+        image_specificity=None if model.decode is None else sweep_specificity(decoded_block_effect(
+            model, z[:IMAGE_SWEEP_SAMPLES], y[:IMAGE_SWEEP_SAMPLES], blocks, std)),
         examples=examples, pictures=pictures)
 
 

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, RunAnalysis
 
 METRIC_LABELS = [("accuracy", "test accuracy"), ("block_purity", "Hessian block purity"),
-                 ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity")]
+                 ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity"),
+                 ("image_sweep_specificity", "image sweep specificity (share of a class's image change made by its own block)")]
 
 
 def _rel(folder: Path):
@@ -101,7 +102,7 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
             for i, a in enumerate(analyses)]
     d = analyses[0].blocks.shape[1]
     chance = {"block_purity": sum(len(b) ** 2 for b in runs[0]["blocks"]) / len(names) / d ** 2,
-              "sweep_specificity": 1 / len(names)}
+              "sweep_specificity": 1 / len(names), "image_sweep_specificity": 1 / len(names)}
     for c, name in enumerate(names):
         render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
                metrics=METRIC_LABELS)

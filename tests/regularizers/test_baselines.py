@@ -99,7 +99,7 @@ def _orojar_oracle(fn, z, scale):
     out = []
     for zi in z:
         J = jacobian(lambda v: fn(v.unsqueeze(0)).flatten(), zi) * scale   # (N, d), columns in units of scale
-        gram = J.T @ J
+        gram = J.T @ J / J.shape[0]
         out.append(gram.pow(2).sum() - gram.diagonal().pow(2).sum())
     return torch.stack(out).mean()
 
@@ -122,5 +122,5 @@ def test_orojar_penalty_is_zero_for_orthogonal_columns_and_not_otherwise():
     axis_aligned = lambda z: torch.stack([z[:, 0], 2 * z[:, 1], z[:, 2] ** 2], 1)   # noqa: E731
     assert orojar_penalty(axis_aligned, z, eps=1e-7).item() == pytest.approx(0.0, abs=1e-8)
     mixed = lambda z: torch.stack([z[:, 0] + z[:, 1], z[:, 1], z[:, 2]], 1)          # noqa: E731
-    # J = [[1, 1, 0], [0, 1, 0], [0, 0, 1]]: J_0 . J_1 = 1, so the off-diagonal squares sum to 2
-    assert orojar_penalty(mixed, z, eps=1e-7).item() == pytest.approx(2.0, rel=1e-5)
+    # J = [[1, 1, 0], [0, 1, 0], [0, 0, 1]]: J_0 . J_1 / 3 = 1 / 3, so the off-diagonal squares sum to 2 / 9
+    assert orojar_penalty(mixed, z, eps=1e-7).item() == pytest.approx(2.0 / 9, rel=1e-5)

@@ -1,4 +1,5 @@
 """The report command end to end on tiny runs: pages parse, every link and image exists."""
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,9 @@ def test_report_with_compare(tiny_args, tmp_path):
     assert (out / "figures" / "run0_sweep_3_6_img.png").is_file()  # the decoder run's image sweeps
     assert "run0_robustness_3.png" in text and "run1_robustness_3.png" not in text  # only herd was attacked
     assert 'href="robustness.html"' in index.read_text()
+    # image sweep specificity: a number for the decoder run, a dash for the run without a decoder
+    row = re.search(r"<td>image sweep specificity[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>", index.read_text())
+    assert row and 0 <= float(row.group(1)) <= 1 and row.group(2) == "–"
 
 
 def test_report_refuses_runs_on_different_classes(tiny_args, tmp_path):
