@@ -42,7 +42,9 @@ COMMON = {"dataset": "shapes", "backbone": "burgess", "decoder": True, "recon_lo
 THESIS_BASE = {"latent_dim": 10, "shared_dims": 1, "head": "mlp", "alpha_cl": 0.0}
 THESIS = {  # label -> overrides; "random encoder" is scored untrained
     "autoencoder": {"reg": "none"},
-    "universal HeRD": {"reg": "universal", "wrt": "autoencoder"},
+    "universal HeRD, alpha 5 (the classifier's default)": {"reg": "universal", "wrt": "autoencoder"},
+    "universal HeRD, alpha 0.2": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 0.2},
+    "universal HeRD, alpha 0.05": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 0.05},
     "Hessian Penalty": {"reg": "hessian-penalty"},
     "OroJaR": {"reg": "orojar"},
     "beta-VAE": {"reg": "beta-vae"},
@@ -156,9 +158,10 @@ def fmt(values: list[float]) -> str:
 
 
 def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) -> str:
-    head = "| setting | " + " | ".join(name for _, name in columns) + " |\n|---|" + "---|" * len(columns) + "\n"
-    return head + "\n".join(f"| {label} | " + " | ".join(fmt([r[k] for r in rs]) for k, _ in columns) + " |"
-                            for label, rs in runs.items())
+    head = ("| setting | seeds | " + " | ".join(name for _, name in columns) + " |\n|---|---|"
+            + "---|" * len(columns) + "\n")
+    return head + "\n".join(f"| {label} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs]) for k, _ in columns)
+                            + " |" for label, rs in runs.items())
 
 
 def verdicts(thesis: dict, classes: dict) -> list[str]:
@@ -214,14 +217,14 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           "**Benchmark validity and the thesis** (unsupervised, d = 10; MIG, DCI-D and SAP over shape, scale, "
           "orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
           + table_markdown(rows["thesis"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
-                                            ("recon_bce", "recon BCE"), ("train_seconds", "train s")])
+                                            ("recon_bce", "recon BCE")])
           + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class MIG over a "
           "class's own factors on its own images; image sweep specificity: the share of a class's image change "
           "that moving its own block makes):\n\n"
           + table_markdown(rows["class"], [("test_accuracy", "accuracy"), ("class_mig_all_dims", "per-class MIG, all dims"),
                                            ("class_mig_own_block", "per-class MIG, own block"),
                                            ("image_sweep_specificity", "image sweep specificity"),
-                                           ("recon_bce", "recon BCE"), ("train_seconds", "train s")])
+                                           ("recon_bce", "recon BCE")])
           + "\n\nTargets (efficacy issue), computed from the rows above:\n\n"
           + "\n".join(verdicts(rows["thesis"], rows["class"])) + "\n")
     publish("benchmark_efficacy_shapes", md)
