@@ -55,7 +55,7 @@ CLASS_BASE = {"dims_per_class": 4, "shared_dims": 0, "head": "block", "alpha_cl"
 CLASS = {
     "none": {"reg": "none"},
     "beta-TCVAE": {"reg": "beta-tcvae"},
-    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both"},
+    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both", "variant": "purity"},
 }
 HELD_OUT = 10000
 PROTOCOL = "s1"  # in every result key: bump when training or scoring changes
