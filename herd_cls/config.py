@@ -56,7 +56,7 @@ class Config:
     # regularizer
     reg: str = _opt("class", "Regularizer: " + "; ".join(f"{name}: {REGULARIZERS.get(name).help}" for name in REGS)
                     + ".", REGS)
-    variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
+    variant: str = _opt("image-purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free), 'purity' (direct block-purity objective), "
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
                                  "costs accuracy), 'image-purity' (each image's own-block share, averaged per "

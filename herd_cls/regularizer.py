@@ -220,10 +220,11 @@ class HeRD(nn.Module):
         mode: ``"class"`` (class blocks) or ``"universal"`` (diagonal Hessian, no labels used).
         shared_dims: s dims at the end of z that belong to every class.
         alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass (reference, block).
-        variant: ``"purity"`` (penalise the share of mass outside the own block directly; the default),
+        variant: ``"image-purity"`` (the default: 1 - each image's own-block share of its |H|, averaged
+            per class, then over classes, so confident images count as much as uncertain ones),
+            ``"purity"`` (1 - the share of the class's summed |H| inside its block, which its least
+            confident images decide), ``"dual-purity"`` (the mean of the two),
             ``"log-purity"`` (-log of each class's purity, so a collapsed class weighs most),
-            ``"image-purity"`` (1 - each image's own-block share, averaged per class, then over classes, so
-            confident images count as much as uncertain ones), ``"dual-purity"`` (the mean of the two),
             ``"reference"`` (the original research code's formulation) or ``"block"`` (its whole own
             block free).
         method: how curvature is computed (:data:`herd_cls.curvature.METHODS`); ``"auto"`` picks by
@@ -237,7 +238,7 @@ class HeRD(nn.Module):
     """
 
     def __init__(self, num_classes: int, latent_dim: int, mode: str = "class", shared_dims: int = 0,
-                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "purity",
+                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "image-purity",
                  probes: int | None = None, method: str = "auto", reduce: Reduce | None = None):
         super().__init__()
         if mode not in MODES:
