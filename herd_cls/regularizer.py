@@ -2,7 +2,8 @@
 
 The mathematics is fixed in docs/method.md: for every sample i, ``H_i`` is the
 Hessian of the sample's loss with respect to its own latent vector ``z_i``; class-specific
-HeRD penalises the mass of the per-class mean ``|H_i|`` that lies outside the class's block.
+HeRD penalises the share of ``|H_i|`` that lies outside the class's block: each image's share,
+averaged per class (the default, ``image-purity``), or the share of the per-class mean (``purity``).
 
 >>> herd = HeRD(num_classes=10, latent_dim=22, shared_dims=2)
 >>> penalty = herd(model.classify, z, y, labels=y, loss="ce")      # scalar, differentiable
@@ -31,8 +32,8 @@ DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; se
 Reduce = Callable[[Tensor], Tensor]
 
 __all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
-           "class_penalty", "curvature_method", "hessian_block_mass", "latent_hessian", "penalty_ramp", "per_sample_loss",
-           "probe_penalty", "sum_losses", "universal_penalty"]
+           "class_penalty", "curvature_method", "hessian_block_mass", "image_penalty", "image_share", "latent_hessian",
+           "penalty_ramp", "per_sample_loss", "probe_penalty", "sum_losses", "universal_penalty"]
 
 
 # public API: blocks, masks, penalties

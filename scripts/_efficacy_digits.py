@@ -100,12 +100,14 @@ def train_missing(seeds, args) -> None:
 def summarise(runs: list[dict]) -> dict:
     """Seed means: per class (K,) and the scalars of the table and the verdicts."""
     per_class = {k: np.mean([r[k] for r in runs], 0)
-                 for k in ("class_purity", "image_mean", "image_median", "image_at_least_half", "image_median_torch_ce")}
+                 for k in ("class_purity", "image_mean", "image_median", "image_at_least_half",
+                           "image_median_torch_ce")}
     worst = int(np.argmin(per_class["image_median"]))
     return {"accuracy": [r["test_accuracy"] for r in runs], "mean": [np.mean(r["class_purity"]) for r in runs],
             "seed_worst_class": [min(r["class_purity"]) for r in runs],
             "seed_worst_median": [min(r["image_median"]) for r in runs], "per_class": per_class,
-            "worst_class": float(per_class["class_purity"].min()), "worst_median": float(per_class["image_median"][worst]),
+            "worst_class": float(per_class["class_purity"].min()),
+            "worst_median": float(per_class["image_median"][worst]),
             "worst_median_class": worst, "image_mean": float(per_class["image_mean"].mean()),
             "worst_at_least_half": float(per_class["image_at_least_half"].min()),
             "worst_median_torch_ce": float(per_class["image_median_torch_ce"].min())}
@@ -140,12 +142,13 @@ def table(results: dict, seeds) -> str:
                         f"{v['worst_median_torch_ce']:.3f} |")
         if SHIPPED in s:
             c = s[SHIPPED]["per_class"]
-            per_class.append(f"| {backbone} | class mean | " + " | ".join(f"{x:.2f}" for x in c["class_purity"]) + " |")
-            per_class.append(f"| {backbone} | median image | " + " | ".join(f"{x:.2f}" for x in c["image_median"]) + " |")
+            for view, values in (("class mean", c["class_purity"]), ("median image", c["image_median"])):
+                per_class.append(f"| {backbone} | {view} | " + " | ".join(f"{x:.2f}" for x in values) + " |")
         if {SHIPPED, NONE} <= set(s):
             lines += verdicts(backbone, s[SHIPPED], s[NONE])
     classes = len(next(iter(next(iter(results.values())).values()))[0]["class_purity"])
-    commits = ", ".join(sorted({r["commit"] for by_label in results.values() for runs in by_label.values() for r in runs}))
+    commits = ", ".join(sorted({r["commit"] for by_label in results.values() for runs in by_label.values()
+                                for r in runs}))
     return (
         f"digits, block head, 2 dims per class, no shared dims, 12 epochs, seeds {list(seeds)}; purity of the "
         "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's share of its summed "

@@ -32,23 +32,26 @@ SETTINGS = {
     "purity, alpha-reg 5": ["--variant", "purity", "--alpha-reg", "5", *MLP],
     "purity, alpha-reg 20": ["--variant", "purity", "--alpha-reg", "20", *MLP],
 }
-ON_BLOCK_HEAD = {  # the shipped model, and the option that weighs the worst class most
+PURITY = ["--variant", "purity"]  # the former default, named: the rows below were measured with it
+ON_BLOCK_HEAD = {  # the block head, with the former default and the option that weighs the worst class most
     "none, block head": [*BLOCK],
-    "purity, block head, alpha-reg 1 (the default)": ["--alpha-reg", "1", *BLOCK],
+    "purity, block head, alpha-reg 1 (the former default)": [*PURITY, "--alpha-reg", "1", *BLOCK],
     "log-purity, block head, alpha-reg 1": ["--variant", "log-purity", "--alpha-reg", "1", *BLOCK],
 }
 SEARCH = {  # more knobs, on the fast backbone
-    "purity, alpha-reg 5, 4 dims per class": ["--alpha-reg", "5", "--dims-per-class", "4", *MLP],
-    "purity, alpha-reg 5, no shared dims": ["--alpha-reg", "5", "--head", "mlp", "--shared-dims", "0"],
-    "purity, alpha-reg 5, linear head": ["--alpha-reg", "5", "--head", "linear", "--shared-dims", "2"],
-    "purity, alpha-reg 20, ramp 6": ["--alpha-reg", "20", "--ramp", "6", *MLP],
-    "purity, alpha-reg 5, 30 epochs": ["--alpha-reg", "5", "--epochs", "30", *MLP],
-    "purity, block head, alpha-reg 5": ["--alpha-reg", "5", *BLOCK],
-    "purity, block head, alpha-reg 5, warmup 3, ramp 4": ["--alpha-reg", "5", "--warmup", "3", "--ramp", "4", *BLOCK],
-    "purity, block head with 2 shared dims, alpha-reg 1": ["--alpha-reg", "1", "--head", "block", "--shared-dims", "2"],
-    "purity, block head, 4 dims per class, alpha-reg 1": ["--alpha-reg", "1", "--dims-per-class", "4", *BLOCK],
-    "purity, block head, decoder + classifier Hessian (probes 4)": ["--alpha-reg", "1", "--decoder", "--wrt", "both",
-                                                                    "--probes", "4", *BLOCK],
+    "purity, alpha-reg 5, 4 dims per class": [*PURITY, "--alpha-reg", "5", "--dims-per-class", "4", *MLP],
+    "purity, alpha-reg 5, no shared dims": [*PURITY, "--alpha-reg", "5", "--head", "mlp", "--shared-dims", "0"],
+    "purity, alpha-reg 5, linear head": [*PURITY, "--alpha-reg", "5", "--head", "linear", "--shared-dims", "2"],
+    "purity, alpha-reg 20, ramp 6": [*PURITY, "--alpha-reg", "20", "--ramp", "6", *MLP],
+    "purity, alpha-reg 5, 30 epochs": [*PURITY, "--alpha-reg", "5", "--epochs", "30", *MLP],
+    "purity, block head, alpha-reg 5": [*PURITY, "--alpha-reg", "5", *BLOCK],
+    "purity, block head, alpha-reg 5, warmup 3, ramp 4": [*PURITY, "--alpha-reg", "5", "--warmup", "3", "--ramp", "4",
+                                                          *BLOCK],
+    "purity, block head with 2 shared dims, alpha-reg 1": [*PURITY, "--alpha-reg", "1", "--head", "block",
+                                                           "--shared-dims", "2"],
+    "purity, block head, 4 dims per class, alpha-reg 1": [*PURITY, "--alpha-reg", "1", "--dims-per-class", "4", *BLOCK],
+    "purity, block head, decoder + classifier Hessian (probes 4)": [*PURITY, "--alpha-reg", "1", "--decoder", "--wrt",
+                                                                    "both", "--probes", "4", *BLOCK],
 }
 
 PURITY_SEARCH = {  # the efficacy issue's "no collapsed class", on the shipped block head
@@ -101,7 +104,8 @@ def main() -> None:
                              f"{medians[worst]:.3f} (class {worst})", str(s["purity_samples"])]
                 rows.append(f"| {label} | {options} | " + " | ".join(cells) + " |")
             print(rows[-1], flush=True)
-    command = ("python scripts/compare_variants.py" + ("" if args.backbone == "resnet18" else f" --backbone {args.backbone}")
+    command = ("python scripts/compare_variants.py"
+               + ("" if args.backbone == "resnet18" else f" --backbone {args.backbone}")
                + (" --purity-search" if args.purity_search else ""))
     columns = (["test accuracy", "block purity", "lowest class purity", "lowest class's median image", "test images"]
                if args.purity_search else ["test accuracy", "test recon MSE", "block purity"])
