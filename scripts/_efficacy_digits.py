@@ -126,7 +126,8 @@ def verdicts(backbone: str, ours: dict, none: dict) -> list[str]:
         ("in every class the median image's own purity ≥ 0.9", ours["worst_median"] >= TARGETS["worst_median"],
          f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}"),
         ("test accuracy within 1 point of `--reg none`", gap <= TARGETS["accuracy_points"],
-         f"{np.mean(ours['accuracy']):.4f} vs {np.mean(none['accuracy']):.4f}, {gap:+.2f} points below"),
+         f"{np.mean(ours['accuracy']):.4f} vs {np.mean(none['accuracy']):.4f}, {abs(gap):.2f} points "
+         + ("below" if gap >= 0 else "above")),
     ]
     return [f"- {backbone}: {name}: **{'met' if ok else 'NOT MET'}** ({detail})" for name, ok, detail in checks]
 
