@@ -57,10 +57,11 @@ class Config:
     # regularizer
     reg: str = _opt("class", "Regularizer: " + "; ".join(f"{name}: {REGULARIZERS.get(name).help}" for name in REGS)
                     + ".", REGS)
-    variant: str = _opt("purity", "Class-specific formulation: 'reference' (the original work exactly), "
-                                 "'block' (whole own block free), 'purity' (direct block-purity objective) or "
+    variant: str = _opt("image-purity", "Class-specific formulation: 'reference' (the original work exactly), "
+                                 "'block' (whole own block free), 'purity' (direct block-purity objective), "
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
-                                 "costs accuracy).", VARIANTS)
+                                 "costs accuracy), 'image-purity' (each image's own-block share, averaged per "
+                                 "class) or 'dual-purity' (the mean of purity and image-purity).", VARIANTS)
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", WRT)
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "

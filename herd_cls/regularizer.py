@@ -2,7 +2,8 @@
 
 The mathematics is fixed in docs/method.md: for every sample i, ``H_i`` is the
 Hessian of the sample's loss with respect to its own latent vector ``z_i``; class-specific
-HeRD penalises the mass of the per-class mean ``|H_i|`` that lies outside the class's block.
+HeRD penalises the share of ``|H_i|`` that lies outside the class's block: each image's share,
+averaged per class (the default, ``image-purity``), or the share of the per-class mean (``purity``).
 
 >>> herd = HeRD(num_classes=10, latent_dim=22, shared_dims=2)
 >>> penalty = herd(model.classify, z, y, labels=y, loss="ce")      # scalar, differentiable
@@ -21,8 +22,9 @@ from .curvature import (LOSSES, METHODS, PROBE_METHODS, Loss, block_mass, hessia
                         per_sample_loss, sum_losses)
 from .registry import HerdError
 
-VARIANTS = ("reference", "block", "purity", "log-purity")
-PURITY_VARIANTS = ("purity", "log-purity")
+VARIANTS = ("reference", "block", "purity", "log-purity", "image-purity", "dual-purity")
+PURITY_VARIANTS = ("purity", "log-purity", "image-purity", "dual-purity")  # functions of the own block's share
+IMAGE_VARIANTS = ("image-purity", "dual-purity")  # penalise each image's own share
 LOG_PURITY_DELTA = 0.01  # log-purity penalises -log((P + delta) / (1 + delta)): finite at P = 0, 0 at P = 1
 MODES = ("class", "universal")
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
@@ -30,8 +32,8 @@ DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; se
 Reduce = Callable[[Tensor], Tensor]
 
 __all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
-           "class_penalty", "curvature_method", "hessian_block_mass", "latent_hessian", "penalty_ramp", "per_sample_loss",
-           "probe_penalty", "sum_losses", "universal_penalty"]
+           "class_penalty", "curvature_method", "hessian_block_mass", "image_penalty", "image_share", "latent_hessian",
+           "penalty_ramp", "per_sample_loss", "probe_penalty", "sum_losses", "universal_penalty"]
 
 
 # public API: blocks, masks, penalties
@@ -133,6 +135,25 @@ def _log_impurity(purity: Tensor) -> Tensor:
     return -torch.log((purity.clamp(0, 1) + LOG_PURITY_DELTA) / (1 + LOG_PURITY_DELTA)).mean()
 
 
+def image_share(H: Tensor, labels: Tensor, blocks: Tensor) -> Tensor:
+    """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d),
+    labels (B,) and blocks (K, d); 1 for an image without curvature (nothing lies outside its block)."""
+    own = blocks[labels]
+    inside = (H.abs() * (own.unsqueeze(2) & own.unsqueeze(1))).sum((1, 2))
+    total = H.abs().sum((1, 2))
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(H.dtype).tiny), torch.ones_like(total))
+
+
+def image_penalty(share: Tensor, labels: Tensor, num_classes: int, reduce: Reduce | None = None) -> Tensor:
+    """Mean over the classes in the batch of the class's mean of 1 - share_i, for per-image own-block
+    shares (B,). Each image counts once, however small its curvature: a confident image's cross-entropy
+    curvature is O(1 - p_y), so in the class-mean |H| it hardly counts at all."""
+    onehot = F.one_hot(labels, num_classes).to(share.dtype)
+    impurity, counts = _sum(onehot.T @ (1 - share), reduce), _sum(onehot.sum(0), reduce)
+    present = counts > 0
+    return (impurity[present] / counts[present]).mean()
+
+
 def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None) -> Tensor:
     """R_universal = alpha_off * offdiag(Hbar) / sum(Hbar) + ||diag(Hbar)||_2 / d, Hbar = mean |H_i|."""
     count = _sum(H.new_tensor(float(len(H))), reduce)
@@ -142,16 +163,24 @@ def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None =
     return alpha_off * (hbar.sum() - diag.sum()) / total + diag.norm() / hbar.shape[0]
 
 
-def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, log_purity: bool = False,
+def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, variant: str = "purity",
                   reduce: Reduce | None = None) -> Tensor:
-    """Mean over classes in the batch of 1 - sum_i inside_i / sum_i total_i (squared Frobenius mass),
-    or of -log((purity + delta) / (1 + delta)) with ``log_purity``; ``reduce`` as in :func:`class_penalty`."""
+    """The purity ``variant``'s penalty from per-image (B,) estimates of squared Frobenius masses inside
+    the own block and in all: class purity P_c = sum_i inside_i / sum_i total_i, image share
+    inside_i / total_i; ``reduce`` as in :func:`class_penalty`."""
+    share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(total))
+    per_image = image_penalty(share.clamp(0, 1), labels, num_classes, reduce) if variant in IMAGE_VARIANTS else None
+    if variant == "image-purity":
+        return per_image
     onehot = F.one_hot(labels, num_classes).to(total.dtype)
     tot, ins, counts = _sum(onehot.T @ total, reduce), _sum(onehot.T @ inside, reduce), _sum(onehot.sum(0), reduce)
     present = counts > 0
     # a class without curvature counts as pure, as in the exact path
     purity = torch.where(tot > 0, ins / tot.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(tot))
-    return _log_impurity(purity[present]) if log_purity else (1.0 - purity[present]).mean()
+    if variant == "log-purity":
+        return _log_impurity(purity[present])
+    class_mean = (1.0 - purity[present]).mean()
+    return class_mean if per_image is None else (class_mean + per_image) / 2
 
 
 def penalty_ramp(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
@@ -192,7 +221,10 @@ class HeRD(nn.Module):
         mode: ``"class"`` (class blocks) or ``"universal"`` (diagonal Hessian, no labels used).
         shared_dims: s dims at the end of z that belong to every class.
         alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass (reference, block).
-        variant: ``"purity"`` (penalise the share of mass outside the own block directly; the default),
+        variant: ``"image-purity"`` (the default: 1 - each image's own-block share of its |H|, averaged
+            per class, then over classes, so confident images count as much as uncertain ones),
+            ``"purity"`` (1 - the share of the class's summed |H| inside its block, which its least
+            confident images decide), ``"dual-purity"`` (the mean of the two),
             ``"log-purity"`` (-log of each class's purity, so a collapsed class weighs most),
             ``"reference"`` (the original research code's formulation) or ``"block"`` (its whole own
             block free).
@@ -208,7 +240,7 @@ class HeRD(nn.Module):
     """
 
     def __init__(self, num_classes: int, latent_dim: int, mode: str = "class", shared_dims: int = 0,
-                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "purity",
+                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "image-purity",
                  probes: int | None = None, method: str = "auto", reduce: Reduce | None = None):
         super().__init__()
         if mode not in MODES:
@@ -240,7 +272,13 @@ class HeRD(nn.Module):
         """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians."""
         if self.mode == "universal":
             return universal_penalty(H, self.alpha_off, self.reduce)
-        return class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
+        if self.variant == "image-purity":
+            return image_penalty(image_share(H, labels, self.blocks), labels, self.num_classes, self.reduce)
+        class_mean = class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
+        if self.variant == "dual-purity":
+            per_image = image_penalty(image_share(H, labels, self.blocks), labels, self.num_classes, self.reduce)
+            return (class_mean + per_image) / 2
+        return class_mean
 
     def forward(self, head: Callable, z: Tensor, target, labels: Tensor | None = None, loss: Loss = "ce") -> Tensor:
         """Scalar penalty for ``loss(head(z), target)``; ``labels`` pick each sample's block. Computed in
@@ -257,7 +295,7 @@ class HeRD(nn.Module):
             if method in PROBE_METHODS:
                 inside, total = block_mass(head, z, target, self.blocks[labels], loss, method, probes)
                 return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels, self.num_classes,
-                                     self.variant == "log-purity", self.reduce)
+                                     self.variant, self.reduce)
             return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels)
 
     def extra_repr(self) -> str:

@@ -1,11 +1,16 @@
 """Every curvature path against an independent oracle: per-sample torch.autograd.functional.hessian, and
 for Gauss-Newton an explicitly built J^T M J."""
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.functional import jacobian
 
-from herd_cls.curvature import block_mass, forward_block_mass, forward_gauss_newton, hessian_block_mass, latent_hessian, sum_losses
+from herd_cls.curvature import (block_mass, forward_block_mass, forward_gauss_newton, hessian_block_mass,
+                                latent_hessian, per_sample_loss, sum_losses)
+from herd_cls.models import BlockHead
 from herd_cls.registry import HerdError
 from herd_cls.regularizer import HeRD, class_blocks
 from toy_heads import CASES, decoder, float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
@@ -266,3 +271,32 @@ def test_universal_herd_on_a_decoder_is_the_penalty_of_its_gauss_newton_matrix()
     assert penalty.item() == pytest.approx(universal_penalty(oracle(head, z, x, "bce")).item(), rel=1e-2)
     penalty.backward()
     assert z.grad.abs().sum() > 0 and head[0].weight.grad.abs().sum() > 0
+
+
+def test_cross_entropy_equals_torch_for_confident_and_wrong_samples():
+    logits = torch.tensor([[30.0, 0.0, -5.0], [0.0, 40.0, 1.0], [2.0, 1.0, 0.5], [-100.0, 100.0, 0.0]])
+    y = torch.tensor([0, 0, 2, 0])
+    torch.testing.assert_close(per_sample_loss("ce")(logits, y), F.cross_entropy(logits, y, reduction="none"))
+
+
+def test_float32_cross_entropy_hessian_of_confident_samples_matches_float64_oracle():
+    # margins of 20-40: p_y rounds to 1 in float32, so d(CE)/d logit_y = p_y - 1 rounds to 0
+    torch.manual_seed(3)
+    head = BlockHead(6, 3, shared_dims=0, hidden=8)
+    z = torch.randn(12, 6)
+    with torch.no_grad():
+        head.w2.mul_(20.0)
+        y = head(z).argmax(1)
+    head32, z32 = copy.deepcopy(head).float(), z.float()
+    assert (torch.softmax(head32(z32), 1).gather(1, y[:, None]) == 1).any()     # the hard case is present
+    H32 = latent_hessian(head32, z32, y, "ce").double()
+    H64 = oracle(head.double(), z, y, "ce")
+    scale = H64.abs().amax((1, 2), keepdim=True)
+    assert ((H32 - H64).abs() / scale).max() < 1e-3
+    own = class_blocks(3, 6)[y]
+    inside = own[:, :, None] & own[:, None, :]
+    share = lambda H: (H.abs() * inside).sum((1, 2)) / H.abs().sum((1, 2))       # noqa: E731
+    torch.testing.assert_close(share(H32), share(H64), rtol=1e-3, atol=1e-4)
+    # what torch's own cross-entropy gives in float32: the own block of the sure samples is lost
+    naive = latent_hessian(head32, z32, y, lambda o, t: F.cross_entropy(o, t, reduction="none")).double()
+    assert (share(naive) - share(H64)).abs().max() > 0.5

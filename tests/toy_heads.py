@@ -1,6 +1,7 @@
 """Toy heads and the independent Hessian oracle shared by the curvature and penalty tests."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.functional import hessian
 
@@ -18,8 +19,9 @@ def float64():
 
 
 def oracle(head, z, target, loss):
-    """Independent reference: torch.autograd.functional.hessian, one sample at a time."""
-    fn = per_sample_loss(loss)
+    """Independent reference: torch.autograd.functional.hessian, one sample at a time, of the loss as
+    torch computes it (F.cross_entropy for "ce", not the library's rewriting)."""
+    fn = (lambda out, y: F.cross_entropy(out, y, reduction="none")) if loss == "ce" else per_sample_loss(loss)
     return torch.stack([
         hessian(lambda zi: fn(head(zi[None]), target[i:i + 1]).sum(), z[i]) for i in range(len(z))
     ])
