@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import torch
@@ -91,12 +92,13 @@ def attack_runs(seeds: list[int], args) -> None:
             key = f"{label} | seed {seed} | {args.backbone} | n {args.n_samples} | {PROTOCOL}"
             if key in done:
                 continue
+            start = time.perf_counter()
             done[key] = evaluate(label, seed, seeds, args)
             RESULTS.write_text(json.dumps(done, indent=1) + "\n")
             d = done[key]["default"]
             print(f"{label:16s} seed {seed}: clean {d['clean']['accuracy']:.3f}  worst case "
                   + "  ".join(f"eps {e}: {r['robust_accuracy']:.3f}" for e, r in d["worst_case"]["linf"].items())
-                  + f"  flags {sum(not c['passed'] for c in d['checks'])}", flush=True)
+                  + f"  flags {sum(not c['passed'] for c in d['checks'])}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def fmt(values: list) -> str:
