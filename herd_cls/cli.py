@@ -209,33 +209,54 @@ def _csv(kind):
 @main.command()
 @RUN_OPTION
 @click.option("--attack", "attacks", default="fgsm,pgd-linf,apgd-ce", show_default=True, callback=_csv(str),
-              help=f"Comma list of: {', '.join(ATTACK_NAMES)} (autoattack is slow: it includes Square).")
+              help=f"Comma list of: {', '.join(ATTACK_NAMES)}. square is gradient-free (it sees only the "
+                   "logits, so masked gradients do not stop it); autoattack is slow (it includes Square).")
 @click.option("--eps", default="0,0.03,0.1,0.3", show_default=True, callback=_csv(float),
               help="Comma list of perturbation budgets in [0, 1] pixel units (L2 norm for pgd-l2).")
 @click.option("--steps", default=10, show_default=True, help="Iterations of the iterative attacks.")
-@click.option("--restarts", default=1, show_default=True, help="Restarts of APGD.")
+@click.option("--restarts", default=1, show_default=True,
+              help="Restarts of every iterative attack: APGD and Square restart themselves; PGD reruns from a "
+                   "new random start and keeps, per image, a start that fools the model.")
+@click.option("--queries", default=1000, show_default=True, help="Model evaluations per image of square.")
+@click.option("--transfer-from", "transfer_path", default=None, type=click.Path(),
+              help="A run folder of the same data (e.g. a --reg none run): --transfer-attack is crafted on its "
+                   "model at every eps and evaluated on this one, as the attack transfer-<name>.")
+@click.option("--transfer-attack", default="pgd-linf", show_default=True,
+              type=click.Choice([a for a in ATTACK_NAMES if a != "square"]),
+              help="The white-box attack that --transfer-from crafts (--steps and --restarts apply).")
 @click.option("--n-samples", default=200, show_default=True, help="Class-balanced test images to attack.")
 @click.option("--compare", "compare_path", default=None, type=click.Path(),
               help="A second run to evaluate the same way and show side by side.")
 @OUT_OPTION
 @QUIET_OPTION
 @_friendly
-def robustness(run_path, attacks, eps, steps, restarts, n_samples, compare_path, out, quiet):
+def robustness(run_path, attacks, eps, steps, restarts, queries, transfer_path, transfer_attack, n_samples,
+               compare_path, out, quiet):
     """Clean and robust accuracy per class, attack and eps, with where in the latent blocks attacks move z.
 
-    Saves robustness.json in each run folder and robustness.html in the report folder (the last line
-    printed); lists the sanity checks and warns when one fails.
+    Every result carries sanity checks that tell robustness from gradient masking: accuracy falls as eps
+    grows; white-box attacks at eps >= 0.3, and PGD at an unbounded eps of 1, leave about no image correct;
+    square and transfer attacks are not stronger than the white-box ones; input gradients do not vanish.
+    Each is printed as pass or FLAG. Saves robustness.json in each run folder and robustness.html in the
+    report folder (the last line printed).
     """
     from . import commands
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
-    page, results = commands.robustness(runs, attacks, eps, steps, restarts, n_samples, out, quiet)
+    source = load_run(transfer_path) if transfer_path else None
+    page, results = commands.robustness(runs, attacks, eps, steps, restarts, n_samples, out, quiet, queries, source,
+                                        transfer_attack)
     for run, res in zip(runs, results):
-        click.echo(f"{run.path.name}: clean accuracy {res['clean']['accuracy']:.3f} on {res['n_samples']} images")
+        g = res["gradients"]
+        click.echo(f"{run.path.name}: clean accuracy {res['clean']['accuracy']:.3f} on {res['n_samples']} images; "
+                   f"median input-gradient norm: loss {g['ce_median']:.3g}, logit margin {g['margin_median']:.3g}")
         for name, table in res["attacks"].items():
-            click.echo(f"  {name:9s} " + "  ".join(f"eps {e}: {row['robust_accuracy']:.3f}" for e, row in table.items()))
+            click.echo(f"  {name:17s} " + "  ".join(f"eps {e}: {row['robust_accuracy']:.3f}"
+                                                  for e, row in table.items()))
+        flagged = [c for c in res["checks"] if not c["passed"]]
+        click.echo(f"  sanity checks: {len(res['checks']) - len(flagged)} pass, {len(flagged)} FLAG")
         for check in res["checks"]:
-            if not check["passed"]:
-                click.echo(f"  warning: sanity check failed: {check['check']} ({check['detail']})", err=True)
+            click.echo(f"    {'pass' if check['passed'] else 'FLAG'}  {check['check']} ({check['detail']})",
+                       err=not check["passed"])
     click.echo(str(page))

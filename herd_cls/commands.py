@@ -94,13 +94,16 @@ def report(runs: list[Run], method: str, out: str | None,
 
 
 def robustness(runs: list[Run], attacks: list[str], eps: list[float], steps: int, restarts: int, n_samples: int,
-               out: str | None, quiet: bool = False) -> tuple[Path, list[dict]]:
+               out: str | None, quiet: bool = False, queries: int = 1000, transfer_from: Run | None = None,
+               transfer_attack: str = "pgd-linf") -> tuple[Path, list[dict]]:
     """Attack every run, save each result as <run>/robustness.json (atomically), write robustness.html."""
     _same_classes(runs)
     results = []
     for run in runs:
-        with progress_bar(f"attacking {run.path.name}", len(attacks) * len(eps), quiet) as bar:
-            results.append(analysis.attack_run(run, attacks, eps, steps, restarts, n_samples, progress=bar.update))
+        total = (len(attacks) + (transfer_from is not None)) * len(eps)
+        with progress_bar(f"attacking {run.path.name}", total, quiet) as bar:
+            results.append(analysis.attack_run(run, attacks, eps, steps, restarts, n_samples, queries, transfer_from,
+                                               transfer_attack, progress=bar.update))
         write_json(run.path / "robustness.json", results[-1])
     page = pages.write_robustness_page([r.path.name for r in runs], [r.herd.blocks.cpu() for r in runs], results,
                                        runs[0].class_names, report_dir(runs[0], out))

@@ -226,17 +226,37 @@ def balanced_test_batch(run: Run, n_samples: int) -> tuple[Tensor, Tensor]:
 
 
 def attack_run(run: Run, attacks: list[str], eps: list[float], steps: int = 10, restarts: int = 1,
-               n_samples: int = 200, progress=None) -> dict:
-    """Robust accuracy of one run per attack, eps and class, with latent displacement and sanity checks
-    (see :func:`herd_cls.analysis.robustness.evaluate_robustness`); ``settings`` records the request."""
-    from .robustness import check_attack_request, evaluate_robustness
+               n_samples: int = 200, queries: int = 1000, transfer_from: Run | None = None,
+               transfer_attack: str = "pgd-linf", progress=None) -> dict:
+    """Robust accuracy of one run per attack, eps and class, with latent displacement, gradient norms and
+    sanity checks (see :func:`herd_cls.analysis.robustness.evaluate_robustness`); with ``transfer_from``,
+    also ``transfer_attack`` crafted on that run's model. ``settings`` records the request."""
+    from .robustness import Budget, check_attack_request, evaluate_robustness
 
-    check_attack_request(attacks, eps, len(run.class_names))
-    if steps < 1 or restarts < 1 or n_samples < 1:
-        raise HerdError("--steps, --restarts and --n-samples must be at least 1")
+    budget = Budget(steps, restarts, queries, len(run.class_names))
+    check_attack_request(attacks, eps, budget.num_classes, transfer_attack if transfer_from else None, budget)
+    if n_samples < 1:
+        raise HerdError("--n-samples must be at least 1")
+    if transfer_from is not None:
+        check_transfer_source(run, transfer_from)
     x, y = balanced_test_batch(run, n_samples)
     result = evaluate_robustness(run.classifier(), run.encode, x, y, run.herd.blocks.cpu(), attacks, eps, steps,
-                                 restarts, progress=progress)
-    result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts,
-                          "n_samples": len(y), "run": str(run.path)}
+                                 restarts, queries, transfer_from.classifier() if transfer_from else None,
+                                 transfer_attack, progress=progress)
+    result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts, "queries": queries,
+                          "n_samples": len(y), "run": str(run.path),
+                          "transfer_from": str(transfer_from.path) if transfer_from else None,
+                          "transfer_attack": transfer_attack if transfer_from else None}
     return result
+
+
+def check_transfer_source(run: Run, source: Run) -> None:
+    """A transfer source must read the same images and name the same classes as the attacked run."""
+    ours, theirs = run.info, source.info
+    if theirs.class_names != ours.class_names:
+        raise HerdError(f"--transfer-from {source.path.name} has classes {theirs.class_names}, this run has "
+                        f"{ours.class_names}; craft transfer attacks on a run of the same data set")
+    if (theirs.in_chans, theirs.image_size) != (ours.in_chans, ours.image_size):
+        raise HerdError(f"--transfer-from {source.path.name} takes {theirs.in_chans}x{theirs.image_size}x"
+                        f"{theirs.image_size} images, this run {ours.in_chans}x{ours.image_size}x{ours.image_size}; "
+                        "train the source with the same --image-size")

@@ -224,6 +224,23 @@ def robustness_curves(result: dict, class_index: int | None, title: str, path: P
     return _save(fig, path)
 
 
+def gradient_norm_curves(result: dict, title: str, path: Path) -> Path:
+    """Median per-image L2 norm of d margin / d x against eps, one line per attack, at the attacked images
+    (the clean images' median dashed; the tiny threshold dotted). A masked model's lines sit at the bottom."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.8, 2.8))
+    for i, (name, table) in enumerate(result["attacks"].items()):
+        eps = sorted(table, key=float)
+        ax.plot([float(e) for e in eps], [max(table[e]["gradients"]["margin_median"], 1e-12) for e in eps],
+                marker="o", ms=3, label=name, color=f"C{i}")
+    g = result["gradients"]
+    ax.axhline(max(g["margin_median"], 1e-12), ls="--", color="0.5", lw=0.8, label="clean")
+    ax.axhline(g["tiny"], ls=":", color="C3", lw=0.8, label="tiny")
+    ax.set_yscale("log"), ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7)
+    ax.set_ylabel("median |d margin / dx|", fontsize=8), ax.set_title(title, fontsize=9), ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
 def confusion_heatmap(confusion: list, class_names: list[str], title: str, path: Path) -> Path:
     """Where adversarial examples land: true class (rows) against adversarial prediction (columns)."""
     import numpy as np

@@ -148,7 +148,8 @@ def write_attribution_page(run_name: str, class_names: list[str], blocks, res: A
 
 def write_robustness_page(names: list[str], blocks: list, results: list[dict], class_names: list[str],
                           out_dir: Path) -> Path:
-    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, checks.
+    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, input-gradient
+    norms and the gradient-masking checks.
 
     ``names``, ``blocks`` (each run's (K, d) bool blocks) and ``results`` have one entry per run."""
     folder = out_dir / "robustness"
@@ -157,12 +158,14 @@ def write_robustness_page(names: list[str], blocks: list, results: list[dict], c
     entries = []
     for i, (name, run_blocks, res) in enumerate(zip(names, blocks, results)):
         tag = f"run{i}_"
-        strongest = list(res["attacks"])[-1]
+        strongest = [a for a in res["attacks"] if not a.startswith("transfer-")][-1]  # the last one asked for
         eps_mid = sorted(res["attacks"][strongest], key=float)[len(res["attacks"][strongest]) // 2]
         entries.append({
             "name": name, "result": res, "strongest": strongest, "eps_mid": eps_mid,
             "blocks": [run_blocks[c].nonzero().flatten().tolist() for c in range(len(class_names))],
             "overall": rel(figures.robustness_curves(res, None, f"{name}: all classes", folder / f"{tag}overall.png")),
+            "gradients": rel(figures.gradient_norm_curves(res, f"{name}: input gradients", folder / f"{tag}gradients.png")),
+            "flagged": sum(not c["passed"] for c in res["checks"]),
             "confusion": rel(figures.confusion_heatmap(res["attacks"][strongest][eps_mid]["confusion"], class_names,
                                                        f"{strongest}, eps {eps_mid}", folder / f"{tag}confusion.png")),
             "classes": [rel(figures.robustness_curves(res, c, f"class {class_names[c]}", folder / f"{tag}class{c}.png"))

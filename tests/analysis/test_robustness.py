@@ -91,18 +91,23 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     assert runner.invoke(main, ["train", *tiny_args, "--name", "a", "--epochs", "3"]).exit_code == 0
     run_dir = tmp_path / "runs" / "a"
     res = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "0,0.05,0.3", "--n-samples", "40",
-                               "--steps", "5", "--out", str(tmp_path / "r")])
+                               "--steps", "5", "--attack", "fgsm,pgd-linf,apgd-ce,square", "--queries", "100",
+                               "--transfer-from", str(run_dir), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
-    assert "sanity check failed" not in res.output
+    assert "pass, 0 FLAG" in res.output and "    FLAG  " not in res.output
+    assert "pass  unbounded pgd-linf (eps 1) leaves no image correct" in res.output
     saved = json.loads((run_dir / "robustness.json").read_text())
     assert saved["attacks"]["pgd-linf"]["0.0"]["robust_accuracy"] == saved["clean"]["accuracy"]
     assert saved["attacks"]["apgd-ce"]["0.3"]["robust_accuracy"] <= 0.1
+    # crafted on the run itself, the transfer attack is the white-box one
+    assert saved["attacks"]["transfer-pgd-linf"]["0.05"]["correct"] == saved["attacks"]["pgd-linf"]["0.05"]["correct"]
+    assert saved["settings"]["transfer_from"] == str(run_dir.resolve())
     # the classifier a run exposes is what was attacked: images in [0, 1] -> logits, eval mode
     run = load_run(run_dir)
     assert not run.classifier().training
     page = Path(res.output.strip().splitlines()[-1])
 
-    assert len(check_page(page).images) == 2 + 10  # overall curves, confusion, one curve per class
+    assert len(check_page(page).images) == 3 + 10  # overall curves, gradient norms, confusion, one curve per class
 
     bad = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "-0.1"])
     assert bad.exit_code != 0 and "outside [0, 1]" in bad.output and "Traceback" not in bad.output
