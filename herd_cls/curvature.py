@@ -169,8 +169,12 @@ def _output_form(out: Tensor, target, loss: str) -> Callable[[Tensor, Tensor], T
     if loss == "bce":  # the decoder ends in a sigmoid: M is p(1 - p) / n on the logits, so divide J_p by p(1 - p)
         var = (out * (1 - out)).clamp_min(1e-4)
         return lambda a, b: (a * b / (n * var)).sum(dims)
-    raise HerdError(f"the forward method knows the losses {', '.join(LOSSES)} and their tuples; "
-                    "for a custom loss callable use method 'hvp' or 'exact'")
+    raise _no_closed_form(loss)
+
+
+def _no_closed_form(loss) -> HerdError:
+    return HerdError(f"the forward method knows the losses {', '.join(LOSSES)} and their tuples; "
+                     "for a custom loss callable use method 'hvp' or 'exact'")
 
 
 def _finite_jvps(head: Callable, z: Tensor, directions: Tensor, eps: float):
@@ -244,7 +248,7 @@ def _output_gram(out: Tensor, target, loss: str, jac: Tensor) -> Tensor:
     elif loss == "bce":
         weight = 1.0 / (n * (out * (1 - out)).clamp_min(1e-4))
     else:
-        _output_form(out, target, loss)  # raises the error naming the known losses
+        raise _no_closed_form(loss)
     flat = jac.reshape(d, b, -1)
     return torch.einsum("ibn,jbn->bij", flat * weight.reshape(1, b, -1), flat)
 

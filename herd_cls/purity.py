@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .curvature import PROBE_METHODS, block_mass, latent_hessian, sum_losses
 from .metrics import class_block_purity
-from .regularizer import class_abs_sum, curvature_method
+from .regularizer import class_abs_sum, curvature_method, image_share, own_share
 
 WRT = ("classifier", "autoencoder", "both")
 EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
@@ -31,15 +31,6 @@ def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
         return model.decode, x, recon_loss
     head, loss = sum_losses([model.classify, model.decode], ["ce", recon_loss])
     return head, (y, x), loss
-
-
-def image_purity(H: Tensor, labels: Tensor, blocks: Tensor) -> Tensor:
-    """(B,) each image's share of sum |H_i| inside its own block; NaN for an image without curvature."""
-    own = blocks[labels]                                       # (B, d)
-    inside = (H.abs() * (own.unsqueeze(2) & own.unsqueeze(1))).sum((1, 2))
-    total = H.abs().sum((1, 2))
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(H.dtype).tiny),
-                       torch.full_like(total, float("nan")))
 
 
 @dataclass
@@ -115,12 +106,12 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tens
             onehot = torch.nn.functional.one_hot(y, K).float()
             inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
                 counts + onehot.sum(0)
-            per_image.append(torch.where(total > 0, inside / total.clamp_min(1e-30), torch.nan).clamp(0, 1).cpu())
+            per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
         else:
             H = latent_hessian(head, z, target, loss, method).detach().float()
             total, count = class_abs_sum(H, y, K)
             hsum, counts = hsum + total, counts + count
-            per_image.append(image_purity(H, y, blocks).cpu())
+            per_image.append(image_share(H, y, blocks, float("nan")).cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)

@@ -32,7 +32,7 @@ DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; se
 Reduce = Callable[[Tensor], Tensor]
 
 __all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
-           "class_penalty", "curvature_method", "hessian_block_mass", "image_penalty", "image_share", "latent_hessian",
+           "class_penalty", "curvature_method", "hessian_block_mass", "image_penalty", "image_share", "latent_hessian", "own_share",
            "penalty_ramp", "per_sample_loss", "probe_penalty", "sum_losses", "universal_penalty"]
 
 
@@ -135,13 +135,19 @@ def _log_impurity(purity: Tensor) -> Tensor:
     return -torch.log((purity.clamp(0, 1) + LOG_PURITY_DELTA) / (1 + LOG_PURITY_DELTA)).mean()
 
 
-def image_share(H: Tensor, labels: Tensor, blocks: Tensor) -> Tensor:
+def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
+    """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the block;
+    NaN: not measured)."""
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny),
+                       torch.full_like(total, empty))
+
+
+def image_share(H: Tensor, labels: Tensor, blocks: Tensor, empty: float = 1.0) -> Tensor:
     """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d),
-    labels (B,) and blocks (K, d); 1 for an image without curvature (nothing lies outside its block)."""
+    labels (B,) and blocks (K, d); ``empty`` for an image without curvature (see :func:`own_share`)."""
     own = blocks[labels]
     inside = (H.abs() * (own.unsqueeze(2) & own.unsqueeze(1))).sum((1, 2))
-    total = H.abs().sum((1, 2))
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(H.dtype).tiny), torch.ones_like(total))
+    return own_share(inside, H.abs().sum((1, 2)), empty)
 
 
 def image_penalty(share: Tensor, labels: Tensor, num_classes: int, reduce: Reduce | None = None) -> Tensor:
@@ -168,15 +174,13 @@ def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: in
     """The purity ``variant``'s penalty from per-image (B,) estimates of squared Frobenius masses inside
     the own block and in all: class purity P_c = sum_i inside_i / sum_i total_i, image share
     inside_i / total_i; ``reduce`` as in :func:`class_penalty`."""
-    share = torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(total))
-    per_image = image_penalty(share.clamp(0, 1), labels, num_classes, reduce) if variant in IMAGE_VARIANTS else None
+    per_image = image_penalty(own_share(inside, total).clamp(0, 1), labels, num_classes, reduce) if variant in IMAGE_VARIANTS else None
     if variant == "image-purity":
         return per_image
     onehot = F.one_hot(labels, num_classes).to(total.dtype)
     tot, ins, counts = _sum(onehot.T @ total, reduce), _sum(onehot.T @ inside, reduce), _sum(onehot.sum(0), reduce)
     present = counts > 0
-    # a class without curvature counts as pure, as in the exact path
-    purity = torch.where(tot > 0, ins / tot.clamp_min(torch.finfo(total.dtype).tiny), torch.ones_like(tot))
+    purity = own_share(ins, tot)  # a class without curvature counts as pure, as in the exact path
     if variant == "log-purity":
         return _log_impurity(purity[present])
     class_mean = (1.0 - purity[present]).mean()

@@ -24,7 +24,8 @@ from herd_cls import load_run
 from herd_cls.analysis.latents import collect
 from herd_cls.config import Config, load_config
 from herd_cls.curvature import latent_hessian
-from herd_cls.purity import Purity, image_purity, measure_purity
+from herd_cls.purity import Purity, measure_purity
+from herd_cls.regularizer import image_share
 from herd_cls.train import train
 
 NONE = "none"
@@ -53,7 +54,7 @@ def torch_ce_medians(model, data: dict, blocks: torch.Tensor) -> list[float]:
     """Per class, the median image's own purity as the Hessians of float32 ``F.cross_entropy`` read it
     (the measurement before herd_cls rewrote the loss: it loses the own block of confident images)."""
     H = latent_hessian(model.classify, data["z"], data["y"], lambda out, y: F.cross_entropy(out, y, reduction="none"))
-    share = image_purity(H.detach(), data["y"], blocks)
+    share = image_share(H.detach(), data["y"], blocks, empty=float("nan"))
     return Purity(torch.zeros(len(blocks)), share, data["y"], torch.zeros(0), "torch").image_view()["median"]
 
 

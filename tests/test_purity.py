@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.autograd.functional import hessian
 
-from herd_cls.purity import Purity, image_purity, measure_purity
-from herd_cls.regularizer import class_blocks
+from herd_cls.purity import Purity, measure_purity
+from herd_cls.regularizer import class_blocks, image_share
 
 
 def test_image_purity_golden():
@@ -13,7 +13,7 @@ def test_image_purity_golden():
     H[0, 0, 0], H[0, 1, 0], H[0, 3, 3] = 2.0, -1.0, 1.0       # class 0: 3 of 4 inside
     H[1, 2, 3], H[1, 0, 0] = 1.0, -3.0                        # class 1: 1 of 4 inside
     labels = torch.tensor([0, 1, 1])                          # the third image has no curvature
-    share = image_purity(H, labels, blocks)
+    share = image_share(H, labels, blocks, empty=float("nan"))
     assert share[:2].tolist() == [0.75, 0.25] and share[2].isnan()
 
 

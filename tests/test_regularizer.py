@@ -59,7 +59,7 @@ def test_universal_penalty_golden_value():
     assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.5)
 
 
-@pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity"])
+@pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity", "image-purity", "dual-purity"])
 def test_gradient_step_lowers_penalty(variant):
     torch.manual_seed(7)
     herd = HeRD(3, 7, shared_dims=1, variant=variant)

@@ -73,15 +73,15 @@ def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tenso
     mean absolute change of the decoded image, averaged over B_b's dims. A class whose images change
     only when its own block moves scores specificity 1.
     """
-    num_classes = blocks.shape[0]
+    num_classes, d = blocks.shape
     effect = torch.full((num_classes, num_classes), float("nan"))
     for c in range(num_classes):
         zc = z[y == c]
         if len(zc) == 0:
             continue
-        for b in range(num_classes):
-            res = sweep(model, zc, blocks[b].nonzero().flatten().tolist(), std, span, steps=2)
-            effect[c, b] = (res["images"][:, 1] - res["images"][:, 0]).abs().mean()
+        images = sweep(model, zc, list(range(d)), std, span, steps=2)["images"]          # (d, 2, S, C, H, W)
+        change = (images[:, 1] - images[:, 0]).abs().flatten(1).mean(1)                 # (d,)
+        effect[c] = torch.stack([change[blocks[b].cpu()].mean() for b in range(num_classes)])
     return effect
 
 

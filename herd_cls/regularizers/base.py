@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from torch import Tensor
 
@@ -95,6 +95,19 @@ class Regularizer:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class DecoderPenalty(Regularizer):
+    """A penalty ``penalty_fn(decode, z, scale=...)`` of the decoder around each latent of the batch's first
+    ``--penalty-samples`` samples, with z measured in its batch std (an encoder's z has no unit prior)."""
+
+    needs_decoder = True
+    penalty_fn: ClassVar[Callable[..., Tensor]]
+
+    def loss(self, model, batch):
+        batch = batch.head(self.penalty_samples)
+        penalty = self.penalty_fn(model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6))
+        return penalty, self.weight * penalty
 
 
 @REGULARIZERS.register("none")

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import REGULARIZERS, Regularizer
+from .base import REGULARIZERS, DecoderPenalty
 
 
 def hessian_penalty(fn: Callable[[Tensor], Tensor], z: Tensor, k: int = 2, epsilon: float = 0.1,
@@ -30,12 +30,7 @@ def hessian_penalty(fn: Callable[[Tensor], Tensor], z: Tensor, k: int = 2, epsil
 
 
 @REGULARIZERS.register("hessian-penalty")
-class HessianPenalty(Regularizer):
+class HessianPenalty(DecoderPenalty):
     name, help = "hessian-penalty", "the Hessian Penalty on the decoder (finite differences, k=2, eps=0.1)"
     default_weight = 0.001
-    needs_decoder = True
-
-    def loss(self, model, batch):
-        batch = batch.head(self.penalty_samples)
-        penalty = hessian_penalty(model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6))
-        return penalty, self.weight * penalty
+    penalty_fn = staticmethod(hessian_penalty)

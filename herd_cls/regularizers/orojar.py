@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..curvature import forward_jacobian
-from .base import REGULARIZERS, Regularizer
+from .base import REGULARIZERS, DecoderPenalty
 
 
 def orojar_penalty(fn: Callable[[Tensor], Tensor], z: Tensor, scale: Tensor | None = None,
@@ -30,12 +30,7 @@ def orojar_penalty(fn: Callable[[Tensor], Tensor], z: Tensor, scale: Tensor | No
 
 
 @REGULARIZERS.register("orojar")
-class OroJaR(Regularizer):
+class OroJaR(DecoderPenalty):
     name, help = "orojar", "OroJaR: orthogonal decoder Jacobian columns (finite differences)"
     default_weight = 1.0
-    needs_decoder = True
-
-    def loss(self, model, batch):
-        batch = batch.head(self.penalty_samples)
-        penalty = orojar_penalty(model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6))
-        return penalty, self.weight * penalty
+    penalty_fn = staticmethod(orojar_penalty)

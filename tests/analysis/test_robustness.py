@@ -14,13 +14,6 @@ from herd_cls.registry import HerdError
 from herd_cls.regularizer import class_blocks
 
 
-@pytest.fixture
-def toy():
-    torch.manual_seed(0)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
-    model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()
-    x = torch.rand(60, 1, 8, 8)
-    return model, encoder, x, model(x).argmax(1).detach()
 
 
 def fgsm_reference(model, x, y, eps):

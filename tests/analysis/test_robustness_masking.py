@@ -22,13 +22,6 @@ class Quantise(nn.Module):
         return torch.round(x * 4) / 4
 
 
-@pytest.fixture
-def toy():
-    torch.manual_seed(0)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
-    model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()
-    x = torch.rand(60, 1, 8, 8)
-    return model, encoder, x, model(x).argmax(1).detach()
 
 
 def failed(result):

@@ -1,0 +1,14 @@
+"""Shared fixtures of the analysis tests."""
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture
+def toy():
+    """(model, encoder, images, the model's own predictions): a tiny 4-class classifier on 8x8 images."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()
+    x = torch.rand(60, 1, 8, 8)
+    return model, encoder, x, model(x).argmax(1).detach()
