@@ -1,4 +1,6 @@
 import pytest
+import torch
+from torch import nn
 
 # a model and data small enough to train end-to-end in seconds on a CPU
 TINY = ["--dataset", "digits", "--num-samples", "300", "--image-size", "16", "--backbone", "conv",
@@ -8,3 +10,13 @@ TINY = ["--dataset", "digits", "--num-samples", "300", "--image-size", "16", "--
 @pytest.fixture
 def tiny_args(tmp_path):
     return TINY + ["--out-dir", str(tmp_path / "runs")]
+
+
+@pytest.fixture
+def toy():
+    """(model, encoder, images, the model's own predictions): a tiny 4-class classifier on 8x8 images."""
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()
+    x = torch.rand(60, 1, 8, 8)
+    return model, encoder, x, model(x).argmax(1).detach()
