@@ -1,12 +1,12 @@
 """herd_cls: HeRD, a Hessian regularizer for class-specific disentanglement, for timm classifiers and autoencoders."""
 from .data import DATASETS, create_datasets, make_shapes
-from .metrics import class_block_purity
+from .curvature import hessian_block_mass, latent_hessian
+from .layout import BlockLayout
 from .models import ConvDecoder, ConvEncoder, LatentModel, create_model
-from .purity import Purity, measure_purity
+from .purity import Purity, class_block_purity, measure_purity
 from .registry import HerdError
-from .regularizer import (HeRD, class_blocks, class_mask, class_penalty, hessian_block_mass, latent_hessian,
-                          universal_penalty)
 from .regularizers import REGULARIZERS, Regularizer, create_regularizer
+from .regularizers.herd_penalty import HeRD, class_mask, class_penalty, universal_penalty
 from .run import Run, load_run
 
 __version__ = "0.1.0"

@@ -159,15 +159,13 @@ def report(run_path, compare_path, method, out, quiet):
     relative, so it can be zipped and opened from file://. The last line printed is index.html.
     """
     from . import commands
+    from .analysis.scores import METRICS
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
     index, analyses = commands.report(runs, method, out, quiet)
     for a in analyses:
-        m = a.metrics()
-        click.echo(f"{a.name}: accuracy {m['accuracy']:.3f}  block purity {m['block_purity']:.3f}  "
-                   f"attribution alignment {m['attribution_alignment']:.3f}  "
-                   f"sweep specificity {m['sweep_specificity']:.3f}")
+        click.echo(f"{a.name}: " + "  ".join(f"{METRICS.get(k).label} {v:.3f}" for k, v in a.metrics().items()))
     click.echo(str(index))
 
 

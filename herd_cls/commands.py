@@ -25,13 +25,13 @@ def resolve_class(run: Run, value: str) -> int:
 
 def parse_dims(run: Run, spec: str, target: int) -> list[int]:
     """``all``, ``block`` (the class's own), ``shared``, or a comma list such as ``0,3,7``."""
-    d = run.herd.latent_dim
+    d = run.layout.latent_dim
     if spec == "all":
         return list(range(d))
     if spec == "block":
-        return run.herd.block(target).tolist()
+        return run.layout.block(target).tolist()
     if spec == "shared":
-        dims = run.herd.shared.tolist()
+        dims = run.layout.shared.tolist()
         if not dims:
             raise HerdError("this run has no shared dims; use --dims block, all or a list")
         return dims
@@ -76,7 +76,7 @@ def attribute(run: Run, class_: str | None, method: str, samples: int,
     with progress_bar("attribute", 2, quiet) as bar:
         result = analysis.attribute_classes(run, classes, method, samples)
         bar.update()
-        page = pages.write_attribution_page(run.path.name, run.class_names, run.herd.blocks.cpu(), result,
+        page = pages.write_attribution_page(run.path.name, run.class_names, run.layout, result,
                                             report_dir(run, out))
     return page, result
 
@@ -105,7 +105,7 @@ def robustness(runs: list[Run], attacks: list[str], eps: list[float], steps: int
             results.append(analysis.attack_run(run, attacks, eps, steps, restarts, n_samples, queries, transfer_from,
                                                transfer_attack, progress=bar.update))
         write_json(run.path / "robustness.json", results[-1])
-    page = pages.write_robustness_page([r.path.name for r in runs], [r.herd.blocks.cpu() for r in runs], results,
+    page = pages.write_robustness_page([r.path.name for r in runs], [r.layout.masks for r in runs], results,
                                        runs[0].class_names, report_dir(runs[0], out))
     return page, results
 

@@ -11,9 +11,10 @@ import yaml
 from .data import DATASETS
 from .models import HEADS, LATENTS
 from .purity import WRT
+from .curvature import LOSSES, METHODS
 from .registry import HerdError
-from .regularizer import LOSSES, METHODS, VARIANTS
 from .regularizers import REGULARIZERS, regularizer_class
+from .regularizers.herd_penalty import VARIANTS
 
 REGS = tuple(REGULARIZERS.names())
 RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")

@@ -2,7 +2,7 @@
 unbiased block-mass estimates from probes, one of them forward-only.
 
 Everything here is a pure function of a head (any callable z -> output), a latent batch z (B, d) and a
-target; :mod:`herd_cls.regularizer` turns the results into penalties.
+target; :mod:`herd_cls.regularizers.herd_penalty` turns the results into penalties.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ LOSSES = ("ce", "mse", "bce")
 HESSIAN_METHODS = ("auto", "exact", "closed_form", "gauss_newton")
 PROBE_METHODS = ("hvp", "forward")
 METHODS = (*HESSIAN_METHODS, *PROBE_METHODS)
+AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
+DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
 
 
 # helpers
@@ -319,3 +321,21 @@ def sum_losses(heads: Sequence[Callable], losses: Sequence[str]) -> tuple[Callab
         return tuple(h(z) for h in heads)
 
     return head, tuple(losses)
+
+
+def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None) -> tuple[str, int | None]:
+    """The curvature path "auto" stands for, with its probe count: measured in docs/performance.md.
+
+    The classifier's CE at d <= AUTO_EXACT_MAX_DIM: exact Hessians (the closed form for a linear head).
+    A decoder loss, a sum with one, or a wider latent: the forward-only Gauss-Newton estimate, which
+    never backpropagates twice. ``probes`` given with "auto" on CE keeps its old meaning: HVP probes.
+    """
+    if method in PROBE_METHODS:
+        return method, probes or DEFAULT_PROBES[method]
+    if method != "auto":
+        return method, None
+    if loss == "ce" and probes is not None:
+        return "hvp", probes
+    if loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM:
+        return "auto", None
+    return "forward", probes or DEFAULT_PROBES["forward"]

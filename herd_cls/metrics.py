@@ -4,46 +4,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def class_block_purity(hbar: Tensor, blocks: Tensor) -> Tensor:
-    """Share of each class's mean |H| mass that lies inside its own block B_c x B_c.
-
-    Args:
-        hbar: (K, d, d) per-class mean (or sum) of |H_i|.
-        blocks: (K, d) boolean class blocks.
-    Returns:
-        (K,) purity in [0, 1]; NaN for a class with no mass (absent from the data).
-        Chance, for mass spread evenly, is (n / d)^2 with n dims per block.
-    """
-    inside = (hbar.abs() * (blocks.unsqueeze(2) & blocks.unsqueeze(1))).sum((1, 2))
-    total = hbar.abs().sum((1, 2))
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(hbar.dtype).tiny),
-                       torch.full_like(total, float("nan")))
+from .layout import BlockLayout
+from .purity import own_share
 
 
-def _share_in_blocks(weights: Tensor, labels: Tensor, blocks: Tensor) -> Tensor:
+def _share_in_blocks(weights: Tensor, labels: Tensor, layout: BlockLayout) -> Tensor:
     """Per class, the share of sum |weights_i| (rows of samples of that class) inside the class's block."""
-    w = weights.abs()
-    num_classes = blocks.shape[0]
-    out = torch.full((num_classes,), float("nan"))
-    for c in range(num_classes):
-        rows = w[labels == c]
-        if len(rows) and rows.sum() > 0:
-            out[c] = rows[:, blocks[c]].sum() / rows.sum()
-    return out
+    w = weights.abs().float()
+    onehot = torch.nn.functional.one_hot(labels, layout.num_classes).to(w.dtype)
+    inside = onehot.T @ (w * layout.own(labels)).sum(1)
+    return own_share(inside, onehot.T @ w.sum(1), float("nan"))
 
 
-def attribution_alignment(attributions: Tensor, labels: Tensor, blocks: Tensor) -> dict:
+def attribution_alignment(attributions: Tensor, labels: Tensor, layout: BlockLayout) -> dict:
     """Share of each sample's latent attribution of its true-class logit that falls in its block.
 
     Args:
         attributions: (N, d) attribution of the true-class logit to each latent dim.
-        labels: (N,) classes; blocks: (K, d) boolean class blocks.
+        labels: (N,) classes; layout: the class blocks.
     Returns:
         {"attribution_alignment": mean over classes, "attribution_alignment_per_class": [K]};
         chance, for attribution spread evenly, is n / d.
     """
-    per_class = _share_in_blocks(attributions, labels, blocks)
+    per_class = _share_in_blocks(attributions, labels, layout)
     return {"attribution_alignment": float(torch.nanmean(per_class)),
             "attribution_alignment_per_class": per_class.tolist()}
 
@@ -59,8 +42,7 @@ def sweep_specificity(effect: Tensor) -> dict:
         specificity_c = effect[c, c] / sum_k effect[c, k]; 1 is perfectly specific, 1/K is chance.
     """
     effect = effect.abs()
-    total = effect.sum(1)
-    per_class = torch.where(total > 0, effect.diagonal() / total.clamp_min(1e-30), torch.full_like(total, float("nan")))
+    per_class = own_share(effect.diagonal(), effect.sum(1), float("nan"))
     return {"sweep_specificity": float(torch.nanmean(per_class)), "sweep_specificity_per_class": per_class.tolist()}
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .registry import HerdError
-from .regularizer import class_blocks
+from .layout import BlockLayout
 
 LATENTS = ("bottleneck", "pre-logits")
 HEADS = ("mlp", "linear", "block")
@@ -112,19 +112,16 @@ class BurgessDecoder(nn.Module):
 class BlockHead(nn.Module):
     """Logit k from its own small MLP on class k's block and the shared dims only.
 
-    Class blocks are contiguous, ``latent_dim - shared_dims`` split evenly over the classes, shared dims
-    at the end (the layout of :func:`herd_cls.regularizer.class_blocks`). Every logit then depends on its
-    own block, so a confident sample's loss curvature sits in its class's block by construction.
+    The blocks are those of the model's :class:`~herd_cls.layout.BlockLayout`. Every logit then depends on
+    its own block, so a confident sample's loss curvature sits in its class's block by construction.
     """
 
-    def __init__(self, latent_dim: int, num_classes: int, shared_dims: int, hidden: int = 64):
+    def __init__(self, layout: BlockLayout, hidden: int = 64):
         super().__init__()
-        blocks = class_blocks(num_classes, latent_dim, shared_dims)   # checks that the dims split
-        shared = list(range(latent_dim - shared_dims, latent_dim))
-        index = [b.nonzero().flatten().tolist() + shared for b in blocks]
+        num_classes, shared = layout.num_classes, layout.shared.tolist()
+        index = [layout.block(c).tolist() + shared for c in range(num_classes)]
         self.register_buffer("index", torch.tensor(index), persistent=False)
-        per_class = int(blocks[0].sum())
-        width = per_class + shared_dims
+        width = layout.dims_per_class + layout.shared_dims
         self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))
         self.b1 = nn.Parameter(torch.zeros(num_classes, hidden))
         self.w2 = nn.Parameter(torch.randn(num_classes, hidden) / math.sqrt(hidden))
@@ -136,15 +133,18 @@ class BlockHead(nn.Module):
         return torch.einsum("bkh,kh->bk", h, self.w2) + self.b2
 
 
-def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64, shared_dims: int = 0) -> nn.Module:
-    """Classifier head. A linear head cannot carry class-specific curvature (METHOD.md): use ``mlp``,
-    or ``block``, which gives each logit only its own class block and the shared dims."""
+def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64,
+              layout: BlockLayout | None = None) -> nn.Module:
+    """Classifier head z -> logits. A linear head cannot carry class-specific curvature (docs/method.md):
+    use ``mlp``, or ``block``, which gives each logit only its own class block of ``layout`` and the
+    shared dims."""
+    d = latent_dim
     if kind == "linear":
-        return nn.Linear(latent_dim, num_classes)
+        return nn.Linear(d, num_classes)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(latent_dim, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
+        return nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
     if kind == "block":
-        return BlockHead(latent_dim, num_classes, shared_dims, hidden)
+        return BlockHead(layout or BlockLayout.split(num_classes, d), hidden)
     raise HerdError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
 
 
@@ -153,8 +153,10 @@ class LatentModel(nn.Module):
 
     Args:
         backbone: x -> features (B, F); a timm model built with ``num_classes=0`` or a ConvEncoder.
-        latent_dim: size of z; a linear bottleneck maps F -> latent_dim. ``None`` uses the
-            features themselves as z (``pre-logits``).
+        latent_dim: the size of z.
+        layout: the class blocks of z (:class:`~herd_cls.layout.BlockLayout`), or None where z does not
+            split into class blocks (a plain model; every herd-cls run has one).
+        bottleneck: a linear map F -> latent_dim; False uses the features themselves as z (``pre-logits``).
         classify: the head z -> logits.
         decode: the head z -> image, or None.
         mean, std: per-channel normalisation applied to inputs in [0, 1].
@@ -162,15 +164,19 @@ class LatentModel(nn.Module):
             the VAE baselines; ``encode`` still returns the mean.
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int | None, classify: nn.Module,
-                 decode: nn.Module | None, mean: list[float], std: list[float], variational: bool = False):
+    def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int, layout: BlockLayout | None,
+                 bottleneck: bool, classify: nn.Module, decode: nn.Module | None, mean: list[float], std: list[float],
+                 variational: bool = False):
         super().__init__()
-        if variational and latent_dim is None:
+        if variational and not bottleneck:
             raise HerdError("a variational latent needs a bottleneck; use latent 'bottleneck'")
+        if layout is not None and layout.latent_dim != latent_dim:
+            raise HerdError(f"the block layout has {layout.latent_dim} dims, z has {latent_dim}")
         self.backbone = backbone
-        self.bottleneck = nn.Linear(num_features, latent_dim) if latent_dim is not None else nn.Identity()
-        self.logvar = nn.Linear(num_features, latent_dim) if variational else None
-        self.latent_dim = latent_dim if latent_dim is not None else num_features
+        self.layout = layout
+        self.latent_dim = latent_dim
+        self.bottleneck = nn.Linear(num_features, self.latent_dim) if bottleneck else nn.Identity()
+        self.logvar = nn.Linear(num_features, self.latent_dim) if variational else None
         self.classify = classify
         self.decode = decode
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -308,8 +314,11 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
     else:
         shared_dims = shared_dims or 0
         d = latent_dim if latent_dim is not None else 2 * num_classes + shared_dims
-    classifier = classifier or make_head(head, d, num_classes, head_hidden, shared_dims)
+    # a model whose dims do not split into class blocks has no layout (it cannot be a herd-cls run)
+    layout = BlockLayout.split(num_classes, d, shared_dims) if head == "block" or BlockLayout.fits(
+        num_classes, d, shared_dims) else None
+    classifier = classifier or make_head(head, d, num_classes, head_hidden, layout)
     decoder_class = BurgessDecoder if backbone == BURGESS_BACKBONE else ConvDecoder
     dec = decoder_class(d, (in_chans, image_size, image_size)) if decoder else None
-    return LatentModel(features, num_features, None if latent == "pre-logits" else d, classifier, dec, mean, std,
+    return LatentModel(features, num_features, d, layout, latent != "pre-logits", classifier, dec, mean, std,
                        variational)

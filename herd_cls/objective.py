@@ -7,7 +7,7 @@ from torch import nn
 
 from .config import Config
 from .models import LatentModel
-from .regularizer import per_sample_loss
+from .curvature import per_sample_loss
 from .regularizers import Batch, Regularizer, reparameterise
 
 

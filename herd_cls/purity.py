@@ -5,6 +5,8 @@ For class c with block B_c, two views of the latent Hessians H_i of its images:
   a class's least confident images dominate it, since a confident image's curvature scales with 1 - p_y);
 - per image: each image's own-block share of its own |H_i| mass, summarised per class by the mean, the
   median and the share of images at or above 0.5.
+
+:func:`own_share` is the one place the ratio is formed; the HeRD penalties and the metrics call it.
 """
 from __future__ import annotations
 
@@ -14,12 +16,41 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-from .curvature import PROBE_METHODS, block_mass, latent_hessian, sum_losses
-from .metrics import class_block_purity
-from .regularizer import class_abs_sum, curvature_method, image_share, own_share
+import torch.nn.functional as F
+
+from .curvature import PROBE_METHODS, block_mass, curvature_method, latent_hessian, sum_losses
+from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both")
 EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
+
+
+def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
+    """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the block;
+    NaN: not measured)."""
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny),
+                       torch.full_like(total, empty))
+
+
+def image_share(H: Tensor, labels: Tensor, layout: BlockLayout, empty: float = 1.0) -> Tensor:
+    """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d) and
+    labels (B,); ``empty`` for an image without curvature (see :func:`own_share`)."""
+    inside = (H.abs() * layout.own_pairs(labels)).sum((1, 2))
+    return own_share(inside, H.abs().sum((1, 2)), empty)
+
+
+def class_abs_sum(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sum of |H_i| and sample count: ((K, d, d), (K,)); sums over batches add up."""
+    onehot = F.one_hot(labels, num_classes).to(H.dtype)
+    return torch.einsum("bk,bde->kde", onehot, H.abs()), onehot.sum(0)
+
+
+def class_block_purity(hbar: Tensor, layout: BlockLayout) -> Tensor:
+    """(K,) share of each class's mean (or summed) |H| mass, hbar (K, d, d), inside its own block
+    B_c x B_c; NaN for a class with no mass. Chance, for mass spread evenly, is ``layout.chance()``."""
+    masks = layout.masks.to(hbar.device)
+    inside = (hbar.abs() * (masks.unsqueeze(2) & masks.unsqueeze(1))).sum((1, 2))
+    return own_share(inside, hbar.abs().sum((1, 2)), float("nan"))
 
 
 def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
@@ -74,7 +105,7 @@ class Purity:
                 "purity_method": self.method, "purity_samples": len(self.labels)}
 
 
-def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tensor, wrt: str = "classifier",
+def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: BlockLayout, wrt: str = "classifier",
                    recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None,
                    probes: int = EVAL_PROBES, seed: int = 0) -> Purity:
     """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples`` images),
@@ -83,8 +114,8 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tens
     losses and wide latents, whose exact Hessians are slow), both views use the squared Frobenius masses
     estimated with ``probes`` pairs per image, seeded. ``Purity.method`` says which. The model's mode is
     left as it is."""
-    device = blocks.device
-    K, d = blocks.shape
+    device = next(model.parameters()).device
+    K, d = layout.num_classes, layout.latent_dim
     generator = torch.Generator().manual_seed(seed)
     hsum, counts = torch.zeros(K, d, d, device=device), torch.zeros(K, device=device)
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
@@ -101,9 +132,9 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tens
         method, _ = curvature_method(hessian_method, loss, d, None)
         if method in PROBE_METHODS:
             with torch.no_grad() if method == "forward" else torch.enable_grad():
-                inside, total = block_mass(head, z, target, blocks[y], loss, method, probes, generator)
+                inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
             inside, total = inside.detach().float(), total.detach().float()
-            onehot = torch.nn.functional.one_hot(y, K).float()
+            onehot = F.one_hot(y, K).float()
             inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
                 counts + onehot.sum(0)
             per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
@@ -111,13 +142,13 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], blocks: Tens
             H = latent_hessian(head, z, target, loss, method).detach().float()
             total, count = class_abs_sum(H, y, K)
             hsum, counts = hsum + total, counts + count
-            per_image.append(image_share(H, y, blocks, float("nan")).cpu())
+            per_image.append(image_share(H, y, layout, float("nan")).cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
     if method in PROBE_METHODS:
-        per_class = torch.where(counts > 0, inside_sum / total_sum.clamp_min(1e-30), torch.nan).clamp(0, 1).cpu()
+        per_class = torch.where(counts > 0, own_share(inside_sum, total_sum, float("nan")), torch.nan).clamp(0, 1).cpu()
         label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
     else:
-        per_class, label = class_block_purity(hbar, blocks).cpu(), f"exact |H| ({hessian_method})"
+        per_class, label = class_block_purity(hbar, layout).cpu(), f"exact |H| ({hessian_method})"
     return Purity(per_class, torch.cat(per_image), torch.cat(labels), hbar.cpu(), label)

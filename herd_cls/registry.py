@@ -31,8 +31,13 @@ class Registry(Generic[T]):
             raise HerdError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
         return self._items[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, sort: bool = True) -> list[str]:
+        """The registered names, sorted (or in registration order)."""
+        return sorted(self._items) if sort else list(self._items)
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests that register a toy entry)."""
+        self._items.pop(name, None)
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

@@ -18,8 +18,8 @@ from .config import Config, load_config
 from .data import DataInfo, create_datasets
 from .files import atomic_write
 from .models import LatentModel, create_model
+from .layout import BlockLayout
 from .registry import HerdError
-from .regularizer import HeRD
 from .regularizers import regularizer_class
 
 WEIGHTS = "model.safetensors"
@@ -54,8 +54,9 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
     return replace(cfg, latent_dim=d, shared_dims=shared)
 
 
-def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel, HeRD]:
-    """The model and HeRD module a config describes; returns the config with its dims resolved."""
+def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel]:
+    """The model a config describes (its block layout in ``model.layout``); returns the config with its
+    dims resolved."""
     # a bottleneck's size is known now; pre-logit dims wait for the backbone's width
     dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
     reg = regularizer_class(cfg.reg)
@@ -65,10 +66,9 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
                          pretrained_file=cfg.pretrained_file, mean=mean, std=std, variational=reg.variational,
                          shared_dims=dims.shared_dims)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
-    herd = HeRD(info.num_classes, cfg.latent_dim, mode=reg.herd_mode,
-                shared_dims=cfg.shared_dims, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
-                variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method)
-    return cfg, model, herd
+    if model.layout is None:  # raises the error that names the fix
+        BlockLayout.split(info.num_classes, cfg.latent_dim, cfg.shared_dims)
+    return cfg, model
 
 
 def _damaged(path: Path, what: str) -> HerdError:
@@ -117,16 +117,20 @@ def load_checkpoint(path: Path, device) -> dict:
 
 @dataclass
 class Run:
-    """A trained run as a Python object: the model and its verbs (encode, classify, decode), HeRD
-    blocks, config, data, and what was measured on it."""
+    """A trained run as a Python object: the model and its verbs (encode, classify, decode), its class
+    blocks (``layout``), config, data, and what was measured on it."""
 
     path: Path
     config: Config
     info: DataInfo
     model: LatentModel
-    herd: HeRD
     summary: dict
     _splits: dict[str, Dataset] | None = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> BlockLayout:
+        """The class blocks of z: ``run.layout.block(3)``, ``run.layout.shared``."""
+        return self.model.layout
 
     @property
     def class_names(self) -> list[str]:
@@ -184,14 +188,13 @@ def load_run(path: str | Path = "runs/latest", device: str = "cpu") -> Run:
         info, mean, std = DataInfo(**data["info"]), data["mean"], data["std"]
     except (KeyError, TypeError):
         raise _damaged(path / "data.json", "missing the data set description") from None
-    cfg, model, herd = build(replace(cfg, pretrained=False, pretrained_file=None), info, mean, std)
+    cfg, model = build(replace(cfg, pretrained=False, pretrained_file=None), info, mean, std)
     try:
         model.load_state_dict(load_weights(path / WEIGHTS, device))
     except RuntimeError:
         raise _damaged(path / WEIGHTS, "weights of another model than config.yaml describes") from None
     model.to(device).eval()
-    herd.to(device)
-    return Run(path.resolve(), cfg, info, model, herd, read_json_file(path / "summary.json"))
+    return Run(path.resolve(), cfg, info, model, read_json_file(path / "summary.json"))
 
 
 def save_data_info(path: Path, info: DataInfo, mean: list[float], std: list[float]) -> None:

@@ -28,7 +28,6 @@ from .models import LatentModel
 from .purity import measure_purity
 from .registry import HerdError
 from .objective import Forward, batch_losses
-from .regularizer import HeRD
 from .regularizers import Regularizer, create_regularizer
 from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, read_metrics, save_data_info,
                   write_json)
@@ -65,7 +64,7 @@ def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[flo
 
 
 @torch.no_grad()
-def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, device: torch.device,
+def evaluate(model: LatentModel, cfg: Config, loader: DataLoader, device: torch.device,
              hessian_samples: int = EVAL_HESSIAN_SAMPLES) -> dict:
     """Loss, accuracy and reconstruction error on ``loader``, and block purity on its first
     ``hessian_samples`` images (see :mod:`herd_cls.purity`)."""
@@ -81,7 +80,7 @@ def evaluate(model: LatentModel, herd: HeRD, cfg: Config, loader: DataLoader, de
                 sums[k] += float(out[k]) * len(y)
         sums["correct"] += float(out["correct"])
     with torch.enable_grad():
-        purity = measure_purity(model, loader, herd.blocks, cfg.wrt, cfg.recon_loss, cfg.hessian_method,
+        purity = measure_purity(model, loader, model.layout, cfg.wrt, cfg.recon_loss, cfg.hessian_method,
                                 hessian_samples)
     return {"loss": sums["loss"] / n, "accuracy": sums["correct"] / n, "ce": sums["ce"] / n,
             "recon": sums["recon"] / n if model.decode else None, **purity.summary()}
@@ -126,7 +125,6 @@ class Session:
     ranks: distributed.Ranks
     model: LatentModel
     forward: nn.Module              # Forward(model), wrapped in DistributedDataParallel under torchrun
-    herd: HeRD
     reg: Regularizer
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -183,17 +181,17 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     loaders = _loaders(cfg, splits, shuffle, ranks)
     if cfg.steps is not None:  # a budget in steps fixes the epochs, so the schedules and --resume see epochs
         cfg = replace(cfg, epochs=math.ceil(cfg.steps / len(loaders["train"])))
-    cfg, model, herd = build(cfg, info, mean, std)
-    model.to(device), herd.to(device)
-    if ranks.enabled:  # the class penalty of the global batch: per-class sums all-reduced before the ratio
-        herd.reduce = distributed.all_reduce_sum
-    reg = create_regularizer(cfg, model, herd, len(splits["train"])).to(device)
+    cfg, model = build(cfg, info, mean, std)
+    model.to(device)
+    # under torchrun, penalties of the global batch: per-class sums all-reduced before the ratio
+    reg = create_regularizer(cfg, model, len(splits["train"]),
+                             distributed.all_reduce_sum if ranks.enabled else None).to(device)
     forward = Forward(model)
     if ranks.enabled:
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    session = Session(cfg, run_dir, device, ranks, model, forward, herd, reg, opt,
+    session = Session(cfg, run_dir, device, ranks, model, forward, reg, opt,
                       torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
                       torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16"
                                            and device.type == "cuda"),
@@ -216,7 +214,7 @@ def _restore(s: Session) -> None:
         s.model.load_state_dict(state["model"])
         s.optimizer.load_state_dict(state["optimizer"])
         s.scheduler.load_state_dict(state["scheduler"])
-        s.reg.load_state_dict(state)
+        s.reg.load_state_dict(state["regularizer"])
         torch.set_rng_state(state["rng"])
         s.start_epoch, s.seconds = state["epoch"] + 1, state["train_seconds"]
     except (KeyError, RuntimeError, ValueError, TypeError):
@@ -276,7 +274,7 @@ def save_checkpoint(s: Session, epoch: int) -> None:
         _write_metrics(s.run_dir, s.rows)
         state = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                  "scheduler": s.scheduler.state_dict(), "epoch": epoch, "train_seconds": s.seconds,
-                 "rng": torch.get_rng_state(), **s.reg.state_dict()}
+                 "rng": torch.get_rng_state(), "regularizer": s.reg.state_dict()}
         atomic_write(s.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
     distributed.barrier()
 
@@ -285,7 +283,7 @@ def finish(s: Session) -> Path:
     """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run (rank 0)."""
     from safetensors.torch import save_file
 
-    test = evaluate(s.model, s.herd, s.cfg, s.loaders["test"], s.device)
+    test = evaluate(s.model, s.cfg, s.loaders["test"], s.device)
     if s.ranks.main:
         weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
         atomic_write(s.run_dir / WEIGHTS, lambda p: save_file(weights, str(p)))
@@ -315,7 +313,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
         t0 = time.perf_counter()
         row = train_epoch(s, epoch, progress)
         s.seconds += time.perf_counter() - t0
-        val = evaluate(s.model, s.herd, s.cfg, s.loaders["val"], s.device, val_samples)
+        val = evaluate(s.model, s.cfg, s.loaders["val"], s.device, val_samples)
         s.rows.append({**row, **{f"val_{k}": v for k, v in val.items()}, "seconds": s.seconds})
         save_checkpoint(s, epoch)
         if progress is not False and s.ranks.main:

@@ -25,7 +25,7 @@ from herd_cls.analysis.latents import collect
 from herd_cls.config import Config, load_config
 from herd_cls.curvature import latent_hessian
 from herd_cls.purity import Purity, measure_purity
-from herd_cls.regularizer import image_share
+from herd_cls.purity import image_share
 from herd_cls.train import train
 
 NONE = "none"
@@ -62,7 +62,7 @@ def score(run_dir) -> dict:
     """Accuracy and both purity views on every test image (exact Hessians of the classifier's CE)."""
     run = load_run(run_dir)
     data = collect(run.model, run.data("test"))
-    blocks = run.herd.blocks.cpu()
+    blocks = run.layout
     purity = measure_purity(run.model, zip(data["x"].split(256), data["y"].split(256)), blocks, "classifier",
                             hessian_method="exact")
     view = purity.image_view()

@@ -34,7 +34,7 @@ from herd_cls.disentanglement import dci, mig, sap
 from herd_cls.files import atomic_write
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 from herd_cls.train import train
 
 COMMON = {"dataset": "shapes", "backbone": "burgess", "decoder": True, "recon_loss": "bce", "batch_size": 128,
@@ -87,13 +87,13 @@ def thesis_scores(model, data) -> dict:
             "sap": sap(z, all_factors), "recon_bce": recon}
 
 
-def class_scores(model, data, blocks: torch.Tensor) -> dict:
+def class_scores(model, data, blocks: BlockLayout) -> dict:
     images, labels, factors = data
     z, recon = encode(model, images)
     per_class_all, per_class_own = [], []
-    for c in range(blocks.shape[0]):
+    for c in range(blocks.num_classes):
         rows = labels == c
-        own = blocks[c].numpy()
+        own = blocks.masks[c].numpy()
         f = {k: v[rows] for k, v in factors.items() if np.ptp(v[rows]) > 0}
         per_class_all.append(mig(z[rows], f))
         per_class_own.append(mig(z[rows][:, own], f))
@@ -144,7 +144,7 @@ def train_all(seeds: list[int], args) -> None:
                                                      "out_dir": tmp, "name": f"{len(done)}"})
                         run = load_run(train(cfg, progress=False))
                         score = thesis_scores if table == "thesis" else \
-                            (lambda m, d: class_scores(m, d, class_blocks(3, 12)))
+                            (lambda m, d: class_scores(m, d, BlockLayout(3, 4)))
                         r = {**score(run.model, data), "train_seconds": run.summary["train_seconds"],
                              "test_accuracy": run.summary["test_accuracy"]}
                     # re-read before writing: parallel invocations (different --settings) share the file

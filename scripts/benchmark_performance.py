@@ -31,7 +31,7 @@ from torch import nn
 from _provenance import provenance, publish
 from herd_cls.curvature import block_mass, latent_hessian, per_sample_loss
 from herd_cls.models import ConvDecoder
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 
 DIMS = (8, 16, 32, 64, 128, 512)
 BATCH = 64
@@ -59,8 +59,8 @@ def _reference_hessian(head, z, target, loss):
 
 def _penalty_fn(method: str, head, target, loss, d: int):
     """A closure that runs what training pays for one batch: curvature, penalty and backward."""
-    blocks = class_blocks(2, d - d % 2)
-    region = torch.cat([blocks, torch.zeros(2, d % 2, dtype=torch.bool)], 1)[torch.arange(BATCH) % 2]
+    blocks = BlockLayout.split(2, d - d % 2, d % 2).masks
+    region = blocks[torch.arange(BATCH) % 2]
 
     def run(z):
         if method == "plain":
@@ -191,12 +191,12 @@ def _trained_purity_error(run_dir: Path) -> str:
 
     run = load_run(run_dir)
     data = collect(run.model, run.data("test"))
-    blocks, cfg = run.herd.blocks, run.config
+    layout, cfg = run.layout, run.config
     batches = lambda: zip(data["x"].split(64), data["y"].split(64))  # noqa: E731
-    if run.herd.latent_dim > 64 and cfg.wrt == "classifier":
+    if layout.latent_dim > 64 and cfg.wrt == "classifier":
         return "exact skipped (d > 64)"
-    est = measure_purity(run.model, batches(), blocks, cfg.wrt, cfg.recon_loss, "forward")
-    hvp = measure_purity(run.model, batches(), blocks, cfg.wrt, cfg.recon_loss, "hvp", probes=64)
+    est = measure_purity(run.model, batches(), layout, cfg.wrt, cfg.recon_loss, "forward")
+    hvp = measure_purity(run.model, batches(), layout, cfg.wrt, cfg.recon_loss, "hvp", probes=64)
     return (f"forward {est.mean:.3f} vs exact-Hessian estimate {hvp.mean:.3f} "
             f"(error {abs(est.mean - hvp.mean):.3f})")
 

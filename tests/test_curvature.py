@@ -12,7 +12,8 @@ from herd_cls.curvature import (block_mass, forward_block_mass, forward_gauss_ne
                                 latent_hessian, per_sample_loss, sum_losses)
 from herd_cls.models import BlockHead
 from herd_cls.registry import HerdError
-from herd_cls.regularizer import HeRD, class_blocks
+from herd_cls.layout import BlockLayout
+from herd_cls.regularizers.herd_penalty import HeRD
 from toy_heads import CASES, decoder, float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
 
@@ -205,7 +206,7 @@ def test_forward_estimate_needs_no_double_backward():
     lin1, lin2 = nn.Linear(5, 7), nn.Linear(7, 3)
     head = lambda z: lin2(FirstOrderOnly.apply(lin1(z)))                       # noqa: E731
     z, y = torch.randn(8, 5, requires_grad=True), torch.arange(8) % 3
-    region = class_blocks(3, 6)[y][:, :5]
+    region = BlockLayout.split(3, 6).own(y)[:, :5]
     inside, total = block_mass(head, z, y, region, "ce", "forward", probes=2)
     (inside.sum() / total.sum()).backward()
     assert z.grad is not None and lin1.weight.grad.abs().sum() > 0
@@ -216,7 +217,7 @@ def test_forward_estimate_needs_no_double_backward():
 def test_forward_penalty_gradient_matches_finite_differences_of_the_penalty():
     torch.manual_seed(5)
     head, z, y = mlp(6, 3), torch.randn(12, 6), torch.arange(12) % 3
-    herd = HeRD(3, 6, method="forward", probes=2)
+    herd = HeRD(BlockLayout.split(3, 6), method="forward", probes=2)
     weight = head[0].weight
 
     def penalty():
@@ -242,7 +243,7 @@ def test_penalty_is_float32_under_bfloat16_autocast(method):
     torch.set_default_dtype(torch.float32)   # a float32 model, as mixed precision training has
     torch.manual_seed(6)
     head, z, y = mlp(6, 3).float(), torch.randn(16, 6, dtype=torch.float32), torch.arange(16) % 3
-    herd = HeRD(3, 6, method=method)
+    herd = HeRD(BlockLayout.split(3, 6), method=method)
     torch.manual_seed(2)
     plain = herd(head, z, y, labels=y)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -261,12 +262,12 @@ def test_unknown_probe_method_lists_the_valid_ones():
 def test_universal_herd_on_a_decoder_is_the_penalty_of_its_gauss_newton_matrix():
     """``auto`` on a decoder loss: the universal penalty of J^T M J from forward passes, which for a ReLU
     decoder with a sigmoid and BCE is the penalty of the exact Hessians."""
-    from herd_cls.regularizer import universal_penalty
+    from herd_cls.regularizers.herd_penalty import universal_penalty
 
     torch.manual_seed(10)
     head = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 4)))
     z, x = torch.randn(6, 4, requires_grad=True), torch.rand(6, 3, 4)
-    herd = HeRD(num_classes=2, latent_dim=4, mode="universal")
+    herd = HeRD(BlockLayout.split(2, 4), mode="universal")
     penalty = herd(head, z, x, loss="bce")
     assert penalty.item() == pytest.approx(universal_penalty(oracle(head, z, x, "bce")).item(), rel=1e-2)
     penalty.backward()
@@ -293,7 +294,7 @@ def test_float32_cross_entropy_hessian_of_confident_samples_matches_float64_orac
     H64 = oracle(head.double(), z, y, "ce")
     scale = H64.abs().amax((1, 2), keepdim=True)
     assert ((H32 - H64).abs() / scale).max() < 1e-3
-    own = class_blocks(3, 6)[y]
+    own = BlockLayout.split(3, 6).own(y)
     inside = own[:, :, None] & own[:, None, :]
     share = lambda H: (H.abs() * inside).sum((1, 2)) / H.abs().sum((1, 2))       # noqa: E731
     torch.testing.assert_close(share(H32), share(H64), rtol=1e-3, atol=1e-4)

@@ -78,7 +78,8 @@ def test_ranks_that_disagree_fail_together_in_one_line():
 def _penalty_worker(rank: int, port: int, method: str, results):
     import torch
 
-    from herd_cls.regularizer import HeRD
+    from herd_cls.layout import BlockLayout
+    from herd_cls.regularizers.herd_penalty import HeRD
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
@@ -87,7 +88,7 @@ def _penalty_worker(rank: int, port: int, method: str, results):
     head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
     z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])  # class 2 only on rank 1
     half = slice(0, 6) if rank == 0 else slice(6, 12)
-    herd = HeRD(3, 6, method=method, probes=None if method == "auto" else 4, reduce=distributed.all_reduce_sum)
+    herd = HeRD(BlockLayout.split(3, 6), method=method, probes=None if method == "auto" else 4, reduce=distributed.all_reduce_sum)
     torch.manual_seed(1 + rank)                 # probe draws differ per rank, as in training
     penalty = herd(head, z[half], y[half], labels=y[half])
     penalty.backward()
@@ -99,7 +100,8 @@ def _penalty_worker(rank: int, port: int, method: str, results):
 def test_all_reduced_class_penalty_equals_the_single_process_one():
     import torch
 
-    from herd_cls.regularizer import HeRD
+    from herd_cls.layout import BlockLayout
+    from herd_cls.regularizers.herd_penalty import HeRD
 
     port = _free_port()
     ctx = mp.get_context("spawn")
@@ -113,7 +115,7 @@ def test_all_reduced_class_penalty_equals_the_single_process_one():
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
     z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])
-    whole = HeRD(3, 6)(head, z, y, labels=y)
+    whole = HeRD(BlockLayout.split(3, 6))(head, z, y, labels=y)
     whole.backward()
     assert out[0][0] == pytest.approx(whole.item(), rel=1e-5) and out[1][0] == pytest.approx(whole.item(), rel=1e-5)
     # DistributedDataParallel averages the ranks' gradients: that average is the whole batch's gradient

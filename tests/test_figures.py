@@ -4,7 +4,7 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Rectangle
 
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 from herd_cls.report import figures
 
 
@@ -17,7 +17,7 @@ def _rectangles(fig):
 @pytest.mark.parametrize("target,own", [(1, (2, 3)), (0, (0, 1)), (2, (4, 5))])
 def test_hessian_heatmap_outlines_the_own_block_in_red_and_dashes_the_shared_dims(target, own):
     # K = 3 classes, 2 dims each, 2 shared dims at the end: class 1 owns dims 2..3, the shared dims are 6..7
-    blocks = class_blocks(3, 8, shared_dims=2)
+    blocks = BlockLayout.split(3, 8, shared_dims=2)
     fig = figures._hessian_figure(torch.rand(8, 8), blocks, target, "mean |H|")
     rects = _rectangles(fig)
     red = [r for r in rects if r[3] == to_rgba("red")]
@@ -31,7 +31,7 @@ def test_hessian_heatmap_outlines_the_own_block_in_red_and_dashes_the_shared_dim
 
 
 def test_hessian_heatmap_without_shared_dims_draws_no_shared_marker(tmp_path):
-    blocks = class_blocks(2, 4)
+    blocks = BlockLayout.split(2, 4)
     fig = figures._hessian_figure(torch.rand(4, 4), blocks, 0, "t")
     assert not [r for r in _rectangles(fig) if r[4] == "--"]
     matplotlib.pyplot.close(fig)

@@ -4,12 +4,12 @@ import pytest
 
 import torch
 
-from herd_cls.metrics import class_block_purity
-from herd_cls.regularizer import class_blocks
+from herd_cls.purity import class_block_purity
+from herd_cls.layout import BlockLayout
 
 
 def test_block_purity_golden_values():
-    blocks = class_blocks(2, 5, shared_dims=1)          # B_0 = {0, 1}, B_1 = {2, 3}, shared {4}
+    blocks = BlockLayout.split(2, 5, shared_dims=1)          # B_0 = {0, 1}, B_1 = {2, 3}, shared {4}
     hbar = torch.zeros(2, 5, 5)
     hbar[0, 0, 1] = hbar[0, 1, 0] = 3.0                 # inside B_0 x B_0
     hbar[0, 0, 4] = -2.0                                 # outside; |.| counts
@@ -18,7 +18,7 @@ def test_block_purity_golden_values():
 
 
 def test_block_purity_of_absent_class_is_nan_and_uniform_mass_is_chance():
-    blocks = class_blocks(4, 12, shared_dims=0)
+    blocks = BlockLayout.split(4, 12, shared_dims=0)
     hbar = torch.ones(4, 12, 12)
     hbar[2] = 0
     purity = class_block_purity(hbar, blocks)
@@ -32,7 +32,7 @@ def _block_latents(n=600, num_classes=4, dims=2, seed=0):
     z = 0.05 * torch.randn(n, num_classes * dims, generator=g)
     for c in range(num_classes):
         z[y == c, c * dims:(c + 1) * dims] += 1.0 + 0.3 * torch.rand((y == c).sum(), dims, generator=g)
-    return z, y, class_blocks(num_classes, num_classes * dims)
+    return z, y, BlockLayout.split(num_classes, num_classes * dims)
 
 
 def _rotation(d, seed=1):
@@ -44,8 +44,8 @@ def test_attribution_alignment_perfect_and_rotated():
     from herd_cls.metrics import attribution_alignment
 
     z, y, blocks = _block_latents()
-    assert attribution_alignment(z * blocks[y], y, blocks)["attribution_alignment"] == 1.0
-    rotated = attribution_alignment((z * blocks[y]) @ _rotation(8), y, blocks)["attribution_alignment"]
+    assert attribution_alignment(z * blocks.own(y), y, blocks)["attribution_alignment"] == 1.0
+    rotated = attribution_alignment((z * blocks.own(y)) @ _rotation(8), y, blocks)["attribution_alignment"]
     assert rotated < 0.5  # chance is n / d = 0.25
 
 

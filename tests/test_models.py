@@ -82,16 +82,16 @@ def test_bad_model_requests_explain_themselves(tmp_path):
 
 def test_block_head_logits_see_only_their_block_and_the_shared_dims():
     from herd_cls.models import make_head
-    from herd_cls.regularizer import class_blocks
+    from herd_cls.layout import BlockLayout
 
     torch.manual_seed(0)
-    head = make_head("block", latent_dim=8, num_classes=3, hidden=5, shared_dims=2)
+    head = make_head("block", 8, 3, hidden=5, layout=BlockLayout(3, 2, shared_dims=2))
     z = torch.randn(4, 8)
     J = torch.autograd.functional.jacobian(lambda v: head(v.unsqueeze(0))[0], z[0])   # (K, d)
-    allowed = class_blocks(3, 8, 2) | torch.tensor([False] * 6 + [True] * 2)
+    allowed = BlockLayout(3, 2, 2).masks | torch.tensor([False] * 6 + [True] * 2)
     assert (J[~allowed] == 0).all() and (J[allowed] != 0).all()
     with pytest.raises(HerdError, match="does not split into 3 class blocks"):
-        make_head("block", latent_dim=9, num_classes=3, shared_dims=2)
+        create_model("conv", num_classes=3, in_chans=1, image_size=16, latent_dim=9, shared_dims=2)
 
 
 # one small model of every timm family the project supports; all of them take 32 x 32 images
@@ -114,7 +114,7 @@ def test_every_timm_family_trains_with_herd_and_runs_the_analysis(backbone, late
 
     from herd_cls.analysis.attribution import class_latent_attribution
     from herd_cls.analysis.latents import collect
-    from herd_cls.regularizer import HeRD
+    from herd_cls.regularizers.herd_penalty import HeRD
 
     torch.manual_seed(0)
     K, size = 4, 32
@@ -128,7 +128,7 @@ def test_every_timm_family_trains_with_herd_and_runs_the_analysis(backbone, late
         assert model.bottleneck.in_features == width
 
     x, y = torch.rand(4, 1, size, size), torch.arange(K)
-    herd = HeRD(K, model.latent_dim, shared_dims=model.latent_dim % K, variant="purity")
+    herd = HeRD(model.layout, variant="purity")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     z = model.encode(x)

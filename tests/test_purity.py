@@ -3,17 +3,17 @@ import pytest
 import torch
 from torch.autograd.functional import hessian
 
-from herd_cls.purity import Purity, measure_purity
-from herd_cls.regularizer import class_blocks, image_share
+from herd_cls.layout import BlockLayout
+from herd_cls.purity import Purity, image_share, measure_purity
 
 
 def test_image_purity_golden():
-    blocks = class_blocks(2, 4)                               # class 0: dims 0-1, class 1: dims 2-3
+    layout = BlockLayout.split(2, 4)                          # class 0: dims 0-1, class 1: dims 2-3
     H = torch.zeros(3, 4, 4)
     H[0, 0, 0], H[0, 1, 0], H[0, 3, 3] = 2.0, -1.0, 1.0       # class 0: 3 of 4 inside
     H[1, 2, 3], H[1, 0, 0] = 1.0, -3.0                        # class 1: 1 of 4 inside
     labels = torch.tensor([0, 1, 1])                          # the third image has no curvature
-    share = image_share(H, labels, blocks, empty=float("nan"))
+    share = image_share(H, labels, layout, empty=float("nan"))
     assert share[:2].tolist() == [0.75, 0.25] and share[2].isnan()
 
 
@@ -45,17 +45,17 @@ class _Model(torch.nn.Module):
 def test_measure_purity_matches_per_sample_autograd_hessians():
     model = _Model().train()
     x, y = torch.randn(10, 5), torch.arange(10) % 3
-    blocks = class_blocks(3, 6)
-    result = measure_purity(model, [(x[:6], y[:6]), (x[6:], y[6:])], blocks, max_samples=9)
+    layout = BlockLayout.split(3, 6)
+    result = measure_purity(model, [(x[:6], y[:6]), (x[6:], y[6:])], layout, max_samples=9)
     assert model.training                                     # the caller's mode is left alone
     z = model.encode(x[:9]).detach()
     H = torch.stack([hessian(lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i:i + 1]), z[i])
                      for i in range(9)]).abs()
     for c in range(3):
         hbar = H[y[:9] == c].mean(0)
-        own = blocks[c].nonzero().flatten()
+        own = [2 * c, 2 * c + 1]
         assert result.per_class[c].item() == pytest.approx((hbar[own][:, own].sum() / hbar.sum()).item(), rel=1e-4)
-    own = blocks[y[:9]]
+    own = torch.nn.functional.one_hot(y[:9], 3).repeat_interleave(2, dim=1).bool()
     shares = (H * (own[:, :, None] & own[:, None, :])).sum((1, 2)) / H.sum((1, 2))
     torch.testing.assert_close(result.per_image, shares, rtol=1e-4, atol=1e-6)
     assert len(result.labels) == 9 and result.method.startswith("exact")

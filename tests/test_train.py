@@ -56,7 +56,7 @@ def test_load_run_rebuilds_the_trained_model(tiny_args, tmp_path):
     assert run_cli("train", *tiny_args, "--name", "a", "--decoder").exit_code == 0
     run = load_run(tmp_path / "runs" / "latest")
     assert run.config.latent_dim == 20 and run.config.shared_dims == 0 and run.class_names[3] == "3"
-    assert run.herd.block(3).tolist() == [6, 7]
+    assert run.layout.block(3).tolist() == [6, 7]
     test = run.data("test")
     x = torch.stack([test[i][0] for i in range(len(test))])
     y = torch.tensor([test[i][1] for i in range(len(test))])
@@ -130,7 +130,7 @@ def test_pre_logits_latent_with_probes(tiny_args, tmp_path):
     run = load_run(tmp_path / "runs" / "p")
     # the conv backbone has 256 pre-logit features: 10 blocks of 25 dims, 6 left over as shared dims
     assert (run.config.latent_dim, run.config.shared_dims) == (256, 6)
-    assert run.herd.block(9).tolist() == list(range(225, 250)) and run.herd.probes == 2
+    assert run.layout.block(9).tolist() == list(range(225, 250)) and run.config.probes == 2
 
 
 @pytest.mark.parametrize("reg", ["hessian-penalty", "beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae"])

@@ -84,8 +84,8 @@ def posthoc_decoder(run, progress=None) -> tuple[nn.Module, dict]:
 
     info_path, weights_path = run.path / INFO, run.path / WEIGHTS
     x_shape = tuple(run.data("test")[0][0].shape)
-    template = _Whitened(MLPDecoder(run.herd.latent_dim, x_shape), torch.zeros(run.herd.latent_dim),
-                         torch.ones(run.herd.latent_dim))
+    template = _Whitened(MLPDecoder(run.layout.latent_dim, x_shape), torch.zeros(run.layout.latent_dim),
+                         torch.ones(run.layout.latent_dim))
     try:
         info = json.loads(info_path.read_text())
         if info.get("version") == VERSION:

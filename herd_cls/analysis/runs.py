@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..layout import BlockLayout
 from ..metrics import attribution_alignment, embedding_2d, latent_label_information, sweep_specificity
 from ..purity import Purity, measure_purity
 from ..registry import HerdError
@@ -13,12 +14,8 @@ from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .latents import collect
 from .posthoc import posthoc_decoder
-from .sweep import block_sweep_effect, decoded_block_effect, exemplars, sweep
-
-METRICS = {"accuracy": "test accuracy", "block_purity": "Hessian block purity",
-           "attribution_alignment": "latent attribution alignment", "sweep_specificity": "sweep specificity",
-           "image_sweep_specificity": "image sweep specificity"}
-IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image sweep specificity
+from .scores import Evidence, Score, score_all
+from .sweep import block_sweep_effect, exemplars, sweep
 
 
 @dataclass
@@ -41,70 +38,50 @@ class RunAnalysis:
     history: list[dict]
     robustness: dict | None
     class_names: list[str]
-    blocks: Tensor                  # (K, d) bool
-    shared: list[int]
+    layout: BlockLayout
     purity: Purity
     embedding: Tensor               # (N, 2) PCA of the test latents
     labels: Tensor                  # (N,)
     latent_matrix: Tensor           # (K, d) mean |attribution| of the true-class logit
     mutual_information: Tensor      # (K, d) I(z_j; y = c)
     method: str
-    accuracy: float
-    class_accuracy: list[float]
-    alignment: dict                 # attribution_alignment(_per_class)
-    specificity: dict               # sweep_specificity(_per_class)
-    image_specificity: dict | None  # the same for the decoded images (decoded_block_effect); None without a decoder
+    scores: dict[str, Score]        # every metric of herd_cls.analysis.scores.METRICS that applies to the run
     examples: dict[int, ClassExamples] = field(default_factory=dict)
     pictures: dict[int, ImageSweeps] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """The headline numbers, keyed as :data:`METRICS`."""
-        image = self.image_specificity or {"sweep_specificity": float("nan")}
-        return {"accuracy": self.accuracy,
-                "block_purity": self.purity.mean, "attribution_alignment": self.alignment["attribution_alignment"],
-                "sweep_specificity": self.specificity["sweep_specificity"],
-                "image_sweep_specificity": image["sweep_specificity"]}
+        """Each applicable metric's overall value, keyed by its registry name."""
+        return {name: s.overall for name, s in self.scores.items()}
 
     def metrics_per_class(self) -> dict[str, list[float]]:
-        image = self.image_specificity or {"sweep_specificity_per_class": [float("nan")] * len(self.class_names)}
-        return {"accuracy": self.class_accuracy, "block_purity": self.purity.per_class.tolist(),
-                "attribution_alignment": self.alignment["attribution_alignment_per_class"],
-                "sweep_specificity": self.specificity["sweep_specificity_per_class"],
-                "image_sweep_specificity": image["sweep_specificity_per_class"]}
+        return {name: s.per_class for name, s in self.scores.items()}
 
 
 def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512) -> RunAnalysis:
-    """Block purity (both views), latent attributions and alignment, sweep specificity, latent-label
-    mutual information, a PCA embedding, per-class accuracy, and input attributions and own-block
-    sweeps of ``per_class`` test images of every class."""
-    model, cfg, names = run.model, run.config, run.class_names
+    """Block purity (both views), every registered metric, latent attributions, latent-label mutual
+    information, a PCA embedding, and input attributions and own-block sweeps of ``per_class`` test images
+    of every class."""
+    model, cfg, names, layout = run.model, run.config, run.class_names, run.layout
     data = collect(model, run.data("test"))
     x, z, y = data["x"], data["z"], data["y"]
-    blocks, std = run.herd.blocks.cpu(), z.std(0)
-    purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), blocks,
+    std = z.std(0)
+    purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), layout,
                             cfg.wrt, cfg.recon_loss, cfg.hessian_method)
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
-    correct = data["logits"].argmax(1) == y
+    evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"])
     chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(len(names))}
     chosen = {c: idx for c, idx in chosen.items() if len(idx)}
     maps = attribute(model, x[torch.cat(list(chosen.values()))], y[torch.cat(list(chosen.values()))], method,
                      batch_size=32).split([len(i) for i in chosen.values()])
-    examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], blocks[c].nonzero().flatten().tolist(), std))
+    examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], layout.block(c).tolist(), std))
                 for (c, idx), m in zip(chosen.items(), maps)}
     pictures = {c: image_sweeps(run, c, test=data) for c in chosen}
     return RunAnalysis(
         name=run.path.name, config=run.config_dict(), summary=run.summary, history=run.history(),
-        robustness=run.robustness(), class_names=names, blocks=blocks, shared=run.herd.shared.tolist(),
-        purity=purity, embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
+        robustness=run.robustness(), class_names=names, layout=layout, purity=purity,
+        embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
-        accuracy=float(correct.float().mean()),
-        class_accuracy=[float(correct[y == c].float().mean()) if (y == c).any() else float("nan")
-                        for c in range(len(names))],
-        alignment=attribution_alignment(latent["per_sample"], y, blocks),
-        specificity=sweep_specificity(block_sweep_effect(model, z, y, blocks, std)),
-        image_specificity=None if model.decode is None else sweep_specificity(decoded_block_effect(
-            model, z[:IMAGE_SWEEP_SAMPLES], y[:IMAGE_SWEEP_SAMPLES], blocks, std)),
-        examples=examples, pictures=pictures)
+        scores=score_all(evidence), examples=examples, pictures=pictures)
 
 
 @dataclass
@@ -142,7 +119,7 @@ def image_sweeps(run: Run, target: int, samples: int = 3, span: float = 2.0, ste
     own = test["y"] == target
     if not own.any():
         raise HerdError(f"the test split has no image of class {target}; pick another class")
-    dims = run.herd.block(target).tolist() + run.herd.shared.tolist()
+    dims = run.layout.block(target).tolist() + run.layout.shared.tolist()
     x, z = test["x"][own], test["z"][own]
     decoded = sweep(run.model, z[:samples], dims, test["z"].std(0), span, steps, decoder=decoder)
     return ImageSweeps(target, dims, exemplars(x, z, dims, count), decoded, name, info)
@@ -179,10 +156,10 @@ def sweep_class(run: Run, target: int, dims: list[int], samples: int = 8, span: 
     chosen = z[y == target][:samples]
     if len(chosen) == 0:
         raise HerdError(f"the test split has no image of class {target}; pick another class")
-    std, blocks = z.std(0), run.herd.blocks.cpu()
-    return ClassSweep(target, dims, run.herd.block(target).tolist(), run.herd.shared.tolist(), len(chosen), span,
+    std, layout = z.std(0), run.layout
+    return ClassSweep(target, dims, layout.block(target).tolist(), layout.shared.tolist(), len(chosen), span,
                       steps, sweep(run.model, chosen, dims, std, span, steps),
-                      sweep_specificity(block_sweep_effect(run.model, z, y, blocks, std, span, steps)),
+                      sweep_specificity(block_sweep_effect(run.model, z, y, layout, std, span, steps)),
                       image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress))
 
 
@@ -210,8 +187,8 @@ def attribute_classes(run: Run, classes: list[int], method: str = "integrated-gr
         idx = (y == c).nonzero().flatten()[:samples]
         if len(idx):
             images[c], maps[c] = x[idx], attribute(run.model, x[idx], y[idx], method, batch_size=32)
-    return AttributionResult(method, latent["matrix"], attribution_alignment(latent["per_sample"], y,
-                                                                             run.herd.blocks.cpu()), images, maps)
+    return AttributionResult(method, latent["matrix"], attribution_alignment(latent["per_sample"], y, run.layout),
+                             images, maps)
 
 
 def balanced_test_batch(run: Run, n_samples: int) -> tuple[Tensor, Tensor]:
@@ -240,7 +217,7 @@ def attack_run(run: Run, attacks: list[str], eps: list[float], steps: int = 10, 
     if transfer_from is not None:
         check_transfer_source(run, transfer_from)
     x, y = balanced_test_batch(run, n_samples)
-    result = evaluate_robustness(run.classifier(), run.encode, x, y, run.herd.blocks.cpu(), attacks, eps, steps,
+    result = evaluate_robustness(run.classifier(), run.encode, x, y, run.layout.masks, attacks, eps, steps,
                                  restarts, queries, transfer_from.classifier() if transfer_from else None,
                                  transfer_attack, progress=progress)
     result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts, "queries": queries,

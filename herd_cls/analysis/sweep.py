@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..layout import BlockLayout
 from ..models import LatentModel
 from .latents import evaluating
 
@@ -43,14 +44,14 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
 
 
 @torch.no_grad()
-def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor, std: Tensor,
+def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor,
                        span: float = 2.0, steps: int = 7) -> Tensor:
     """(K, K) effect matrix for :func:`herd_cls.metrics.sweep_specificity`.
 
     Row c: sweeping each dim of B_c on the samples of class c, the mean |change| of every class's
     logit. A block that moves only its own class's logit scores specificity 1.
     """
-    num_classes = blocks.shape[0]
+    num_classes = layout.num_classes
     effect = torch.zeros(num_classes, num_classes)
     for c in range(num_classes):
         zc = z[y == c]
@@ -59,13 +60,13 @@ def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor,
             continue
         with evaluating(model):
             base = model.classify(zc).cpu()
-        res = sweep(model, zc, blocks[c].nonzero().flatten().tolist(), std, span, steps)
+        res = sweep(model, zc, layout.block(c).tolist(), std, span, steps)
         effect[c] = (res["logits"] - base).abs().mean((0, 1, 2))
     return effect
 
 
 @torch.no_grad()
-def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tensor, std: Tensor,
+def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor,
                          span: float = 2.0) -> Tensor:
     """(K, K) effect matrix of the decoder, for :func:`herd_cls.metrics.sweep_specificity`.
 
@@ -73,7 +74,7 @@ def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tenso
     mean absolute change of the decoded image, averaged over B_b's dims. A class whose images change
     only when its own block moves scores specificity 1.
     """
-    num_classes, d = blocks.shape
+    num_classes, d = layout.num_classes, layout.latent_dim
     effect = torch.full((num_classes, num_classes), float("nan"))
     for c in range(num_classes):
         zc = z[y == c]
@@ -81,7 +82,7 @@ def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, blocks: Tenso
             continue
         images = sweep(model, zc, list(range(d)), std, span, steps=2)["images"]          # (d, 2, S, C, H, W)
         change = (images[:, 1] - images[:, 0]).abs().flatten(1).mean(1)                 # (d,)
-        effect[c] = torch.stack([change[blocks[b].cpu()].mean() for b in range(num_classes)])
+        effect[c] = torch.stack([change[layout.block(b)].mean() for b in range(num_classes)])
     return effect
 
 

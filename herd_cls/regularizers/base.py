@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import Tensor
 
+from ..models import LatentModel
 from ..registry import HerdError, Registry
-from ..regularizer import penalty_ramp
-
-if TYPE_CHECKING:  # only for type hints: config imports this package for its choices
-    from ..config import Config
-    from ..models import LatentModel
-    from ..regularizer import HeRD
 
 REGULARIZERS: Registry = Registry("regularizer")
+Reduce = Callable[[Tensor], Tensor]
+
+
+def penalty_ramp(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
+    """Fraction of the penalty in force at ``epoch`` (0-based): 0 before warm-up, then a linear ramp."""
+    if epoch < warmup:
+        return 0.0
+    return min(1.0, (epoch - warmup + 1) / ramp) if ramp > 0 else 1.0
 
 
 @dataclass
@@ -43,11 +46,14 @@ class Regularizer:
     """One ``--reg``. Subclasses set the class attributes, register with ``@REGULARIZERS.register(name)``
     and implement :meth:`loss`; state kept between batches lives in the object (see ``state_dict``).
 
+    Built from the run's config (a :class:`herd_cls.config.Config`; config imports this package for its
+    choices, so it is not imported here), the model, the training set's size and ``reduce``, which sums
+    batch statistics over processes under torchrun (None in one process).
+
     Class attributes, asked by config validation and model building:
         default_weight: ``--alpha-reg`` when none is given.
         needs_decoder: the loss reads a decoder.
         variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
-        herd_mode: the mode of the run's ``HeRD`` module ("class" blocks, or "universal").
     """
 
     name: ClassVar[str] = ""
@@ -55,16 +61,15 @@ class Regularizer:
     default_weight: ClassVar[float] = 0.0
     needs_decoder: ClassVar[bool] = False
     variational: ClassVar[bool] = False
-    herd_mode: ClassVar[str] = "class"
 
-    def __init__(self, cfg: Config, model: LatentModel, herd: HeRD, dataset_size: int):
+    def __init__(self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None):
         self.cfg, self.dataset_size = cfg, dataset_size
         self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
         self.warmup, self.ramp = cfg.warmup, cfg.ramp
         self.penalty_samples = cfg.penalty_samples
 
     @classmethod
-    def check(cls, cfg: Config) -> None:
+    def check(cls, cfg: Any) -> None:
         """Raise a HerdError when ``cfg`` cannot run this regularizer."""
         if cls.needs_decoder and not cfg.decoder:
             raise HerdError(f"--reg {cls.name} regularizes a decoder; add --decoder")
@@ -126,6 +131,7 @@ def regularizer_class(name: str) -> type[Regularizer]:
     return REGULARIZERS.get(name)
 
 
-def create_regularizer(cfg: Config, model: LatentModel, herd: HeRD, dataset_size: int) -> Regularizer:
-    """The regularizer ``cfg.reg`` names, built for ``model`` trained on ``dataset_size`` images."""
-    return regularizer_class(cfg.reg)(cfg, model, herd, dataset_size)
+def create_regularizer(cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None) -> Regularizer:
+    """The regularizer ``cfg.reg`` names, built for ``model`` trained on ``dataset_size`` images; ``reduce``
+    sums batch statistics over processes (see :class:`Regularizer`)."""
+    return regularizer_class(cfg.reg)(cfg, model, dataset_size, reduce)

@@ -3,19 +3,25 @@ from __future__ import annotations
 
 from torch import nn
 
+from typing import ClassVar
+
+from ..curvature import PROBE_METHODS
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
-from ..curvature import PROBE_METHODS
-from ..regularizer import PURITY_VARIANTS
 from .base import REGULARIZERS, Regularizer
+from .herd_penalty import PURITY_VARIANTS, HeRD
 
 
 class _HeRDRegularizer(Regularizer):
-    """The run's ``HeRD`` module on the latent Hessian of the loss ``--wrt`` names."""
+    """A ``HeRD`` module on the model's block layout, on the latent Hessian of the loss ``--wrt`` names."""
 
-    def __init__(self, cfg, model, herd, dataset_size):
-        super().__init__(cfg, model, herd, dataset_size)
-        self.herd, self.wrt, self.recon_loss = herd, cfg.wrt, cfg.recon_loss
+    mode: ClassVar[str] = "class"
+
+    def __init__(self, cfg, model, dataset_size, reduce=None):
+        super().__init__(cfg, model, dataset_size, reduce)
+        self.herd = HeRD(model.layout, mode=self.mode, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
+                         variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method, reduce=reduce)
+        self.wrt, self.recon_loss = cfg.wrt, cfg.recon_loss
         heads = {"classifier": model.classify if self.wrt != "autoencoder" else None,
                  "decoder": model.decode if self.wrt != "classifier" else None}
         for which, head in heads.items():
@@ -41,6 +47,10 @@ class _HeRDRegularizer(Regularizer):
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
         return penalty, self.weight * penalty
 
+    def to(self, device):
+        self.herd.to(device)
+        return self
+
 
 @REGULARIZERS.register("class")
 class ClassHeRD(_HeRDRegularizer):
@@ -59,4 +69,4 @@ class ClassHeRD(_HeRDRegularizer):
 class UniversalHeRD(_HeRDRegularizer):
     name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
     default_weight = 5.0
-    herd_mode = "universal"
+    mode = "universal"

@@ -115,8 +115,8 @@ class FactorVAE(_VAERegularizer):
     name, help = "factor-vae", "FactorVAE: KL + gamma * a discriminator's TC estimate (Kim & Mnih 2018)"
     default_weight = 10.0
 
-    def __init__(self, cfg, model, herd, dataset_size):
-        super().__init__(cfg, model, herd, dataset_size)
+    def __init__(self, cfg, model, dataset_size, reduce=None):
+        super().__init__(cfg, model, dataset_size, reduce)
         self.discriminator = FactorDiscriminator(model.latent_dim)
         # the paper's discriminator optimiser: Adam, lr 1e-4, betas (0.5, 0.9)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9))

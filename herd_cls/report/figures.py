@@ -5,6 +5,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from ..layout import BlockLayout
+
 
 def _plt():
     import matplotlib
@@ -108,12 +110,11 @@ def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def _outline_blocks(ax, blocks: Tensor, highlight: int | None = None, square: bool = True) -> None:
+def _outline_blocks(ax, layout: BlockLayout, highlight: int | None = None, square: bool = True) -> None:
     from matplotlib.patches import Rectangle
 
-    for c, row in enumerate(blocks):
-        idx = row.nonzero().flatten()
-        lo, n = int(idx[0]), len(idx)
+    for c in range(layout.num_classes):
+        lo, n = int(layout.block(c)[0]), layout.dims_per_class
         color, lw = ("C3", 2.0) if c == highlight else ("white", 0.8)
         if square:
             ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec=color, lw=lw))
@@ -121,18 +122,7 @@ def _outline_blocks(ax, blocks: Tensor, highlight: int | None = None, square: bo
             ax.add_patch(Rectangle((lo - 0.5, c - 0.5), n, 1, fill=False, ec=color, lw=lw))
 
 
-def _runs(idx: list[int]) -> list[tuple[int, int]]:
-    """Sorted dims -> (first, length) of each contiguous run."""
-    runs: list[tuple[int, int]] = []
-    for i in idx:
-        if runs and runs[-1][0] + runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((i, 1))
-    return runs
-
-
-def _hessian_figure(hbar: Tensor, blocks: Tensor, target: int, title: str):
+def _hessian_figure(hbar: Tensor, layout: BlockLayout, target: int, title: str):
     """The Figure of :func:`hessian_heatmap`: pixel (i, j) is dim pair (i, j), so dims lo..lo+n-1 span
     [lo - 0.5, lo + n - 0.5] in data coordinates. Other class blocks: thin white; the target's own
     block: red on top; the shared dims (in no block): a dashed cyan square."""
@@ -141,33 +131,33 @@ def _hessian_figure(hbar: Tensor, blocks: Tensor, target: int, title: str):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     im = ax.imshow(hbar.numpy(), cmap="magma")
-    for c, row in enumerate(blocks):
-        if c != target:
-            for lo, n in _runs(row.nonzero().flatten().tolist()):
-                ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="white", lw=0.8, zorder=2))
-    for lo, n in _runs((~blocks.any(0)).nonzero().flatten().tolist()):
-        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="cyan", lw=1.4, ls="--", zorder=3))
-    for lo, n in _runs(blocks[target].nonzero().flatten().tolist()):
-        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec="red", lw=2.0, zorder=4))
+    n = layout.dims_per_class
+    for c in range(layout.num_classes):
+        lo = int(layout.block(c)[0])
+        ec, lw, z = ("red", 2.0, 4) if c == target else ("white", 0.8, 2)
+        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec=ec, lw=lw, zorder=z))
+    if layout.shared_dims:
+        lo, s = int(layout.shared[0]), layout.shared_dims
+        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), s, s, fill=False, ec="cyan", lw=1.4, ls="--", zorder=3))
     ax.set_title(title, fontsize=9), ax.set_ylabel("latent dim")
     ax.set_xlabel("latent dim (red: own block, dashed: shared dims)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return fig
 
 
-def hessian_heatmap(hbar: Tensor, blocks: Tensor, target: int, title: str, path: Path) -> Path:
+def hessian_heatmap(hbar: Tensor, layout: BlockLayout, target: int, title: str, path: Path) -> Path:
     """Mean |H| (d, d) of one class: its own block outlined in red, the shared dims dashed, the other
     class blocks in thin white."""
-    return _save(_hessian_figure(hbar, blocks, target, title), path)
+    return _save(_hessian_figure(hbar, layout, target, title), path)
 
 
-def class_dim_matrix(matrix: Tensor, blocks: Tensor, class_names: list[str], title: str, path: Path) -> Path:
+def class_dim_matrix(matrix: Tensor, layout: BlockLayout, class_names: list[str], title: str, path: Path) -> Path:
     """A (K, d) class x latent-dim matrix (e.g. mean |attribution|), each row normalised, blocks outlined."""
     plt = _plt()
     m = matrix / matrix.max(1, keepdim=True).values.clamp_min(1e-12)
     fig, ax = plt.subplots(figsize=(min(12, 1.5 + 0.3 * m.shape[1]), 0.9 + 0.3 * m.shape[0]))
     ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    _outline_blocks(ax, blocks, square=False)
+    _outline_blocks(ax, layout, square=False)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
     if m.shape[1] <= 40:
         ax.set_xticks(range(m.shape[1]), [str(j) for j in range(m.shape[1])], fontsize=7)

@@ -8,15 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..analysis.scores import metrics as registered_metrics
+from ..layout import BlockLayout
 from . import figures
 from .html import render
 
 if TYPE_CHECKING:
     from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, RunAnalysis
 
-METRIC_LABELS = [("accuracy", "test accuracy"), ("block_purity", "Hessian block purity"),
-                 ("attribution_alignment", "latent attribution alignment"), ("sweep_specificity", "sweep specificity"),
-                 ("image_sweep_specificity", "image sweep specificity (share of a class's image change made by its own block)")]
+
+def _metric_rows(analyses: list[RunAnalysis]) -> list[dict]:
+    """The registered metrics that apply to at least one of the runs: key, label, help, chance, direction."""
+    layout = analyses[0].layout
+    return [{"key": m.name, "label": m.label, "help": m.help, "chance": m.chance_level(layout),
+             "better": "higher" if m.higher_is_better else "lower"}
+            for m in registered_metrics() if any(m.name in a.scores for a in analyses)]
+
+
+def _layout_view(layout: BlockLayout) -> dict:
+    return {"blocks": [layout.block(c).tolist() for c in range(layout.num_classes)], "shared": layout.shared.tolist()}
 
 
 def _rel(folder: Path):
@@ -53,9 +63,9 @@ def _picture_figures(pictures: ImageSweeps, class_name: str, kinds: dict[int, st
 
 def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     rel, name = _rel(folder), a.class_names[c]
-    kinds = {d: " (shared)" for d in a.shared}
+    kinds = {d: " (shared)" for d in a.layout.shared.tolist()}
     page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None,
-            "hessian": rel(figures.hessian_heatmap(a.purity.hbar[c], a.blocks, c, f"mean |H|, class {name}",
+            "hessian": rel(figures.hessian_heatmap(a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}",
                                                    folder / f"{tag}hessian_{c}.png"))}
     if a.robustness is not None:
         page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
@@ -77,10 +87,10 @@ def _run_figures(a: RunAnalysis, folder: Path, tag: str) -> dict:
     rel = _rel(folder)
     out = {
         "curves": rel(figures.training_curves(a.history, folder / f"{tag}curves.png", a.name)),
-        "latent": rel(figures.class_dim_matrix(a.latent_matrix, a.blocks, a.class_names,
+        "latent": rel(figures.class_dim_matrix(a.latent_matrix, a.layout, a.class_names,
                                                f"mean |{a.method}| of the true-class logit",
                                                folder / f"{tag}latent_attribution.png")),
-        "mi": rel(figures.class_dim_matrix(a.mutual_information, a.blocks, a.class_names,
+        "mi": rel(figures.class_dim_matrix(a.mutual_information, a.layout, a.class_names,
                                            "mutual information I(z_j; y = c)", folder / f"{tag}mutual_information.png")),
         "embedding": rel(figures.embedding_scatter(a.embedding, a.labels, a.class_names, "PCA of test latents",
                                                    folder / f"{tag}embedding.png")),
@@ -96,18 +106,18 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
     folder = out_dir / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     names = analyses[0].class_names
+    nan = [float("nan")] * len(names)
+    metrics = _metric_rows(analyses)
     runs = [{"name": a.name, "config": a.config, "summary": a.summary, "figures": _run_figures(a, folder, f"run{i}_"),
-             "blocks": [a.blocks[c].nonzero().flatten().tolist() for c in range(len(names))], "shared": a.shared,
-             "metrics": a.metrics(), "per_class": a.metrics_per_class(), "image_purity": a.purity.image_view()}
+             **_layout_view(a.layout), "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
+             "per_class": {m["key"]: a.metrics_per_class().get(m["key"], nan) for m in metrics},
+             "image_purity": a.purity.image_view()}
             for i, a in enumerate(analyses)]
-    d = analyses[0].blocks.shape[1]
-    chance = {"block_purity": sum(len(b) ** 2 for b in runs[0]["blocks"]) / len(names) / d ** 2,
-              "sweep_specificity": 1 / len(names), "image_sweep_specificity": 1 / len(names)}
     for c, name in enumerate(names):
         render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
-               metrics=METRIC_LABELS)
-    return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=METRIC_LABELS,
-                  chance=chance, robustness_page=(out_dir / "robustness.html").is_file())
+               metrics=metrics)
+    return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=metrics,
+                  robustness_page=(out_dir / "robustness.html").is_file())
 
 
 def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_dir: Path) -> Path:
@@ -128,22 +138,22 @@ def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_
                   specificity=sw.specificity["sweep_specificity_per_class"][sw.target], chance=1 / len(class_names))
 
 
-def write_attribution_page(run_name: str, class_names: list[str], blocks, res: AttributionResult,
+def write_attribution_page(run_name: str, class_names: list[str], layout: BlockLayout, res: AttributionResult,
                            out_dir: Path) -> Path:
     """attribute.html: the class x latent-dim matrix and input-attribution strips per class."""
     folder = out_dir / "attribution"
     folder.mkdir(parents=True, exist_ok=True)
     rel = _rel(folder)
-    matrix = figures.class_dim_matrix(res.matrix, blocks, class_names, f"mean |{res.method}| of the true-class logit",
+    matrix = figures.class_dim_matrix(res.matrix, layout, class_names, f"mean |{res.method}| of the true-class logit",
                                       folder / f"latent_{res.method}.png")
-    classes = [{"index": c, "name": class_names[c], "block": blocks[c].nonzero().flatten().tolist(),
+    classes = [{"index": c, "name": class_names[c], "block": layout.block(c).tolist(),
                 "alignment": res.alignment["attribution_alignment_per_class"][c],
                 "figure": rel(figures.attribution_overlays(res.images[c], res.maps[c], f"{res.method}, class {class_names[c]}",
                                                            folder / f"class{c}_{res.method}.png"))}
                for c in res.images]
     return render("attribute.html", out_dir / "attribute.html", run_name=run_name, method=res.method,
                   matrix=rel(matrix), alignment=res.alignment["attribution_alignment"],
-                  chance=float(blocks[0].sum()) / blocks.shape[1], classes=classes)
+                  chance=layout.dims_per_class / layout.latent_dim, classes=classes)
 
 
 def write_robustness_page(names: list[str], blocks: list, results: list[dict], class_names: list[str],

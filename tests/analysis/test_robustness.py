@@ -11,7 +11,7 @@ from herd_cls.analysis.robustness import check_attack_request, evaluate_robustne
 from herd_cls.cli import main
 from html_pages import check_page
 from herd_cls.registry import HerdError
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 
 
 
@@ -36,7 +36,7 @@ def pgd_reference(model, x, y, eps, steps, seed):
 
 def test_fgsm_agrees_exactly_with_independent_implementation(toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["fgsm"], [0.05, 0.1])
+    res = evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["fgsm"], [0.05, 0.1])
     for eps in (0.05, 0.1):
         ours = (model(fgsm_reference(model, x, y, eps)).argmax(1) == y).float().mean().item()
         assert res["attacks"]["fgsm"][str(eps)]["robust_accuracy"] == ours
@@ -45,14 +45,14 @@ def test_fgsm_agrees_exactly_with_independent_implementation(toy):
 def test_pgd_agrees_with_independent_implementation_within_tolerance(toy):
     # random starts differ, so the two may disagree on a few samples: tolerance 5 points
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["pgd-linf"], [0.05], steps=10)
+    res = evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["pgd-linf"], [0.05], steps=10)
     ours = (model(pgd_reference(model, x, y, 0.05, 10, seed=1)).argmax(1) == y).float().mean().item()
     assert abs(res["attacks"]["pgd-linf"]["0.05"]["robust_accuracy"] - ours) <= 0.05
 
 
 def test_sanity_checks_hold_and_latent_shares_add_up(toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"],
+    res = evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"],
                               [0, 0.05, 0.3, 1.0], steps=5)
     failed = [c for c in res["checks"] if not c["passed"]]
     assert not failed, failed

@@ -10,7 +10,7 @@ from herd_cls.analysis.robustness import evaluate_robustness, sanity_checks
 from herd_cls.analysis.runs import check_transfer_source
 from herd_cls.data import DataInfo
 from herd_cls.registry import HerdError
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 
 EPS = [0, 0.05, 0.1, 0.3]
 
@@ -30,7 +30,7 @@ def failed(result):
 
 def test_plain_model_passes_every_check_with_square_and_transfer(toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["fgsm", "pgd-linf", "apgd-ce", "square"], EPS,
+    res = evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["fgsm", "pgd-linf", "apgd-ce", "square"], EPS,
                               queries=200, transfer_from=model)
     assert not failed(res)
     names = {c["check"] for c in res["checks"]}
@@ -45,7 +45,7 @@ def test_plain_model_passes_every_check_with_square_and_transfer(toy):
 def test_quantised_input_masks_gradients_and_is_flagged(toy):
     model, encoder, x, y = toy
     masked = nn.Sequential(Quantise(), model)
-    res = evaluate_robustness(masked, encoder, x, y, class_blocks(4, 8), ["pgd-linf", "apgd-ce", "square"], EPS,
+    res = evaluate_robustness(masked, encoder, x, y, BlockLayout.split(4, 8).masks, ["pgd-linf", "apgd-ce", "square"], EPS,
                               queries=200, transfer_from=model)
     flags = failed(res)
     # gradient attacks stall while Square and the attack crafted on the unmasked model get through
@@ -62,14 +62,14 @@ def test_quantised_input_masks_gradients_and_is_flagged(toy):
 
 def test_transfer_from_the_model_itself_equals_white_box(toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["pgd-linf"], [0.05, 0.1], transfer_from=model)
+    res = evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["pgd-linf"], [0.05, 0.1], transfer_from=model)
     for e in ("0.05", "0.1"):
         assert res["attacks"]["transfer-pgd-linf"][e]["correct"] == res["attacks"]["pgd-linf"][e]["correct"]
 
 
 def test_pgd_restarts_never_leave_more_images_correct(toy):
     model, encoder, x, y = toy
-    one, five = (evaluate_robustness(model, encoder, x, y, class_blocks(4, 8), ["pgd-linf"], [0.05], steps=3,
+    one, five = (evaluate_robustness(model, encoder, x, y, BlockLayout.split(4, 8).masks, ["pgd-linf"], [0.05], steps=3,
                                      restarts=r)["attacks"]["pgd-linf"]["0.05"]["correct"] for r in (1, 5))
     assert all(b <= a for a, b in zip(one, five))  # the first start is the same; restarts only add fooled images
 

@@ -10,7 +10,7 @@ from herd_cls.analysis.sweep import block_sweep_effect, sweep
 from herd_cls.cli import main
 from html_pages import check_page
 from herd_cls.metrics import sweep_specificity
-from herd_cls.regularizer import class_blocks
+from herd_cls.layout import BlockLayout
 
 
 class Identity:
@@ -39,7 +39,7 @@ def test_sweep_moves_exactly_one_dim_by_offset_times_std():
 
 def test_block_sweep_effect_of_block_aligned_logits_is_perfectly_specific():
     # class c's logit = sum of its own block: sweeping B_c moves only logit c
-    blocks = class_blocks(3, 6)
+    blocks = BlockLayout.split(3, 6)
     model = Identity()
     model.classify = lambda z: z.view(len(z), 3, 2).sum(-1)
     z, y = torch.randn(30, 6), torch.arange(30) % 3
@@ -128,7 +128,7 @@ def test_decoded_block_effect_sees_which_block_moves_the_image():
             self.classify = torch.nn.Linear(4, 2)
             self.decode = lambda z: (z[:, :2].sum(1) * 0.1).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
 
-    blocks = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    blocks = BlockLayout(2, 2)
     z, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
     effect = decoded_block_effect(Toy(), z, y, blocks, torch.full((4,), 0.5), span=2.0)
     # moving one dim of block 0 by 2 std each way changes every pixel by 0.1 * 2 * 2 * 0.5

@@ -9,7 +9,6 @@ from torch.distributions import Normal, kl_divergence
 from herd_cls.config import Config
 from herd_cls.models import create_model
 from herd_cls.registry import HerdError
-from herd_cls.regularizer import HeRD
 from herd_cls.regularizers import REGULARIZERS, Batch, create_regularizer, regularizer_class
 
 
@@ -19,14 +18,13 @@ def _setup(reg: str, **overrides):
                  **overrides).validate()
     model = create_model("conv", num_classes=3, in_chans=1, image_size=8, latent_dim=6, head="mlp", decoder=True,
                          variational=regularizer_class(reg).variational).eval()
-    herd = HeRD(3, 6, mode=regularizer_class(reg).herd_mode, variant=cfg.variant)
     x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
     if model.variational:
         mu, logvar = model.encode_distribution(x)
         batch = Batch(x, y, mu + 0.1, mu, logvar)
     else:
         batch = Batch(x, y, model.encode(x))
-    return create_regularizer(cfg, model, herd, dataset_size=100), model, batch
+    return create_regularizer(cfg, model, dataset_size=100), model, batch
 
 
 def _per_sample_hessians(fn, z):
@@ -135,7 +133,7 @@ def test_factor_vae_trains_its_discriminator_and_saves_it():
 def test_none_is_never_switched_on_and_the_others_follow_warmup_and_ramp():
     reg, _, _ = _setup("none")
     assert [reg.schedule(e) for e in range(4)] == [0.0] * 4
-    reg = create_regularizer(Config(reg="hessian-penalty", decoder=True, warmup=1, ramp=2), None, None, 1)
+    reg = create_regularizer(Config(reg="hessian-penalty", decoder=True, warmup=1, ramp=2), None, 1)
     assert [reg.schedule(e) for e in range(4)] == [0.0, 0.5, 1.0, 1.0]
 
 
@@ -143,4 +141,4 @@ def test_herd_refuses_a_head_with_batch_statistics_before_training():
     reg, model, batch = _setup("class")
     model.classify = torch.nn.Sequential(torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3))
     with pytest.raises(HerdError, match="classifier head has BatchNorm1d.*use --head block"):
-        create_regularizer(reg.cfg, model, reg.herd, 100)
+        create_regularizer(reg.cfg, model, 100)

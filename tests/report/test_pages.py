@@ -11,7 +11,21 @@ from html_pages import check_page
 pytestmark = pytest.mark.slow
 
 
-def test_report_with_compare(tiny_args, tmp_path):
+@pytest.fixture
+def toy_metric():
+    """One registry entry, removed afterwards: the share of test images whose z[0] is positive."""
+    from herd_cls.analysis.scores import METRICS, Metric, Score, register
+
+    def compute(ev):
+        positive = (ev.z[:, 0] > 0).float()
+        return Score(float(positive.mean()), [float(positive[ev.y == c].mean()) for c in range(ev.layout.num_classes)])
+
+    register(Metric("toy_positive_z0", "toy share of positive z0", compute, chance=lambda layout: 0.5))
+    yield
+    METRICS.unregister("toy_positive_z0")
+
+
+def test_report_with_compare(tiny_args, tmp_path, toy_metric):
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "herd", "--decoder"]).exit_code == 0
     assert runner.invoke(main, ["train", *tiny_args, "--name", "base", "--reg", "none"]).exit_code == 0
@@ -34,8 +48,13 @@ def test_report_with_compare(tiny_args, tmp_path):
     assert "run0_robustness_3.png" in text and "run1_robustness_3.png" not in text  # only herd was attacked
     assert 'href="robustness.html"' in index.read_text()
     # image sweep specificity: a number for the decoder run, a dash for the run without a decoder
-    row = re.search(r"<td>image sweep specificity[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>", index.read_text())
+    row = re.search(r"<td[^>]*>image sweep specificity[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>", index.read_text())
     assert row and 0 <= float(row.group(1)) <= 1 and row.group(2) == "–"
+    # a metric registered in one entry reaches the index (with its chance level), every class page and the CLI
+    row = re.search(r"<td[^>]*>toy share of positive z0</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>",
+                    index.read_text())
+    assert row and all(0 <= float(v) <= 1 for v in row.groups()[:2]) and row.group(3) == "0.500"
+    assert "toy share of positive z0" in text and "toy share of positive z0" in res.output
 
 
 def test_report_refuses_runs_on_different_classes(tiny_args, tmp_path):

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from herd_cls.regularizer import (HeRD, class_blocks, class_mask, class_penalty, image_penalty, image_share,
-                                  probe_penalty)
+from herd_cls.layout import BlockLayout
+from herd_cls.purity import image_share
+from herd_cls.regularizers.herd_penalty import HeRD, class_mask, class_penalty, image_penalty, probe_penalty
 from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
 
@@ -11,7 +12,7 @@ def _shares_by_loop(H, y, blocks):
     """Each image's own-block share of sum |H_i|, one image and one entry at a time."""
     out = []
     for i in range(len(y)):
-        own = blocks[y[i]].nonzero().flatten().tolist()
+        own = blocks.block(int(y[i])).tolist()
         inside = sum(abs(H[i, j, k].item()) for j in own for k in own)
         total = H[i].abs().sum().item()
         out.append(inside / total if total > 0 else 1.0)
@@ -28,7 +29,7 @@ def _image_penalty_by_loop(shares, y, num_classes):
 
 
 def test_image_share_golden():
-    blocks = class_blocks(2, 4)
+    blocks = BlockLayout.split(2, 4)
     H = torch.zeros(3, 4, 4)
     H[0, 0, 0], H[0, 1, 0], H[0, 3, 3] = 2.0, -1.0, 1.0       # class 0: 3 of 4 inside
     H[1, 2, 3], H[1, 0, 0] = 1.0, -3.0                        # class 1: 1 of 4 inside
@@ -42,12 +43,12 @@ def test_image_penalties_equal_hand_formulas_on_oracle_hessians():
     torch.manual_seed(4)
     head, z, y = mlp(6, 3), torch.randn(17, 6), torch.tensor([0, 1, 1, 2] * 4 + [1])
     H = oracle(head, z, y, "ce")
-    blocks = class_blocks(3, 6)
+    blocks = BlockLayout.split(3, 6)
     shares = _shares_by_loop(H, y, blocks)
     per_image = _image_penalty_by_loop(shares, y, 3)
-    assert HeRD(3, 6, variant="image-purity")(head, z, y, labels=y).item() == pytest.approx(per_image)
-    class_mean = class_penalty(H, y, class_mask(3, 6, variant="purity")).item()
-    dual = HeRD(3, 6, variant="dual-purity")(head, z, y, labels=y).item()
+    assert HeRD(BlockLayout.split(3, 6), variant="image-purity")(head, z, y, labels=y).item() == pytest.approx(per_image)
+    class_mean = class_penalty(H, y, class_mask(BlockLayout.split(3, 6), variant="purity")).item()
+    dual = HeRD(BlockLayout.split(3, 6), variant="dual-purity")(head, z, y, labels=y).item()
     assert dual == pytest.approx((class_mean + per_image) / 2)
     # a class's weight does not depend on how many images it has in the batch
     assert per_image != pytest.approx(sum(1 - s for s in shares) / len(shares))
@@ -67,11 +68,11 @@ def test_probe_image_penalty_tracks_exact_shares():
     torch.manual_seed(8)
     head, z, y = mlp(6, 3), torch.randn(30, 6), torch.arange(30) % 3
     H = oracle(head, z, y, "ce")
-    blocks = class_blocks(3, 6)
-    own = blocks[y]
+    blocks = BlockLayout.split(3, 6)
+    own = blocks.own(y)
     inside = (H.pow(2) * (own[:, :, None] & own[:, None, :])).sum((1, 2))
     total = H.pow(2).sum((1, 2))
     want = _image_penalty_by_loop((inside / total).tolist(), y, 3)
-    herd = HeRD(3, 6, variant="image-purity", probes=2000)
+    herd = HeRD(BlockLayout.split(3, 6), variant="image-purity", probes=2000)
     assert herd(head, z, y, labels=y).item() == pytest.approx(want, abs=0.03)
     assert probe_penalty(inside, total, y, 3, "image-purity").item() == pytest.approx(want)

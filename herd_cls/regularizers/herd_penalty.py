@@ -1,14 +1,13 @@
-"""HeRD, the Hessian regularizer for disentanglement, as pure tensor functions plus a thin module.
+"""HeRD's penalties: pure functions of latent Hessians, and the small :class:`HeRD` module around them.
 
-The mathematics is fixed in docs/method.md: for every sample i, ``H_i`` is the
-Hessian of the sample's loss with respect to its own latent vector ``z_i``; class-specific
-HeRD penalises the share of ``|H_i|`` that lies outside the class's block: each image's share,
-averaged per class (the default, ``image-purity``), or the share of the per-class mean (``purity``).
+The mathematics is fixed in docs/method.md: for every sample i, ``H_i`` is the Hessian of the sample's loss
+with respect to its own latent vector ``z_i``; class-specific HeRD penalises the share of ``|H_i|`` that lies
+outside the class's block: each image's share, averaged per class (the default, ``image-purity``), or the
+share of the per-class mean (``purity``). Which dims a class owns is the :class:`~herd_cls.layout.BlockLayout`;
+how curvature is computed lives in :mod:`herd_cls.curvature`.
 
->>> herd = HeRD(num_classes=10, latent_dim=22, shared_dims=2)
+>>> herd = HeRD(BlockLayout(num_classes=10, dims_per_class=2, shared_dims=2))
 >>> penalty = herd(model.classify, z, y, labels=y, loss="ce")      # scalar, differentiable
-
-How curvature is computed lives in :mod:`herd_cls.curvature`; this module says what is penalised.
 """
 from __future__ import annotations
 
@@ -18,56 +17,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .curvature import (LOSSES, METHODS, PROBE_METHODS, Loss, block_mass, hessian_block_mass, latent_hessian,
-                        per_sample_loss, sum_losses)
-from .registry import HerdError
+from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, latent_hessian
+from ..layout import BlockLayout
+from ..purity import class_abs_sum, image_share, own_share
+from ..registry import HerdError
 
 VARIANTS = ("reference", "block", "purity", "log-purity", "image-purity", "dual-purity")
 PURITY_VARIANTS = ("purity", "log-purity", "image-purity", "dual-purity")  # functions of the own block's share
 IMAGE_VARIANTS = ("image-purity", "dual-purity")  # penalise each image's own share
 LOG_PURITY_DELTA = 0.01  # log-purity penalises -log((P + delta) / (1 + delta)): finite at P = 0, 0 at P = 1
 MODES = ("class", "universal")
-AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
-DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
 Reduce = Callable[[Tensor], Tensor]
 
-__all__ = ["LOSSES", "METHODS", "VARIANTS", "HeRD", "block_mass", "class_abs_sum", "class_blocks", "class_mask",
-           "class_penalty", "curvature_method", "hessian_block_mass", "image_penalty", "image_share", "latent_hessian", "own_share",
-           "penalty_ramp", "per_sample_loss", "probe_penalty", "sum_losses", "universal_penalty"]
 
-
-# public API: blocks, masks, penalties
-
-def class_blocks(num_classes: int, latent_dim: int, shared_dims: int = 0) -> Tensor:
-    """Boolean (K, d): row c marks B_c = [c*n, (c+1)*n) with n = (d - shared_dims) / K.
-
-    The shared dims are the last ``shared_dims`` and belong to no class.
-    """
-    if num_classes < 2:
-        raise HerdError(f"class-specific HeRD needs at least 2 classes, got {num_classes}")
-    if shared_dims < 0 or latent_dim - shared_dims < num_classes or (latent_dim - shared_dims) % num_classes:
-        raise HerdError(
-            f"latent_dim {latent_dim} minus shared_dims {shared_dims} does not split into {num_classes} "
-            f"class blocks; use latent_dim = {num_classes} * dims_per_class + shared_dims"
-        )
-    n = (latent_dim - shared_dims) // num_classes
-    blocks = torch.zeros(num_classes, latent_dim, dtype=torch.bool)
-    for c in range(num_classes):
-        blocks[c, c * n:(c + 1) * n] = True
-    return blocks
-
-
-def free_region(blocks: Tensor, variant: str = "reference") -> Tensor:
+def free_region(layout: BlockLayout, variant: str = "reference") -> Tensor:
     """Boolean (K, d, d): the Hessian entries class c may use without penalty.
 
-    ``reference``: the diagonal of B_c and of the shared dims (METHOD.md, exactly).
+    ``reference``: the diagonal of B_c and of the shared dims (the original research code, exactly).
     ``block``: all of B_c x B_c (off-diagonal entries too) plus the shared diagonal.
     ``purity`` and ``log-purity``: B_c x B_c only, so the penalty is a function of block purity alone;
     a free shared diagonal was measured to pull whole classes' curvature into the shared dims.
     """
     if variant not in VARIANTS:
         raise HerdError(f"unknown HeRD variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    num_classes, d = blocks.shape
+    blocks, d = layout.masks, layout.latent_dim
     shared = ~blocks.any(0)
     eye = torch.eye(d, dtype=torch.bool)
     own = blocks.unsqueeze(2) & blocks.unsqueeze(1)
@@ -78,35 +51,22 @@ def free_region(blocks: Tensor, variant: str = "reference") -> Tensor:
     return own | (eye & shared).unsqueeze(0)
 
 
-def class_mask(num_classes: int, latent_dim: int, shared_dims: int = 0, alpha_off: float = 0.5,
-               alpha_diag: float = 1.0, variant: str = "reference") -> Tensor:
+def class_mask(layout: BlockLayout, alpha_off: float = 0.5, alpha_diag: float = 1.0,
+               variant: str = "reference") -> Tensor:
     """(K, d, d) penalty weights M_c for :func:`class_penalty`.
 
     ``reference``/``block``: alpha_off / (d^2 - d) off the diagonal, alpha_diag / d on it, 0 on the
     free region. ``purity``/``log-purity``: 1 / (d^2 K) outside the free region, so the penalty is the
     mean over classes of the share of |H| mass outside the class's own block.
     """
-    blocks = class_blocks(num_classes, latent_dim, shared_dims)
-    free = free_region(blocks, variant)
-    d = latent_dim
+    free = free_region(layout, variant)
+    d, num_classes = layout.latent_dim, layout.num_classes
     if variant in PURITY_VARIANTS:
         weights = torch.full((d, d), 1.0 / (d * d * num_classes))
     else:
         weights = torch.full((d, d), alpha_off / (d * d - d))
         weights.fill_diagonal_(alpha_diag / d)
     return weights.expand(num_classes, d, d).masked_fill(free, 0.0).contiguous()
-
-
-def class_abs_sum(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class sum of |H_i| and sample count: ((K, d, d), (K,)); sums over batches add up."""
-    onehot = F.one_hot(labels, num_classes).to(H.dtype)
-    return torch.einsum("bk,bde->kde", onehot, H.abs()), onehot.sum(0)
-
-
-def class_mean_abs(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class mean of |H_i|: ((K, d, d), present (K,) bool); absent classes are zero."""
-    total, counts = class_abs_sum(H, labels, num_classes)
-    return total / counts.clamp_min(1).view(-1, 1, 1), counts > 0
 
 
 def _sum(t: Tensor, reduce: Reduce | None) -> Tensor:
@@ -133,21 +93,6 @@ def class_penalty(H: Tensor, labels: Tensor, mask: Tensor, log_purity: bool = Fa
 
 def _log_impurity(purity: Tensor) -> Tensor:
     return -torch.log((purity.clamp(0, 1) + LOG_PURITY_DELTA) / (1 + LOG_PURITY_DELTA)).mean()
-
-
-def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
-    """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the block;
-    NaN: not measured)."""
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny),
-                       torch.full_like(total, empty))
-
-
-def image_share(H: Tensor, labels: Tensor, blocks: Tensor, empty: float = 1.0) -> Tensor:
-    """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d),
-    labels (B,) and blocks (K, d); ``empty`` for an image without curvature (see :func:`own_share`)."""
-    own = blocks[labels]
-    inside = (H.abs() * (own.unsqueeze(2) & own.unsqueeze(1))).sum((1, 2))
-    return own_share(inside, H.abs().sum((1, 2)), empty)
 
 
 def image_penalty(share: Tensor, labels: Tensor, num_classes: int, reduce: Reduce | None = None) -> Tensor:
@@ -187,31 +132,6 @@ def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: in
     return class_mean if per_image is None else (class_mean + per_image) / 2
 
 
-def penalty_ramp(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
-    """Fraction of the penalty in force at ``epoch`` (0-based): 0 before warm-up, then a linear ramp."""
-    if epoch < warmup:
-        return 0.0
-    return min(1.0, (epoch - warmup + 1) / ramp) if ramp > 0 else 1.0
-
-
-def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None) -> tuple[str, int | None]:
-    """The curvature path "auto" stands for, with its probe count: measured in docs/performance.md.
-
-    The classifier's CE at d <= AUTO_EXACT_MAX_DIM: exact Hessians (the closed form for a linear head).
-    A decoder loss, a sum with one, or a wider latent: the forward-only Gauss-Newton estimate, which
-    never backpropagates twice. ``probes`` given with "auto" on CE keeps its old meaning: HVP probes.
-    """
-    if method in PROBE_METHODS:
-        return method, probes or DEFAULT_PROBES[method]
-    if method != "auto":
-        return method, None
-    if loss == "ce" and probes is not None:
-        return "hvp", probes
-    if loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM:
-        return "auto", None
-    return "forward", probes or DEFAULT_PROBES["forward"]
-
-
 def _at_least_float32(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
@@ -220,10 +140,9 @@ class HeRD(nn.Module):
     """Class-specific (or universal) Hessian regularizer for disentanglement.
 
     Args:
-        num_classes: K, the number of class blocks.
-        latent_dim: d; ``d - shared_dims`` must be a multiple of K.
+        layout: the class blocks (:class:`~herd_cls.layout.BlockLayout`); mode "universal" reads only its
+            ``latent_dim``.
         mode: ``"class"`` (class blocks) or ``"universal"`` (diagonal Hessian, no labels used).
-        shared_dims: s dims at the end of z that belong to every class.
         alpha_off, alpha_diag: weights of off-diagonal and out-of-block diagonal mass (reference, block).
         variant: ``"image-purity"`` (the default: 1 - each image's own-block share of its |H|, averaged
             per class, then over classes, so confident images count as much as uncertain ones),
@@ -233,56 +152,43 @@ class HeRD(nn.Module):
             ``"reference"`` (the original research code's formulation) or ``"block"`` (its whole own
             block free).
         method: how curvature is computed (:data:`herd_cls.curvature.METHODS`); ``"auto"`` picks by
-            :func:`curvature_method`. The probe methods (``"forward"``, ``"hvp"``) estimate squared block
-            masses, with mode "class" and a purity variant; in mode "universal", ``"forward"`` (what
-            ``"auto"`` picks for decoder losses) computes the whole Gauss-Newton matrix instead.
+            :func:`herd_cls.curvature.curvature_method`. The probe methods (``"forward"``, ``"hvp"``)
+            estimate squared block masses, with mode "class" and a purity variant; in mode "universal",
+            ``"forward"`` (what ``"auto"`` picks for decoder losses) computes the whole Gauss-Newton matrix.
         probes: the probe count of a probe method.
         reduce: sums per-class statistics over processes (e.g. ``herd_cls.distributed.all_reduce_sum``).
 
-    >>> herd = HeRD(num_classes=10, latent_dim=20)
+    >>> herd = HeRD(BlockLayout(num_classes=10, dims_per_class=2))
     >>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")
     """
 
-    def __init__(self, num_classes: int, latent_dim: int, mode: str = "class", shared_dims: int = 0,
-                 alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "image-purity",
-                 probes: int | None = None, method: str = "auto", reduce: Reduce | None = None):
+    def __init__(self, layout: BlockLayout, mode: str = "class", alpha_off: float = 0.5, alpha_diag: float = 1.0,
+                 variant: str = "image-purity", probes: int | None = None, method: str = "auto",
+                 reduce: Reduce | None = None):
         super().__init__()
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
         if method not in METHODS:
             raise HerdError(f"unknown curvature method {method!r}; choose one of: {', '.join(METHODS)}")
         if (probes is not None or method in PROBE_METHODS) and (mode != "class" or variant not in PURITY_VARIANTS):
-            raise HerdError("probes estimate block purity: use them with mode 'class' and variant 'purity' "
-                            "or 'log-purity'")
-        self.num_classes, self.latent_dim, self.shared_dims = num_classes, latent_dim, shared_dims
-        self.mode, self.variant, self.probes, self.method, self.reduce = mode, variant, probes, method, reduce
-        self.alpha_off, self.alpha_diag = alpha_off, alpha_diag
-        self.register_buffer("blocks", class_blocks(num_classes, latent_dim, shared_dims), persistent=False)
-        mask = class_mask(num_classes, latent_dim, shared_dims, alpha_off, alpha_diag, variant)
-        self.register_buffer("mask", mask if mode == "class" else None, persistent=False)
+            raise HerdError("probes estimate block purity: use them with mode 'class' and a variant of: "
+                            + ", ".join(PURITY_VARIANTS))
+        self.layout, self.mode, self.variant, self.probes, self.method = layout, mode, variant, probes, method
+        self.alpha_off, self.alpha_diag, self.reduce = alpha_off, alpha_diag, reduce
+        self.register_buffer("mask", class_mask(layout, alpha_off, alpha_diag, variant) if mode == "class" else None,
+                             persistent=False)
 
-    def block(self, c: int) -> Tensor:
-        """Indices of the latent dims that class ``c`` owns."""
-        if not 0 <= c < self.num_classes:
-            raise HerdError(f"class {c} is out of range; valid classes are 0..{self.num_classes - 1}")
-        return self.blocks[c].nonzero().flatten()
-
-    @property
-    def shared(self) -> Tensor:
-        """Indices of the shared dims."""
-        return (~self.blocks.any(0)).nonzero().flatten()
+    def _image_penalty(self, H: Tensor, labels: Tensor) -> Tensor:
+        return image_penalty(image_share(H, labels, self.layout), labels, self.layout.num_classes, self.reduce)
 
     def penalty(self, H: Tensor, labels: Tensor | None = None) -> Tensor:
         """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians."""
         if self.mode == "universal":
             return universal_penalty(H, self.alpha_off, self.reduce)
         if self.variant == "image-purity":
-            return image_penalty(image_share(H, labels, self.blocks), labels, self.num_classes, self.reduce)
+            return self._image_penalty(H, labels)
         class_mean = class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
-        if self.variant == "dual-purity":
-            per_image = image_penalty(image_share(H, labels, self.blocks), labels, self.num_classes, self.reduce)
-            return (class_mean + per_image) / 2
-        return class_mean
+        return (class_mean + self._image_penalty(H, labels)) / 2 if self.variant == "dual-purity" else class_mean
 
     def forward(self, head: Callable, z: Tensor, target, labels: Tensor | None = None, loss: Loss = "ce") -> Tensor:
         """Scalar penalty for ``loss(head(z), target)``; ``labels`` pick each sample's block. Computed in
@@ -297,11 +203,10 @@ class HeRD(nn.Module):
         with torch.autocast(z.device.type, enabled=False):
             z = _at_least_float32(z)
             if method in PROBE_METHODS:
-                inside, total = block_mass(head, z, target, self.blocks[labels], loss, method, probes)
-                return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels, self.num_classes,
-                                     self.variant, self.reduce)
+                inside, total = block_mass(head, z, target, self.layout.own(labels), loss, method, probes)
+                return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels,
+                                     self.layout.num_classes, self.variant, self.reduce)
             return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels)
 
     def extra_repr(self) -> str:
-        return (f"mode={self.mode}, variant={self.variant}, method={self.method}, num_classes={self.num_classes}, "
-                f"latent_dim={self.latent_dim}, shared_dims={self.shared_dims}")
+        return f"mode={self.mode}, variant={self.variant}, method={self.method}, layout={self.layout}"

@@ -4,26 +4,15 @@ import pytest
 import torch
 
 from herd_cls.registry import HerdError
-from herd_cls.regularizer import (
-    HeRD, class_blocks, class_mask, class_penalty, free_region, penalty_ramp, universal_penalty,
-)
+from herd_cls.layout import BlockLayout
+from herd_cls.regularizers.base import penalty_ramp
+from herd_cls.regularizers.herd_penalty import HeRD, class_mask, class_penalty, free_region, universal_penalty
 from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
-
-
-def test_class_blocks_with_shared_dims():
-    blocks = class_blocks(3, 8, shared_dims=2)
-    assert blocks.int().tolist() == [
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [0, 0, 1, 1, 0, 0, 0, 0],
-        [0, 0, 0, 0, 1, 1, 0, 0],
-    ]
-    with pytest.raises(HerdError, match="does not split into 3 class blocks"):
-        class_blocks(3, 8, shared_dims=0)
 
 
 def test_reference_mask_hand_worked():
     # K=2, d=5, n=2, one shared dim (the reference's own tiny setting)
-    m = class_mask(2, 5, shared_dims=1, alpha_off=0.5, alpha_diag=1.0, variant="reference")
+    m = class_mask(BlockLayout(2, 2, shared_dims=1), alpha_off=0.5, alpha_diag=1.0, variant="reference")
     off, dg = 0.5 / 20, 1.0 / 5
     assert m.shape == (2, 5, 5)
     assert torch.diagonal(m[0]).tolist() == pytest.approx([0, 0, dg, dg, 0])
@@ -32,10 +21,10 @@ def test_reference_mask_hand_worked():
 
 
 def test_block_variant_frees_whole_own_block():
-    m = class_mask(2, 5, shared_dims=1, variant="block")
+    m = class_mask(BlockLayout(2, 2, shared_dims=1), variant="block")
     assert m[0, :2, :2].abs().sum() == 0 and m[0, 4, 4] == 0
     assert m[0, 2, 3] > 0 and m[0, 0, 4] > 0 and m[1, 0, 1] > 0
-    free = free_region(class_blocks(2, 5, 1), "block")
+    free = free_region(BlockLayout.split(2, 5, 1), "block")
     assert free[1].sum() == 4 + 1
 
 
@@ -45,10 +34,10 @@ def test_class_penalty_golden_values():
     H = torch.zeros(3, d, d)
     H[0, 0, 0], H[1, 0, 0] = 2.0, 4.0        # class 0: all mass on its own diagonal -> 0
     H[2, 0, 1] = H[2, 1, 0] = -1.0            # class 1: off-diagonal mass only
-    mask = class_mask(2, d, 1, variant="reference")
+    mask = class_mask(BlockLayout.split(2, d, 1), variant="reference")
     # class 1: sum(M*H) = 2 * 0.5/20 ; mean(|H|) = 2/25
     assert class_penalty(H, labels, mask).item() == pytest.approx(2 * 0.025 / (2 / 25))
-    purity = class_mask(2, d, 1, variant="purity")
+    purity = class_mask(BlockLayout.split(2, d, 1), variant="purity")
     # class 0 is pure; class 1 has all its mass outside B_1 -> (0 + 1) / K
     assert class_penalty(H, labels, purity).item() == pytest.approx(0.5)
 
@@ -62,7 +51,7 @@ def test_universal_penalty_golden_value():
 @pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity", "image-purity", "dual-purity"])
 def test_gradient_step_lowers_penalty(variant):
     torch.manual_seed(7)
-    herd = HeRD(3, 7, shared_dims=1, variant=variant)
+    herd = HeRD(BlockLayout.split(3, 7, 1), variant=variant)
     head = mlp(7, 3)
     z, y = torch.randn(32, 7), torch.arange(32) % 3
     opt = torch.optim.SGD(head.parameters(), lr=0.05)
@@ -78,13 +67,13 @@ def test_probe_penalty_tracks_exact_purity():
     torch.manual_seed(8)
     head, z, y = mlp(6, 3), torch.randn(30, 6), torch.arange(30) % 3
     H = oracle(head, z, y, "ce")
-    blocks = class_blocks(3, 6)
+    blocks = BlockLayout.split(3, 6).masks
     want = torch.stack([1 - H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
                         for c in range(3)]).mean()
-    herd = HeRD(3, 6, variant="purity", probes=2000)
+    herd = HeRD(BlockLayout.split(3, 6), variant="purity", probes=2000)
     assert herd(head, z, y, labels=y).item() == pytest.approx(want.item(), abs=0.03)
     torch.manual_seed(8)
-    log_herd = HeRD(3, 6, variant="log-purity", probes=2000)
+    log_herd = HeRD(BlockLayout.split(3, 6), variant="log-purity", probes=2000)
     impurity = 1 - torch.stack([H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
                                 for c in range(3)])
     want_log = -torch.log((1 - impurity + 0.01) / 1.01).mean()
@@ -92,20 +81,16 @@ def test_probe_penalty_tracks_exact_purity():
 
 
 def test_herd_module_api():
-    herd = HeRD(10, 22, shared_dims=2)
-    assert herd.mask.shape == (10, 22, 22)
-    assert herd.block(3).tolist() == [6, 7]
-    assert herd.shared.tolist() == [20, 21]
-    with pytest.raises(HerdError, match="out of range"):
-        herd.block(10)
+    herd = HeRD(BlockLayout.split(10, 22, 2))
+    assert herd.mask.shape == (10, 22, 22) and herd.layout.block(3).tolist() == [6, 7]
     with pytest.raises(HerdError, match="variant"):
-        HeRD(10, 22, shared_dims=2, variant="nope")
+        HeRD(BlockLayout.split(10, 22, 2), variant="nope")
     with pytest.raises(HerdError, match="probes"):
-        HeRD(10, 22, shared_dims=2, probes=2, variant="reference")
+        HeRD(BlockLayout.split(10, 22, 2), probes=2, variant="reference")
     with pytest.raises(HerdError, match="probes"):
-        HeRD(10, 22, method="forward", mode="universal")
+        HeRD(BlockLayout.split(10, 22, 2), method="forward", mode="universal")
     with pytest.raises(HerdError, match="unknown curvature method 'jvp'; choose one of: auto, exact"):
-        HeRD(10, 22, method="jvp")
+        HeRD(BlockLayout.split(10, 22, 2), method="jvp")
 
 
 def test_penalty_ramp_warmup_and_ramp():
@@ -114,14 +99,13 @@ def test_penalty_ramp_warmup_and_ramp():
 
 
 def test_purity_penalty_is_one_minus_block_purity():
-    from herd_cls.metrics import class_block_purity
-    from herd_cls.regularizer import class_mean_abs
+    from herd_cls.purity import class_abs_sum, class_block_purity
 
     torch.manual_seed(9)
     H, y = torch.randn(12, 7, 7), torch.arange(12) % 3
-    mask = class_mask(3, 7, shared_dims=1, variant="purity")
-    hbar, _ = class_mean_abs(H, y, 3)
-    purity = class_block_purity(hbar, class_blocks(3, 7, 1))
+    mask = class_mask(BlockLayout.split(3, 7, 1), variant="purity")
+    hbar, _ = class_abs_sum(H, y, 3)
+    purity = class_block_purity(hbar, BlockLayout.split(3, 7, 1))
     assert class_penalty(H, y, mask).item() == pytest.approx((1 - purity).mean().item())
 
 
@@ -131,11 +115,11 @@ def test_log_purity_penalty_golden_values():
     H[0, 0, 0] = 2.0
     H[1, 2, 2], H[1, 0, 0], H[1, 0, 1] = 1.0, 2.0, 1.0
     y = torch.tensor([0, 1])
-    mask = class_mask(2, 4, variant="log-purity")
+    mask = class_mask(BlockLayout.split(2, 4), variant="log-purity")
     want = -(math.log(1.01 / 1.01) + math.log(0.26 / 1.01)) / 2
     assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(want)
-    assert HeRD(2, 4, variant="log-purity").penalty(H, y).item() == pytest.approx(want)
+    assert HeRD(BlockLayout.split(2, 4), variant="log-purity").penalty(H, y).item() == pytest.approx(want)
     # a collapsed class (purity 0) costs log(101) ~ 4.6, where plain purity charges it at most 1
     H[1, 2, 2] = 0.0
     assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(math.log(101) / 2)
-    assert class_penalty(H, y, class_mask(2, 4, variant="purity")).item() == pytest.approx(0.5)
+    assert class_penalty(H, y, class_mask(BlockLayout.split(2, 4), variant="purity")).item() == pytest.approx(0.5)
