@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from .data import DATASETS
+from .files import atomic_write
 from .models import HEADS, LATENTS
 from .purity import WRT
 from .curvature import LOSSES, METHODS
@@ -175,7 +176,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(asdict(cfg), sort_keys=False))
 
 
 def reference_markdown() -> str:

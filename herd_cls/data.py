@@ -215,13 +215,9 @@ def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
         keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(values))[:count])
         imgs, values = archive["imgs"][keep], values[keep]
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, imgs=imgs, latents_values=values)
-
     try:
-        atomic_write(cache, write)
-    except OSError:
+        atomic_write(cache, lambda f: np.savez_compressed(f, imgs=imgs, latents_values=values))
+    except OSError:  # a read-only data folder: subsample again next time
         pass
     return imgs, values
 

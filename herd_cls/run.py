@@ -27,7 +27,7 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def point_latest(run_dir: Path) -> None:

@@ -6,8 +6,9 @@ runs one epoch, :func:`save_checkpoint` writes what ``--resume`` needs, :func:`f
 from __future__ import annotations
 
 import csv
-import math
+import io
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -87,16 +88,12 @@ def evaluate(model: LatentModel, cfg: Config, loader: DataLoader, device: torch.
 
 
 def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    atomic_write(run_dir / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))
-    keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, str))]
-
-    def write_csv(p: Path) -> None:
-        with p.open("w", newline="") as f:
-            w = csv.DictWriter(f, keys, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(run_dir / "metrics.csv", write_csv)
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, [k for k in rows[0] if not isinstance(rows[0][k], (list, str))], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(run_dir / "metrics.csv", table.getvalue())
 
 
 def _run_dir(cfg: Config, resume: str | None) -> Path:
@@ -275,18 +272,18 @@ def save_checkpoint(s: Session, epoch: int) -> None:
         state = {"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                  "scheduler": s.scheduler.state_dict(), "epoch": epoch, "train_seconds": s.seconds,
                  "rng": torch.get_rng_state(), "regularizer": s.reg.state_dict()}
-        atomic_write(s.run_dir / CHECKPOINT, lambda p: torch.save(state, p))
+        atomic_write(s.run_dir / CHECKPOINT, lambda f: torch.save(state, f))
     distributed.barrier()
 
 
 def finish(s: Session) -> Path:
     """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run (rank 0)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     test = evaluate(s.model, s.cfg, s.loaders["test"], s.device)
     if s.ranks.main:
         weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
-        atomic_write(s.run_dir / WEIGHTS, lambda p: save_file(weights, str(p)))
+        atomic_write(s.run_dir / WEIGHTS, save(weights))
         purity = {k: v for k, v in test.items() if "purity" in k}
         summary = {"test_accuracy": test["accuracy"], **purity, "test_loss": test["loss"],
                    "test_recon": test["recon"], "train_seconds": s.seconds, "epochs": s.cfg.epochs,

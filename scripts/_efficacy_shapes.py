@@ -150,7 +150,7 @@ def train_all(seeds: list[int], args) -> None:
                     # re-read before writing: parallel invocations (different --settings) share the file
                     done = json.loads(path.read_text()) if path.is_file() else {}
                     done[key] = {"table": table, "setting": label, "seed": seed, "commit": code, **r}
-                    atomic_write(path, lambda p: p.write_text(json.dumps(done, indent=1) + "\n"))
+                    atomic_write(path, json.dumps(done, indent=1) + "\n")
                     print(key, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
 
 

@@ -80,7 +80,7 @@ class _Whitened(nn.Module):
 def posthoc_decoder(run, progress=None) -> tuple[nn.Module, dict]:
     """The run's post-hoc decoder and its info: read from the run folder, or fitted on the training split's
     latents (tested on the test split's) and saved there atomically on first use."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     info_path, weights_path = run.path / INFO, run.path / WEIGHTS
     x_shape = tuple(run.data("test")[0][0].shape)
@@ -98,8 +98,8 @@ def posthoc_decoder(run, progress=None) -> tuple[nn.Module, dict]:
     info["version"] = VERSION
     state = {k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}
     try:
-        atomic_write(weights_path, lambda p: save_file(state, str(p)))
-        atomic_write(info_path, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+        atomic_write(weights_path, save(state))
+        atomic_write(info_path, json.dumps(info, indent=2) + "\n")
     except OSError:  # a read-only run folder: fit again next time
         pass
     return decoder, info

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from ..files import atomic_write
 from ..layout import BlockLayout
 
 
@@ -19,7 +20,7 @@ def _plt():
 
 def _save(fig, path: Path, dpi: int = 90) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
     _plt().close(fig)
     return path
 
@@ -71,7 +72,7 @@ def image_sweep(exemplar_images: Tensor, exemplar_values: Tensor, decoded: Tenso
             if s == samples - 1:
                 grid[s, t].set_xlabel(f"{offsets[t]:+.1f}σ", fontsize=6, labelpad=1)
     bottom.suptitle(f"swept on {samples} images, drawn by the {decoder}", fontsize=8)
-    fig.savefig(path, dpi=80)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=80, format="png"))
     plt.close(fig)
     return path
 

@@ -19,5 +19,5 @@ def render(template: str, path: Path, **context) -> Path:
                       undefined=StrictUndefined)
     env.filters["number"] = number
     html = env.get_template(template).render(**context)
-    atomic_write(path, lambda p: p.write_text(html))
+    atomic_write(path, html)
     return path
