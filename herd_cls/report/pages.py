@@ -146,10 +146,27 @@ def write_attribution_page(run_name: str, class_names: list[str], blocks, res: A
                   chance=float(blocks[0].sum()) / blocks.shape[1], classes=classes)
 
 
+def _attack_legend(results: list[dict]) -> list[dict]:
+    """Every attack in ``results``, in order, with what its registry entry says (a name no longer
+    registered gets dashes)."""
+    from ..analysis.attacks import ATTACKS, TRANSFER
+
+    legend = {}
+    for name in (n for res in results for n in res["attacks"]):
+        base = name.removeprefix(TRANSFER)
+        attack = ATTACKS.get(base) if base in ATTACKS else None
+        kind = "–" if attack is None else "gradient-free" if attack.gradient_free else "gradient-based"
+        legend[name] = {"name": name, "norm": attack.norm if attack else "–",
+                        "help": attack.help if attack else "–",
+                        "kind": kind if name == base else f"transfer of {base} from another model"}
+    return list(legend.values())
+
+
 def write_robustness_page(names: list[str], blocks: list, results: list[dict], class_names: list[str],
                           out_dir: Path) -> Path:
-    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, input-gradient
-    norms and the gradient-masking checks.
+    """robustness.html: the attacks (from their registry entries), overall and per-class accuracy against
+    eps, confusion, latent shift, input-gradient norms and the gradient-masking checks. Every attack in
+    ``results`` is shown, whichever it is.
 
     ``names``, ``blocks`` (each run's (K, d) bool blocks) and ``results`` have one entry per run."""
     folder = out_dir / "robustness"
@@ -171,4 +188,5 @@ def write_robustness_page(names: list[str], blocks: list, results: list[dict], c
             "classes": [rel(figures.robustness_curves(res, c, f"class {class_names[c]}", folder / f"{tag}class{c}.png"))
                         for c in range(len(class_names))],
         })
-    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=class_names)
+    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=class_names,
+                  attacks=_attack_legend(results))
