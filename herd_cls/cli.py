@@ -100,7 +100,7 @@ def _names(registry_module: str, attr: str) -> list[str]:
 
 
 ATTRIBUTION_METHODS = _names("herd_cls.analysis.attribution", "ATTRIBUTIONS")
-ATTACK_NAMES = _names("herd_cls.analysis.robustness", "ATTACKS")
+ATTACK_NAMES = _names("herd_cls.analysis.attacks", "ATTACKS")
 METHOD_OPTION = click.option("--method", default="integrated-gradients", show_default=True,
                              type=click.Choice(ATTRIBUTION_METHODS),
                              help="captum attribution method for inputs and latents.")
@@ -204,23 +204,36 @@ def _csv(kind):
     return parse
 
 
+from .analysis import attacks as _attacks  # noqa: E402  the robustness command's choices and help
+
+
+def _attacks_where(**meta) -> str:
+    """The registered attacks whose entries have every field of ``meta``, as a comma list."""
+    return ", ".join(n for n in ATTACK_NAMES if all(getattr(_attacks.ATTACKS.get(n), k) == v for k, v in meta.items()))
+
+
 @main.command()
 @RUN_OPTION
 @click.option("--attack", "attacks", default="fgsm,pgd-linf,apgd-ce", show_default=True, callback=_csv(str),
-              help=f"Comma list of: {', '.join(ATTACK_NAMES)}. square is gradient-free (it sees only the "
-                   "logits, so masked gradients do not stop it); autoattack is slow (it includes Square).")
+              help="Comma list of: " + "; ".join(f"{n} ({_attacks.ATTACKS.get(n).help})" for n in ATTACK_NAMES)
+                   + f". Gradient-free: {_attacks_where(gradient_free=True)} (they see only the logits, so masked "
+                     "gradients do not stop them).")
 @click.option("--eps", default="0,0.03,0.1,0.3", show_default=True, callback=_csv(float),
-              help="Comma list of perturbation budgets in [0, 1] pixel units (L2 norm for pgd-l2).")
+              help="Comma list of perturbation budgets in [0, 1] pixel units (the L2 norm for "
+                   f"{_attacks_where(norm='l2')}).")
 @click.option("--steps", default=10, show_default=True, help="Iterations of the iterative attacks.")
 @click.option("--restarts", default=1, show_default=True,
-              help="Restarts of every iterative attack: APGD and Square restart themselves; PGD reruns from a "
-                   "new random start and keeps, per image, a start that fools the model.")
-@click.option("--queries", default=1000, show_default=True, help="Model evaluations per image of square.")
+              help=f"Restarts of every iterative attack: {_attacks_where(restarts='itself')} restart themselves; "
+                   f"{_attacks_where(restarts='here')} rerun from a new random start and keep, per image, a start "
+                   "that fools the model.")
+@click.option("--queries", default=1000, show_default=True,
+              help="Model evaluations per image of the gradient-free attacks "
+                   f"({_attacks_where(gradient_free=True)}).")
 @click.option("--transfer-from", "transfer_path", default=None, type=click.Path(),
               help="A run folder of the same data (e.g. a --reg none run): --transfer-attack is crafted on its "
                    "model at every eps and evaluated on this one, as the attack transfer-<name>.")
 @click.option("--transfer-attack", default="pgd-linf", show_default=True,
-              type=click.Choice([a for a in ATTACK_NAMES if a != "square"]),
+              type=click.Choice(_attacks.transferable()),
               help="The white-box attack that --transfer-from crafts (--steps and --restarts apply).")
 @click.option("--n-samples", default=200, show_default=True, help="Class-balanced test images to attack.")
 @click.option("--compare", "compare_path", default=None, type=click.Path(),
@@ -234,7 +247,7 @@ def robustness(run_path, attacks, eps, steps, restarts, queries, transfer_path, 
 
     Every result carries sanity checks that tell robustness from gradient masking: accuracy falls as eps
     grows; white-box attacks at eps >= 0.3, and PGD at an unbounded eps of 1, leave about no image correct;
-    square and transfer attacks are not stronger than the white-box ones; input gradients do not vanish.
+    gradient-free and transfer attacks are not stronger than the white-box ones; input gradients do not vanish.
     Each is printed as pass or FLAG. Saves robustness.json in each run folder and robustness.html in the
     report folder (the last line printed).
     """

@@ -105,7 +105,7 @@ def robustness(runs: list[Run], attacks: list[str], eps: list[float], steps: int
             results.append(analysis.attack_run(run, attacks, eps, steps, restarts, n_samples, queries, transfer_from,
                                                transfer_attack, progress=bar.update))
         write_json(run.path / "robustness.json", results[-1])
-    page = pages.write_robustness_page([r.path.name for r in runs], [r.layout.masks for r in runs], results,
+    page = pages.write_robustness_page([r.path.name for r in runs], [r.layout for r in runs], results,
                                        runs[0].class_names, report_dir(runs[0], out))
     return page, results
 

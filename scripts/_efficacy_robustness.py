@@ -19,7 +19,9 @@ import torch
 
 from _provenance import ROOT, commit, provenance, publish
 from herd_cls import load_run
+from herd_cls.analysis.attacks import ATTACKS as REGISTRY
 from herd_cls.analysis.runs import attack_run
+from herd_cls.analysis.sanity import sanity_checks
 from herd_cls.config import load_config
 from herd_cls.train import train
 
@@ -31,13 +33,13 @@ STRONG = ["pgd-linf", "apgd-ce"]
 RUN_DIR = ROOT / "runs" / "efficacy_robustness"
 RESULTS = ROOT / "reports" / "benchmark_efficacy_robustness.json"
 PROTOCOL = "r1"  # in every key: bump when the evaluation changes, so older saved runs are not mixed in
-# a check's name without its attack, so that one line counts every attack's flag of that kind
-MASKING_SIGNS = {"accuracy falls as eps grows": "accuracy rises with eps",
-                 "gradient-free is not stronger": "Square beats the white-box attacks",
-                 "a transfer attack is not stronger": "transfer from none beats the white-box attacks",
-                 "leaves no image correct": "unbounded PGD leaves images correct",
-                 "input gradients are not vanishing": "vanishing input gradients",
-                 "no zero or non-finite input gradients": "zero or non-finite loss gradients"}
+# the sanity checks, by id, that are signs of gradient masking (whichever attack flags them)
+MASKING_SIGNS = {"falls-with-eps": "accuracy rises with eps",
+                 "gradient-free-not-stronger": "Square beats the white-box attacks",
+                 "transfer-not-stronger": "transfer from none beats the white-box attacks",
+                 "unbounded": "unbounded PGD leaves images correct",
+                 "gradients-not-vanishing": "vanishing input gradients",
+                 "gradients-finite": "zero or non-finite loss gradients"}
 
 
 def add_arguments(parser) -> None:
@@ -98,7 +100,7 @@ def attack_runs(seeds: list[int], args) -> None:
             d = done[key]["default"]
             print(f"{label:16s} seed {seed}: clean {d['clean']['accuracy']:.3f}  worst case "
                   + "  ".join(f"eps {e}: {r['robust_accuracy']:.3f}" for e, r in d["worst_case"]["linf"].items())
-                  + f"  flags {sum(not c['passed'] for c in d['checks'])}  ({time.perf_counter() - start:.0f} s)", flush=True)
+                  + f"  flags {sum(c['verdict'] == 'flag' for c in d['checks'])}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def fmt(values: list) -> str:
@@ -106,15 +108,26 @@ def fmt(values: list) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
 
 
-def failed_checks(r: dict) -> list[str]:
-    return [c["check"] for part in ("default", "strong") for c in r[part]["checks"] if not c["passed"]]
+def checks(part: dict) -> list[dict]:
+    """One pass's sanity checks; a pass saved before checks carried ids is checked again from its numbers."""
+    return part["checks"] if all("id" in c for c in part["checks"]) else sanity_checks(part)
+
+
+def failed_checks(r: dict) -> list[tuple[str, str | None]]:
+    """(id, attack) of every flagged check of the run, both passes."""
+    return [(c["id"], c["attack"]) for part in ("default", "strong") for c in checks(r[part])
+            if c["verdict"] == "flag"]
+
+
+def single_step(attack: str | None) -> bool:
+    return attack in REGISTRY and not REGISTRY.get(attack).iterative
 
 
 def masking_signs(r: dict) -> list[str]:
     """The masking signs among the run's failed checks, both passes. Single-step FGSM rising with eps is
     left out (a fixed step of size eps overshoots; it is listed apart): the iterative attacks decide."""
-    failed = [c for c in failed_checks(r) if not c.startswith("fgsm:")]
-    return sorted({sign for check in failed for key, sign in MASKING_SIGNS.items() if key in check})
+    return sorted({MASKING_SIGNS[check] for check, attack in failed_checks(r)
+                   if check in MASKING_SIGNS and not single_step(attack)})
 
 
 def table(results: dict[str, list[dict]], eps: list[str], args) -> str:
@@ -145,7 +158,7 @@ def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
                     f"{fmt([r['default']['attacks']['apgd-ce'][mid]['gradients']['margin_median'] for r in runs])} | "
                     f"{fmt([r['default']['gradients']['tiny_share'] for r in runs])} | "
                     f"{fmt([r['default']['unbounded']['robust_accuracy'] for r in runs])} | {listed} | "
-                    f"{sum('fgsm: accuracy falls as eps grows' in failed_checks(r) for r in runs)}/{len(runs)} |")
+                    f"{sum(('falls-with-eps', 'fgsm') in failed_checks(r) for r in runs)}/{len(runs)} |")
     return "\n".join(rows)
 
 

@@ -208,7 +208,8 @@ def attack_run(run: Run, attacks: list[str], eps: list[float], steps: int = 10, 
     """Robust accuracy of one run per attack, eps and class, with latent displacement, gradient norms and
     sanity checks (see :func:`herd_cls.analysis.robustness.evaluate_robustness`); with ``transfer_from``,
     also ``transfer_attack`` crafted on that run's model. ``settings`` records the request."""
-    from .robustness import Budget, check_attack_request, evaluate_robustness
+    from .attacks import Budget, check_attack_request
+    from .robustness import evaluate_robustness
 
     budget = Budget(steps, restarts, queries, len(run.class_names))
     check_attack_request(attacks, eps, budget.num_classes, transfer_attack if transfer_from else None, budget)
@@ -217,7 +218,7 @@ def attack_run(run: Run, attacks: list[str], eps: list[float], steps: int = 10, 
     if transfer_from is not None:
         check_transfer_source(run, transfer_from)
     x, y = balanced_test_batch(run, n_samples)
-    result = evaluate_robustness(run.classifier(), run.encode, x, y, run.layout.masks, attacks, eps, steps,
+    result = evaluate_robustness(run.classifier(), run.encode, x, y, run.layout, attacks, eps, steps,
                                  restarts, queries, transfer_from.classifier() if transfer_from else None,
                                  transfer_attack, progress=progress)
     result["settings"] = {"attacks": attacks, "eps": eps, "steps": steps, "restarts": restarts, "queries": queries,

@@ -156,23 +156,40 @@ def write_attribution_page(run_name: str, class_names: list[str], layout: BlockL
                   chance=layout.dims_per_class / layout.latent_dim, classes=classes)
 
 
-def write_robustness_page(names: list[str], blocks: list, results: list[dict], class_names: list[str],
-                          out_dir: Path) -> Path:
-    """robustness.html: overall and per-class accuracy against eps, confusion, latent shift, input-gradient
-    norms and the gradient-masking checks.
+def _attack_legend(results: list[dict]) -> list[dict]:
+    """Every attack in ``results``, in order, with what its registry entry says (a name no longer
+    registered gets dashes)."""
+    from ..analysis.attacks import ATTACKS, TRANSFER
 
-    ``names``, ``blocks`` (each run's (K, d) bool blocks) and ``results`` have one entry per run."""
+    legend = {}
+    for name in (n for res in results for n in res["attacks"]):
+        base = name.removeprefix(TRANSFER)
+        attack = ATTACKS.get(base) if base in ATTACKS else None
+        kind = "–" if attack is None else "gradient-free" if attack.gradient_free else "gradient-based"
+        legend[name] = {"name": name, "norm": attack.norm if attack else "–",
+                        "help": attack.help if attack else "–",
+                        "kind": kind if name == base else f"transfer of {base} from another model"}
+    return list(legend.values())
+
+
+def write_robustness_page(names: list[str], layouts: list[BlockLayout], results: list[dict], class_names: list[str],
+                          out_dir: Path) -> Path:
+    """robustness.html: the attacks (from their registry entries), overall and per-class accuracy against
+    eps, confusion, latent shift, input-gradient norms and the gradient-masking checks. Every attack in
+    ``results`` is shown, whichever it is.
+
+    ``names``, ``layouts`` (each run's class blocks) and ``results`` have one entry per run."""
     folder = out_dir / "robustness"
     folder.mkdir(parents=True, exist_ok=True)
     rel = _rel(folder)
     entries = []
-    for i, (name, run_blocks, res) in enumerate(zip(names, blocks, results)):
+    for i, (name, layout, res) in enumerate(zip(names, layouts, results)):
         tag = f"run{i}_"
         strongest = [a for a in res["attacks"] if not a.startswith("transfer-")][-1]  # the last one asked for
         eps_mid = sorted(res["attacks"][strongest], key=float)[len(res["attacks"][strongest]) // 2]
         entries.append({
             "name": name, "result": res, "strongest": strongest, "eps_mid": eps_mid,
-            "blocks": [run_blocks[c].nonzero().flatten().tolist() for c in range(len(class_names))],
+            "blocks": _layout_view(layout)["blocks"],
             "overall": rel(figures.robustness_curves(res, None, f"{name}: all classes", folder / f"{tag}overall.png")),
             "gradients": rel(figures.gradient_norm_curves(res, f"{name}: input gradients", folder / f"{tag}gradients.png")),
             "flagged": sum(not c["passed"] for c in res["checks"]),
@@ -181,4 +198,5 @@ def write_robustness_page(names: list[str], blocks: list, results: list[dict], c
             "classes": [rel(figures.robustness_curves(res, c, f"class {class_names[c]}", folder / f"{tag}class{c}.png"))
                         for c in range(len(class_names))],
         })
-    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=class_names)
+    return render("robustness.html", out_dir / "robustness.html", runs=entries, class_names=class_names,
+                  attacks=_attack_legend(results))
