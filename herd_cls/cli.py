@@ -113,7 +113,9 @@ QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars (the
 
 
 @main.command()
-@click.option("--class", "class_", required=True, help="Class to sweep, by index or name.")
+@click.option("--class", "class_", default=None,
+              help="Class to sweep, by index or name. Optional for a run with a decoder: without it, every latent "
+                   "dim is swept on a few test images and drawn as one grid (sweep_grid.html).")
 @RUN_OPTION
 @click.option("--samples", default=8, show_default=True, help="Test images of the class to sweep.")
 @click.option("--range", "span", default=2.0, show_default=True,
@@ -127,13 +129,20 @@ QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars (the
 def sweep(class_, run_path, samples, span, steps, dims, out, quiet):
     """Sweep latent dims of real images of one class; image grids (with a decoder) and probability plots.
 
-    Writes PNGs and sweep_class_<C>.html into the report folder; the last line printed is the page.
+    Writes PNGs and sweep_class_<C>.html into the report folder (sweep_grid.html, every dim on a few images,
+    for a decoder run without --class); the last line printed is the page.
     """
     from . import commands
     from .run import load_run
 
     run = load_run(run_path)
     page, result = commands.sweep(run, class_, samples, span, steps, dims, out, quiet)
+    if class_ is None:
+        quiet_dims = [d for d, c in zip(result.dims, result.change.tolist()) if 10 * c < result.change.max()]
+        click.echo(f"every latent dim swept on {result.images.shape[2]} images from {result.source}; dims that "
+                   f"change the image less than a tenth as much as the liveliest: {quiet_dims or 'none'}")
+        click.echo(str(page))
+        return
     if run.decode is None:
         click.echo("this run has no decoder: probability sweeps only")
     spec = result.specificity

@@ -59,8 +59,17 @@ def report_dir(run: Run, out: str | None) -> Path:
     return path
 
 
-def sweep(run: Run, class_: str, samples: int, span: float, steps: int, dims: str,
-          out: str | None, quiet: bool = False) -> tuple[Path, analysis.ClassSweep]:
+def sweep(run: Run, class_: str | None, samples: int, span: float, steps: int, dims: str,
+          out: str | None, quiet: bool = False) -> tuple[Path, analysis.ClassSweep | analysis.LatentGrid]:
+    """The class sweep page of ``class_``; without a class (decoder runs), the grid of every latent dim."""
+    if class_ is None:
+        if run.decode is None:
+            raise HerdError("this run has no decoder: name a class to sweep with --class (its dims are drawn by "
+                            "a post-hoc decoder)")
+        with progress_bar("sweep", 1, quiet) as bar:
+            grid = analysis.latent_grid(run, None, min(samples, 4), span, steps)
+            bar.update()
+            return pages.write_grid_page(run.path.name, grid, span, report_dir(run, out)), grid
     target = resolve_class(run, class_)
     dim_list = parse_dims(run, dims, target)
     with progress_bar("sweep", 2, quiet) as bar:

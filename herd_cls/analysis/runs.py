@@ -48,6 +48,7 @@ class RunAnalysis:
     scores: dict[str, Score]        # every metric of herd_cls.analysis.scores.METRICS that applies to the run
     examples: dict[int, ClassExamples] = field(default_factory=dict)
     pictures: dict[int, ImageSweeps] = field(default_factory=dict)
+    grid: LatentGrid | None = None  # every dim swept through the run's decoder; None without one
 
     def metrics(self) -> dict[str, float]:
         """Each applicable metric's overall value, keyed by its registry name."""
@@ -81,7 +82,8 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         robustness=run.robustness(), class_names=names, layout=layout, purity=purity,
         embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
-        scores=score_all(evidence), examples=examples, pictures=pictures)
+        scores=score_all(evidence), examples=examples, pictures=pictures,
+        grid=latent_grid(run) if run.decode is not None else None)
 
 
 @dataclass
@@ -123,6 +125,42 @@ def image_sweeps(run: Run, target: int, samples: int = 3, span: float = 2.0, ste
     x, z = test["x"][own], test["z"][own]
     decoded = sweep(run.model, z[:samples], dims, test["z"].std(0), span, steps, decoder=decoder)
     return ImageSweeps(target, dims, exemplars(x, z, dims, count), decoded, name, info)
+
+
+@dataclass
+class LatentGrid:
+    """Every latent dim swept on a few images and drawn by the run's decoder: the original work's headline
+    picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,) the mean absolute
+    pixel change between the sweep's two ends (a dim the decoder ignores has change 0); kinds: per dim,
+    "class <c>" or "shared"; source: which test images were swept."""
+
+    images: Tensor
+    offsets: Tensor
+    dims: list[int]
+    kinds: list[str]
+    change: Tensor
+    source: str
+
+
+def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: float = 2.0,
+                steps: int = 7) -> LatentGrid:
+    """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the whole test
+    set) through the run's own decoder."""
+    if run.decode is None:
+        raise HerdError("this run has no decoder, so no latent grid; train with --decoder, or use --class for the "
+                        "post-hoc decoder's sweeps of one class")
+    test = collect(run.model, run.data("test"))
+    z, y = test["z"], test["y"]
+    if target is not None and not (y == target).any():
+        raise HerdError(f"the test split has no image of class {target}; pick another class")
+    pool = (y == target).nonzero().flatten() if target is not None else torch.arange(len(y))
+    chosen = pool[torch.linspace(0, len(pool) - 1, min(samples, len(pool))).round().long()]
+    layout, dims = run.layout, list(range(run.layout.latent_dim))
+    result = sweep(run.model, z[chosen], dims, z.std(0), span, steps)
+    change = (result["images"][:, -1] - result["images"][:, 0]).abs().flatten(1).mean(1)
+    kinds = ["shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}" for d in dims]
+    source = f"class {target}" if target is not None else "the whole test set"
+    return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source)
 
 
 @dataclass

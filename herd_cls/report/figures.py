@@ -41,6 +41,30 @@ def sweep_grid(images: Tensor, offsets: Tensor, title: str, path: Path) -> Path:
     return _save(fig, path, dpi=80)
 
 
+def latent_grid(images: Tensor, offsets: Tensor, labels: list[str], title: str, path: Path) -> Path:
+    """images (D, T, S, C, H, W) -> one panel per image: a row per latent dim (labelled), a column per offset."""
+    plt = _plt()
+    dims, steps, samples = images.shape[:3]
+    fig, axes = plt.subplots(dims, samples * steps, squeeze=False,
+                             figsize=(0.62 * samples * steps + 1.4, 0.62 * dims + 0.6),
+                             gridspec_kw={"wspace": 0.04, "hspace": 0.04})
+    for d in range(dims):
+        for s in range(samples):
+            for t in range(steps):
+                ax = axes[d, s * steps + t]
+                _show(ax, images[d, t, s])
+                if s and not t:
+                    ax.spines["left"].set(color="C0", linewidth=2)
+                if d == dims - 1:
+                    ax.set_xlabel(f"{offsets[t]:+.0f}σ" if t in (0, steps - 1) else "", fontsize=6, labelpad=1)
+        axes[d, 0].set_ylabel(labels[d], fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.06, top=1 - 0.35 / fig.get_figheight())
+    atomic_write(path, lambda f: fig.savefig(f, dpi=80, format="png"))
+    plt.close(fig)
+    return path
+
+
 def _show(ax, img: Tensor) -> None:
     img = img.permute(1, 2, 0).clamp(0, 1).numpy()
     ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)

@@ -14,7 +14,7 @@ from . import figures
 from .html import render
 
 if TYPE_CHECKING:
-    from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, RunAnalysis
+    from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, LatentGrid, RunAnalysis
 
 
 def _metric_rows(analyses: list[RunAnalysis]) -> list[dict]:
@@ -94,6 +94,7 @@ def _run_figures(a: RunAnalysis, folder: Path, tag: str) -> dict:
                                            "mutual information I(z_j; y = c)", folder / f"{tag}mutual_information.png")),
         "embedding": rel(figures.embedding_scatter(a.embedding, a.labels, a.class_names, "PCA of test latents",
                                                    folder / f"{tag}embedding.png")),
+        "grid": None if a.grid is None else grid_figure(a.grid, folder / f"{tag}latent_grid.png", rel),
         "robustness": None if a.robustness is None else rel(figures.robustness_curves(
             a.robustness, None, "robust accuracy, all classes", folder / f"{tag}robustness.png")),
     }
@@ -118,6 +119,23 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
                metrics=metrics)
     return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=metrics,
                   robustness_page=(out_dir / "robustness.html").is_file())
+
+
+def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:
+    """The latent grid's figure and its per-dim rows, for a page."""
+    labels = [f"dim {d} ({k})" for d, k in zip(grid.dims, grid.kinds)]
+    figure = figures.latent_grid(grid.images, grid.offsets, labels, f"every latent dim, images from {grid.source}",
+                                 path)
+    return {"figure": rel(figure), "samples": grid.images.shape[2], "source": grid.source,
+            "rows": [{"dim": d, "kind": k, "change": float(c)} for d, k, c in zip(grid.dims, grid.kinds, grid.change)]}
+
+
+def write_grid_page(run_name: str, grid: LatentGrid, span: float, out_dir: Path) -> Path:
+    """sweep_grid.html: every latent dim swept on a few test images, drawn by the run's decoder."""
+    folder = out_dir / "sweep_grid"
+    folder.mkdir(parents=True, exist_ok=True)
+    return render("grid.html", out_dir / "sweep_grid.html", run_name=run_name, span=span,
+                  grid=grid_figure(grid, folder / "grid.png", _rel(folder)))
 
 
 def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_dir: Path) -> Path:

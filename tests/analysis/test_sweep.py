@@ -1,10 +1,11 @@
-from pathlib import Path
-
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torch.utils.data import TensorDataset
 
 from herd_cls.analysis.sweep import block_sweep_effect, sweep
 from herd_cls.cli import main
@@ -68,6 +69,44 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
 
     bad = runner.invoke(main, ["sweep", "--class", "12", "--run", run])
     assert bad.exit_code != 0 and "valid classes: 0 (0), 1 (1)" in bad.output and "Traceback" not in bad.output
+
+    # without --class, a decoder run gets the grid of every latent dim (one row each) on a few test images
+    res = runner.invoke(main, ["sweep", "--run", run, "--samples", "2", "--steps", "3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    page = Path(res.output.strip().splitlines()[-1])
+    assert page == out / "sweep_grid.html" and "every latent dim swept on 2 images from the whole test set" in res.output
+    assert len(check_page(page).images) == 1
+    rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>", page.read_text())
+    assert [int(r[0]) for r in rows] == list(range(20)) and rows[6][1] == "class 3"
+    assert all(float(r[2]) >= 0 for r in rows) and any(float(r[2]) > 0 for r in rows)
+
+
+def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
+    """A decoder that draws dim j into pixel j only: each grid row moves exactly its own pixel."""
+    from herd_cls.analysis.runs import latent_grid
+
+    class Decoder(torch.nn.Module):
+        def forward(self, z):
+            return torch.sigmoid(torch.cat([z[:, :3], torch.zeros(len(z), 1)], 1)).view(-1, 1, 2, 2)
+
+    class FakeRun:
+        layout = BlockLayout(2, 1, shared_dims=1)
+        decode = Decoder()
+
+        def __init__(self):
+            self.model = torch.nn.Linear(1, 1)   # a module with a parameter, as collect() expects
+            self.model.encode, self.model.classify, self.model.decode = (lambda x: x.flatten(1)[:, :3]), \
+                (lambda z: z[:, :2]), self.decode
+
+        def data(self, split):
+            g = torch.Generator().manual_seed(0)
+            return TensorDataset(torch.randn(12, 1, 2, 2, generator=g), torch.arange(12) % 2)
+
+    grid = latent_grid(FakeRun(), None, samples=2, span=1.0, steps=3)
+    assert grid.images.shape == (3, 3, 2, 1, 2, 2) and grid.kinds == ["class 0", "class 1", "shared"]
+    moved = (grid.images[:, -1] - grid.images[:, 0]).abs().amax((1, 2))   # (dims, H, W): which pixel moved
+    assert (moved.flatten(1).argmax(1) == torch.arange(3)).all()
+    assert (moved.flatten(1).gt(0).sum(1) == 1).all() and (grid.change > 0).all()
 
 
 @pytest.mark.slow

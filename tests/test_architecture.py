@@ -1,0 +1,84 @@
+"""The package's shape: imports point down the floors only (no cycle, type-only imports included),
+modules stay under 350 lines and functions under 60, and block indices come from the layout only."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
+# ground floor first; a module may import its own floor or lower ones
+FLOORS = [
+    {"registry", "layout", "files"},
+    {"curvature", "data", "distributed"},
+    {"purity", "models", "metrics", "disentanglement"},
+    {"regularizers"},
+    {"config", "objective"},
+    {"run", "train"},
+    {"analysis"},
+    {"report"},
+    {"commands", "cli", "__main__", "__init__"},
+]
+
+
+def _floor(module: str) -> int:
+    top = module.split(".")[1] if "." in module else module
+    return next(i for i, names in enumerate(FLOORS) if top in names)
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    """herd_cls modules that ``module`` imports, anywhere in the file (TYPE_CHECKING blocks too)."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[:len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if name.startswith("herd_cls"):
+                found |= {name} if node.module else {f"{name}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("herd_cls")}
+    known = {m for m, _ in _modules()}
+    return {n if n in known else n.rsplit(".", 1)[0] for n in found} - {module}
+
+
+def test_imports_point_down_and_have_no_cycle():
+    graph = {m: _imports(m, p) for m, p in _modules()}
+    upward = [(m, n) for m, deps in graph.items() if m != "herd_cls" for n in deps
+              if n != "herd_cls" and _floor(n) > _floor(m)]
+    assert not upward, f"modules importing a floor above their own: {upward}"
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        state[m] = 1
+        for n in graph.get(m, ()):
+            assert state.get(n) != 1, f"import cycle: {' -> '.join(trail + [n])}"
+            if n not in state:
+                visit(n, trail + [n])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_models_import_nothing_from_the_regularizers():
+    assert not {n for n in _imports("herd_cls.models", PACKAGE / "models.py") if "regularizers" in n}
+
+
+@pytest.mark.parametrize("module,path", list(_modules()), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_modules_and_functions_stay_small(module, path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= 350, f"{module} has {len(text.splitlines())} lines"
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(text))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, f"functions over 60 lines in {module}: {long}"
