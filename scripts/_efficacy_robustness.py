@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from _provenance import ROOT, commit, provenance, publish
+from _harness import ROOT, commit, provenance, publish
 from herd_cls import load_run
 from herd_cls.analysis.runs import attack_run
 from herd_cls.config import load_config

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _provenance import ROOT, commit, provenance, publish
+from _harness import ROOT, commit, provenance, publish
 from herd_cls import load_run
 from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.config import load_config

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _provenance import provenance, publish
+from _harness import provenance, publish
 
 TARGETS = {"first sweep": 20.0, "sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _provenance import provenance, publish
+from _harness import provenance, publish
 from herd_cls.curvature import block_mass, latent_hessian, per_sample_loss
 from herd_cls.models import ConvDecoder
 from herd_cls.layout import BlockLayout

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _provenance import provenance, publish
+from _harness import provenance, publish
 
 MLP = ["--head", "mlp", "--shared-dims", "2"]  # the first measurements' model; explicit, so rows keep their meaning
 BLOCK = ["--head", "block", "--shared-dims", "0"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from _provenance import ROOT, provenance
+from _harness import ROOT, provenance
 
 PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the report folder
     "train_curves.png": "figures/run0_curves.png",
