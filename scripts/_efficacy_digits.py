@@ -12,7 +12,6 @@ resumes; the table and the target verdicts go to reports/ and docs/efficacy.md.
 """
 from __future__ import annotations
 
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -87,15 +86,14 @@ def report(key: str, r: dict) -> str:
             f"{r['train_seconds']:.0f} s")
 
 
-def measure(folder: Path, overrides: dict, backbone: str, label: str, seed: int) -> dict:
+def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path) -> dict:
     return {"backbone": backbone, "setting": label, "seed": seed, **score(folder, overrides)}
 
 
 def train_missing(seeds, args) -> None:
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        STORE.fill((Job(key, settings, partial(measure, Path(tmp) / str(i), {**settings, "seed": seed}, *rest))
-                    for i, (key, settings, *rest) in enumerate(cells(args.backbones, args.settings, seeds))), report)
+    STORE.fill((Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
+                for key, settings, backbone, label, seed in cells(args.backbones, args.settings, seeds)), report)
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -74,7 +74,7 @@ def compact(result: dict) -> dict:
     return {**result, "attacks": attacks, "gradients": gradients}
 
 
-def evaluate(label: str, seed: int, seeds: list[int], args) -> dict:
+def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dict:
     start = time.perf_counter()
     run = run_folder(label, seed, args.backbone)
     source = run_folder(SOURCE, seeds[(seeds.index(seed) + 1) % len(seeds)], args.backbone)

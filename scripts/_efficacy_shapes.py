@@ -17,7 +17,6 @@ Scores are measured on freshly generated held-out shapes (seed 1), 20 bins, as i
 """
 from __future__ import annotations
 
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -149,11 +148,9 @@ def cells(tables, labels, seeds, steps):
 
 def train_all(seeds: list[int], args) -> None:
     data = held_out()
-    with tempfile.TemporaryDirectory() as tmp:
-        STORE.fill((Job(key, settings, partial(measure, table, label, seed, settings, data, Path(tmp) / str(i)))
-                    for i, (key, settings, table, label, seed) in
-                    enumerate(cells(args.tables, args.settings, seeds, args.steps))),
-                   lambda key, r: f"{key} {({k: round(v, 3) for k, v in r.items() if isinstance(v, float)})}")
+    STORE.fill((Job(key, settings, partial(measure, table, label, seed, settings, data))
+                for key, settings, table, label, seed in cells(args.tables, args.settings, seeds, args.steps)),
+               lambda key, r: f"{key} {({k: round(v, 3) for k, v in r.items() if isinstance(v, float)})}")
 
 
 def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) -> str:

@@ -17,6 +17,8 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
@@ -66,7 +68,7 @@ def fingerprint(settings) -> str:
 class Job(NamedTuple):
     key: str
     settings: object  # what the run is measured with; its fingerprint is saved with the record
-    measure: Callable[[], dict]
+    measure: Callable[[Path], dict]  # called with a fresh scratch folder for the run, deleted afterwards
 
 
 class ResultStore:
@@ -96,7 +98,8 @@ class ResultStore:
         for job in jobs:
             if self.current(self.load().get(job.key), job.settings):
                 continue
-            record = {**job.measure(), "commit": code, "fingerprint": fingerprint(job.settings)}
+            with tempfile.TemporaryDirectory() as scratch:
+                record = {**job.measure(Path(scratch) / "run"), "commit": code, "fingerprint": fingerprint(job.settings)}
             saved = self.load()  # re-read before writing: parallel invocations share the file
             saved[job.key] = record
             from herd_cls.files import atomic_write
@@ -136,6 +139,21 @@ def trained_run(folder: Path, overrides: dict):
         train(load_config(overrides={**overrides, "out_dir": str(folder.parent), "name": folder.name}),
               progress=False)
     return load_run(folder)
+
+
+def herd_cli(*args: str, **run_options) -> subprocess.CompletedProcess:
+    """Run ``herd-cls ARGS`` as a user would, in a process of its own; an error stops the script."""
+    return subprocess.run([sys.executable, "-m", "herd_cls", *map(str, args)], check=True, **run_options)
+
+
+def readme_run(run: str | None, folder: Path, *options: str) -> str:
+    """``run`` if given, else the README's default run (``train --backbone resnet18 --reg class``) trained
+    into ``folder``."""
+    if run is None:
+        herd_cli("train", "--backbone", "resnet18", "--reg", "class", "--out-dir", folder.parent, "--name", folder.name,
+                 *options)
+        run = str(folder)
+    return run
 
 
 # tables

@@ -18,7 +18,7 @@ def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
     calls = []
 
     def job(seed, settings):
-        return Job(store.key("row", f"seed {seed}"), settings, lambda: calls.append(seed) or {"setting": "row", "v": seed})
+        return Job(store.key("row", f"seed {seed}"), settings, lambda folder: calls.append(seed) or {"setting": "row", "v": seed})
 
     store.fill([job(0, {"a": 1}), job(1, {"a": 1})])
     store.fill([job(0, {"a": 1}), job(1, {"a": 1})])  # finished: skipped
