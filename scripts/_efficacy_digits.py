@@ -12,21 +12,18 @@ resumes; the table and the target verdicts go to reports/ and docs/efficacy.md.
 """
 from __future__ import annotations
 
-import json
-import tempfile
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _provenance import ROOT, commit, provenance, publish
-from herd_cls import load_run
+from _harness import ROOT, Job, ResultStore, markdown_table, mean_std, publish, stamp, trained_run, verdict
 from herd_cls.analysis.latents import collect
-from herd_cls.config import Config, load_config
+from herd_cls.config import Config
 from herd_cls.curvature import latent_hessian
-from herd_cls.purity import Purity, measure_purity
-from herd_cls.purity import image_share
-from herd_cls.train import train
+from herd_cls.purity import image_share, measure_purity
 
 NONE = "none"
 SHIPPED = f"class, {Config.variant} (shipped)"
@@ -40,9 +37,10 @@ SETTINGS = {  # label -> config overrides, explicit so that rows keep their mean
 }
 MODEL = {"dataset": "digits", "head": "block", "shared_dims": 0, "dims_per_class": 2}
 BACKBONES = ("resnet18", "conv")
-PROTOCOL = "d1"  # in every key: bump when training or scoring changes, so older saved runs are not mixed in
-RESULTS = ROOT / "reports" / "benchmark_efficacy_digits.json"
+# "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed in
+STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
 TARGETS = {"mean": 0.9, "worst_class": 0.6, "worst_median": 0.9, "accuracy_points": 1.0}
+PER_CLASS = ("class_purity", "image_mean", "image_median", "image_at_least_half", "image_median_torch_ce")
 
 
 def add_arguments(parser) -> None:
@@ -50,59 +48,57 @@ def add_arguments(parser) -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
 
 
-def torch_ce_medians(model, data: dict, blocks: torch.Tensor) -> list[float]:
+def torch_ce_medians(model, data: dict, layout) -> list[float]:
     """Per class, the median image's own purity as the Hessians of float32 ``F.cross_entropy`` read it
     (the measurement before herd_cls rewrote the loss: it loses the own block of confident images)."""
     H = latent_hessian(model.classify, data["z"], data["y"], lambda out, y: F.cross_entropy(out, y, reduction="none"))
-    share = image_share(H.detach(), data["y"], blocks, empty=float("nan"))
-    return Purity(torch.zeros(len(blocks)), share, data["y"], torch.zeros(0), "torch").image_view()["median"]
+    share = image_share(H.detach(), data["y"], layout, empty=float("nan"))
+    medians = [share[(data["y"] == c) & ~share.isnan()] for c in range(layout.num_classes)]
+    return [float(m.median()) if len(m) else float("nan") for m in medians]
 
 
-def score(run_dir) -> dict:
+def score(folder: Path, overrides: dict) -> dict:
     """Accuracy and both purity views on every test image (exact Hessians of the classifier's CE)."""
-    run = load_run(run_dir)
+    run = trained_run(folder, overrides)
     data = collect(run.model, run.data("test"))
-    blocks = run.layout
-    purity = measure_purity(run.model, zip(data["x"].split(256), data["y"].split(256)), blocks, "classifier",
+    purity = measure_purity(run.model, zip(data["x"].split(256), data["y"].split(256)), run.layout, "classifier",
                             hessian_method="exact")
     view = purity.image_view()
     return {"test_accuracy": float((data["logits"].argmax(1) == data["y"]).float().mean()),
             "class_purity": purity.per_class.tolist(), "image_mean": view["mean"], "image_median": view["median"],
             "image_at_least_half": view["share_at_least_half"],
-            "image_median_torch_ce": torch_ce_medians(run.model, data, blocks), "test_images": len(purity.labels),
+            "image_median_torch_ce": torch_ce_medians(run.model, data, run.layout), "test_images": len(purity.labels),
             "purity_method": purity.method, "train_seconds": run.summary["train_seconds"]}
 
 
-def key(backbone: str, label: str, seed: int) -> str:
-    return f"classifier | {backbone} | {label} | seed {seed} | {PROTOCOL}"
+def cells(backbones, labels, seeds):
+    """(key, settings, backbone, label, seed) of every run, the rows the verdicts need first."""
+    for label in labels:
+        for backbone in backbones:
+            for seed in seeds:
+                settings = {**MODEL, "backbone": backbone, **SETTINGS[label]}
+                yield STORE.key("classifier", backbone, label, f"seed {seed}"), settings, backbone, label, seed
+
+
+def report(key: str, r: dict) -> str:
+    return (f"{key}: accuracy {r['test_accuracy']:.3f}, class purity {np.mean(r['class_purity']):.3f} (worst "
+            f"{min(r['class_purity']):.2f}), worst class's median image {min(r['image_median']):.2f}, "
+            f"{r['train_seconds']:.0f} s")
+
+
+def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path) -> dict:
+    return {"backbone": backbone, "setting": label, "seed": seed, **score(folder, overrides)}
 
 
 def train_missing(seeds, args) -> None:
     torch.set_num_threads(1)
-    done = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    code = commit()
-    with tempfile.TemporaryDirectory() as tmp:
-        for label in args.settings:  # the rows the verdicts need first, then the others
-            for backbone in args.backbones:
-                for seed in seeds:
-                    k = key(backbone, label, seed)
-                    if k in done:
-                        continue
-                    overrides = {**MODEL, "backbone": backbone, "seed": seed, "out_dir": tmp, "name": str(len(done)),
-                                 **SETTINGS[label]}
-                    r = score(train(load_config(overrides=overrides), progress=False))
-                    done[k] = {"backbone": backbone, "setting": label, "seed": seed, "commit": code, **r}
-                    RESULTS.write_text(json.dumps(done, indent=1) + "\n")
-                    print(f"{backbone:8s} {label:36s} seed {seed}: accuracy {r['test_accuracy']:.3f}, class purity "
-                          f"{np.mean(r['class_purity']):.3f} (worst {min(r['class_purity']):.2f}), worst class's "
-                          f"median image {min(r['image_median']):.2f}, {r['train_seconds']:.0f} s", flush=True)
+    STORE.fill((Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
+                for key, settings, backbone, label, seed in cells(args.backbones, args.settings, seeds)), report)
 
 
 def summarise(runs: list[dict]) -> dict:
     """Seed means: per class (K,) and the scalars of the table and the verdicts."""
-    per_class = {k: np.mean([r[k] for r in runs], 0)
-                 for k in ("class_purity", "image_mean", "image_median", "image_at_least_half",
-                           "image_median_torch_ce")}
+    per_class = {k: np.mean([r[k] for r in runs], 0) for k in PER_CLASS}
     worst = int(np.argmin(per_class["image_median"]))
     return {"accuracy": [r["test_accuracy"] for r in runs], "mean": [np.mean(r["class_purity"]) for r in runs],
             "seed_worst_class": [min(r["class_purity"]) for r in runs],
@@ -112,10 +108,6 @@ def summarise(runs: list[dict]) -> dict:
             "worst_median_class": worst, "image_mean": float(per_class["image_mean"].mean()),
             "worst_at_least_half": float(per_class["image_at_least_half"].min()),
             "worst_median_torch_ce": float(per_class["image_median_torch_ce"].min())}
-
-
-def fmt(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 
 def verdicts(backbone: str, ours: dict, none: dict) -> list[str]:
@@ -130,54 +122,57 @@ def verdicts(backbone: str, ours: dict, none: dict) -> list[str]:
          f"{np.mean(ours['accuracy']):.4f} vs {np.mean(none['accuracy']):.4f}, {abs(gap):.2f} points "
          + ("below" if gap >= 0 else "above")),
     ]
-    return [f"- {backbone}: {name}: **{'met' if ok else 'NOT MET'}** ({detail})" for name, ok, detail in checks]
+    return [verdict(f"{backbone}: {name}", ok, detail) for name, ok, detail in checks]
+
+
+def row(backbone: str, label: str, v: dict, seeds: int) -> list:
+    return [backbone, label, seeds, mean_std(v["accuracy"]), mean_std(v["mean"]), f"{v['worst_class']:.3f}",
+            mean_std(v["seed_worst_class"]), f"{v['image_mean']:.3f}", f"{v['worst_median']:.3f}",
+            mean_std(v["seed_worst_median"]), f"{v['worst_at_least_half']:.3f}", f"{v['worst_median_torch_ce']:.3f}"]
+
+
+COLUMNS = ["backbone", "setting", "seeds", "test accuracy", "class-mean purity", "lowest class",
+           "lowest class per seed", "image purity, mean", "worst class's median image", "per seed",
+           "lowest share ≥ 0.5", "worst median, float32 F.cross_entropy"]
+INTRO = (
+    "digits, block head, 2 dims per class, no shared dims, 12 epochs, seeds {seeds}; purity of the "
+    "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's share of its summed "
+    "|H| inside its block, averaged over classes (seed-mean per class; its lowest class, and the mean over seeds "
+    "of each seed's lowest class). \"image\": each image's own-block share; the worst class's median image is "
+    "that of the class with the lowest seed-mean median (and the mean over seeds of each seed's lowest); the "
+    "lowest class's share of images at or above 0.5. The last column reads the same models' lowest median "
+    "with the Hessians of torch's float32 `F.cross_entropy`, as purity was measured before herd_cls rewrote "
+    "the loss (its derivative p_y - 1 rounds to 0 on confident images, which loses their own block). "
+    "`python scripts/benchmark_efficacy.py --part digits`, {stamp}.\n\n")
 
 
 def table(results: dict, seeds) -> str:
     rows, lines, per_class = [], [], []
     for backbone, by_label in results.items():
         s = {label: summarise(runs) for label, runs in by_label.items()}
-        for label, v in s.items():
-            rows.append(f"| {backbone} | {label} | {len(by_label[label])} | {fmt(v['accuracy'])} | {fmt(v['mean'])} | "
-                        f"{v['worst_class']:.3f} | {fmt(v['seed_worst_class'])} | {v['image_mean']:.3f} | "
-                        f"{v['worst_median']:.3f} | {fmt(v['seed_worst_median'])} | {v['worst_at_least_half']:.3f} | "
-                        f"{v['worst_median_torch_ce']:.3f} |")
+        rows += [row(backbone, label, v, len(by_label[label])) for label, v in s.items()]
         if SHIPPED in s:
             c = s[SHIPPED]["per_class"]
-            for view, values in (("class mean", c["class_purity"]), ("median image", c["image_median"])):
-                per_class.append(f"| {backbone} | {view} | " + " | ".join(f"{x:.2f}" for x in values) + " |")
+            per_class += [[backbone, view, *(f"{x:.2f}" for x in values)]
+                          for view, values in (("class mean", c["class_purity"]), ("median image", c["image_median"]))]
         if {SHIPPED, NONE} <= set(s):
             lines += verdicts(backbone, s[SHIPPED], s[NONE])
-    classes = len(next(iter(next(iter(results.values())).values()))[0]["class_purity"])
-    commits = ", ".join(sorted({r["commit"] for by_label in results.values() for runs in by_label.values()
-                                for r in runs}))
-    return (
-        f"digits, block head, 2 dims per class, no shared dims, 12 epochs, seeds {list(seeds)}; purity of the "
-        "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's share of its summed "
-        "|H| inside its block, averaged over classes (seed-mean per class; its lowest class, and the mean over seeds "
-        "of each seed's lowest class). \"image\": each image's own-block share; the worst class's median image is "
-        "that of the class with the lowest seed-mean median (and the mean over seeds of each seed's lowest); the "
-        "lowest class's share of images at or above 0.5. The last column reads the same models' lowest median "
-        "with the Hessians of torch's float32 `F.cross_entropy`, as purity was measured before herd_cls rewrote "
-        "the loss (its derivative p_y - 1 rounds to 0 on confident images, which loses their own block). "
-        f"`python scripts/benchmark_efficacy.py --part digits`, runs at {commits}, table at {provenance()}.\n\n"
-        "| backbone | setting | seeds | test accuracy | class-mean purity | lowest class | lowest class per seed | "
-        "image purity, mean | worst class's median image | per seed | lowest share ≥ 0.5 | worst median, float32 "
-        "F.cross_entropy |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"Per class, `{SHIPPED}`, seed means:\n\n| backbone | view | " + " | ".join(str(c) for c in range(classes))
-        + " |\n|---|---|" + "---|" * classes + "\n" + "\n".join(per_class) + "\n\n"
-        "Targets (efficacy issue; seed means, per class where it says so), the shipped default against "
-        "`--reg none`:\n\n" + "\n".join(lines) + "\n")
+    runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
+    classes = len(runs[0]["class_purity"])
+    return (INTRO.format(seeds=list(seeds), stamp=stamp(runs)) + markdown_table(COLUMNS, rows) + "\n\n"
+            f"Per class, `{SHIPPED}`, seed means:\n\n"
+            + markdown_table(["backbone", "view", *map(str, range(classes))], per_class) + "\n\n"
+            "Targets (efficacy issue; seed means, per class where it says so), the shipped default against "
+            "`--reg none`:\n\n" + "\n".join(lines) + "\n")
 
 
 def run(seeds, publish_only: bool, args) -> None:
     if not publish_only:
         train_missing(seeds, args)
-    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds)}
     results: dict = {}
-    for backbone in args.backbones:
-        for label in args.settings:
-            runs = [saved[key(backbone, label, seed)] for seed in seeds if key(backbone, label, seed) in saved]
-            if runs:
-                results.setdefault(backbone, {})[label] = runs
+    for r in STORE.runs(wanted):
+        results.setdefault(r["backbone"], {}).setdefault(r["setting"], []).append(r)
+    results = {b: {label: results[b][label] for label in args.settings if label in results[b]}
+               for b in args.backbones if b in results}
     publish("benchmark_efficacy_digits", table(results, seeds))

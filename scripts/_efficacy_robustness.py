@@ -10,20 +10,16 @@ docs/efficacy.md. Run folders are kept in runs/efficacy_robustness/ and reused.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
-from _provenance import ROOT, commit, provenance, publish
-from herd_cls import load_run
+from _harness import ROOT, Job, ResultStore, group, markdown_table, mean_std, publish, stamp, trained_run
 from herd_cls.analysis.attacks import ATTACKS as REGISTRY
 from herd_cls.analysis.runs import attack_run
 from herd_cls.analysis.sanity import sanity_checks
-from herd_cls.config import load_config
-from herd_cls.train import train
 
 SETTINGS = {"none": {"reg": "none"}, "class (default)": {"reg": "class"},
             "beta-TCVAE": {"reg": "beta-tcvae", "decoder": True}}
@@ -31,17 +27,15 @@ SOURCE = "none"  # transfer attacks are crafted on this setting's run of the nex
 ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]
 STRONG = ["pgd-linf", "apgd-ce"]
 RUN_DIR = ROOT / "runs" / "efficacy_robustness"
-RESULTS = ROOT / "reports" / "benchmark_efficacy_robustness.json"
-PROTOCOL = "r1"  # in every key: bump when the evaluation changes, so older saved runs are not mixed in
-# the sanity checks, by id, that are signs of gradient masking (whichever attack flags them)
+# "r1" ends every key: bump it when the evaluation changes, so older saved runs are not mixed in
+STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
+# the sanity checks that are signs of gradient masking, by check id, whichever attack flags them
 MASKING_SIGNS = {"falls-with-eps": "accuracy rises with eps",
                  "gradient-free-not-stronger": "Square beats the white-box attacks",
                  "transfer-not-stronger": "transfer from none beats the white-box attacks",
                  "unbounded": "unbounded PGD leaves images correct",
                  "gradients-not-vanishing": "vanishing input gradients",
                  "gradients-finite": "zero or non-finite loss gradients"}
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--backbone", default="resnet18", help="backbone of every run (the README's by default)")
     parser.add_argument("--eps", type=float, nargs="+", default=[0, 0.03, 0.1, 0.3], help="L-inf budgets")
@@ -54,13 +48,8 @@ def add_arguments(parser) -> None:
 
 def run_folder(label: str, seed: int, backbone: str):
     """The trained run of ``label`` and ``seed`` (trained now unless its folder is finished)."""
-    name = f"{backbone}-{SETTINGS[label]['reg']}-seed{seed}"
-    folder = RUN_DIR / name
-    if not (folder / "summary.json").is_file():
-        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run: train it again
-        train(load_config(overrides={"dataset": "digits", "backbone": backbone, "seed": seed, "out_dir": str(RUN_DIR),
-                                     "name": name, **SETTINGS[label]}), progress=False)
-    return load_run(folder)
+    return trained_run(RUN_DIR / f"{backbone}-{SETTINGS[label]['reg']}-seed{seed}",
+                       {"dataset": "digits", "backbone": backbone, "seed": seed, **SETTINGS[label]})
 
 
 def compact(result: dict) -> dict:
@@ -71,7 +60,8 @@ def compact(result: dict) -> dict:
     return {**result, "attacks": attacks, "gradients": gradients}
 
 
-def evaluate(label: str, seed: int, seeds: list[int], args) -> dict:
+def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dict:
+    start = time.perf_counter()
     run = run_folder(label, seed, args.backbone)
     source = run_folder(SOURCE, seeds[(seeds.index(seed) + 1) % len(seeds)], args.backbone)
     default = attack_run(run, ATTACKS, args.eps, args.steps, 1, args.n_samples, args.queries, source, "pgd-linf")
@@ -81,31 +71,34 @@ def evaluate(label: str, seed: int, seeds: list[int], args) -> dict:
     for e in map(str, args.eps):
         rows = [t[e]["correct"] for res in (default, strong) for t in res["attacks"].values() if e in t]
         worst[e] = float(torch.tensor(rows).all(0).float().mean())
-    return {"setting": label, "seed": seed, "commit": commit(), "transfer_source": source.path.name,
+    return {"setting": label, "seed": seed, "transfer_source": source.path.name,
             "test_accuracy": run.summary["test_accuracy"], "block_purity": run.summary.get("block_purity"),
-            "worst_of_all": worst, "default": compact(default), "strong": compact(strong)}
+            "worst_of_all": worst, "default": compact(default), "strong": compact(strong),
+            "evaluate_seconds": time.perf_counter() - start}
+
+
+def cells(seeds: list[int], args):
+    """(key, settings, label, seed) of every run: whole seeds first, so that an interrupted benchmark still
+    compares the settings."""
+    protocol = {k: getattr(args, k) for k in ("backbone", "eps", "n_samples", "steps", "queries", "strong_steps",
+                                              "strong_restarts")}
+    for seed in seeds:
+        for label in SETTINGS:
+            yield (STORE.key(label, f"seed {seed}", args.backbone, f"n {args.n_samples}"),
+                   {**SETTINGS[label], **protocol}, label, seed)
+
+
+def report(key: str, r: dict) -> str:
+    d = r["default"]
+    return (f"{key}: clean {d['clean']['accuracy']:.3f}  worst case "
+            + "  ".join(f"eps {e}: {r['robust_accuracy']:.3f}" for e, r in d["worst_case"]["linf"].items())
+            + f"  flags {sum(not c['passed'] for c in d['checks'])}  ({r['evaluate_seconds']:.0f} s)")
 
 
 def attack_runs(seeds: list[int], args) -> None:
     torch.set_num_threads(1)
-    done = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    for seed in seeds:  # whole seeds first, so that an interrupted benchmark still compares the settings
-        for label in SETTINGS:
-            key = f"{label} | seed {seed} | {args.backbone} | n {args.n_samples} | {PROTOCOL}"
-            if key in done:
-                continue
-            start = time.perf_counter()
-            done[key] = evaluate(label, seed, seeds, args)
-            RESULTS.write_text(json.dumps(done, indent=1) + "\n")
-            d = done[key]["default"]
-            print(f"{label:16s} seed {seed}: clean {d['clean']['accuracy']:.3f}  worst case "
-                  + "  ".join(f"eps {e}: {r['robust_accuracy']:.3f}" for e, r in d["worst_case"]["linf"].items())
-                  + f"  flags {sum(c['verdict'] == 'flag' for c in d['checks'])}  ({time.perf_counter() - start:.0f} s)", flush=True)
-
-
-def fmt(values: list) -> str:
-    values = [v for v in values if v is not None]
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+    STORE.fill((Job(key, settings, partial(evaluate, label, seed, seeds, args))
+                for key, settings, label, seed in cells(seeds, args)), report)
 
 
 def checks(part: dict) -> list[dict]:
@@ -115,8 +108,7 @@ def checks(part: dict) -> list[dict]:
 
 def failed_checks(r: dict) -> list[tuple[str, str | None]]:
     """(id, attack) of every flagged check of the run, both passes."""
-    return [(c["id"], c["attack"]) for part in ("default", "strong") for c in checks(r[part])
-            if c["verdict"] == "flag"]
+    return [(c["id"], c["attack"]) for part in ("default", "strong") for c in checks(r[part]) if c["verdict"] == "flag"]
 
 
 def single_step(attack: str | None) -> bool:
@@ -126,52 +118,49 @@ def single_step(attack: str | None) -> bool:
 def masking_signs(r: dict) -> list[str]:
     """The masking signs among the run's failed checks, both passes. Single-step FGSM rising with eps is
     left out (a fixed step of size eps overshoots; it is listed apart): the iterative attacks decide."""
-    return sorted({MASKING_SIGNS[check] for check, attack in failed_checks(r)
-                   if check in MASKING_SIGNS and not single_step(attack)})
+    return sorted({MASKING_SIGNS[i] for i, attack in failed_checks(r) if i in MASKING_SIGNS and not single_step(attack)})
 
 
 def table(results: dict[str, list[dict]], eps: list[str], args) -> str:
-    rows = ["| --reg | attack | clean | " + " | ".join(f"eps {e}" for e in eps) + " |",
-            "|---|---|---|" + "---|" * len(eps)]
     passes = [("default", "fgsm", "fgsm, one step")] + [("default", a, f"{a}, {args.steps} steps") for a in ATTACKS[1:3]] + [
         ("default", "square", f"square, {args.queries} queries"),
         ("default", "transfer-pgd-linf", f"PGD crafted on {SOURCE} (transfer)"),
         *[("strong", a, f"{a}, {args.strong_steps} steps × {args.strong_restarts} restarts") for a in STRONG]]
+    rows = []
     for label, runs in results.items():
-        for part, name, title in passes:
-            cells = [fmt([r[part]["attacks"][name].get(e, {}).get("robust_accuracy") for r in runs]) for e in eps]
-            rows.append(f"| {label} | {title} | {fmt([r['default']['clean']['accuracy'] for r in runs])} | "
-                        + " | ".join(cells) + " |")
-        rows.append(f"| {label} | **worst of all** | | " + " | ".join(
-            f"**{fmt([r['worst_of_all'][e] for r in runs])}**" for e in eps) + " |")
-    return "\n".join(rows)
+        clean = mean_std([r["default"]["clean"]["accuracy"] for r in runs])
+        rows += [[label, title, clean, *(mean_std([r[part]["attacks"][name].get(e, {}).get("robust_accuracy")
+                                                   for r in runs]) for e in eps)] for part, name, title in passes]
+        rows.append([label, "**worst of all**", "", *(f"**{mean_std([r['worst_of_all'][e] for r in runs])}**"
+                                                      for e in eps)])
+    return markdown_table(["--reg", "attack", "clean", *(f"eps {e}" for e in eps)], rows)
 
 
 def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
-    rows = ["| --reg | median \\|d margin/dx\\| clean | at APGD eps " + mid + " | images with tiny gradients | "
-            "unbounded PGD (eps 1) | masking signs (seeds) | FGSM rises with eps (seeds; not counted) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = []
     for label, runs in results.items():
         signs = [s for r in runs for s in masking_signs(r)]
         listed = ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs))) or "none"
-        rows.append(f"| {label} | {fmt([r['default']['gradients']['margin_median'] for r in runs])} | "
-                    f"{fmt([r['default']['attacks']['apgd-ce'][mid]['gradients']['margin_median'] for r in runs])} | "
-                    f"{fmt([r['default']['gradients']['tiny_share'] for r in runs])} | "
-                    f"{fmt([r['default']['unbounded']['robust_accuracy'] for r in runs])} | {listed} | "
-                    f"{sum(('falls-with-eps', 'fgsm') in failed_checks(r) for r in runs)}/{len(runs)} |")
-    return "\n".join(rows)
+        d = [r["default"] for r in runs]
+        rows.append([label, mean_std([x["gradients"]["margin_median"] for x in d]),
+                     mean_std([x["attacks"]["apgd-ce"][mid]["gradients"]["margin_median"] for x in d]),
+                     mean_std([x["gradients"]["tiny_share"] for x in d]),
+                     mean_std([x["unbounded"]["robust_accuracy"] for x in d]), listed,
+                     f"{sum(('falls-with-eps', 'fgsm') in failed_checks(r) for r in runs)}/{len(runs)}"])
+    return markdown_table(["--reg", "median \\|d margin/dx\\| clean", f"at APGD eps {mid}", "images with tiny gradients",
+                           "unbounded PGD (eps 1)", "masking signs (seeds)", "FGSM rises with eps (seeds; not counted)"],
+                          rows)
 
 
 def per_class(results: dict[str, list[dict]], e: str) -> str:
     k = len(next(iter(results.values()))[0]["default"]["clean"]["per_class"])
-    rows = ["| --reg | " + " | ".join(f"class {c}" for c in range(k)) + " | latent shift own / other / shared |",
-            "|---|" + "---|" * (k + 1)]
+    rows = []
     for label, runs in results.items():
-        cells = [fmt([r["default"]["worst_case"]["linf"][e]["per_class"][c] for r in runs]) for c in range(k)]
-        shift = [fmt([np.nanmean([v for v in r["default"]["attacks"]["apgd-ce"][e]["latent_shift"][p] if v is not None])
-                      for r in runs]) for p in ("own", "other", "shared")]
-        rows.append(f"| {label} | " + " | ".join(cells) + " | " + " / ".join(shift) + " |")
-    return "\n".join(rows)
+        cells = [mean_std([r["default"]["worst_case"]["linf"][e]["per_class"][c] for r in runs]) for c in range(k)]
+        shift = [mean_std([np.nanmean([v for v in r["default"]["attacks"]["apgd-ce"][e]["latent_shift"][p]
+                                       if v is not None]) for r in runs]) for p in ("own", "other", "shared")]
+        rows.append([label, *cells, " / ".join(shift)])
+    return markdown_table(["--reg", *(f"class {c}" for c in range(k)), "latent shift own / other / shared"], rows)
 
 
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
@@ -196,22 +185,16 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
 
 
 def publish_table(seeds: list[int], args) -> None:
-    saved = json.loads(RESULTS.read_text())
-    suffix = f"| {args.backbone} | n {args.n_samples} | {PROTOCOL}"
-    results: dict[str, list[dict]] = {}
-    for key, r in saved.items():
-        if key.endswith(suffix) and r["seed"] in seeds:
-            results.setdefault(r["setting"], []).append(r)
-    results = {label: results[label] for label in SETTINGS if label in results}
+    wanted = {key: settings for key, settings, *_ in cells(seeds, args)}
+    results = group(STORE.runs(wanted), order=SETTINGS)
     eps = [str(e) for e in args.eps if e > 0]
     mid = eps[len(eps) // 2]
-    commits = ", ".join(sorted({r["commit"] for runs in results.values() for r in runs}))
     seeds_done = {label: sorted(r["seed"] for r in runs) for label, runs in results.items()}
     md = (f"Digits, `--backbone {args.backbone}`, each `--reg` at its defaults (beta-TCVAE with `--decoder`), "
           f"seeds {seeds_done}; {args.n_samples} class-balanced test images per run, L-inf eps in pixels of "
           f"[0, 1]; robust accuracy, mean ± std over seeds. Transfer attacks are crafted on the `--reg {SOURCE}` "
-          f"run of the next seed. `python scripts/benchmark_efficacy.py --part robustness`, runs at {commits}, "
-          f"table at {provenance()}.\n\n" + table(results, eps, args)
+          f"run of the next seed. `python scripts/benchmark_efficacy.py --part robustness`, "
+          f"{stamp(r for runs in results.values() for r in runs)}.\n\n" + table(results, eps, args)
           + f"\n\nMasking diagnostics: per-image L2 norm of the input gradient of the logit margin (true logit minus "
             f"the largest other), on clean images and at APGD's adversarial images at eps {mid}; the share of "
             f"images whose norm is below 1e-6; accuracy under PGD at eps 1, where any image is reachable; and which "

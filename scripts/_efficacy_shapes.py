@@ -17,25 +17,19 @@ Scores are measured on freshly generated held-out shapes (seed 1), 20 bins, as i
 """
 from __future__ import annotations
 
-import json
-import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _provenance import ROOT, commit, provenance, publish
-from herd_cls import load_run
+from _harness import ROOT, Job, ResultStore, group, markdown_table, mean_std, publish, stamp, trained_run, verdict
 from herd_cls.analysis.sweep import decoded_block_effect
-from herd_cls.config import load_config
 from herd_cls.data import make_shapes
-from herd_cls.disentanglement import dci, mig, sap
-from herd_cls.files import atomic_write
+from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
-from herd_cls.layout import BlockLayout
-from herd_cls.train import train
 
 COMMON = {"dataset": "shapes", "backbone": "burgess", "decoder": True, "recon_loss": "bce", "batch_size": 128,
           "lr": 1e-3, "weight_decay": 0.0, "num_samples": 30000, "penalty_samples": 32}
@@ -59,7 +53,10 @@ CLASS = {
 }
 UNIVERSAL = "universal HeRD, alpha 0.05"  # the row the thesis targets are checked on
 HELD_OUT = 10000
-PROTOCOL = "s1"  # in every result key: bump when training or scoring changes
+RANDOM = "random encoder"  # scored untrained
+# "s1" ends every key: bump it when training or scoring changes
+STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
+TABLES = {"thesis": (THESIS_BASE, {**THESIS, RANDOM: None}), "class": (CLASS_BASE, CLASS)}
 
 
 def held_out() -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray]]:
@@ -87,21 +84,26 @@ def thesis_scores(model, data) -> dict:
             "sap": sap(z, all_factors), "recon_bce": recon}
 
 
-def class_scores(model, data, blocks: BlockLayout) -> dict:
+def class_migs(z: np.ndarray, labels: np.ndarray, factors: dict, layout) -> tuple[list[float], list[float]]:
+    """Per class, MIG over the class's own factors on its own images: over all dims, from
+    :func:`disentanglement_scores`, and inside the class's own block of ``layout`` (the library's ``mig``
+    on those columns, with the factors disentanglement_scores chose for the class)."""
+    per_class = disentanglement_scores(z, factors, labels)["per_class"]
+    classes = range(layout.num_classes)
+    own = [mig(z[labels == c][:, layout.masks[c].numpy()],
+               {k: factors[k][labels == c] for k in per_class[str(c)]["factors"]}) for c in classes]
+    return [per_class[str(c)]["mig"] for c in classes], own
+
+
+def class_scores(model, data, layout) -> dict:
     images, labels, factors = data
     z, recon = encode(model, images)
-    per_class_all, per_class_own = [], []
-    for c in range(blocks.num_classes):
-        rows = labels == c
-        own = blocks.masks[c].numpy()
-        f = {k: v[rows] for k, v in factors.items() if np.ptp(v[rows]) > 0}
-        per_class_all.append(mig(z[rows], f))
-        per_class_own.append(mig(z[rows][:, own], f))
+    all_dims, own = class_migs(z, labels, factors, layout)
     zt = torch.from_numpy(z)
-    effect = decoded_block_effect(model, zt[:2000], torch.from_numpy(labels[:2000]), blocks, zt.std(0))
+    effect = decoded_block_effect(model, zt[:2000], torch.from_numpy(labels[:2000]), layout, zt.std(0))
     spec = sweep_specificity(effect)
-    return {"class_mig_all_dims": float(np.mean(per_class_all)), "class_mig_own_block": float(np.mean(per_class_own)),
-            "class_mig_own_block_per_class": per_class_own, "image_sweep_specificity": spec["sweep_specificity"],
+    return {"class_mig_all_dims": float(np.mean(all_dims)), "class_mig_own_block": float(np.mean(own)),
+            "class_mig_own_block_per_class": own, "image_sweep_specificity": spec["sweep_specificity"],
             "image_sweep_specificity_per_class": spec["sweep_specificity_per_class"], "recon_bce": recon}
 
 
@@ -111,58 +113,50 @@ def random_encoder(seed: int):
                         head="mlp", decoder=True)
 
 
-def results_file() -> Path:
-    return ROOT / "reports" / "benchmark_efficacy_shapes.json"
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training budget of every run, in steps")
     parser.add_argument("--tables", nargs="+", default=["thesis", "class"], choices=["thesis", "class"])
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
 
 
-def train_all(seeds: list[int], args) -> None:
-    path = results_file()
-    done = json.loads(path.read_text()) if path.is_file() else {}
-    data = held_out()
-    code = commit()
-    tables = {"thesis": (THESIS_BASE, {**THESIS, "random encoder": None}), "class": (CLASS_BASE, CLASS)}
-    with tempfile.TemporaryDirectory() as tmp:
-        for table in args.tables:
-            base, settings = tables[table]
-            for label, overrides in settings.items():
-                if args.settings and label not in args.settings:
-                    continue
+def settings_of(table: str, label: str, steps: int) -> dict:
+    base, settings = TABLES[table]
+    overrides = settings[label]
+    return {**COMMON, **base, "untrained": True} if overrides is None else \
+        {**COMMON, **base, **overrides, "steps": steps}
+
+
+def measure(table: str, label: str, seed: int, settings: dict, data, folder: Path) -> dict:
+    if settings.get("untrained"):
+        r = {**thesis_scores(random_encoder(seed), data), "train_seconds": 0.0}
+    else:
+        run = trained_run(folder, {**settings, "seed": seed})
+        r = {**(thesis_scores(run.model, data) if table == "thesis" else class_scores(run.model, data, run.layout)),
+             "train_seconds": run.summary["train_seconds"], "test_accuracy": run.summary["test_accuracy"]}
+    return {"table": table, "setting": label, "seed": seed, **r}
+
+
+def cells(tables, labels, seeds, steps):
+    """(key, settings, table, label, seed) of every run in ``tables`` (only ``labels`` if given)."""
+    for table in tables:
+        for label in TABLES[table][1]:
+            if labels is None or label in labels:
                 for seed in seeds:
-                    key = f"{table} | {label} | seed {seed} | steps {args.steps} | {PROTOCOL}"
-                    if key in done:
-                        continue
-                    if overrides is None:
-                        r = {**thesis_scores(random_encoder(seed), data), "train_seconds": 0.0}
-                    else:
-                        cfg = load_config(overrides={**COMMON, **base, **overrides, "steps": args.steps, "seed": seed,
-                                                     "out_dir": tmp, "name": f"{len(done)}"})
-                        run = load_run(train(cfg, progress=False))
-                        score = thesis_scores if table == "thesis" else \
-                            (lambda m, d: class_scores(m, d, BlockLayout(3, 4)))
-                        r = {**score(run.model, data), "train_seconds": run.summary["train_seconds"],
-                             "test_accuracy": run.summary["test_accuracy"]}
-                    # re-read before writing: parallel invocations (different --settings) share the file
-                    done = json.loads(path.read_text()) if path.is_file() else {}
-                    done[key] = {"table": table, "setting": label, "seed": seed, "commit": code, **r}
-                    atomic_write(path, json.dumps(done, indent=1) + "\n")
-                    print(key, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
+                    yield (STORE.key(table, label, f"seed {seed}", f"steps {steps}"),
+                           settings_of(table, label, steps), table, label, seed)
 
 
-def fmt(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+def train_all(seeds: list[int], args) -> None:
+    data = held_out()
+    STORE.fill((Job(key, settings, partial(measure, table, label, seed, settings, data))
+                for key, settings, table, label, seed in cells(args.tables, args.settings, seeds, args.steps)),
+               lambda key, r: f"{key} {({k: round(v, 3) for k, v in r.items() if isinstance(v, float)})}")
 
 
 def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) -> str:
-    head = ("| setting | seeds | " + " | ".join(name for _, name in columns) + " |\n|---|---|"
-            + "---|" * len(columns) + "\n")
-    return head + "\n".join(f"| {label} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs]) for k, _ in columns)
-                            + " |" for label, rs in runs.items())
+    return markdown_table(["setting", "seeds", *(name for _, name in columns)],
+                          [[label, len(rs), *(mean_std([r[k] for r in rs]) for k, _ in columns)]
+                           for label, rs in runs.items()])
 
 
 def verdicts(thesis: dict, classes: dict) -> list[str]:
@@ -170,15 +164,15 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
     lines = []
 
     def check(name: str, ok: bool, detail: str) -> None:
-        lines.append(f"- {name}: **{'met' if ok else 'NOT MET'}** ({detail})")
+        lines.append(verdict(name, ok, detail))
 
-    if {"beta-TCVAE", "beta-VAE", "autoencoder", "random encoder"} <= set(thesis):
+    if {"beta-TCVAE", "beta-VAE", "autoencoder", RANDOM} <= set(thesis):
         for label in ("beta-TCVAE", "beta-VAE"):
             check(f"validity: {label} MIG and DCI-D above the autoencoder and the random encoder",
-                  all(m(thesis, label, k) > max(m(thesis, "autoencoder", k), m(thesis, "random encoder", k))
+                  all(m(thesis, label, k) > max(m(thesis, "autoencoder", k), m(thesis, RANDOM, k))
                       for k in ("mig", "dci_disentanglement")),
                   ", ".join(f"{k} {m(thesis, label, k):.3f} vs {m(thesis, 'autoencoder', k):.3f} / "
-                            f"{m(thesis, 'random encoder', k):.3f}" for k in ("mig", "dci_disentanglement")))
+                            f"{m(thesis, RANDOM, k):.3f}" for k in ("mig", "dci_disentanglement")))
         check("anchor: beta-TCVAE MIG ≥ 0.3", m(thesis, "beta-TCVAE", "mig") >= 0.3,
               f"{m(thesis, 'beta-TCVAE', 'mig'):.3f}")
     if {UNIVERSAL, "autoencoder", "Hessian Penalty", "beta-VAE"} <= set(thesis):
@@ -204,7 +198,7 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
 def summary(thesis: dict, classes: dict) -> str:
     """README's one paragraph: the measured means, named, with no verdict beyond the numbers."""
     m = lambda rows, label, key: np.mean([r[key] for r in rows[label]])  # noqa: E731
-    parts = [f"{label} {m(thesis, label, 'mig'):.2f}" for label in thesis if label != "random encoder"]
+    parts = [f"{label} {m(thesis, label, 'mig'):.2f}" for label in thesis if label != RANDOM]
     text = "Shapes (dSprites-like, Burgess autoencoder, overall MIG): " + ", ".join(parts) + "."
     ours = "class HeRD (decoder + classifier Hessian)"
     if ours in classes:
@@ -216,19 +210,15 @@ def summary(thesis: dict, classes: dict) -> str:
 def run(seeds: list[int], publish_only: bool, args) -> None:
     if not publish_only:
         train_all(seeds, args)
-    saved = json.loads(results_file().read_text())
-    rows: dict[str, dict[str, list[dict]]] = {"thesis": {}, "class": {}}
-    order = {"thesis": [*THESIS, "random encoder"], "class": list(CLASS)}
-    for key, r in sorted(saved.items(), key=lambda kv: order.get(kv[1].get("table"), []).index(kv[1]["setting"])
-                         if kv[1].get("setting") in order.get(kv[1].get("table"), []) else 99):
-        if "table" in r and key.endswith(f"| steps {args.steps} | {PROTOCOL}") and r["seed"] in seeds:
-            rows[r["table"]].setdefault(r["setting"], []).append(r)
-    commits = ", ".join(sorted({r["commit"] for t in rows.values() for rs in t.values() for r in rs}))
+    rows = {}
+    for table, (_, settings) in TABLES.items():
+        wanted = {key: cfg for key, cfg, *_ in cells([table], None, seeds, args.steps)}
+        rows[table] = group(STORE.runs(wanted), order=settings)
     md = (f"`python scripts/benchmark_efficacy.py --part shapes --steps {args.steps}`, seeds {seeds}, mean ± std; "
-          f"runs at {commits}, table at {provenance()}. Burgess 4-conv encoder and decoder, BCE, batch 128, lr 1e-3, "
-          f"{args.steps} steps on {COMMON['num_samples']} generated shapes (65% for training), curvature and "
-          f"Jacobian terms on {COMMON['penalty_samples']} samples per batch, each method at its default weight unless the row says otherwise; "
-          f"scores on {HELD_OUT} fresh held-out shapes.\n\n"
+          f"{stamp(r for t in rows.values() for rs in t.values() for r in rs)}. Burgess 4-conv encoder and decoder, "
+          f"BCE, batch 128, lr 1e-3, {args.steps} steps on {COMMON['num_samples']} generated shapes (65% for "
+          f"training), curvature and Jacobian terms on {COMMON['penalty_samples']} samples per batch, each method at "
+          f"its default weight unless the row says otherwise; scores on {HELD_OUT} fresh held-out shapes.\n\n"
           "**Benchmark validity and the thesis** (unsupervised, d = 10; MIG, DCI-D and SAP over shape, scale, "
           "orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
           + table_markdown(rows["thesis"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
@@ -236,7 +226,8 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class MIG over a "
           "class's own factors on its own images; image sweep specificity: the share of a class's image change "
           "that moving its own block makes):\n\n"
-          + table_markdown(rows["class"], [("test_accuracy", "accuracy"), ("class_mig_all_dims", "per-class MIG, all dims"),
+          + table_markdown(rows["class"], [("test_accuracy", "accuracy"),
+                                           ("class_mig_all_dims", "per-class MIG, all dims"),
                                            ("class_mig_own_block", "per-class MIG, own block"),
                                            ("image_sweep_specificity", "image sweep specificity"),
                                            ("recon_bce", "recon BCE")])

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _provenance import provenance, publish
+from _harness import herd_cli, markdown_table, provenance, publish, readme_run
 
 TARGETS = {"first sweep": 20.0, "sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
 
@@ -28,13 +27,8 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="a trained default run (default: train one now)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    herd = [sys.executable, "-m", "herd_cls"]
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run
-        if run is None:
-            subprocess.run(herd + ["train", "--backbone", "resnet18", "--reg", "class", "--out-dir", tmp,
-                                   "--name", "default", "--quiet"], check=True)
-            run = str(Path(tmp) / "default")
+        run = readme_run(args.run, Path(tmp) / "default", "--quiet")
         commands = {"first sweep": ["sweep", "--class", "3"], "sweep": ["sweep", "--class", "3"],
                     "attribute": ["attribute"], "report": ["report"], "robustness": ["robustness"]}
         rows = []
@@ -45,17 +39,16 @@ def main() -> None:
                     for cached in Path(run).glob("posthoc_decoder.*"):
                         cached.unlink()
                 t0 = time.perf_counter()
-                subprocess.run(herd + cmd + ["--run", run, "--out", str(Path(tmp) / "out")], check=True,
-                               stdout=subprocess.DEVNULL)
+                herd_cli(*cmd, "--run", run, "--out", Path(tmp) / "out", stdout=subprocess.DEVNULL)
                 times.append(time.perf_counter() - t0)
             target = TARGETS[name]
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
             label = f"`herd-cls {' '.join(cmd)}`" + (" (first: fits the post-hoc decoder)" if name == "first sweep" else "")
-            rows.append(f"| {label} | {min(times):.1f} | {max(times):.1f} | "
-                        f"{'–' if target is None else f'≤ {target:.0f}'} | {verdict} |")
+            rows.append([label, f"{min(times):.1f}", f"{max(times):.1f}", "–" if target is None else f"≤ {target:.0f}",
+                         verdict])
     md = (f"Analysis commands on the default digits run, {args.repeats} runs each, whole process; "
           f"`python scripts/benchmark_analysis.py` at {provenance()}.\n\n"
-          "| command | best s | worst s | target s | |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+          + markdown_table(["command", "best s", "worst s", "target s", ""], rows) + "\n")
     publish("benchmark_analysis", md)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _provenance import provenance, publish
+from _harness import markdown_table, provenance, publish, table_row
 from herd_cls.curvature import block_mass, latent_hessian, per_sample_loss
 from herd_cls.models import ConvDecoder
 from herd_cls.layout import BlockLayout
@@ -153,16 +153,15 @@ def curvature_part(repeats: int) -> str:
                 err = _purity_error(head, target, loss, d, m)
                 cells.append(f"{m} {ms:.1f} ms ({ms / 1000 / plain:.1f}x{mem}"
                              + (f", purity err {err:.3f}" if err is not None else "") + ")")
-            rows.append(f"| {d} | {name} | {plain * 1000:.2f} | {' · '.join(cells)} |")
-            print(rows[-1], flush=True)
+            rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
+            print(table_row(rows[-1]), flush=True)
     return (f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of {repeats} "
             "interleaved repetitions, ratio to the plain loss's forward and backward of the same head; peak of "
             "extra resident memory (RSS) of one step in a fresh process at d = 16, 128, 512; purity err: |estimate - exact| of the "
             "squared-Frobenius block purity of the batch with 8 probe pairs (d <= 64). `reference` is one "
             "autograd Hessian per sample (the original code's way); exact is skipped where it takes seconds. "
             f"`python scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
-            "| d | head | plain ms | method ms (× plain, peak MB, purity err) |\n|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+            + markdown_table(["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows) + "\n")
 
 
 TRAIN_JOBS = {  # label: (options with the penalty on; the README's flags otherwise)
@@ -213,10 +212,9 @@ def train_part(repeats: int) -> str:
             ratio = statistics.median(seconds["class"]) / statistics.median(seconds["none"])
             target = TRAIN_TARGETS[label]
             purity = _trained_purity_error(Path(tmp) / f"{len(rows)}-class-0")
-            rows.append(f"| {label} | {statistics.median(seconds['none']):.1f} | "
-                        f"{statistics.median(seconds['class']):.1f} | {ratio:.2f}x | ≤ {target}x: "
-                        f"{'met' if ratio <= target else 'MISSED'} | {purity} |")
-            print(rows[-1], flush=True)
+            rows.append([label, f"{statistics.median(seconds['none']):.1f}", f"{statistics.median(seconds['class']):.1f}",
+                         f"{ratio:.2f}x", f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}", purity])
+            print(table_row(rows[-1]), flush=True)
     return (f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), median of "
             f"{repeats} interleaved runs each, `--reg class` against `--reg none` with the same options; the "
             "curvature path is the default `--hessian-method auto`. Purity: the squared-Frobenius block purity "
@@ -224,8 +222,7 @@ def train_part(repeats: int) -> str:
             "against an estimate from exact Hessian-vector products (64 probe pairs), so the error includes "
             f"Gauss-Newton's dropped residual. `python scripts/benchmark_performance.py --part train` at "
             f"{provenance()}.\n\n"
-            "| job | none s | class s | ratio | target | purity, trained run |\n|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+            + markdown_table(["job", "none s", "class s", "ratio", "target", "purity, trained run"], rows) + "\n")
 
 
 def distributed_part(repeats: int) -> str:
@@ -244,9 +241,9 @@ def distributed_part(repeats: int) -> str:
                                       Path(tmp), f"{n}-{r}", *torchrun(n)))
         for n in (1, 2):
             s = runs[n]
-            rows.append(f"| {n} | {64 // n} | {statistics.median(x['train_seconds'] for x in s):.1f} | "
-                        f"{statistics.mean(x['test_accuracy'] for x in s):.4f} | "
-                        f"{statistics.mean(x['block_purity'] for x in s):.3f} |")
+            rows.append([n, 64 // n, f"{statistics.median(x['train_seconds'] for x in s):.1f}",
+                         f"{statistics.mean(x['test_accuracy'] for x in s):.4f}",
+                         f"{statistics.mean(x['block_purity'] for x in s):.3f}"])
         acc = abs(runs[2][0]["test_accuracy"] - runs[1][0]["test_accuracy"])
         pur = abs(runs[2][0]["block_purity"] - runs[1][0]["block_purity"])
         speed = statistics.median(x["train_seconds"] for x in runs[1]) / \
@@ -256,8 +253,8 @@ def distributed_part(repeats: int) -> str:
             f"Throughput of 2 processes: {speed:.2f}x that of 1. Accuracy differs by {acc:.4f} (target ≤ 0.01: "
             f"{'met' if acc <= 0.01 else 'MISSED'}), block purity by {pur:.3f} (target ≤ 0.02: "
             f"{'met' if pur <= 0.02 else 'MISSED'}). `python scripts/benchmark_performance.py --part distributed` "
-            f"at {provenance()}.\n\n| processes | batch per process | training s | test accuracy | block purity |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            f"at {provenance()}.\n\n" + markdown_table(["processes", "batch per process", "training s",
+                                                         "test accuracy", "block purity"], rows) + "\n")
 
 
 def main() -> None:

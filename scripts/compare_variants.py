@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _provenance import provenance, publish
+from _harness import markdown_table, provenance, publish, table_row
 
 MLP = ["--head", "mlp", "--shared-dims", "2"]  # the first measurements' model; explicit, so rows keep their meaning
 BLOCK = ["--head", "block", "--shared-dims", "0"]
@@ -90,9 +90,9 @@ def main() -> None:
                                check=True, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.CalledProcessError as err:  # a failed setting is a result too
                 reason = err.stderr.strip().splitlines()[-1].removeprefix("Error: ").replace(tmp, "<tmp>")
-                rows.append(f"| {label} | {options} | failed: {reason} | | |")
+                rows.append([label, options, f"failed: {reason}", "", ""])
             except subprocess.TimeoutExpired:
-                rows.append(f"| {label} | {options} | did not finish in {args.timeout} s | | |")
+                rows.append([label, options, f"did not finish in {args.timeout} s", "", ""])
             else:
                 s = json.loads((Path(tmp) / str(i) / "summary.json").read_text())
                 recon = f"{s['test_recon']:.4f}" if s["test_recon"] is not None else "–"
@@ -102,15 +102,15 @@ def main() -> None:
                     worst = min(range(len(medians)), key=medians.__getitem__)
                     cells = [cells[0], cells[2], f"{min(s['block_purity_per_class']):.3f}",
                              f"{medians[worst]:.3f} (class {worst})", str(s["purity_samples"])]
-                rows.append(f"| {label} | {options} | " + " | ".join(cells) + " |")
-            print(rows[-1], flush=True)
+                rows.append([label, options, *cells])
+            print(table_row(rows[-1]), flush=True)
     command = ("python scripts/compare_variants.py"
                + ("" if args.backbone == "resnet18" else f" --backbone {args.backbone}")
                + (" --purity-search" if args.purity_search else ""))
     columns = (["test accuracy", "block purity", "lowest class purity", "lowest class's median image", "test images"]
                if args.purity_search else ["test accuracy", "test recon MSE", "block purity"])
     md = (f"{args.backbone} on digits, seed {args.seed}, defaults otherwise; `{command}` at {provenance()}.\n\n"
-          f"| setting | options | {' | '.join(columns)} |\n|---|---|{'---|' * len(columns)}\n" + "\n".join(rows) + "\n")
+          + markdown_table(["setting", "options", *columns], rows) + "\n")
     publish("compare_variants" + ("" if args.backbone == "resnet18" else f"_{args.backbone}")
             + ("_purity" if args.purity_search else ""), md)
 

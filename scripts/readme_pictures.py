@@ -8,14 +8,12 @@ picture of each step, downscaled, into docs/images/ with a caption file that rec
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-from _provenance import ROOT, provenance
+from _harness import ROOT, herd_cli, provenance, readme_run
 
 PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the report folder
     "train_curves.png": "figures/run0_curves.png",
@@ -25,8 +23,8 @@ PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the
 }
 
 
-def herd(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "herd_cls", *args, "--quiet"], check=True)
+def herd(*args) -> None:
+    herd_cli(*args, "--quiet")
 
 
 def main() -> None:
@@ -35,10 +33,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=560, help="largest width of a picture, in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run
-        if run is None:
-            herd("train", "--backbone", "resnet18", "--reg", "class", "--out-dir", tmp, "--name", "readme")
-            run = str(Path(tmp) / "readme")
+        run = readme_run(args.run, Path(tmp) / "readme", "--quiet")
         out = Path(tmp) / "report"
         herd("sweep", "--class", "3", "--run", run, "--out", str(out))
         herd("robustness", "--run", run, "--out", str(out))

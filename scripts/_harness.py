@@ -1,0 +1,192 @@
+"""The benchmark harness, written once for every script in scripts/.
+
+* Provenance: :func:`commit` and :func:`provenance` (commit, time, machine, torch), stamped on every table.
+* :class:`ResultStore`: one JSON file of results per benchmark part, one record per key. It resumes
+  (finished keys are skipped), saves atomically after each run, ends every key with the part's protocol
+  tag and stores in every record a fingerprint of the settings it was measured with, so that a run whose
+  settings have changed since is measured again rather than silently reused.
+* Tables: :func:`mean_std`, :func:`markdown_table`, :func:`verdict`, :func:`stamp`, and :func:`publish`,
+  which writes reports/<name>.md and the block between <!-- name --> markers in README.md and docs/*.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# provenance
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def commit() -> str:
+    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it."""
+    # reports/ holds the benchmarks' own outputs, which change while they run
+    dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports") else ""
+    return _git("rev-parse", "--short", "HEAD") + dirty
+
+
+def provenance() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def stamp(records: Iterable[dict]) -> str:
+    """"runs at <their commits>, table at <provenance>" for a table of saved records."""
+    return f"runs at {', '.join(sorted({r['commit'] for r in records}))}, table at {provenance()}"
+
+
+# the result store
+
+def fingerprint(settings) -> str:
+    """A short hash of a run's settings (anything JSON-able)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Job(NamedTuple):
+    key: str
+    settings: object  # what the run is measured with; its fingerprint is saved with the record
+    measure: Callable[[Path], dict]  # called with a fresh scratch folder for the run, deleted afterwards
+
+
+class ResultStore:
+    """Records of a benchmark's runs in one JSON file: {key: record}.
+
+    A key is the run's parts joined by " | ", ending with the protocol tag (bump it when training or
+    scoring changes). A record saved with a settings fingerprint counts only while the settings match;
+    records saved before fingerprints existed count as their key says.
+    """
+
+    def __init__(self, path: Path, protocol: str):
+        self.path, self.protocol = Path(path), protocol
+
+    def key(self, *parts) -> str:
+        return " | ".join([*map(str, parts), self.protocol])
+
+    def load(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    @staticmethod
+    def current(record: dict | None, settings) -> bool:
+        return record is not None and record.get("fingerprint", fingerprint(settings)) == fingerprint(settings)
+
+    def fill(self, jobs: Iterable[Job], report: Callable[[str, dict], str] | None = None) -> None:
+        """Measure every job without a current record, saving the file after each."""
+        code = commit()
+        for job in jobs:
+            if self.current(self.load().get(job.key), job.settings):
+                continue
+            with tempfile.TemporaryDirectory() as scratch:
+                record = {**job.measure(Path(scratch) / "run"), "commit": code, "fingerprint": fingerprint(job.settings)}
+            saved = self.load()  # re-read before writing: parallel invocations share the file
+            saved[job.key] = record
+            from herd_cls.files import atomic_write
+
+            atomic_write(self.path, lambda p: p.write_text(json.dumps(saved, indent=1) + "\n"))
+            print(report(job.key, record) if report else job.key, flush=True)
+
+    def runs(self, wanted: dict[str, object]) -> list[dict]:
+        """The current records of ``wanted`` ({key: settings}), in the file's order; stale ones are named."""
+        out = []
+        for key, record in self.load().items():
+            if key in wanted:
+                if self.current(record, wanted[key]):
+                    out.append(record)
+                else:
+                    print(f"left out, measured with other settings (run it again): {key}")
+        return out
+
+
+def group(records: Iterable[dict], field: str = "setting", order: Iterable | None = None) -> dict[str, list[dict]]:
+    """Records by ``field``, in ``order`` (default: first appearance), each group in the records' order."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r[field], []).append(r)
+    return groups if order is None else {k: groups[k] for k in order if k in groups}
+
+
+def trained_run(folder: Path, overrides: dict):
+    """The run of ``overrides`` in ``folder``: reused when finished, else (re)trained there."""
+    from herd_cls import load_run
+    from herd_cls.config import load_config
+    from herd_cls.train import train
+
+    folder = Path(folder)
+    if not (folder / "summary.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run: train it again
+        train(load_config(overrides={**overrides, "out_dir": str(folder.parent), "name": folder.name}),
+              progress=False)
+    return load_run(folder)
+
+
+def herd_cli(*args: str, **run_options) -> subprocess.CompletedProcess:
+    """Run ``herd-cls ARGS`` as a user would, in a process of its own; an error stops the script."""
+    return subprocess.run([sys.executable, "-m", "herd_cls", *map(str, args)], check=True, **run_options)
+
+
+def readme_run(run: str | None, folder: Path, *options: str) -> str:
+    """``run`` if given, else the README's default run (``train --backbone resnet18 --reg class``) trained
+    into ``folder``."""
+    if run is None:
+        herd_cli("train", "--backbone", "resnet18", "--reg", "class", "--out-dir", folder.parent, "--name", folder.name,
+                 *options)
+        run = str(folder)
+    return run
+
+
+# tables
+
+def mean_std(values) -> str:
+    """"mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def table_row(cells) -> str:
+    return "|" + "|".join(f" {c} " if c != "" else " " for c in cells) + "|"
+
+
+def markdown_table(columns: list[str], rows: Iterable) -> str:
+    """A markdown table (no trailing newline); rows are lists of cells."""
+    return "\n".join([table_row(columns), "|" + "---|" * len(columns), *map(table_row, rows)])
+
+
+def verdict(name: str, ok: bool, detail: str) -> str:
+    return f"- {name}: **{'met' if ok else 'NOT MET'}** ({detail})"
+
+
+def publish(name: str, markdown: str) -> Path:
+    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers in
+    README.md and docs/*.md, wherever it is."""
+    print(markdown)
+    out = ROOT / "reports" / f"{name}.md"
+    out.write_text(markdown)
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if pattern.search(text):
+            page.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
+    print(out)
+    return out

@@ -1,0 +1,64 @@
+"""The benchmark harness in scripts/: the result store resumes and refuses stale settings; tables; the
+shapes part's per-class MIG through the library equals the hand-written one it replaced."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from _harness import Job, ResultStore, group, markdown_table, mean_std  # noqa: E402
+
+
+def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
+    import _harness
+
+    monkeypatch.setattr(_harness, "commit", lambda: "abc")
+    store = ResultStore(tmp_path / "r.json", "p1")
+    calls = []
+
+    def job(seed, settings):
+        return Job(store.key("row", f"seed {seed}"), settings, lambda folder: calls.append(seed) or {"setting": "row", "v": seed})
+
+    store.fill([job(0, {"a": 1}), job(1, {"a": 1})])
+    store.fill([job(0, {"a": 1}), job(1, {"a": 1})])  # finished: skipped
+    assert calls == [0, 1] and list(store.load()) == ["row | seed 0 | p1", "row | seed 1 | p1"]
+    assert store.load()["row | seed 0 | p1"]["commit"] == "abc"
+    wanted = {store.key("row", f"seed {s}"): {"a": 1} for s in (0, 1)}
+    assert [r["v"] for r in store.runs(wanted)] == [0, 1]
+    assert store.runs({k: {"a": 2} for k in wanted}) == []  # changed settings: not reused
+    store.fill([job(0, {"a": 2})])
+    assert calls == [0, 1, 0]
+
+
+def test_store_reads_records_saved_without_a_fingerprint(tmp_path):
+    store = ResultStore(tmp_path / "r.json", "p1")
+    store.path.write_text('{"x | p1": {"setting": "x", "commit": "c"}}')
+    assert store.runs({"x | p1": {"anything": 1}}) == [{"setting": "x", "commit": "c"}]
+
+
+def test_tables():
+    assert mean_std([1.0, None, 3.0]) == "2.000 ± 1.000" and mean_std([None]) == "–"
+    assert markdown_table(["a", "b"], [[1, ""], ["x", "y"]]) == "| a | b |\n|---|---|\n| 1 | |\n| x | y |"
+    records = [{"setting": "b", "i": 0}, {"setting": "a", "i": 1}, {"setting": "b", "i": 2}]
+    assert {k: [r["i"] for r in v] for k, v in group(records, order=["a", "b", "c"]).items()} == {"a": [1], "b": [0, 2]}
+
+
+def test_shapes_per_class_mig_matches_the_hand_written_one():
+    pytest.importorskip("sklearn")
+    from _efficacy_shapes import class_migs
+    from herd_cls.disentanglement import mig
+    from herd_cls.layout import BlockLayout
+
+    rng = np.random.default_rng(0)
+    layout = BlockLayout(3, 2, 1)
+    labels = np.repeat(np.arange(3), 60)
+    factors = {"x": rng.random(180), "scale": np.where(labels == 1, np.nan, rng.random(180)),
+               "flat": np.where(labels == 2, 0.5, rng.random(180))}
+    z = rng.normal(size=(180, layout.latent_dim)) + factors["x"][:, None]
+    all_dims, own = class_migs(z, labels, factors, layout)
+    for c in range(3):  # the former script's own computation
+        rows = labels == c
+        f = {k: v[rows] for k, v in factors.items() if np.ptp(v[rows]) > 0}
+        assert all_dims[c] == pytest.approx(mig(z[rows], f))
+        assert own[c] == pytest.approx(mig(z[rows][:, layout.masks[c].numpy()], f))
