@@ -283,7 +283,7 @@ def test_cross_entropy_equals_torch_for_confident_and_wrong_samples():
 def test_float32_cross_entropy_hessian_of_confident_samples_matches_float64_oracle():
     # margins of 20-40: p_y rounds to 1 in float32, so d(CE)/d logit_y = p_y - 1 rounds to 0
     torch.manual_seed(3)
-    head = BlockHead(6, 3, shared_dims=0, hidden=8)
+    head = BlockHead(BlockLayout(3, 2), hidden=8)
     z = torch.randn(12, 6)
     with torch.no_grad():
         head.w2.mul_(20.0)

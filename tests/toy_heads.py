@@ -6,6 +6,7 @@ from torch import nn
 from torch.autograd.functional import hessian
 
 from herd_cls.curvature import per_sample_loss
+from herd_cls.layout import BlockLayout
 from herd_cls.models import BlockHead
 
 
@@ -38,7 +39,7 @@ def decoder(d, out_act):
 CASES = {
     "linear-ce": lambda: (nn.Linear(5, 4), torch.randint(0, 4, (6,)), "ce"),
     "mlp-ce": lambda: (mlp(5, 4), torch.randint(0, 4, (6,)), "ce"),
-    "block-head-ce": lambda: (BlockHead(5, 2, shared_dims=1, hidden=6), torch.randint(0, 2, (6,)), "ce"),
+    "block-head-ce": lambda: (BlockHead(BlockLayout(2, 2, shared_dims=1), hidden=6), torch.randint(0, 2, (6,)), "ce"),
     "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
     "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
 }
