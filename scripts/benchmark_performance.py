@@ -8,10 +8,14 @@ One run, interleaved repetitions, medians, ratios taken within the run:
                     conv autoencoder with --wrt both, resnet18 on its 512 pre-logit features), and the
                     estimated purity against exact on the trained runs;
   --part distributed  2 gloo processes against 1 on this machine: throughput, and the README run's
-                    accuracy and purity (torchrun issue).
+                    accuracy and purity (torchrun issue);
+  --part device     training steps on synthetic tensors, --device cuda (or cpu): resnet18 and resnet50 at
+                    224x224, batch 256, --reg none against --reg class, and the conv and Burgess decoders
+                    with decoder-side HeRD; bf16 autocast, torch.compile off and on; images/s and peak memory.
 Writes reports/benchmark_performance_<part>.md and the matching blocks of docs/performance.md.
 
     python scripts/benchmark_performance.py --part curvature|train|distributed [--repeats 5]
+    python scripts/benchmark_performance.py --part device --device cuda [--compile off,on]
 """
 from __future__ import annotations
 
@@ -257,14 +261,114 @@ def distributed_part(repeats: int) -> str:
                                                          "test accuracy", "block purity"], rows) + "\n")
 
 
+DEVICE_JOBS = {  # label: (config overrides of the classifier or autoencoder, the regularised --reg's overrides)
+    "resnet18, 20-dim bottleneck": ({"backbone": "resnet18"}, {"reg": "class"}),
+    "resnet50, 20-dim bottleneck": ({"backbone": "resnet50"}, {"reg": "class"}),
+    "conv autoencoder": ({"backbone": "conv", "decoder": True}, {"reg": "class", "wrt": "both"}),
+    "Burgess autoencoder": ({"backbone": "burgess", "decoder": True, "recon_loss": "bce", "alpha_cl": 0.0,
+                             "latent_dim": 10, "shared_dims": 1, "head": "mlp"},
+                            {"reg": "universal", "wrt": "autoencoder"}),
+}
+
+
+def _device_step(overrides: dict, args, compiled: bool):
+    """A training step closure on synthetic images for ``overrides``, and the model it trains."""
+    from herd_cls.config import Config
+    from herd_cls.models import create_model
+    from herd_cls.objective import Forward, batch_losses
+    from herd_cls.regularizers import create_regularizer, regularizer_class
+
+    size = args.image_size if "burgess" != overrides.get("backbone") else min(args.image_size, 64)
+    in_chans = 1 if overrides.get("backbone") == "burgess" else 3
+    cfg = Config(**{"num_classes": 10, **overrides}).validate()
+    device = torch.device(args.device)
+    model = create_model(cfg.backbone, num_classes=10, in_chans=in_chans, image_size=size, latent_dim=cfg.latent_dim,
+                         head=cfg.head, decoder=cfg.decoder, shared_dims=cfg.shared_dims,
+                         variational=regularizer_class(cfg.reg).variational).to(device)
+    model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    reg = create_regularizer(cfg, model, 10_000).to(device) if cfg.reg != "none" else None
+    forward = Forward(model)
+    if compiled:
+        model.backbone = torch.compile(model.backbone)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(args.batch, in_chans, size, size, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    amp = torch.bfloat16 if args.amp else None
+
+    def step():
+        out = batch_losses(model, cfg, x, y, amp, reg, 1.0 if reg else 0.0, forward)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+
+    return step
+
+
+def _images_per_second(step, args) -> tuple[float, float]:
+    """(images/s, peak memory in MB) of ``args.steps`` timed steps after 2 warm-up steps."""
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        step()
+    sync()
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:  # Linux: reset the peak resident memory to the present one
+        Path("/proc/self/clear_refs").write_text("5")
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if args.device.startswith("cuda") else \
+        float(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    return args.batch * args.steps / seconds, peak
+
+
+def device_part(args) -> str:
+    rows = []
+    for label in args.jobs:
+        base, regularised = DEVICE_JOBS[label]
+        for compiled in args.compile:
+            rates = {}
+            for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
+                torch.manual_seed(0)
+                rates[reg] = _images_per_second(_device_step({**base, **extra}, args, compiled), args)
+            (none_rate, none_mem), (reg_rate, reg_mem) = rates["none"], rates[regularised["reg"]]
+            rows.append([label, f"--reg {regularised['reg']}" + (f" --wrt {regularised['wrt']}" if "wrt" in regularised
+                                                                  else ""), "on" if compiled else "off",
+                         f"{none_rate:.0f}", f"{reg_rate:.0f}", f"{none_rate / reg_rate:.2f}x",
+                         f"{none_mem:.0f}", f"{reg_mem:.0f}"])
+            print(table_row(rows[-1]), flush=True)
+    memory = "peak allocated CUDA memory" if args.device.startswith("cuda") else "peak resident memory of the process"
+    return (f"Training steps on synthetic tensors on `{args.device}`: batch {args.batch}, {args.image_size}x"
+            f"{args.image_size} images (Burgess: at most 64x64, one channel), {args.steps} timed steps after 2 "
+            f"warm-up steps, {'bf16 autocast' if args.amp else 'float32'}, torch.compile of the backbone off/on; "
+            f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device {args.device}` at "
+            f"{provenance()}.\n\n" + markdown_table(["job", "regularised", "compile", "none img/s", "regularised img/s",
+                                                    "cost", "none MB", "regularised MB"], rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["curvature", "train", "distributed"])
+    parser.add_argument("--part", choices=["curvature", "train", "distributed", "device"])
+    device = parser.add_argument_group("--part device")
+    device.add_argument("--device", default="cuda", help="cuda or cpu")
+    device.add_argument("--jobs", nargs="+", default=list(DEVICE_JOBS), choices=list(DEVICE_JOBS))
+    device.add_argument("--compile", default="off,on", type=lambda v: [x == "on" for x in v.split(",")],
+                        help="torch.compile of the backbone: off, on or off,on")
+    device.add_argument("--batch", type=int, default=256)
+    device.add_argument("--image-size", type=int, default=224)
+    device.add_argument("--steps", type=int, default=10)
+    device.add_argument("--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast")
+    device.add_argument("--print-only", action="store_true", help="print the table, publish nothing")
     parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=None, help="default: 5 (curvature), 2 (train), 1 (distributed)")
     args = parser.parse_args()
     if args.cell:
         return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
+    if args.part == "device":
+        table = device_part(args)
+        return print(table) if args.print_only else publish(f"benchmark_performance_device_{args.device}", table)
     part = {"curvature": (curvature_part, 5), "train": (train_part, 2), "distributed": (distributed_part, 1)}
     fn, default = part[args.part]
     publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))

@@ -62,3 +62,20 @@ def test_shapes_per_class_mig_matches_the_hand_written_one():
         f = {k: v[rows] for k, v in factors.items() if np.ptp(v[rows]) > 0}
         assert all_dims[c] == pytest.approx(mig(z[rows], f))
         assert own[c] == pytest.approx(mig(z[rows][:, layout.masks[c].numpy()], f))
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
+    """`--part device` is what a GPU machine runs; here its compiled, bf16-autocast path runs on the CPU, so
+    the script is known to work before a GPU is at hand."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_performance.py"
+    out = subprocess.run([sys.executable, str(script), "--part", "device", "--device", "cpu", "--batch", "2",
+                          "--image-size", "32", "--steps", "1", "--jobs", "conv autoencoder", "--compile", "on",
+                          "--print-only"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| conv autoencoder | --reg class"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "on" and float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5].endswith("x")
+    assert "bf16 autocast" in out.stdout and "on `cpu`" in out.stdout
