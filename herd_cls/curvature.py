@@ -24,6 +24,9 @@ PROBE_METHODS = ("hvp", "forward")
 METHODS = (*HESSIAN_METHODS, *PROBE_METHODS)
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
 DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
+# measuring needs no gradient of the penalty, so it can afford exact |H| (one definition of purity for every
+# run) up to these latent sizes: the classifier's small head, and a decoder's larger one
+EVAL_EXACT_MAX_DIM = {"ce": 1024, "other": 64}
 
 
 # helpers
@@ -339,3 +342,12 @@ def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | Non
     if loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM:
         return "auto", None
     return "forward", probes or DEFAULT_PROBES["forward"]
+
+
+def evaluation_method(method: str, loss: Loss, latent_dim: int) -> tuple[str, int | None]:
+    """The curvature path that measures purity: "auto" means exact |H| up to EVAL_EXACT_MAX_DIM (the
+    closed form for a linear head), the forward estimate only above it; other methods as asked."""
+    limit = EVAL_EXACT_MAX_DIM["ce" if loss == "ce" else "other"]
+    if method == "auto" and latent_dim <= limit:
+        return "auto", None
+    return curvature_method(method, loss, latent_dim, None)

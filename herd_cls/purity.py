@@ -1,7 +1,7 @@
 """Hessian block purity: the one path by which training, analysis and the benchmarks measure it.
 
 For class c with block B_c, two views of the latent Hessians H_i of its images:
-- class mean: the share of sum_{i: y_i = c} |H_i| that lies inside B_c x B_c (METHOD.md's definition;
+- class mean: the share of sum_{i: y_i = c} |H_i| that lies inside B_c x B_c (docs/method.md's definition;
   a class's least confident images dominate it, since a confident image's curvature scales with 1 - p_y);
 - per image: each image's own-block share of its own |H_i| mass, summarised per class by the mean, the
   median and the share of images at or above 0.5.
@@ -18,11 +18,12 @@ from torch import Tensor
 
 import torch.nn.functional as F
 
-from .curvature import PROBE_METHODS, block_mass, curvature_method, latent_hessian, sum_losses
+from .curvature import PROBE_METHODS, block_mass, evaluation_method, latent_hessian, sum_losses
 from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both")
 EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
+EXACT_CHUNK = 2 ** 24  # entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
 
 
 def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
@@ -105,15 +106,23 @@ class Purity:
                 "purity_method": self.method, "purity_samples": len(self.labels)}
 
 
+def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
+    """Per-image H (B, d, d), computed in chunks of images small enough for wide latents."""
+    step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
+    rows = lambda t, i: tuple(u[i:i + step] for u in t) if isinstance(t, tuple) else t[i:i + step]  # noqa: E731
+    return torch.cat([latent_hessian(head, z[i:i + step], rows(target, i), loss, method).detach().float()
+                      for i in range(0, len(z), step)])
+
+
 def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: BlockLayout, wrt: str = "classifier",
                    recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None,
                    probes: int = EVAL_PROBES, seed: int = 0) -> Purity:
     """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples`` images),
-    for the loss ``wrt`` names. Where ``hessian_method`` means exact Hessians (``auto`` does for the
-    classifier's CE at small d) both views use |H|; where it means probes (``auto`` does for decoder
-    losses and wide latents, whose exact Hessians are slow), both views use the squared Frobenius masses
-    estimated with ``probes`` pairs per image, seeded. ``Purity.method`` says which. The model's mode is
-    left as it is."""
+    for the loss ``wrt`` names. ``auto`` (see :func:`herd_cls.curvature.evaluation_method`) measures exact
+    |H| for both views, the one definition of docs/method.md, wherever that is affordable: classifier
+    latents up to 1024 dims, decoder latents up to 64. Where a probe method is asked for (or ``auto``
+    goes beyond those sizes), both views use the squared Frobenius masses estimated with ``probes`` pairs
+    per image, seeded, and ``Purity.method`` says it is an estimate. The model's mode is left as it is."""
     device = next(model.parameters()).device
     K, d = layout.num_classes, layout.latent_dim
     generator = torch.Generator().manual_seed(seed)
@@ -129,7 +138,7 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         with torch.no_grad():
             z = model.encode(x).float()
         head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        method, _ = curvature_method(hessian_method, loss, d, None)
+        method, _ = evaluation_method(hessian_method, loss, d)
         if method in PROBE_METHODS:
             with torch.no_grad() if method == "forward" else torch.enable_grad():
                 inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
@@ -139,7 +148,7 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
                 counts + onehot.sum(0)
             per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
         else:
-            H = latent_hessian(head, z, target, loss, method).detach().float()
+            H = _hessians(head, z, target, loss, method)
             total, count = class_abs_sum(H, y, K)
             hsum, counts = hsum + total, counts + count
             per_image.append(image_share(H, y, layout, float("nan")).cpu())

@@ -81,8 +81,7 @@ def evaluate(model: LatentModel, cfg: Config, loader: DataLoader, device: torch.
                 sums[k] += float(out[k]) * len(y)
         sums["correct"] += float(out["correct"])
     with torch.enable_grad():
-        purity = measure_purity(model, loader, model.layout, cfg.wrt, cfg.recon_loss, cfg.hessian_method,
-                                hessian_samples)
+        purity = measure_purity(model, loader, model.layout, cfg.wrt, cfg.recon_loss, max_samples=hessian_samples)
     return {"loss": sums["loss"] / n, "accuracy": sums["correct"] / n, "ce": sums["ce"] / n,
             "recon": sums["recon"] / n if model.decode else None, **purity.summary()}
 

@@ -59,3 +59,30 @@ def test_measure_purity_matches_per_sample_autograd_hessians():
     shares = (H * (own[:, :, None] & own[:, None, :])).sum((1, 2)) / H.sum((1, 2))
     torch.testing.assert_close(result.per_image, shares, rtol=1e-4, atol=1e-6)
     assert len(result.labels) == 9 and result.method.startswith("exact")
+
+
+def test_wide_latents_are_measured_exactly_in_chunks(monkeypatch):
+    """Above the training path's exact limit (d = 64) measuring still uses exact |H|, one definition for
+    every run, in chunks of images."""
+    import herd_cls.purity as purity
+
+    monkeypatch.setattr(purity, "EXACT_CHUNK", 3 * 96 * 96)        # 3 images per chunk
+    torch.manual_seed(1)
+    d, K = 96, 3
+    model = _Model()
+    model.enc = torch.nn.Linear(5, d)
+    model.classify = torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.GELU(), torch.nn.Linear(16, K))
+    x, y = torch.randn(7, 5), torch.arange(7) % K
+    layout = BlockLayout.split(K, d)
+    result = measure_purity(model, [(x, y)], layout)
+    assert result.method.startswith("exact")
+    z = model.encode(x).detach()
+    H = torch.stack([hessian(lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i:i + 1]), z[i])
+                     for i in range(7)]).abs()
+    own = layout.own_pairs(y)
+    torch.testing.assert_close(result.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6)
+
+    model.decode = torch.nn.Sequential(torch.nn.Linear(d, 5), torch.nn.Sigmoid())   # images of 5 pixels
+    decoded = measure_purity(model, [(torch.rand(7, 5), y)], layout, wrt="autoencoder", recon_loss="mse")
+    # a decoder beyond 64 dims is estimated, and the result says so
+    assert decoded.method.startswith("forward estimate") and decoded.per_image.shape == (7,)

@@ -67,7 +67,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     x, z, y = data["x"], data["z"], data["y"]
     std = z.std(0)
     purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), layout,
-                            cfg.wrt, cfg.recon_loss, cfg.hessian_method)
+                            cfg.wrt, cfg.recon_loss)
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
     evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"])
     chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(len(names))}
