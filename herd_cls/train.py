@@ -10,6 +10,7 @@ import io
 import json
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -182,6 +183,8 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     # under torchrun, penalties of the global batch: per-class sums all-reduced before the ratio
     reg = create_regularizer(cfg, model, len(splits["train"]),
                              distributed.all_reduce_sum if ranks.enabled else None).to(device)
+    for warning in reg.warnings(cfg) if ranks.main and not resume else []:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     forward = Forward(model)
     if ranks.enabled:
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda"
@@ -287,7 +290,7 @@ def finish(s: Session) -> Path:
         summary = {"test_accuracy": test["accuracy"], **purity, "test_loss": test["loss"],
                    "test_recon": test["recon"], "train_seconds": s.seconds, "epochs": s.cfg.epochs,
                    "processes": s.ranks.world, "device": str(s.device), "torch": torch.__version__,
-                   "config": asdict(s.cfg)}
+                   "warnings": s.reg.warnings(s.cfg), "config": asdict(s.cfg)}
         write_json(s.run_dir / "summary.json", summary)
         point_latest(s.run_dir)
     distributed.barrier()

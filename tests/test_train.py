@@ -87,9 +87,23 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tiny_args, tmp_p
 
 
 def test_checkpoint_loads_with_weights_only(tiny_args, tmp_path):
-    assert run_cli("train", *tiny_args, "--name", "a", "--epochs", "1").exit_code == 0
+    res = CliRunner().invoke(main, ["train", *tiny_args, "--name", "a", "--epochs", "1"])
+    assert res.exit_code == 0 and "warning" not in res.stderr   # the block head: nothing to warn about
     state = torch.load(tmp_path / "runs" / "a" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 0 and "model" in state and "optimizer" in state
+    assert json.loads((tmp_path / "runs" / "a" / "summary.json").read_text())["warnings"] == []
+
+
+@pytest.mark.parametrize("head,reason", [("linear", "cannot give each class its own curvature"),
+                                         ("mlp", "keeps purity low")])
+def test_class_herd_on_a_head_that_cannot_carry_it_warns_in_one_line(tiny_args, tmp_path, head, reason):
+    res = CliRunner().invoke(main, ["train", *tiny_args, "--name", head, "--epochs", "1",
+                                                    "--head", head])
+    assert res.exit_code == 0
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"--head {head} {reason}" in warnings[0] and "use --head block" in warnings[0]
+    summary = json.loads((tmp_path / "runs" / head / "summary.json").read_text())
+    assert len(summary["warnings"]) == 1 and reason in summary["warnings"][0]
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -69,6 +69,11 @@ class Regularizer:
         self.penalty_samples = cfg.penalty_samples
 
     @classmethod
+    def warnings(cls, cfg: Any) -> list[str]:
+        """One line for each reason ``cfg`` will run but is unlikely to do what the user wants."""
+        return []
+
+    @classmethod
     def check(cls, cfg: Any) -> None:
         """Raise a HerdError when ``cfg`` cannot run this regularizer."""
         if cls.needs_decoder and not cfg.decoder:

@@ -65,6 +65,20 @@ class ClassHeRD(_HeRDRegularizer):
                             + " or ".join(PURITY_VARIANTS))
 
 
+    @classmethod
+    def warnings(cls, cfg) -> list[str]:
+        if cfg.wrt == "autoencoder":
+            return []
+        if cfg.head == "linear":
+            return ["--reg class with --head linear cannot give each class its own curvature: a linear head's "
+                    "Hessian W^T (diag p - p p^T) W spans every block (docs/method.md); use --head block"]
+        if cfg.head == "mlp":
+            return ["--reg class with --head mlp keeps purity low: every logit reads every latent dim, so "
+                    "curvature leaks across blocks (near chance on pre-logits, docs/what-did-not-work.md); use "
+                    "--head block"]
+        return []
+
+
 @REGULARIZERS.register("universal")
 class UniversalHeRD(_HeRDRegularizer):
     name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
