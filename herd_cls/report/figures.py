@@ -291,7 +291,7 @@ def carrier_strip(images: Tensor, captions: list[str], title: str, path: Path) -
     """Images (k, C, H, W) in a row, each with its caption below (a few short lines)."""
     plt = _plt()
     n = max(1, len(images))
-    fig, axes = plt.subplots(1, n, figsize=(1.25 * n + 0.2, 2.1), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(1.25 * n + 0.2, 2.5), squeeze=False)
     for i, ax in enumerate(axes[0]):
         if i < len(images):
             _show(ax, images[i])
