@@ -89,8 +89,31 @@ def train(config_path, resume, quiet, **options):
     if int(os.environ.get("RANK", "0")) != 0:  # rank 0 speaks for the job
         return
     summary = json.loads((run_dir / "summary.json").read_text())
-    click.echo(f"block purity {summary['block_purity']:.3f}  train {summary['train_seconds']:.0f}s")
+    for line in _purity_lines(summary):
+        click.echo(line)
     click.echo(f"run {run_dir}  test accuracy {summary['test_accuracy']:.4f}")
+
+
+def _purity_lines(summary: dict) -> list[str]:
+    """Both views of block purity from summary.json, each beside its chance level (n/d)^2, and the classes
+    whose median image is far purer than their class mean."""
+    def fmt(value) -> str:
+        return "–" if value is None or value != value else f"{value:.3f}"
+
+    cfg = summary.get("config") or {}
+    n, d = cfg.get("dims_per_class"), cfg.get("latent_dim")
+    chance = f"  (chance {(n / d) ** 2:.3f})" if n and d else ""
+    lines = [f"block purity, class mean {fmt(summary['block_purity'])}{chance}  train {summary['train_seconds']:.0f}s"]
+    if "image_purity_median_per_class" in summary:
+        lines.append(f"per-image purity: mean {fmt(summary.get('image_purity_mean'))}  median "
+                     f"{fmt(summary.get('image_purity_median'))}  images >= 0.5: "
+                     f"{fmt(summary.get('image_purity_at_least_half'))}{chance}")
+        means, medians = summary.get("block_purity_per_class", []), summary["image_purity_median_per_class"]
+        gaps = [f"{c} ({fmt(m)} vs median image {fmt(i)})" for c, (m, i) in enumerate(zip(means, medians))
+                if m == m and i == i and i - m >= 0.25]
+        if gaps:
+            lines.append("classes whose mean is decided by a few images (see their report pages): " + ", ".join(gaps))
+    return lines
 
 
 def _names(registry_module: str, attr: str) -> list[str]:
@@ -175,6 +198,10 @@ def report(run_path, compare_path, method, out, quiet):
     index, analyses = commands.report(runs, method, out, quiet)
     for a in analyses:
         click.echo(f"{a.name}: " + "  ".join(f"{METRICS.get(k).label} {v:.3f}" for k, v in a.metrics().items()))
+        for k, why in a.constant.items():
+            click.echo(f"  {METRICS.get(k).label}: not measured, {why}")
+        if a.collapse:
+            click.echo(f"  decoder collapsed: {'; '.join(a.collapse)}", err=True)
     click.echo(str(index))
 
 

@@ -73,6 +73,9 @@ class Purity:
     per_image: (N,) own-block share of each image; labels: (N,) their classes.
     hbar: (K, d, d) per-class mean |H| (for heatmaps).
     method: how H was computed; samples: N.
+    per_image_mass: (N,) each image's total curvature mass, from the same H as the shares (sum |H_i|, or
+    the probe estimate of its squared Frobenius mass); a class mean is the mass-weighted mean of its
+    images' shares, so the images of largest mass decide it. None where it was not recorded.
     """
 
     per_class: Tensor
@@ -80,6 +83,7 @@ class Purity:
     labels: Tensor
     hbar: Tensor
     method: str
+    per_image_mass: Tensor | None = None
 
     @property
     def mean(self) -> float:
@@ -97,10 +101,52 @@ class Purity:
             out["share_at_least_half"].append(float("nan") if empty else float((p >= 0.5).float().mean()))
         return out
 
+    def image_overall(self) -> dict[str, float]:
+        """Over every measured image of every class: mean and median per-image purity, and the share at or
+        above 0.5 (NaN without images)."""
+        p = self.per_image[~self.per_image.isnan()]
+        if len(p) == 0:
+            return {"mean": float("nan"), "median": float("nan"), "share_at_least_half": float("nan")}
+        return {"mean": float(p.mean()), "median": float(p.median()),
+                "share_at_least_half": float((p >= 0.5).float().mean())}
+
+    def mass_share(self) -> Tensor:
+        """(N,) each image's share of its class's total curvature mass (NaN without ``per_image_mass``, or
+        for a class with no mass)."""
+        if self.per_image_mass is None:
+            return torch.full(self.labels.shape, float("nan"))
+        mass = self.per_image_mass.nan_to_num(0.0)
+        totals = torch.zeros(len(self.per_class)).index_add_(0, self.labels, mass)
+        return own_share(mass, totals[self.labels], float("nan"))
+
+    def top_mass(self, c: int, k: int = 8) -> Tensor:
+        """Indices (into the measured images) of class ``c``'s at most ``k`` images of largest mass, largest
+        first: the images that decide the class mean."""
+        idx = (self.labels == c).nonzero().flatten()
+        if self.per_image_mass is None or len(idx) == 0:
+            return idx[:0]
+        order = self.per_image_mass[idx].nan_to_num(0.0).argsort(descending=True, stable=True)
+        return idx[order[:k]]
+
+    def mass_holders(self, c: int, fraction: float = 0.9) -> int | None:
+        """The fewest images of class ``c`` that together hold ``fraction`` of its curvature mass (None without
+        ``per_image_mass`` or without mass)."""
+        if self.per_image_mass is None:
+            return None
+        mass = self.per_image_mass[self.labels == c].nan_to_num(0.0).sort(descending=True).values
+        total = float(mass.sum())
+        if total <= 0:
+            return None
+        reached = (mass.cumsum(0) >= fraction * total * (1 - 1e-6)).nonzero()
+        return int(reached[0]) + 1 if len(reached) else len(mass)
+
     def summary(self) -> dict:
         """The JSON-able numbers a run's summary.json and metrics rows keep."""
-        view = self.image_view()
+        view, overall = self.image_view(), self.image_overall()
         return {"block_purity": self.mean, "block_purity_per_class": self.per_class.tolist(),
+                "image_purity_mean": overall["mean"], "image_purity_median": overall["median"],
+                "image_purity_at_least_half": overall["share_at_least_half"],
+                "image_purity_mean_per_class": view["mean"],
                 "image_purity_median_per_class": view["median"],
                 "image_purity_at_least_half_per_class": view["share_at_least_half"],
                 "purity_method": self.method, "purity_samples": len(self.labels)}
@@ -128,7 +174,7 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
     generator = torch.Generator().manual_seed(seed)
     hsum, counts = torch.zeros(K, d, d, device=device), torch.zeros(K, device=device)
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
-    per_image, labels, seen, method = [], [], 0, hessian_method
+    per_image, mass, labels, seen, method = [], [], [], 0, hessian_method
     for x, y in batches:
         if max_samples is not None:
             if seen >= max_samples:
@@ -147,11 +193,13 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
             inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
                 counts + onehot.sum(0)
             per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
+            mass.append(total.cpu())
         else:
             H = _hessians(head, z, target, loss, method)
             total, count = class_abs_sum(H, y, K)
             hsum, counts = hsum + total, counts + count
             per_image.append(image_share(H, y, layout, float("nan")).cpu())
+            mass.append(H.abs().sum((1, 2)).cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
@@ -160,4 +208,4 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
     else:
         per_class, label = class_block_purity(hbar, layout).cpu(), f"exact |H| ({hessian_method})"
-    return Purity(per_class, torch.cat(per_image), torch.cat(labels), hbar.cpu(), label)
+    return Purity(per_class, torch.cat(per_image), torch.cat(labels), hbar.cpu(), label, torch.cat(mass))

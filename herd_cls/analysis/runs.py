@@ -12,9 +12,9 @@ from ..purity import Purity, measure_purity
 from ..registry import HerdError
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
-from .latents import collect
+from .latents import collect, evaluating
 from .posthoc import posthoc_decoder
-from .scores import Evidence, Score, score_all
+from .scores import Evidence, Score, constant_metrics, score_all
 from .sweep import block_sweep_effect, exemplars, sweep
 
 
@@ -26,6 +26,90 @@ class ClassExamples:
     images: Tensor
     maps: Tensor
     sweep: dict
+
+
+CARRIERS = 8            # images per class page that carry the most curvature
+DECODER_HESSIAN_SAMPLES = 64  # test images whose exact decoder Hessians make the decoder heatmap
+FACTOR_SAMPLES = 1000   # test images the factor metrics (MIG, DCI, SAP) are scored on
+
+
+def classes_meaningful(config: dict) -> bool:
+    """Whether per-class pages say something about the run: not for universal HeRD, which uses no labels and
+    shapes no class blocks."""
+    return config.get("reg") != "universal"
+
+
+@dataclass
+class Carriers:
+    """The test images of one class that carry most of its curvature, largest mass first: images (k, C, H, W),
+    their indices in the test split, labels, predictions, confidence (the predicted class's probability),
+    own-block share of their own |H| and share of the class's total mass. ``holders``: how many of the
+    class's ``measured`` images hold 90% of its mass."""
+
+    images: Tensor
+    index: list[int]
+    labels: list[int]
+    predictions: list[int]
+    confidence: list[float]
+    own_share: list[float]
+    mass_share: list[float]
+    holders: int | None
+    measured: int
+
+
+def carriers(purity: Purity, x: Tensor, logits: Tensor, c: int, k: int = CARRIERS) -> Carriers:
+    """Class ``c``'s ``k`` images of largest curvature mass; ``x`` and ``logits`` are the measured images'
+    (purity's image i is x[i])."""
+    idx = purity.top_mass(c, k)
+    probs = logits[idx].softmax(1)
+    share = purity.mass_share()
+    return Carriers(x[idx], idx.tolist(), purity.labels[idx].tolist(), probs.argmax(1).tolist(),
+                    probs.max(1).values.tolist(), purity.per_image[idx].tolist(), share[idx].tolist(),
+                    purity.mass_holders(c, 0.9), int((purity.labels == c).sum()))
+
+
+@dataclass
+class DecoderCurvature:
+    """Mean |H| (d, d) of the reconstruction loss w.r.t. z over ``samples`` test images (exact Hessians), and
+    its off-diagonal share (0: every dim's curvature is its own; chance, spread evenly, is 1 - 1/d)."""
+
+    hbar: Tensor
+    off_diagonal: float
+    samples: int
+
+
+def decoder_curvature(model, x: Tensor, z: Tensor, recon_loss: str, samples: int = DECODER_HESSIAN_SAMPLES
+                      ) -> DecoderCurvature:
+    from ..curvature import latent_hessian
+
+    x, z = x[:samples], z[:samples]
+    with evaluating(model), torch.enable_grad():
+        H = latent_hessian(model.decode, z.detach(), x, recon_loss, "exact").detach().abs()
+    hbar = H.mean(0)
+    total = float(hbar.sum())
+    off = float((total - float(hbar.diagonal().sum())) / total) if total > 0 else float("nan")
+    return DecoderCurvature(hbar, off, len(z))
+
+
+def factor_scores(z: Tensor, y: Tensor, factors: dict, samples: int = FACTOR_SAMPLES) -> dict | None:
+    """MIG, DCI and SAP of the first ``samples`` test latents against the factors every image has, plus the
+    class (see :mod:`herd_cls.disentanglement`); None for a data set without recorded factors."""
+    import time
+
+    import numpy as np
+
+    from .. import disentanglement as dis
+
+    common = {k: np.asarray(v[:samples], dtype=np.float64) for k, v in factors.items()
+              if not np.isnan(np.asarray(v[:samples], dtype=np.float64)).any()}
+    if not common:
+        return None
+    t0 = time.perf_counter()
+    zz = z[:samples].double().numpy()
+    ff = {**common, "class": y[:samples].double().numpy()}
+    scores = {"MIG": dis.mig(zz, ff), "SAP": dis.sap(zz, ff)}
+    scores.update({f"DCI {k}": v for k, v in dis.dci(zz, ff).items()})
+    return {"scores": scores, "factors": list(ff), "samples": len(zz), "seconds": time.perf_counter() - t0}
 
 
 @dataclass
@@ -49,6 +133,17 @@ class RunAnalysis:
     examples: dict[int, ClassExamples] = field(default_factory=dict)
     pictures: dict[int, ImageSweeps] = field(default_factory=dict)
     grid: LatentGrid | None = None  # every dim swept through the run's decoder; None without one
+    constant: dict[str, str] = field(default_factory=dict)  # metric name -> why its value is fixed by construction
+    carriers: dict[int, Carriers] = field(default_factory=dict)
+    decoder_curvature: DecoderCurvature | None = None  # decoder runs only
+    factors: dict | None = None     # MIG, DCI, SAP (decoder runs on data with factors)
+    class_pages: bool = True        # False where classes say nothing about the run (universal HeRD)
+
+    @property
+    def collapse(self) -> list[str]:
+        """Reasons training gave for a collapsed decoder (summary.json's "decoder_collapse"); [] if none."""
+        reasons = self.summary.get("decoder_collapse") or []
+        return [reasons] if isinstance(reasons, str) else list(reasons)
 
     def metrics(self) -> dict[str, float]:
         """Each applicable metric's overall value, keyed by its registry name."""
@@ -69,7 +164,8 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), layout,
                             cfg.wrt, cfg.recon_loss)
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
-    evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"])
+    config = run.config_dict()
+    evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"], config)
     chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(len(names))}
     chosen = {c: idx for c, idx in chosen.items() if len(idx)}
     maps = attribute(model, x[torch.cat(list(chosen.values()))], y[torch.cat(list(chosen.values()))], method,
@@ -77,13 +173,23 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], layout.block(c).tolist(), std))
                 for (c, idx), m in zip(chosen.items(), maps)}
     pictures = {c: image_sweeps(run, c, test=data) for c in chosen}
+    decoder = run.decode is not None
+    factors = None
+    if decoder:
+        from ..data import dataset_factors
+
+        found = dataset_factors(run.data("test"))
+        factors = factor_scores(z, y, found) if found else None
     return RunAnalysis(
-        name=run.path.name, config=run.config_dict(), summary=run.summary, history=run.history(),
+        name=run.path.name, config=config, summary=run.summary, history=run.history(),
         robustness=run.robustness(), class_names=names, layout=layout, purity=purity,
         embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
         scores=score_all(evidence), examples=examples, pictures=pictures,
-        grid=latent_grid(run) if run.decode is not None else None)
+        grid=latent_grid(run) if decoder else None, constant=constant_metrics(config),
+        carriers={c: carriers(purity, x, data["logits"], c) for c in chosen},
+        decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,
+        factors=factors, class_pages=classes_meaningful(config))
 
 
 @dataclass

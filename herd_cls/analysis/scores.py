@@ -2,8 +2,10 @@
 
 A metric reads the :class:`Evidence` gathered once per run (test latents, purity, attributions) and returns
 a :class:`Score` (overall and per class), or None where it does not apply to the run (image sweep
-specificity without a decoder). Analysis, report pages, ``--compare`` and the CLI read the registry, so
-adding a metric is one entry (and its test):
+specificity without a decoder). A metric that a run's architecture fixes whatever training does says so
+with ``constant``: ``Metric.by_construction(config)`` is then the reason, the metric is not computed for
+that run, and the pages and the CLI show the reason in place of a number. Analysis, report pages,
+``--compare`` and the CLI read the registry, so adding a metric is one entry (and its test):
 
 >>> register(Metric("latent_norm", "mean |z|", lambda ev: Score(float(ev.z.norm(dim=1).mean()), [...])))
 """
@@ -47,6 +49,7 @@ class Evidence:
     logits: Tensor
     purity: Purity
     latent_attribution: Tensor
+    config: dict | None = None  # the run's config (as a dict), for Metric.by_construction
 
     @property
     def std(self) -> Tensor:
@@ -56,7 +59,8 @@ class Evidence:
 @dataclass(frozen=True)
 class Metric:
     """One metric: its key, label, which direction is better, its chance level for a layout (None: no
-    meaningful chance) and ``compute(evidence) -> Score | None``."""
+    meaningful chance), ``compute(evidence) -> Score | None`` and ``constant(config) -> str | None``: the
+    reason the metric is fixed by the run's architecture rather than decided by training (None: it is not)."""
 
     name: str
     label: str
@@ -64,9 +68,16 @@ class Metric:
     chance: Callable[[BlockLayout], float] | None = None
     higher_is_better: bool = True
     help: str = ""
+    constant: Callable[[dict], str | None] | None = None
 
     def chance_level(self, layout: BlockLayout) -> float:
         return math.nan if self.chance is None else float(self.chance(layout))
+
+    def by_construction(self, config) -> str | None:
+        """Why this metric takes one value on any run with ``config`` (a dict or a Config), or None."""
+        if self.constant is None or config is None:
+            return None
+        return self.constant(config if isinstance(config, dict) else vars(config))
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -82,9 +93,16 @@ def metrics() -> list[Metric]:
     return [METRICS.get(name) for name in METRICS.names(sort=False)]
 
 
+def constant_metrics(config) -> dict[str, str]:
+    """name -> reason, for every registered metric that ``config``'s architecture fixes."""
+    reasons = {m.name: m.by_construction(config) for m in metrics()}
+    return {name: why for name, why in reasons.items() if why}
+
+
 def score_all(evidence: Evidence) -> dict[str, Score]:
-    """Every metric that applies to the run: name -> Score."""
-    scores = {m.name: m.compute(evidence) for m in metrics()}
+    """Every metric that applies to the run and is not fixed by construction: name -> Score."""
+    fixed = constant_metrics(evidence.config)
+    scores = {m.name: m.compute(evidence) for m in metrics() if m.name not in fixed}
     return {name: s for name, s in scores.items() if s is not None}
 
 
@@ -106,19 +124,93 @@ def _image_sweep_specificity(ev: Evidence) -> Score | None:
     return _from_dict(sweep_specificity(effect), "sweep_specificity")
 
 
+def _block_head(config: dict) -> str | None:
+    """Sweeping B_c changes only logit c under the block head, whatever the weights."""
+    if config.get("head") == "block":
+        return "1 by construction: with the block head each logit reads only its own block"
+    return None
+
+
+def _block_head_no_shared(config: dict) -> str | None:
+    """Under the block head the true-class logit has no attribution outside its block and the shared dims;
+    without shared dims all of it lies in the block."""
+    if config.get("head") == "block" and not config.get("shared_dims"):
+        return "1 by construction: with the block head and no shared dims each logit reads only its own block"
+    return None
+
+
+def _image_view(key: str) -> Callable[[Evidence], Score]:
+    def compute(ev: Evidence) -> Score:
+        return Score(ev.purity.image_overall()[key], ev.purity.image_view()[key])
+
+    return compute
+
+
+LOSS_STEP = 0.5  # latent step of the loss sensitivity, in units of the mean std of the test latents
+
+
+@torch.no_grad()
+def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout,
+                      step: float) -> Tensor:
+    """(N, K) mean |change| of each image's cross-entropy when one dim of block b moves by +-``step``,
+    averaged over b's dims and both signs: the same latent distance for every block."""
+    import torch.nn.functional as F
+
+    base = F.cross_entropy(head(z), y, reduction="none")
+    effect = torch.zeros(len(z), layout.num_classes)
+    for b in range(layout.num_classes):
+        for dim in layout.block(b).tolist():
+            for sign in (1.0, -1.0):
+                moved = z.clone()
+                moved[:, dim] += sign * step
+                effect[:, b] += (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
+    return effect / (2 * layout.dims_per_class)
+
+
+def loss_block_sensitivity(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout,
+                           step: float) -> Score:
+    """Per class, the share of its images whose loss changes more when their own block moves than when any
+    other block moves by the same ``step`` (see :func:`loss_block_effect`); ties count as not more.
+    Chance, for blocks that matter alike, is 1 / K."""
+    effect = loss_block_effect(head, z, y, layout, step)
+    own = effect.gather(1, y.view(-1, 1)).squeeze(1)
+    others = effect.masked_fill(torch.nn.functional.one_hot(y, layout.num_classes).bool(), -1.0)
+    wins = (own > others.max(1).values).float()
+    per_class = [float(wins[y == c].mean()) if (y == c).any() else math.nan for c in range(layout.num_classes)]
+    return Score(float(wins.mean()), per_class)
+
+
+def _loss_block_sensitivity(ev: Evidence) -> Score:
+    step = LOSS_STEP * float(ev.std.mean())
+    return loss_block_sensitivity(ev.model.classify, ev.z, ev.y, ev.layout, step)
+
+
 register(Metric("accuracy", "test accuracy", _accuracy, chance=lambda layout: 1 / layout.num_classes))
-register(Metric("block_purity", "Hessian block purity",
+register(Metric("block_purity", "Hessian block purity (class mean)",
                 lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist()), chance=BlockLayout.chance,
-                help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block"))
+                help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block; its images of "
+                     "largest curvature (often misclassified ones) decide it"))
+register(Metric("image_purity_mean", "image purity, mean", _image_view("mean"), chance=BlockLayout.chance,
+                help="each image's own-block share of its own |Hessian|, averaged over the class's images"))
+register(Metric("image_purity_median", "image purity, median", _image_view("median"), chance=BlockLayout.chance,
+                help="the median image's own-block share of its own |Hessian|"))
+register(Metric("image_purity_at_least_half", "images with purity >= 0.5", _image_view("share_at_least_half"),
+                chance=lambda layout: float(layout.chance() >= 0.5),
+                help="share of images keeping at least half their |Hessian| in their own block (curvature spread "
+                     "evenly keeps (n/d)^2 < 0.5 there, so chance is 0)"))
+register(Metric("loss_block_sensitivity", "own-block loss sensitivity", _loss_block_sensitivity,
+                chance=lambda layout: 1 / layout.num_classes,
+                help=f"share of images whose loss changes more when their own block moves than when any other "
+                     f"block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)"))
 register(Metric("attribution_alignment", "latent attribution alignment",
                 lambda ev: _from_dict(attribution_alignment(ev.latent_attribution, ev.y, ev.layout),
                                       "attribution_alignment"),
-                chance=lambda layout: layout.dims_per_class / layout.latent_dim,
+                chance=lambda layout: layout.dims_per_class / layout.latent_dim, constant=_block_head_no_shared,
                 help="share of the true-class logit's latent attribution inside the class's block"))
 register(Metric("sweep_specificity", "sweep specificity",
                 lambda ev: _from_dict(sweep_specificity(block_sweep_effect(ev.model, ev.z, ev.y, ev.layout, ev.std)),
                                       "sweep_specificity"),
-                chance=lambda layout: 1 / layout.num_classes,
+                chance=lambda layout: 1 / layout.num_classes, constant=_block_head,
                 help="how much sweeping a class's block moves that class's logit rather than the others"))
 register(Metric("image_sweep_specificity", "image sweep specificity", _image_sweep_specificity,
                 chance=lambda layout: 1 / layout.num_classes,

@@ -268,3 +268,40 @@ def confusion_heatmap(confusion: list, class_names: list[str], title: str, path:
     ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
     ax.set_xlabel("adversarial prediction"), ax.set_ylabel("true class"), ax.set_title(title, fontsize=8)
     return _save(fig, path)
+
+
+def purity_histogram(shares: Tensor, chance: float, class_mean: float, title: str, path: Path) -> Path:
+    """Histogram of a class's per-image own-block shares (N,) in [0, 1], NaN dropped; the median (solid),
+    the class-mean purity (dashed) and chance (dotted) marked."""
+    plt = _plt()
+    p = shares[~shares.isnan()].numpy()
+    fig, ax = plt.subplots(figsize=(3.8, 2.6))
+    ax.hist(p, bins=20, range=(0, 1), color="C0")
+    if len(p):
+        ax.axvline(float(shares[~shares.isnan()].median()), color="C0", lw=1.8, label="median image")
+    if class_mean == class_mean:
+        ax.axvline(class_mean, color="C3", lw=1.5, ls="--", label="class mean")
+    ax.axvline(chance, color="0.4", lw=1, ls=":", label="chance")
+    ax.set_xlim(0, 1), ax.set_xlabel("own-block share of the image's |H|", fontsize=8)
+    ax.set_ylabel("images", fontsize=8), ax.set_title(title, fontsize=9), ax.legend(fontsize=6, loc="upper left")
+    return _save(fig, path)
+
+
+def carrier_strip(images: Tensor, captions: list[str], title: str, path: Path) -> Path:
+    """Images (k, C, H, W) in a row, each with its caption below (a few short lines)."""
+    plt = _plt()
+    n = max(1, len(images))
+    fig, axes = plt.subplots(1, n, figsize=(1.25 * n + 0.2, 2.5), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        if i < len(images):
+            _show(ax, images[i])
+            ax.set_xlabel(captions[i], fontsize=6, labelpad=2)
+        else:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return _save(fig, path)
+
+
+def decoder_hessian_heatmap(hbar: Tensor, layout: BlockLayout, title: str, path: Path) -> Path:
+    """Mean |H| (d, d) of the reconstruction loss w.r.t. z, class blocks outlined in white, shared dims dashed."""
+    return _save(_hessian_figure(hbar, layout, -1, title), path)

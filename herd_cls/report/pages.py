@@ -18,11 +18,29 @@ if TYPE_CHECKING:
 
 
 def _metric_rows(analyses: list[RunAnalysis]) -> list[dict]:
-    """The registered metrics that apply to at least one of the runs: key, label, help, chance, direction."""
+    """The registered metrics that apply to at least one of the runs (measured, or fixed by construction):
+    key, label, help, chance, direction."""
     layout = analyses[0].layout
     return [{"key": m.name, "label": m.label, "help": m.help, "chance": m.chance_level(layout),
              "better": "higher" if m.higher_is_better else "lower"}
-            for m in registered_metrics() if any(m.name in a.scores for a in analyses)]
+            for m in registered_metrics() if any(m.name in a.scores or m.name in a.constant for a in analyses)]
+
+
+def _carrier_view(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict | None:
+    """The images that carry class ``c``'s curvature: a picture strip and one table row per image."""
+    car = a.carriers.get(c)
+    if car is None or not car.index:
+        return None
+    names = a.class_names
+    rows = [{"rank": i + 1, "index": car.index[i], "label": names[car.labels[i]], "prediction": names[car.predictions[i]],
+             "correct": car.labels[i] == car.predictions[i], "confidence": car.confidence[i],
+             "own_share": car.own_share[i], "mass_share": car.mass_share[i]} for i in range(len(car.index))]
+    captions = [f"#{r['index']} {'ok' if r['correct'] else 'as ' + r['prediction']}\n"
+                f"conf {r['confidence']:.2f}\nown {r['own_share']:.2f}\nmass {r['mass_share']:.0%}" for r in rows]
+    strip = figures.carrier_strip(car.images, captions, f"class {names[c]}: images of largest |H| mass",
+                                  folder / f"{tag}carriers_{c}.png")
+    return {"figure": _rel(folder)(strip), "rows": rows, "holders": car.holders, "measured": car.measured,
+            "top_share": sum(car.mass_share)}
 
 
 def _layout_view(layout: BlockLayout) -> dict:
@@ -61,12 +79,23 @@ def _picture_figures(pictures: ImageSweeps, class_name: str, kinds: dict[int, st
     return {"dims": dims, "decoder": caption}
 
 
+def _estimated(a: RunAnalysis) -> bool:
+    """Purity from probe estimates of block masses keeps no Hessian to draw (its hbar is all zeros)."""
+    return float(a.purity.hbar.abs().sum()) == 0 and "estimate" in a.purity.method
+
+
 def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     rel, name = _rel(folder), a.class_names[c]
     kinds = {d: " (shared)" for d in a.layout.shared.tolist()}
+    shares = a.purity.per_image[a.purity.labels == c]
     page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None,
-            "hessian": rel(figures.hessian_heatmap(a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}",
-                                                   folder / f"{tag}hessian_{c}.png"))}
+            "hessian": None if _estimated(a) else rel(figures.hessian_heatmap(
+                a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}", folder / f"{tag}hessian_{c}.png")),
+            "purity_method": a.purity.method,
+            "histogram": rel(figures.purity_histogram(shares, a.layout.chance(), float(a.purity.per_class[c]),
+                                                      f"per-image purity, class {name} ({len(shares)} images)",
+                                                      folder / f"{tag}purity_hist_{c}.png")),
+            "carriers": _carrier_view(a, c, folder, tag)}
     if a.robustness is not None:
         page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
                                                            folder / f"{tag}robustness_{c}.png"))
@@ -82,7 +111,7 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     return page
 
 
-def _run_figures(a: RunAnalysis, folder: Path, tag: str) -> dict:
+def _run_figures(a: RunAnalysis, folder: Path, tag: str, class_pages: bool = True) -> dict:
     """Draw one run's figures into ``folder``; returns their paths relative to the report root."""
     rel = _rel(folder)
     out = {
@@ -97,8 +126,15 @@ def _run_figures(a: RunAnalysis, folder: Path, tag: str) -> dict:
         "grid": None if a.grid is None else grid_figure(a.grid, folder / f"{tag}latent_grid.png", rel),
         "robustness": None if a.robustness is None else rel(figures.robustness_curves(
             a.robustness, None, "robust accuracy, all classes", folder / f"{tag}robustness.png")),
+        "decoder_hessian": None,
     }
-    out["classes"] = {c: _class_figures(a, c, folder, tag) for c in range(len(a.class_names))}
+    dc = a.decoder_curvature
+    if dc is not None:
+        out["decoder_hessian"] = {
+            "figure": rel(figures.decoder_hessian_heatmap(dc.hbar, a.layout, "decoder: mean |H| of the "
+                                                          "reconstruction loss", folder / f"{tag}decoder_hessian.png")),
+            "off_diagonal": dc.off_diagonal, "chance": 1 - 1 / a.layout.latent_dim, "samples": dc.samples}
+    out["classes"] = {c: _class_figures(a, c, folder, tag) for c in range(len(a.class_names))} if class_pages else {}
     return out
 
 
@@ -109,16 +145,25 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
     names = analyses[0].class_names
     nan = [float("nan")] * len(names)
     metrics = _metric_rows(analyses)
-    runs = [{"name": a.name, "config": a.config, "summary": a.summary, "figures": _run_figures(a, folder, f"run{i}_"),
-             **_layout_view(a.layout), "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
+    class_pages = any(a.class_pages for a in analyses)
+    runs = [{"name": a.name, "config": a.config, "summary": a.summary,
+             "figures": _run_figures(a, folder, f"run{i}_", class_pages), **_layout_view(a.layout),
+             "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
              "per_class": {m["key"]: a.metrics_per_class().get(m["key"], nan) for m in metrics},
-             "image_purity": a.purity.image_view()}
+             "constant": a.constant, "collapse": a.collapse, "factors": a.factors,
+             "holders": {c: (car.holders, car.measured) for c, car in a.carriers.items()}}
             for i, a in enumerate(analyses)]
-    for c, name in enumerate(names):
-        render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
-               metrics=metrics)
+    constant = {key: why for a in analyses for key, why in a.constant.items()}
+    if class_pages:
+        for c, name in enumerate(names):
+            render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
+                   metrics=metrics, constant=constant)
+    else:
+        for old in out_dir.glob("class_*.html"):  # a report folder reused from a run with classes
+            old.unlink()
     return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=metrics,
-                  robustness_page=(out_dir / "robustness.html").is_file())
+                  robustness_page=(out_dir / "robustness.html").is_file(), class_pages=class_pages,
+                  constant=constant)
 
 
 def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:

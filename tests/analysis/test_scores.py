@@ -1,0 +1,130 @@
+"""The metric registry's additions: per-image purity views, the images of largest curvature, by-construction
+reasons, and own-block loss sensitivity (golden values on heads whose answer is known from their wiring)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from herd_cls.analysis.scores import METRICS, Evidence, loss_block_sensitivity, score_all
+from herd_cls.analysis.sweep import block_sweep_effect
+from herd_cls.layout import BlockLayout
+from herd_cls.metrics import attribution_alignment, sweep_specificity
+from herd_cls.models import BlockHead
+from herd_cls.purity import Purity, measure_purity
+
+
+def routed_head(reads: list[int], gain: float = 5.0):
+    """logit k = gain * z[reads[k]] (a dim the logit does not read is ignored)."""
+    idx = torch.tensor(reads)
+    return lambda z: gain * z[:, idx]
+
+
+LAYOUT = BlockLayout(3, 1)
+Z = torch.zeros(9, 3)
+Y = torch.tensor([0, 1, 2] * 3)
+
+
+@pytest.mark.parametrize("reads, per_class", [
+    ([0, 1, 2], [1.0, 1.0, 1.0]),  # each logit reads its own block: moving it moves the true logit
+    ([1, 2, 0], [0.0, 0.0, 0.0]),  # logit k reads block k+1: the true logit moves with another block
+])
+def test_loss_block_sensitivity_follows_the_wiring(reads, per_class):
+    score = loss_block_sensitivity(routed_head(reads), Z, Y, LAYOUT, step=1.0)
+    assert score.per_class == per_class and score.overall == sum(per_class) / 3
+
+
+def test_loss_block_sensitivity_when_one_block_carries_every_loss():
+    # only block 0 moves any logit: class 0 wins, classes 1 and 2 lose (their own blocks change nothing,
+    # and a tie at zero against block 2's zero does not count as more)
+    head = lambda z: torch.stack([z[:, 0], -z[:, 0], torch.zeros(len(z))], 1)  # noqa: E731
+    score = loss_block_sensitivity(head, Z, Y, LAYOUT, step=1.0)
+    assert score.per_class == [1.0, 0.0, 0.0] and score.overall == pytest.approx(1 / 3)
+    flat = loss_block_sensitivity(lambda z: torch.zeros(len(z), 3), Z, Y, LAYOUT, step=1.0)
+    assert flat.per_class == [0.0, 0.0, 0.0]  # nothing moves the loss: no image's own block wins
+
+
+class _Model(nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.classify, self.decode = head, None
+
+
+def test_block_head_makes_the_marked_metrics_one_whatever_the_weights():
+    """The reasons Metric.by_construction gives are true: a random block head scores 1 on both."""
+    torch.manual_seed(0)
+    layout = BlockLayout(4, 2)
+    head = BlockHead(layout, hidden=5)
+    z, y = torch.randn(80, 8), torch.arange(80) % 4
+    spec = sweep_specificity(block_sweep_effect(_Model(head), z, y, layout, z.std(0)))
+    assert spec["sweep_specificity_per_class"] == pytest.approx([1.0] * 4)
+    grads = torch.autograd.functional.jacobian(lambda v: head(v).gather(1, y.view(-1, 1)).sum(), z)
+    assert attribution_alignment(grads, y, layout)["attribution_alignment"] == pytest.approx(1.0)
+    block = {"head": "block", "shared_dims": 0}
+    assert "by construction" in METRICS.get("sweep_specificity").by_construction(block)
+    assert "by construction" in METRICS.get("attribution_alignment").by_construction(block)
+    # an mlp head, or shared dims for the alignment, leave them to training
+    assert METRICS.get("sweep_specificity").by_construction({"head": "mlp", "shared_dims": 0}) is None
+    assert METRICS.get("attribution_alignment").by_construction({"head": "block", "shared_dims": 2}) is None
+    assert METRICS.get("loss_block_sensitivity").by_construction(block) is None
+
+
+def _purity(per_image, mass, labels, per_class=(0.5, 0.5)):
+    return Purity(torch.tensor(per_class), torch.tensor(per_image), torch.tensor(labels), torch.zeros(2, 2, 2),
+                  "exact", None if mass is None else torch.tensor(mass))
+
+
+def test_images_of_largest_mass_and_how_many_hold_ninety_percent():
+    # class 0: masses 1, 8, 1 (one image holds 80%); class 1: masses 5, 5, 0
+    p = _purity([0.9, 0.1, 0.95, 0.6, 0.7, 0.2], [1.0, 8.0, 1.0, 5.0, 5.0, 0.0], [0, 0, 0, 1, 1, 1])
+    assert p.top_mass(0, 2).tolist() == [1, 0] and p.top_mass(1, 8).tolist() == [3, 4, 5]
+    assert p.mass_share().tolist() == pytest.approx([0.1, 0.8, 0.1, 0.5, 0.5, 0.0])
+    assert p.mass_holders(0, 0.9) == 2 and p.mass_holders(1, 0.9) == 2 and p.mass_holders(1, 0.5) == 1
+    overall = p.image_overall()
+    assert overall["share_at_least_half"] == pytest.approx(4 / 6) and overall["median"] == pytest.approx(0.6)
+    old = _purity([0.9, 0.1], None, [0, 1])  # a Purity made before per_image_mass existed
+    assert old.top_mass(0).tolist() == [] and old.mass_holders(0) is None and math.isnan(old.mass_share()[0])
+
+
+def test_class_mean_is_the_mass_weighted_mean_of_the_measured_images():
+    """measure_purity's per_image_mass comes from the same H as the shares: weighting each image's own share
+    by its mass gives back the class-mean purity."""
+    torch.manual_seed(1)
+    layout = BlockLayout(3, 2)
+    model = _Encoded(nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 3)))
+    x, y = torch.randn(30, 6), torch.arange(30) % 3
+    p = measure_purity(model, [(x, y)], layout, hessian_method="exact")
+    assert p.per_image_mass.shape == (30,) and (p.per_image_mass > 0).all()
+    for c in range(3):
+        rows = p.labels == c
+        weighted = (p.per_image[rows] * p.per_image_mass[rows]).sum() / p.per_image_mass[rows].sum()
+        assert float(weighted) == pytest.approx(float(p.per_class[c]), rel=1e-5)
+
+
+class _Encoded(nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def encode(self, x):
+        return x
+
+    def classify(self, z):
+        return self.head(z)
+
+
+def test_score_all_skips_metrics_fixed_by_construction():
+    torch.manual_seed(0)
+    layout = BlockLayout(2, 2)
+    z, y = torch.randn(20, 4), torch.arange(20) % 2
+    model = _Encoded(BlockHead(layout, hidden=3))
+    model.decode = None
+    purity = measure_purity(model, [(z, y)], layout, hessian_method="exact")
+    ev = Evidence(model, layout, z.view(20, 1, 2, 2), z, y, model.classify(z).detach(), purity, torch.rand(20, 4),
+                  {"head": "block", "shared_dims": 0})
+    scores = score_all(ev)
+    assert "sweep_specificity" not in scores and "attribution_alignment" not in scores
+    assert {"image_purity_median", "loss_block_sensitivity", "block_purity"} <= set(scores)
+    assert scores["image_purity_median"].overall == pytest.approx(float(purity.per_image.median()))
+    ev.config = {"head": "mlp", "shared_dims": 0}
+    assert "sweep_specificity" in score_all(ev)
