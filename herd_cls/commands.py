@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis import runs as analysis
+from .analysis.decoder import LatentGrid, latent_grid
 from .registry import HerdError
 from .report import pages
 from .run import Run, write_json
@@ -60,14 +61,14 @@ def report_dir(run: Run, out: str | None) -> Path:
 
 
 def sweep(run: Run, class_: str | None, samples: int, span: float, steps: int, dims: str,
-          out: str | None, quiet: bool = False) -> tuple[Path, analysis.ClassSweep | analysis.LatentGrid]:
+          out: str | None, quiet: bool = False) -> tuple[Path, analysis.ClassSweep | LatentGrid]:
     """The class sweep page of ``class_``; without a class (decoder runs), the grid of every latent dim."""
     if class_ is None:
         if run.decode is None:
             raise HerdError("this run has no decoder: name a class to sweep with --class (its dims are drawn by "
                             "a post-hoc decoder)")
         with progress_bar("sweep", 1, quiet) as bar:
-            grid = analysis.latent_grid(run, None, min(samples, 4), span, steps)
+            grid = latent_grid(run, None, min(samples, 4), span, steps)
             bar.update()
             return pages.write_grid_page(run.path.name, grid, span, report_dir(run, out)), grid
     target = resolve_class(run, class_)

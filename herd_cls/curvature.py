@@ -24,8 +24,7 @@ PROBE_METHODS = ("hvp", "forward")
 METHODS = (*HESSIAN_METHODS, *PROBE_METHODS)
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
 DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
-# measuring needs no gradient of the penalty, so it can afford exact |H| (one definition of purity for every
-# run) up to these latent sizes: the classifier's small head, and a decoder's larger one
+# measuring needs no penalty gradient, so it affords exact |H| (one definition of purity) up to these sizes
 EVAL_EXACT_MAX_DIM = {"ce": 1024, "other": 64}
 
 
@@ -327,12 +326,9 @@ def sum_losses(heads: Sequence[Callable], losses: Sequence[str]) -> tuple[Callab
 
 
 def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None) -> tuple[str, int | None]:
-    """The curvature path "auto" stands for, with its probe count: measured in docs/performance.md.
-
-    The classifier's CE at d <= AUTO_EXACT_MAX_DIM: exact Hessians (the closed form for a linear head).
-    A decoder loss, a sum with one, or a wider latent: the forward-only Gauss-Newton estimate, which
-    never backpropagates twice. ``probes`` given with "auto" on CE keeps its old meaning: HVP probes.
-    """
+    """The training path "auto" stands for, with its probe count (docs/performance.md): exact Hessians for
+    the classifier's CE at d <= AUTO_EXACT_MAX_DIM, otherwise the forward-only Gauss-Newton estimate (no
+    double backward). ``probes`` given with "auto" on CE means HVP probes."""
     if method in PROBE_METHODS:
         return method, probes or DEFAULT_PROBES[method]
     if method != "auto":

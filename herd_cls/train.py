@@ -35,9 +35,11 @@ from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, rea
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
-# the exact decoder Hessian costs seconds per batch on a CPU, so per-epoch validation of a decoder-side
-# HeRD run measures purity on fewer samples; the test split always uses EVAL_HESSIAN_SAMPLES
+# exact Hessians cost d products per image: seconds per batch for a decoder or a wide (pre-logit) latent on
+# a CPU, so those runs measure fewer images, per epoch (validation) and at the end (test)
 VAL_DECODER_HESSIAN_SAMPLES = 128
+WIDE_LATENT = 64                                        # wider latents are "wide"
+WIDE_HESSIAN_SAMPLES = {"val": 32, "test": 256}
 
 
 # helpers
@@ -282,7 +284,9 @@ def finish(s: Session) -> Path:
     """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run (rank 0)."""
     from safetensors.torch import save
 
-    test = evaluate(s.model, s.cfg, s.loaders["test"], s.device)
+    wide = s.model.latent_dim > WIDE_LATENT
+    test = evaluate(s.model, s.cfg, s.loaders["test"], s.device,
+                    WIDE_HESSIAN_SAMPLES["test"] if wide else EVAL_HESSIAN_SAMPLES)
     if s.ranks.main:
         weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
         atomic_write(s.run_dir / WEIGHTS, save(weights))
@@ -308,6 +312,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
     """
     s = setup(cfg, resume)
     val_samples = EVAL_HESSIAN_SAMPLES if s.cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
+    val_samples = WIDE_HESSIAN_SAMPLES["val"] if s.model.latent_dim > WIDE_LATENT else val_samples
     for epoch in range(s.start_epoch, s.cfg.epochs):
         t0 = time.perf_counter()
         row = train_epoch(s, epoch, progress)

@@ -12,7 +12,8 @@ from ..purity import Purity, measure_purity
 from ..registry import HerdError
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
-from .latents import collect, evaluating
+from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, factor_scores, latent_grid
+from .latents import collect
 from .posthoc import posthoc_decoder
 from .scores import Evidence, Score, constant_metrics, score_all
 from .sweep import block_sweep_effect, exemplars, sweep
@@ -29,8 +30,6 @@ class ClassExamples:
 
 
 CARRIERS = 8            # images per class page that carry the most curvature
-DECODER_HESSIAN_SAMPLES = 64  # test images whose exact decoder Hessians make the decoder heatmap
-FACTOR_SAMPLES = 1000   # test images the factor metrics (MIG, DCI, SAP) are scored on
 
 
 def classes_meaningful(config: dict) -> bool:
@@ -66,50 +65,6 @@ def carriers(purity: Purity, x: Tensor, logits: Tensor, c: int, k: int = CARRIER
     return Carriers(x[idx], idx.tolist(), purity.labels[idx].tolist(), probs.argmax(1).tolist(),
                     probs.max(1).values.tolist(), purity.per_image[idx].tolist(), share[idx].tolist(),
                     purity.mass_holders(c, 0.9), int((purity.labels == c).sum()))
-
-
-@dataclass
-class DecoderCurvature:
-    """Mean |H| (d, d) of the reconstruction loss w.r.t. z over ``samples`` test images (exact Hessians), and
-    its off-diagonal share (0: every dim's curvature is its own; chance, spread evenly, is 1 - 1/d)."""
-
-    hbar: Tensor
-    off_diagonal: float
-    samples: int
-
-
-def decoder_curvature(model, x: Tensor, z: Tensor, recon_loss: str, samples: int = DECODER_HESSIAN_SAMPLES
-                      ) -> DecoderCurvature:
-    from ..curvature import latent_hessian
-
-    x, z = x[:samples], z[:samples]
-    with evaluating(model), torch.enable_grad():
-        H = latent_hessian(model.decode, z.detach(), x, recon_loss, "exact").detach().abs()
-    hbar = H.mean(0)
-    total = float(hbar.sum())
-    off = float((total - float(hbar.diagonal().sum())) / total) if total > 0 else float("nan")
-    return DecoderCurvature(hbar, off, len(z))
-
-
-def factor_scores(z: Tensor, y: Tensor, factors: dict, samples: int = FACTOR_SAMPLES) -> dict | None:
-    """MIG, DCI and SAP of the first ``samples`` test latents against the factors every image has, plus the
-    class (see :mod:`herd_cls.disentanglement`); None for a data set without recorded factors."""
-    import time
-
-    import numpy as np
-
-    from .. import disentanglement as dis
-
-    common = {k: np.asarray(v[:samples], dtype=np.float64) for k, v in factors.items()
-              if not np.isnan(np.asarray(v[:samples], dtype=np.float64)).any()}
-    if not common:
-        return None
-    t0 = time.perf_counter()
-    zz = z[:samples].double().numpy()
-    ff = {**common, "class": y[:samples].double().numpy()}
-    scores = {"MIG": dis.mig(zz, ff), "SAP": dis.sap(zz, ff)}
-    scores.update({f"DCI {k}": v for k, v in dis.dci(zz, ff).items()})
-    return {"scores": scores, "factors": list(ff), "samples": len(zz), "seconds": time.perf_counter() - t0}
 
 
 @dataclass
@@ -231,42 +186,6 @@ def image_sweeps(run: Run, target: int, samples: int = 3, span: float = 2.0, ste
     x, z = test["x"][own], test["z"][own]
     decoded = sweep(run.model, z[:samples], dims, test["z"].std(0), span, steps, decoder=decoder)
     return ImageSweeps(target, dims, exemplars(x, z, dims, count), decoded, name, info)
-
-
-@dataclass
-class LatentGrid:
-    """Every latent dim swept on a few images and drawn by the run's decoder: the original work's headline
-    picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,) the mean absolute
-    pixel change between the sweep's two ends (a dim the decoder ignores has change 0); kinds: per dim,
-    "class <c>" or "shared"; source: which test images were swept."""
-
-    images: Tensor
-    offsets: Tensor
-    dims: list[int]
-    kinds: list[str]
-    change: Tensor
-    source: str
-
-
-def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: float = 2.0,
-                steps: int = 7) -> LatentGrid:
-    """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the whole test
-    set) through the run's own decoder."""
-    if run.decode is None:
-        raise HerdError("this run has no decoder, so no latent grid; train with --decoder, or use --class for the "
-                        "post-hoc decoder's sweeps of one class")
-    test = collect(run.model, run.data("test"))
-    z, y = test["z"], test["y"]
-    if target is not None and not (y == target).any():
-        raise HerdError(f"the test split has no image of class {target}; pick another class")
-    pool = (y == target).nonzero().flatten() if target is not None else torch.arange(len(y))
-    chosen = pool[torch.linspace(0, len(pool) - 1, min(samples, len(pool))).round().long()]
-    layout, dims = run.layout, list(range(run.layout.latent_dim))
-    result = sweep(run.model, z[chosen], dims, z.std(0), span, steps)
-    change = (result["images"][:, -1] - result["images"][:, 0]).abs().flatten(1).mean(1)
-    kinds = ["shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}" for d in dims]
-    source = f"class {target}" if target is not None else "the whole test set"
-    return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source)
 
 
 @dataclass

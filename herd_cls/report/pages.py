@@ -14,7 +14,8 @@ from . import figures
 from .html import render
 
 if TYPE_CHECKING:
-    from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, LatentGrid, RunAnalysis
+    from ..analysis.decoder import LatentGrid
+    from ..analysis.runs import AttributionResult, ClassSweep, ImageSweeps, RunAnalysis
 
 
 def _metric_rows(analyses: list[RunAnalysis]) -> list[dict]:

@@ -83,7 +83,7 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
 
 def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
     """A decoder that draws dim j into pixel j only: each grid row moves exactly its own pixel."""
-    from herd_cls.analysis.runs import latent_grid
+    from herd_cls.analysis.decoder import latent_grid
 
     class Decoder(torch.nn.Module):
         def forward(self, z):
