@@ -104,7 +104,7 @@ class ResultStore:
             saved[job.key] = record
             from herd_cls.files import atomic_write
 
-            atomic_write(self.path, lambda p: p.write_text(json.dumps(saved, indent=1) + "\n"))
+            atomic_write(self.path, json.dumps(saved, indent=1) + "\n")
             print(report(job.key, record) if report else job.key, flush=True)
 
     def runs(self, wanted: dict[str, object]) -> list[dict]:
