@@ -15,7 +15,7 @@ from .purity import WRT
 from .curvature import LOSSES, METHODS
 from .registry import HerdError
 from .regularizers import REGULARIZERS, regularizer_class
-from .regularizers.herd_penalty import VARIANTS
+from .regularizers.herd_penalty import UNIVERSAL_FORMS, VARIANTS
 
 REGS = tuple(REGULARIZERS.names())
 RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")
@@ -64,6 +64,13 @@ class Config:
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
                                  "costs accuracy), 'image-purity' (each image's own-block share, averaged per "
                                  "class) or 'dual-purity' (the mean of purity and image-purity).", VARIANTS)
+    universal_form: str = _opt("share", "Universal HeRD's penalty: 'share' (the original work's: alpha-off times the "
+                                        "off-diagonal share of mean |H|, plus ||diag||/d), 'share-only' (without the "
+                                        "diagonal-norm term), 'image-share' (each image's off-diagonal share, averaged), "
+                                        "'correlation' (|H_jk| / sqrt(H_jj H_kk)), 'standardised' (the share with z in "
+                                        "units of each dim's batch std) or 'balanced' (standardised plus a term that "
+                                        "keeps every dim's share of the diagonal alive); docs/method.md.",
+                               UNIVERSAL_FORMS)
     wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", WRT)
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "
@@ -96,6 +103,10 @@ class Config:
     seed: int = _opt(0, "Random seed; CPU runs with the same seed are identical.")
     device: str = _opt("auto", "Device: auto (CUDA when present), cpu, cuda or cuda:N.")
     amp: bool = _opt(True, "Mixed precision on CUDA (the curvature and KL terms stay in float32).")
+    channels_last: bool = _opt(False, "Keep images and conv weights in channels-last memory format (faster conv "
+                                      "kernels on some CPUs and GPUs; docs/performance.md).")
+    lr_schedule: str = _opt("cosine", "Learning-rate schedule over the epochs: cosine annealing to 0, or constant.",
+                            ("cosine", "constant"))
     amp_dtype: str = _opt("bfloat16", "Autocast dtype of --amp; float16 adds a gradient scaler.", ("bfloat16", "float16"))
     out_dir: str = _opt("runs", "Folder of run folders; <out-dir>/latest points at the newest complete run.")
     name: str | None = _opt(None, "Run folder name (default: dataset-backbone-reg-time).")

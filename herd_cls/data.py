@@ -6,7 +6,6 @@ from ``root`` (downloading only when asked); ``imagefolder`` reads any class-per
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,3 +309,9 @@ def create_datasets(name: str, root: str | Path = "data", download: bool = False
                   "test": parts["test"]}
     names = list(dataset_factors(parts.get("all", parts.get("train"))))
     return splits, DataInfo(len(class_names), class_names, in_chans, size, names)
+
+
+def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (at most ``limit``) training images."""
+    x = torch.stack([ds[i][0] for i in range(min(limit, len(ds)))])
+    return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed
 from .config import Config, load_config, save_config
-from .data import create_datasets
+from .data import channel_stats, create_datasets
+from .diagnostics import check_collapse, decoder_diagnostics, decoder_probe
 from .files import atomic_write
 from .models import LatentModel
 from .purity import measure_purity
@@ -59,12 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def channel_stats(ds: Dataset, limit: int = 2000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of (at most ``limit``) training images."""
-    x = torch.stack([ds[i][0] for i in range(min(limit, len(ds)))])
-    return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
 @torch.no_grad()
@@ -133,6 +128,7 @@ class Session:
     start_epoch: int = 0
     seconds: float = 0.0
     rows: list[dict] = field(default_factory=list)
+    collapse: list[str] = field(default_factory=list)   # why the decoder collapsed, from the first epoch it did
 
     @property
     def amp(self) -> torch.dtype | None:
@@ -181,7 +177,7 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     if cfg.steps is not None:  # a budget in steps fixes the epochs, so the schedules and --resume see epochs
         cfg = replace(cfg, epochs=math.ceil(cfg.steps / len(loaders["train"])))
     cfg, model = build(cfg, info, mean, std)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     # under torchrun, penalties of the global batch: per-class sums all-reduced before the ratio
     reg = create_regularizer(cfg, model, len(splits["train"]),
                              distributed.all_reduce_sum if ranks.enabled else None).to(device)
@@ -193,7 +189,8 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
                                                       else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     session = Session(cfg, run_dir, device, ranks, model, forward, reg, opt,
-                      torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs),
+                      torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine"
+                      else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0),
                       torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "float16"
                                            and device.type == "cuda"),
                       loaders, shuffle)
@@ -249,6 +246,8 @@ def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
         if i == last:  # the step budget ends inside this epoch
             break
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+        if s.cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = batch_losses(s.model, s.cfg, x, y, s.amp, s.reg, ramp, s.forward)
         if distributed.any_rank(not torch.isfinite(out["loss"]), s.device):  # every rank stops together
             raise HerdError(f"the loss became non-finite at epoch {epoch + 1}; lower --lr or "
@@ -294,11 +293,27 @@ def finish(s: Session) -> Path:
         summary = {"test_accuracy": test["accuracy"], **purity, "test_loss": test["loss"],
                    "test_recon": test["recon"], "train_seconds": s.seconds, "epochs": s.cfg.epochs,
                    "processes": s.ranks.world, "device": str(s.device), "torch": torch.__version__,
-                   "warnings": s.reg.warnings(s.cfg), "config": asdict(s.cfg)}
+                   "warnings": s.reg.warnings(s.cfg), "decoder_collapse": _last(s.rows, "collapse_reasons"),
+                   "decoder_collapse_seen": s.collapse or None, "config": asdict(s.cfg)}
         write_json(s.run_dir / "summary.json", summary)
         point_latest(s.run_dir)
     distributed.barrier()
     return s.run_dir
+
+
+def _last(rows: list[dict], key: str):
+    return (rows[-1].get(key) or None) if rows else None
+
+
+def _watch_decoder(s: Session, probe) -> None:
+    """Decoder health in the last metrics row; one line on stderr the first epoch the decoder collapses."""
+    s.rows[-1].update(decoder_diagnostics(s.model, probe[0], s.cfg.recon_loss))
+    reasons = check_collapse(s.rows, s.cfg.warmup, probe[1])
+    if reasons and not s.collapse:
+        s.collapse = [f"epoch {s.rows[-1]['epoch']}: {r}" for r in reasons]
+        if s.ranks.main:
+            print(f"warning: the decoder collapsed: {'; '.join(s.collapse)} (run {s.run_dir})", file=sys.stderr,
+                  flush=True)
 
 
 # public API
@@ -313,12 +328,16 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
     s = setup(cfg, resume)
     val_samples = EVAL_HESSIAN_SAMPLES if s.cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
     val_samples = WIDE_HESSIAN_SAMPLES["val"] if s.model.latent_dim > WIDE_LATENT else val_samples
+    probe = decoder_probe(s.loaders["val"].dataset, s.loaders["train"].dataset, s.device, s.cfg.recon_loss) \
+        if s.model.decode is not None else None
     for epoch in range(s.start_epoch, s.cfg.epochs):
         t0 = time.perf_counter()
         row = train_epoch(s, epoch, progress)
         s.seconds += time.perf_counter() - t0
         val = evaluate(s.model, s.cfg, s.loaders["val"], s.device, val_samples)
         s.rows.append({**row, **{f"val_{k}": v for k, v in val.items()}, "seconds": s.seconds})
+        if probe is not None:
+            _watch_decoder(s, probe)
         save_checkpoint(s, epoch)
         if progress is not False and s.ranks.main:
             tqdm.write(f"epoch {epoch + 1}/{s.cfg.epochs}  loss {row['train_loss']:.3f}  "

@@ -12,7 +12,7 @@ FLOORS = [
     {"curvature", "data", "distributed"},
     {"purity", "models", "metrics", "disentanglement"},
     {"regularizers"},
-    {"config", "objective"},
+    {"config", "objective", "diagnostics"},
     {"run", "train"},
     {"analysis"},
     {"report"},

@@ -20,7 +20,8 @@ class _HeRDRegularizer(Regularizer):
     def __init__(self, cfg, model, dataset_size, reduce=None):
         super().__init__(cfg, model, dataset_size, reduce)
         self.herd = HeRD(model.layout, mode=self.mode, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
-                         variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method, reduce=reduce)
+                         variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method, reduce=reduce,
+                         universal_form=cfg.universal_form)
         self.wrt, self.recon_loss = cfg.wrt, cfg.recon_loss
         heads = {"classifier": model.classify if self.wrt != "autoencoder" else None,
                  "decoder": model.decode if self.wrt != "classifier" else None}

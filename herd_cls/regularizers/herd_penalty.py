@@ -105,13 +105,64 @@ def image_penalty(share: Tensor, labels: Tensor, num_classes: int, reduce: Reduc
     return (impurity[present] / counts[present]).mean()
 
 
-def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None) -> Tensor:
-    """R_universal = alpha_off * offdiag(Hbar) / sum(Hbar) + ||diag(Hbar)||_2 / d, Hbar = mean |H_i|."""
+def universal_terms(H: Tensor, reduce: Reduce | None = None) -> dict[str, Tensor]:
+    """The universal penalty's terms apart, on Hbar = mean |H_i| (H: (B, d, d)): ``offdiag_share`` (the
+    share of Hbar's mass off the diagonal), ``diag_norm`` (||diag(Hbar)||_2 / d), ``image_offdiag_share``
+    (the mean of each image's own off-diagonal share), ``correlation`` (the mean over images and pairs
+    j != k of |H_jk| / sqrt(|H_jj| |H_kk|)) and ``diag_imbalance`` ((||diag||_2 / ||diag||_1 - d^-1/2) /
+    (1 - d^-1/2): 0 when every dim holds the same share of the diagonal mass, 1 when one dim holds it all)."""
+    tiny = torch.finfo(H.dtype).tiny
+    d = H.shape[-1]
     count = _sum(H.new_tensor(float(len(H))), reduce)
-    hbar = _sum(H.abs().sum(0), reduce) / count
+    A = H.abs()
+    hbar = _sum(A.sum(0), reduce) / count
     diag = torch.diagonal(hbar)
-    total = hbar.sum().clamp_min(torch.finfo(H.dtype).tiny)
-    return alpha_off * (hbar.sum() - diag.sum()) / total + diag.norm() / hbar.shape[0]
+    total = hbar.sum().clamp_min(tiny)
+    per_diag = torch.diagonal(A, dim1=1, dim2=2)                                    # (B, d)
+    per_total = A.sum((1, 2))
+    image_share = _sum(((per_total - per_diag.sum(1)) / per_total.clamp_min(tiny)).sum(), reduce) / count
+    off = ~torch.eye(d, dtype=torch.bool, device=H.device)
+    root = (per_diag.unsqueeze(2) * per_diag.unsqueeze(1)).clamp_min(tiny).sqrt()
+    corr = (A / root).clamp(max=1.0)[:, off]                                         # (B, d^2 - d)
+    correlation = _sum(corr.mean(1).sum(), reduce) / count
+    root_d = d ** 0.5
+    imbalance = (diag.norm() / diag.sum().clamp_min(tiny) - 1 / root_d) / (1 - 1 / root_d) if d > 1 else diag.sum() * 0
+    return {"offdiag_share": (hbar.sum() - diag.sum()) / total, "diag_norm": diag.norm() / d,
+            "image_offdiag_share": image_share, "correlation": correlation, "diag_imbalance": imbalance}
+
+
+UNIVERSAL_FORMS = ("share", "share-only", "image-share", "correlation", "standardised", "balanced")
+STANDARDISED_FORMS = ("standardised", "balanced")  # H measured in units of each latent dim's batch std
+
+
+def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None, form: str = "share",
+                      scale: Tensor | None = None) -> Tensor:
+    """The universal (label-free) penalty of per-sample Hessians H (B, d, d), by ``form``:
+
+    ``share`` (the original work's): alpha_off * offdiag(Hbar) / sum(Hbar) + ||diag(Hbar)||_2 / d, Hbar = mean |H_i|;
+    ``share-only``: its first term alone; ``image-share``: alpha_off * the mean of each image's off-diagonal share;
+    ``correlation``: alpha_off * the mean of |H_jk| / sqrt(|H_jj| |H_kk|) over images and pairs j != k, which
+    a per-dim rescaling of z leaves unchanged;
+    ``standardised``: alpha_off * the off-diagonal share of Hbar after measuring z in units of ``scale``
+    (each dim's batch std, so rescaling a dim changes nothing); ``balanced``: that plus the diagonal
+    imbalance (:func:`universal_terms`), so that one live dim is no minimum.
+    """
+    if form not in UNIVERSAL_FORMS:
+        raise HerdError(f"unknown universal form {form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
+    if form in STANDARDISED_FORMS:
+        if scale is None:
+            raise HerdError(f"universal form {form!r} needs the latent dims' scale")
+        H = H * scale.unsqueeze(1) * scale.unsqueeze(0)
+    t = universal_terms(H, reduce)
+    if form == "share":
+        return alpha_off * t["offdiag_share"] + t["diag_norm"]
+    if form in ("share-only", "standardised"):
+        return alpha_off * t["offdiag_share"]
+    if form == "image-share":
+        return alpha_off * t["image_offdiag_share"]
+    if form == "correlation":
+        return alpha_off * t["correlation"]
+    return alpha_off * t["offdiag_share"] + t["diag_imbalance"]
 
 
 def probe_penalty(inside: Tensor, total: Tensor, labels: Tensor, num_classes: int, variant: str = "purity",
@@ -157,6 +208,7 @@ class HeRD(nn.Module):
             ``"forward"`` (what ``"auto"`` picks for decoder losses) computes the whole Gauss-Newton matrix.
         probes: the probe count of a probe method.
         reduce: sums per-class statistics over processes (e.g. ``herd_cls.distributed.all_reduce_sum``).
+        universal_form: the universal penalty's form (:data:`UNIVERSAL_FORMS`, :func:`universal_penalty`).
 
     >>> herd = HeRD(BlockLayout(num_classes=10, dims_per_class=2))
     >>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")
@@ -164,8 +216,10 @@ class HeRD(nn.Module):
 
     def __init__(self, layout: BlockLayout, mode: str = "class", alpha_off: float = 0.5, alpha_diag: float = 1.0,
                  variant: str = "image-purity", probes: int | None = None, method: str = "auto",
-                 reduce: Reduce | None = None):
+                 reduce: Reduce | None = None, universal_form: str = "share"):
         super().__init__()
+        if universal_form not in UNIVERSAL_FORMS:
+            raise HerdError(f"unknown universal form {universal_form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
         if method not in METHODS:
@@ -174,17 +228,18 @@ class HeRD(nn.Module):
             raise HerdError("probes estimate block purity: use them with mode 'class' and a variant of: "
                             + ", ".join(PURITY_VARIANTS))
         self.layout, self.mode, self.variant, self.probes, self.method = layout, mode, variant, probes, method
-        self.alpha_off, self.alpha_diag, self.reduce = alpha_off, alpha_diag, reduce
+        self.alpha_off, self.alpha_diag, self.reduce, self.universal_form = alpha_off, alpha_diag, reduce, universal_form
         self.register_buffer("mask", class_mask(layout, alpha_off, alpha_diag, variant) if mode == "class" else None,
                              persistent=False)
 
     def _image_penalty(self, H: Tensor, labels: Tensor) -> Tensor:
         return image_penalty(image_share(H, labels, self.layout), labels, self.layout.num_classes, self.reduce)
 
-    def penalty(self, H: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians."""
+    def penalty(self, H: Tensor, labels: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+        """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians;
+        ``scale`` (d,): the latent dims' batch std, for the standardised universal forms."""
         if self.mode == "universal":
-            return universal_penalty(H, self.alpha_off, self.reduce)
+            return universal_penalty(H, self.alpha_off, self.reduce, self.universal_form, scale)
         if self.variant == "image-purity":
             return self._image_penalty(H, labels)
         class_mean = class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
@@ -206,7 +261,9 @@ class HeRD(nn.Module):
                 inside, total = block_mass(head, z, target, self.layout.own(labels), loss, method, probes)
                 return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels,
                                      self.layout.num_classes, self.variant, self.reduce)
-            return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels)
+            scale = z.std(0) if self.mode == "universal" and self.universal_form in STANDARDISED_FORMS else None
+            return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels, scale)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, variant={self.variant}, method={self.method}, layout={self.layout}"
+        return (f"mode={self.mode}, variant={self.variant}, universal_form={self.universal_form}, "
+                f"method={self.method}, layout={self.layout}")

@@ -1,0 +1,159 @@
+"""The universal penalty's forms (``--universal-form``) and the decoder diagnostics and collapse warning."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from herd_cls.cli import main
+from herd_cls.diagnostics import blank_recon, collapse_reasons, decoder_diagnostics
+from herd_cls.layout import BlockLayout
+from herd_cls.regularizers.herd_penalty import UNIVERSAL_FORMS, HeRD, universal_penalty, universal_terms
+
+
+def _psd(b=6, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(b, d, d, generator=g)
+    return a @ a.transpose(1, 2)
+
+
+def test_share_form_is_the_original_formula():
+    H = _psd()
+    hbar = H.abs().mean(0)
+    diag = torch.diagonal(hbar)
+    expected = 0.7 * (hbar.sum() - diag.sum()) / hbar.sum() + diag.norm() / 4
+    assert universal_penalty(H, 0.7).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert universal_penalty(H, 0.7, form="share").item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_terms_at_their_extremes():
+    one_dim = torch.zeros(3, 4, 4)
+    one_dim[:, 0, 0] = 2.0
+    t = universal_terms(one_dim)
+    assert t["offdiag_share"].item() == 0 and t["image_offdiag_share"].item() == 0
+    assert t["diag_imbalance"].item() == pytest.approx(1.0)
+    uniform = torch.eye(4).expand(3, 4, 4) * 5.0
+    assert universal_terms(uniform)["diag_imbalance"].item() == pytest.approx(0.0, abs=1e-6)
+    rank_one = torch.ones(2, 4, 4)  # perfectly correlated dims
+    assert universal_terms(rank_one)["correlation"].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("form", ["correlation", "standardised", "balanced"])
+def test_scale_free_forms_ignore_a_rescaled_latent_dim(form):
+    """Rescaling z_j by c (the decoder compensating) multiplies H's row and column j by 1/c; these forms must
+    not change, which the share form does (so it can be lowered without changing the decoder's function)."""
+    H, scale = _psd(), torch.tensor([1.0, 2.0, 0.5, 1.5])
+    c = torch.tensor([1.0, 30.0, 1.0, 0.1])
+    H2 = H / c.view(1, -1, 1) / c.view(1, 1, -1)
+    before = universal_penalty(H, 1.0, form=form, scale=scale)
+    after = universal_penalty(H2, 1.0, form=form, scale=scale * c)
+    assert after.item() == pytest.approx(before.item(), rel=1e-4)
+    assert universal_penalty(H2, 1.0, form="share").item() != pytest.approx(universal_penalty(H, 1.0).item(), rel=1e-2)
+
+
+def test_balanced_form_has_no_minimum_at_one_live_dim():
+    one_dim = torch.zeros(3, 4, 4)
+    one_dim[:, 0, 0] = 2.0
+    diagonal = torch.eye(4).expand(3, 4, 4).clone()
+    ones = torch.ones(4)
+    assert universal_penalty(one_dim, 1.0, form="share-only").item() == 0
+    assert universal_penalty(one_dim, 1.0, form="balanced", scale=ones).item() == pytest.approx(1.0)
+    assert universal_penalty(diagonal, 1.0, form="balanced", scale=ones).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("form", UNIVERSAL_FORMS)
+def test_every_form_trains_a_decoder_head(form):
+    torch.manual_seed(3)
+    head = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 12), torch.nn.Sigmoid())
+    z, x = torch.randn(16, 4, requires_grad=True), torch.rand(16, 12)
+    herd = HeRD(BlockLayout(2, 2), mode="universal", universal_form=form)
+    p = herd(head, z, x, loss="bce")
+    assert torch.isfinite(p) and p.item() >= 0
+    p.backward()
+    assert all(torch.isfinite(q.grad).all() for q in head.parameters())
+
+
+def test_unknown_form_is_one_clear_error():
+    from herd_cls.registry import HerdError
+    with pytest.raises(HerdError, match="unknown universal form"):
+        HeRD(BlockLayout(2, 2), mode="universal", universal_form="nope")
+
+
+class _AE(torch.nn.Module):
+    def __init__(self, flat=False):
+        super().__init__()
+        self.enc = torch.nn.Linear(16, 3)
+        self.dec = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Sigmoid())
+        if flat:
+            torch.nn.init.zeros_(self.dec[0].weight)
+
+    def encode(self, x):
+        return self.enc(x.flatten(1))
+
+    def decode(self, z):
+        return self.dec(z).view(len(z), 1, 4, 4)
+
+
+def test_decoder_diagnostics_count_live_dims():
+    torch.manual_seed(0)
+    model, x = _AE(), torch.rand(8, 1, 4, 4)
+    with torch.no_grad():
+        model.dec[0].weight[:, 2] *= 1e-3         # dim 2 hardly moves the image
+    out = decoder_diagnostics(model, x, "bce")
+    assert out["decoder_live_dims"] == 2 and len(out["decoder_jacobian_columns"]) == 3
+    assert out["decoder_jacobian_scale"] > 0 and 0 <= out["penalty_offdiag_share"] <= 1
+    flat = decoder_diagnostics(_AE(flat=True), x, "bce")
+    assert flat["decoder_jacobian_scale"] == 0 and flat["decoder_live_dims"] == 0
+
+
+def test_collapse_reasons():
+    assert collapse_reasons(0.02, 0.14, 1.0, 1.5) == []
+    assert "blank-image" in collapse_reasons(0.14, 0.14, 1.0, 1.5)[0]
+    assert "Jacobian scale" in collapse_reasons(0.02, 0.14, 0.001, 1.0)[0]
+    images = torch.bernoulli(torch.full((50, 1, 4, 4), 0.2))
+    assert blank_recon(images.mean(0), images, "mse") == pytest.approx(float(images.var(0, unbiased=False).mean()), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_training_warns_when_the_decoder_collapses(tmp_path):
+    """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey) reconstructs
+    worse than the mean image: training says so on stderr and in summary.json."""
+    args = ["train", "--dataset", "shapes", "--num-samples", "400", "--backbone", "conv", "--decoder",
+            "--recon-loss", "bce", "--reg", "none", "--alpha-ae", "0", "--epochs", "2", "--warmup", "1",
+            "--batch-size", "64", "--dims-per-class", "2", "--device", "cpu", "--out-dir", str(tmp_path), "--name", "c"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("warning: the decoder collapsed") == 1
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["decoder_collapse"] and "blank-image" in summary["decoder_collapse"][0]
+    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["decoder_collapse_seen"] and rows[-1]["collapsed"] and "collapsed" not in rows[0]  # warm-up: not checked
+    assert {"decoder_jacobian_scale", "decoder_live_dims", "penalty_offdiag_share", "penalty_diag_norm"} <= set(rows[0])
+
+
+def test_channels_last_gives_the_same_outputs():
+    from herd_cls.models import create_model
+    torch.manual_seed(0)
+    model = create_model("burgess", num_classes=3, in_chans=1, image_size=32, latent_dim=10, shared_dims=1,
+                         head="mlp", decoder=True)
+    x = torch.rand(4, 1, 32, 32)
+    z, out = model.encode(x), model.decode(model.encode(x))
+    model.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(model.encode(xc), z, atol=1e-5)
+    assert torch.allclose(model.decode(model.encode(xc)), out, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_constant_lr_schedule_and_channels_last_train(tmp_path):
+    args = ["train", "--dataset", "shapes", "--num-samples", "300", "--backbone", "burgess", "--decoder",
+            "--head", "mlp", "--latent-dim", "4", "--shared-dims", "1", "--recon-loss", "bce", "--reg", "universal",
+            "--wrt", "autoencoder", "--universal-form", "balanced", "--penalty-samples", "8", "--epochs", "2",
+            "--warmup", "1", "--ramp", "0", "--lr-schedule", "constant", "--channels-last", "--batch-size", "64",
+            "--device", "cpu", "--out-dir", str(tmp_path), "--name", "k"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "k" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["train_penalty"] > 0 and 0 <= rows[1]["penalty_diag_imbalance"] <= 1
+    state = torch.load(tmp_path / "k" / "checkpoint.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
