@@ -64,7 +64,7 @@ class Config:
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
                                  "costs accuracy), 'image-purity' (each image's own-block share, averaged per "
                                  "class) or 'dual-purity' (the mean of purity and image-purity).", VARIANTS)
-    universal_form: str = _opt("share", "Universal HeRD's penalty: 'share' (the original work's: alpha-off times the "
+    universal_form: str = _opt("balanced", "Universal HeRD's penalty: 'share' (the original work's: alpha-off times the "
                                         "off-diagonal share of mean |H|, plus ||diag||/d), 'share-only' (without the "
                                         "diagonal-norm term), 'image-share' (each image's off-diagonal share, averaged), "
                                         "'correlation' (|H_jk| / sqrt(H_jj H_kk)), 'standardised' (the share with z in "

@@ -85,3 +85,13 @@ class UniversalHeRD(_HeRDRegularizer):
     name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
     default_weight = 5.0
     mode = "universal"
+
+    @classmethod
+    def warnings(cls, cfg) -> list[str]:
+        pixels = (cfg.image_size or 0) ** 2
+        if cfg.wrt == "classifier" or cfg.alpha_ae * 4 >= pixels:
+            return []
+        return [f"--reg universal on a per-pixel-mean reconstruction (--alpha-ae {cfg.alpha_ae:g}) weighs the penalty "
+                "far above the image: the decoder collapsed to a blank image in every measured run "
+                f"(docs/what-did-not-work.md); sum the reconstruction over the pixels with --alpha-ae {pixels} "
+                "(times the channels), as configs/shapes_universal.yaml does"]

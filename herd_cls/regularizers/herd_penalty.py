@@ -216,7 +216,7 @@ class HeRD(nn.Module):
 
     def __init__(self, layout: BlockLayout, mode: str = "class", alpha_off: float = 0.5, alpha_diag: float = 1.0,
                  variant: str = "image-purity", probes: int | None = None, method: str = "auto",
-                 reduce: Reduce | None = None, universal_form: str = "share"):
+                 reduce: Reduce | None = None, universal_form: str = "balanced"):
         super().__init__()
         if universal_form not in UNIVERSAL_FORMS:
             raise HerdError(f"unknown universal form {universal_form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")

@@ -73,7 +73,7 @@ def test_class_herd_loss_is_the_purity_penalty_of_the_autograd_hessians():
 
 
 def test_universal_herd_loss_penalises_off_diagonal_curvature():
-    reg, model, batch = _setup("universal")
+    reg, model, batch = _setup("universal", universal_form="share")
     penalty, term = reg.loss(model, batch)
     H = _per_sample_hessians(lambda v, i: torch.nn.functional.cross_entropy(model.classify(v), batch.y[i:i + 1]),
                              batch.z)
