@@ -98,7 +98,7 @@ def verdict(res: dict) -> str:
             "load made wall-clock targets unmeasurable here; the CPU-time projection is what is reported.")
 
 
-def publish(before: Path, out: Path) -> None:
+def publish(before: Path) -> None:
     """docs/performance_shapes_notes.md from the profile JSON: no number typed by hand."""
     res = json.loads(before.read_text())
     v = res["variants"]
@@ -124,7 +124,9 @@ def publish(before: Path, out: Path) -> None:
           + "\n\nUniversal penalty's value on the first n samples of a batch (8 validation batches of the model after "
           "its timed steps; mean and std over batches):\n\n| n | mean | std |\n|---|---|---|\n" + noise_rows
           + "\n\n" + verdict(res) + "\n\n" + tops + "\n")
-    out.write_text(md)
+    from _harness import publish as publish_block
+
+    publish_block("benchmark_shapes_profile", md)
 
 
 def main():
@@ -134,10 +136,10 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--out")
-    p.add_argument("--publish", help="a profile JSON: write docs/performance_shapes_notes.md from it and stop")
+    p.add_argument("--publish", help="a profile JSON: write its table into docs/performance.md and stop")
     a = p.parse_args()
     if a.publish:
-        publish(Path(a.publish), Path(__file__).resolve().parents[1] / "docs" / "performance_shapes_notes.md")
+        publish(Path(a.publish))
         return
     torch.set_num_threads(a.threads)
     res = {"threads": a.threads, "loadavg_start": os.getloadavg(), "variants": {}}
@@ -157,7 +159,7 @@ def main():
                     cpu[v].append(time.process_time() - c)
         for v, st in steppers.items():
             t = time.perf_counter()
-            evaluate(st.s.model, st.s.herd, st.s.cfg, st.s.loaders["val"], st.s.device,
+            evaluate(st.s.model, st.s.cfg, st.s.loaders["val"], st.s.device,
                      VAL_DECODER_HESSIAN_SAMPLES if st.s.cfg.wrt != "classifier" else 512)
             res["variants"][v] = {"median_step_wall_s": float(np.median(wall[v])),
                                   "median_step_cpu_s": float(np.median(cpu[v])),
