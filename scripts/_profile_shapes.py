@@ -99,7 +99,7 @@ def verdict(res: dict) -> str:
 
 
 def publish(before: Path) -> None:
-    """docs/performance_shapes_notes.md from the profile JSON: no number typed by hand."""
+    """The table of docs/performance.md from the profile JSON: no number typed by hand."""
     res = json.loads(before.read_text())
     v = res["variants"]
     rows = "\n".join(f"| {name} | {r['median_step_wall_s']:.3f} | {r['median_step_cpu_s']:.3f} | "
