@@ -64,7 +64,8 @@ class LatentGrid:
     """Every latent dim swept on a few images and drawn by the run's decoder: the original work's headline
     picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,) the mean absolute
     pixel change between the sweep's two ends (a dim the decoder ignores has change 0); kinds: per dim,
-    "class <c>" or "shared"; source: which test images were swept."""
+    "class <c>" or "shared" ("" where no class penalty or classifier shaped the blocks); source: which test
+    images were swept."""
 
     images: Tensor
     offsets: Tensor
@@ -90,6 +91,9 @@ def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: flo
     layout, dims = run.layout, list(range(run.layout.latent_dim))
     result = sweep(run.model, z[chosen], dims, z.std(0), span, steps)
     change = (result["images"][:, -1] - result["images"][:, 0]).abs().flatten(1).mean(1)
-    kinds = ["shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}" for d in dims]
+    # the blocks mean something only where a class penalty or classifier shaped them
+    owned = run.config.reg != "universal" and run.config.alpha_cl > 0
+    kinds = ["" if not owned else "shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}"
+             for d in dims]
     source = f"class {target}" if target is not None else "the whole test set"
     return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source)

@@ -169,7 +169,7 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
 
 def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:
     """The latent grid's figure and its per-dim rows, for a page."""
-    labels = [f"dim {d} ({k})" for d, k in zip(grid.dims, grid.kinds)]
+    labels = [f"dim {d} ({k})" if k else f"dim {d}" for d, k in zip(grid.dims, grid.kinds)]
     figure = figures.latent_grid(grid.images, grid.offsets, labels, f"every latent dim, images from {grid.source}",
                                  path)
     return {"figure": rel(figure), "samples": grid.images.shape[2], "source": grid.source,

@@ -1,5 +1,6 @@
 import json
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
     class FakeRun:
         layout = BlockLayout(2, 1, shared_dims=1)
         decode = Decoder()
+        config = SimpleNamespace(reg="class", alpha_cl=1.0)
 
         def __init__(self):
             self.model = torch.nn.Linear(1, 1)   # a module with a parameter, as collect() expects
@@ -107,6 +109,8 @@ def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
     moved = (grid.images[:, -1] - grid.images[:, 0]).abs().amax((1, 2))   # (dims, H, W): which pixel moved
     assert (moved.flatten(1).argmax(1) == torch.arange(3)).all()
     assert (moved.flatten(1).gt(0).sum(1) == 1).all() and (grid.change > 0).all()
+    FakeRun.config = SimpleNamespace(reg="universal", alpha_cl=0.0)   # blocks shaped by nothing: no owners named
+    assert latent_grid(FakeRun(), None, samples=1, steps=3).kinds == ["", "", ""]
 
 
 @pytest.mark.slow
