@@ -79,14 +79,19 @@ def decoder_probe(val_set, train_set, device, recon_loss: str) -> tuple[Tensor, 
     return x, blank_recon(mean_image, images, recon_loss)
 
 
-def check_collapse(rows: list[dict], warmup: int, blank: float) -> list[str]:
+def check_collapse(rows: list[dict], warmup: int, blank: float, final: bool = False) -> list[str]:
     """After warm-up, whether the decoder of the last epoch's metrics row counts as collapsed: the row gets
-    ``blank_recon``, ``collapsed`` and ``collapse_reasons``; returns the reasons (empty when it did not)."""
+    ``blank_recon``, ``collapsed`` and ``collapse_reasons``; returns the reasons (empty when it did not).
+
+    Every decoder starts on the blank-image plateau, so reconstruction at the blank level counts only once
+    the decoder has left it (an earlier epoch below 0.9x the blank level) or at the ``final`` epoch."""
     row = rows[-1]
     row["blank_recon"] = blank
     if row["epoch"] <= warmup:
         return []
     warm = next((r.get("decoder_jacobian_scale") for r in rows if r["epoch"] == max(warmup, 1)), None)
-    reasons = collapse_reasons(row.get("val_recon"), blank, row.get("decoder_jacobian_scale"), warm)
+    drew = any((r.get("val_recon") or blank) < 0.9 * blank for r in rows[:-1])
+    recon = row.get("val_recon") if drew or final else None
+    reasons = collapse_reasons(recon, blank, row.get("decoder_jacobian_scale"), warm)
     row["collapsed"], row["collapse_reasons"] = bool(reasons), reasons
     return reasons

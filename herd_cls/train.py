@@ -308,7 +308,7 @@ def _last(rows: list[dict], key: str):
 def _watch_decoder(s: Session, probe) -> None:
     """Decoder health in the last metrics row; one line on stderr the first epoch the decoder collapses."""
     s.rows[-1].update(decoder_diagnostics(s.model, probe[0], s.cfg.recon_loss))
-    reasons = check_collapse(s.rows, s.cfg.warmup, probe[1])
+    reasons = check_collapse(s.rows, s.cfg.warmup, probe[1], final=s.rows[-1]["epoch"] == s.cfg.epochs)
     if reasons and not s.collapse:
         s.collapse = [f"epoch {s.rows[-1]['epoch']}: {r}" for r in reasons]
         if s.ranks.main:

@@ -157,3 +157,17 @@ def test_constant_lr_schedule_and_channels_last_train(tmp_path):
     assert rows[1]["train_penalty"] > 0 and 0 <= rows[1]["penalty_diag_imbalance"] <= 1
     state = torch.load(tmp_path / "k" / "checkpoint.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
+
+
+def test_the_early_blank_plateau_is_no_collapse_until_the_decoder_has_drawn_or_training_ends():
+    from herd_cls.diagnostics import check_collapse
+
+    blank = 0.14
+    rows = [{"epoch": 1, "val_recon": 0.139, "decoder_jacobian_scale": 0.3},
+            {"epoch": 2, "val_recon": 0.139, "decoder_jacobian_scale": 0.3}]
+    assert check_collapse(rows, warmup=1, blank=blank) == [] and rows[-1]["collapsed"] is False  # still learning
+    assert "blank-image" in check_collapse(rows, warmup=1, blank=blank, final=True)[0]           # never learnt
+    rows += [{"epoch": 3, "val_recon": 0.03, "decoder_jacobian_scale": 1.0},
+             {"epoch": 4, "val_recon": 0.14, "decoder_jacobian_scale": 1.0}]
+    assert check_collapse(rows[:3], 1, blank) == []
+    assert "blank-image" in check_collapse(rows, 1, blank)[0]                                    # drew, then lost it
