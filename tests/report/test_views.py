@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
-    """One tiny default run (block head), a collapse reason added to its summary, and its report."""
+    """One tiny default run (block head), a collapse reason and a training warning added to its summary, and its
+    report."""
     tmp = tmp_path_factory.mktemp("views")
     runner = CliRunner()
     trained = runner.invoke(main, ["train", *TINY, "--out-dir", str(tmp / "runs"), "--name", "r"])
@@ -26,6 +27,7 @@ def reported(tmp_path_factory):
     run = tmp / "runs" / "r"
     summary = json.loads((run / "summary.json").read_text())
     summary["decoder_collapse"] = ["decoded images are constant"]
+    summary["warnings"] = ["--reg class with --head mlp keeps purity low"]   # as training writes it
     (run / "summary.json").write_text(json.dumps(summary))
     res = runner.invoke(main, ["report", "--run", str(run), "--out", str(tmp / "report")])
     assert res.exit_code == 0, res.output
@@ -99,6 +101,7 @@ def test_collapse_banner_on_index_and_class_pages(reported):
         html = (reported["out"] / name).read_text()
         banner = html.split("<body>")[1].split("<h1>")[0].split("<nav>")[0]
         assert 'class="banner"' in banner and "decoded images are constant" in banner
+        assert 'class="banner warning"' in banner and "--head mlp keeps purity low" in banner  # training's warning
     assert "decoder collapsed" in reported["report"]
 
 
