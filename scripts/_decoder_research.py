@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _efficacy_shapes import COMMON, THESIS_BASE, held_out, thesis_scores  # noqa: E402
-from _harness import ROOT, commit  # noqa: E402
+from _harness import ROOT, Job, ResultStore  # noqa: E402
 from herd_cls import load_run  # noqa: E402
 from herd_cls.config import load_config  # noqa: E402
 from herd_cls.diagnostics import collapse_reasons, live_dims  # noqa: E402
@@ -52,8 +51,8 @@ TRAJECTORY_KEYS = ("epoch", "penalty_ramp", "train_penalty", "val_recon", "decod
                    "penalty_image_offdiag_share", "penalty_correlation", "penalty_diag_imbalance")
 
 
-def results_file() -> Path:
-    return ROOT / "reports" / "benchmark_decoder_research.json"
+# "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed in
+STORE = ResultStore(ROOT / "reports" / "benchmark_decoder_research.json", "d1")
 
 
 def overrides_for(label: str, steps: int) -> dict:
@@ -81,20 +80,21 @@ def score(run_dir: Path, data) -> dict:
             "trajectory": [{k: r.get(k) for k in TRAJECTORY_KEYS} for r in rows]}
 
 
-def run_one(key: str, cfg_path, overrides: dict, data, record: dict) -> None:
-    path = results_file()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(cfg_path, {**overrides, "out_dir": tmp, "name": "r"})
+def job(key: str, cfg_path, overrides: dict, data, record: dict) -> Job:
+    """One training run of ``overrides`` (on the config file ``cfg_path``, if any), scored."""
+    def measure(folder: Path) -> dict:
+        cfg = load_config(cfg_path, {**overrides, "out_dir": str(folder.parent), "name": folder.name})
         t0 = time.perf_counter()
         run_dir = train(cfg, progress=False)
-        r = {**record, **score(run_dir, data), "wall_seconds": time.perf_counter() - t0, "commit": commit(),
-             "overrides": overrides}
-    done = json.loads(path.read_text()) if path.is_file() else {}  # re-read: parallel invocations share it
-    done[key] = r
-    atomic_write(path, json.dumps(done, indent=1) + "\n")
-    print(key, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-                if k in ("mig", "dci_disentanglement", "sap", "recon_bce", "test_recon", "live_dims", "wall_seconds",
-                         "collapse_warning")}, flush=True)
+        return {**record, **score(run_dir, data), "wall_seconds": time.perf_counter() - t0, "overrides": overrides}
+
+    return Job(key, overrides, measure)
+
+
+def brief(key: str, r: dict) -> str:
+    return f"{key} " + str({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                            if k in ("mig", "dci_disentanglement", "sap", "recon_bce", "test_recon", "live_dims",
+                                     "wall_seconds", "collapse_warning")})
 
 
 PLAIN_MIG_FLOOR = 0.097  # issue 22: the plain autoencoder's MIG in docs/efficacy.md (3 seeds, 3000 steps)
@@ -178,7 +178,7 @@ def verdicts(groups: dict) -> str:
 def publish() -> None:
     """docs/decoder_research.md (every measured group: candidate x budget, means over seeds) and the block
     between the markers in docs/what-did-not-work.md, all from reports/benchmark_decoder_research.json."""
-    done = json.loads(results_file().read_text())
+    done = {key.rsplit(" | ", 1)[0]: r for key, r in STORE.load().items()}  # the protocol tag is not shown
     for r in done.values():  # recounted with the floor added after the first runs (a dead decoder has no live dim)
         r["live_dims"] = live_dims(r["jacobian_columns"])
         if r["jacobian_scale"] <= 1e-6:
@@ -250,8 +250,7 @@ def main() -> None:
         publish()
         return
     torch.set_num_threads(a.threads)
-    done = json.loads(results_file().read_text()) if results_file().is_file() else {}
-    data = held_out()
+    data, jobs = held_out(), []
     for seed in a.seeds:
         if a.reference:
             # the BCE rows change one thing (MSE saturates the sigmoid decoder at the blank image on shapes);
@@ -263,17 +262,15 @@ def main() -> None:
                                 ("reference with BCE: plain autoencoder", {**bce, "reg": "none"})):
                 if a.reference_only and not any(label.startswith(r) for r in a.reference_only):
                     continue
-                key = f"{label} | seed {seed} | {a.reference_epochs} epochs of 10000 shapes"
-                if key not in done:
-                    run_one(key, REFERENCE, {**over, "seed": seed, "epochs": a.reference_epochs}, data,
-                            {"candidate": label, "seed": seed, "steps": f"{a.reference_epochs} epochs",
-                             "config": "configs/shapes_reference.yaml"})
+                jobs.append(job(STORE.key(label, f"seed {seed}", f"{a.reference_epochs} epochs of 10000 shapes"),
+                                REFERENCE, {**over, "seed": seed, "epochs": a.reference_epochs}, data,
+                                {"candidate": label, "seed": seed, "steps": f"{a.reference_epochs} epochs",
+                                 "config": "configs/shapes_reference.yaml"}))
         for label in a.candidates:
-            key = f"{label} | seed {seed} | steps {a.steps}"
-            if key in done:
-                continue
             over = {**COMMON, **THESIS_BASE, **overrides_for(label, a.steps), "steps": a.steps, "seed": seed}
-            run_one(key, None, over, data, {"candidate": label, "seed": seed, "steps": a.steps})
+            jobs.append(job(STORE.key(label, f"seed {seed}", f"steps {a.steps}"), None, over, data,
+                            {"candidate": label, "seed": seed, "steps": a.steps}))
+    STORE.fill(jobs, brief)
 
 
 if __name__ == "__main__":
