@@ -100,9 +100,11 @@ def _purity_lines(summary: dict) -> list[str]:
     def fmt(value) -> str:
         return "–" if value is None or value != value else f"{value:.3f}"
 
+    from .layout import BlockLayout
+
     cfg = summary.get("config") or {}
-    n, d = cfg.get("dims_per_class"), cfg.get("latent_dim")
-    chance = f"  (chance {(n / d) ** 2:.3f})" if n and d else ""
+    k, d, s = cfg.get("num_classes"), cfg.get("latent_dim"), cfg.get("shared_dims") or 0
+    chance = f"  (chance {BlockLayout.split(k, d, s).chance():.3f})" if k and d and BlockLayout.fits(k, d, s) else ""
     lines = [f"block purity, class mean {fmt(summary['block_purity'])}{chance}  train {summary['train_seconds']:.0f}s"]
     if "image_purity_median_per_class" in summary:
         lines.append(f"per-image purity: mean {fmt(summary.get('image_purity_mean'))}  median "

@@ -135,3 +135,12 @@ def test_universal_decoder_run_gets_an_index_without_class_pages(tiny_args, tmp_
     assert off and 0 <= float(off.group(1)) <= 1
     for score in ["MIG", "SAP", "DCI disentanglement"]:
         assert 0 <= float(_cells(index, score)[0]) <= 1
+
+
+def test_train_lines_give_the_chance_of_the_run_s_own_blocks():
+    """A pre-logits run's blocks are (512 - 2) / 10 = 51 dims, not the bottleneck's dims_per_class."""
+    from herd_cls.cli import _purity_lines
+
+    summary = {"block_purity": 0.3, "train_seconds": 1.0,
+               "config": {"num_classes": 10, "latent_dim": 512, "shared_dims": 2, "dims_per_class": 2}}
+    assert f"(chance {(51 / 512) ** 2:.3f})" in _purity_lines(summary)[0]
