@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .models import LatentModel
 from .curvature import per_sample_loss
+from .models import LatentModel
 from .regularizers import Batch, Regularizer, reparameterise
 
 

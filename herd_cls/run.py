@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 from .config import Config, load_config
 from .data import DataInfo, create_datasets
 from .files import atomic_write
-from .models import LatentModel, create_model
 from .layout import BlockLayout
+from .models import LatentModel, create_model
 from .registry import HerdError
 from .regularizers import regularizer_class
 

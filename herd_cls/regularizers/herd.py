@@ -1,9 +1,9 @@
 """HeRD as ``--reg``: class-specific (``class``) or universal (``universal``) curvature penalties."""
 from __future__ import annotations
 
-from torch import nn
-
 from typing import ClassVar
+
+from torch import nn
 
 from ..curvature import PROBE_METHODS
 from ..purity import WRT, hessian_target
