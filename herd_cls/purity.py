@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import torch
-from torch import Tensor
-
 import torch.nn.functional as F
+from torch import Tensor
 
 from .curvature import PROBE_METHODS, block_mass, evaluation_method, latent_hessian, sum_losses
 from .layout import BlockLayout
@@ -49,8 +48,7 @@ def class_abs_sum(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, 
 def class_block_purity(hbar: Tensor, layout: BlockLayout) -> Tensor:
     """(K,) share of each class's mean (or summed) |H| mass, hbar (K, d, d), inside its own block
     B_c x B_c; NaN for a class with no mass. Chance, for mass spread evenly, is ``layout.chance()``."""
-    masks = layout.masks.to(hbar.device)
-    inside = (hbar.abs() * (masks.unsqueeze(2) & masks.unsqueeze(1))).sum((1, 2))
+    inside = (hbar.abs() * layout.own_pairs(torch.arange(layout.num_classes, device=hbar.device))).sum((1, 2))
     return own_share(inside, hbar.abs().sum((1, 2)), float("nan"))
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import Config, load_config, save_config
+from .curvature import AUTO_EXACT_MAX_DIM
 from .data import channel_stats, create_datasets
 from .diagnostics import check_collapse, decoder_diagnostics, decoder_probe
 from .files import atomic_write
@@ -36,11 +37,17 @@ from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, rea
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
-# exact Hessians cost d products per image: seconds per batch for a decoder or a wide (pre-logit) latent on
-# a CPU, so those runs measure fewer images, per epoch (validation) and at the end (test)
+# exact Hessians cost d products per image: seconds per batch for a decoder or a latent wider than training's
+# exact path (pre-logits) on a CPU, so those runs measure fewer images, per epoch and at the end
 VAL_DECODER_HESSIAN_SAMPLES = 128
-WIDE_LATENT = 64                                        # wider latents are "wide"
 WIDE_HESSIAN_SAMPLES = {"val": 32, "test": 256}
+
+
+def hessian_samples(model: LatentModel, cfg: Config, split: str) -> int:
+    """How many images of ``split`` ("val" or "test") purity is measured on."""
+    if model.latent_dim > AUTO_EXACT_MAX_DIM:
+        return WIDE_HESSIAN_SAMPLES[split]
+    return EVAL_HESSIAN_SAMPLES if split == "test" or cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
 
 
 # helpers
@@ -283,9 +290,7 @@ def finish(s: Session) -> Path:
     """Test metrics, model.safetensors and summary.json; then ``latest`` points at the run (rank 0)."""
     from safetensors.torch import save
 
-    wide = s.model.latent_dim > WIDE_LATENT
-    test = evaluate(s.model, s.cfg, s.loaders["test"], s.device,
-                    WIDE_HESSIAN_SAMPLES["test"] if wide else EVAL_HESSIAN_SAMPLES)
+    test = evaluate(s.model, s.cfg, s.loaders["test"], s.device, hessian_samples(s.model, s.cfg, "test"))
     if s.ranks.main:
         weights = {k: v.detach().cpu().contiguous() for k, v in s.model.state_dict().items()}
         atomic_write(s.run_dir / WEIGHTS, save(weights))
@@ -326,8 +331,7 @@ def train(cfg: Config, resume: str | None = None, progress: bool | None = None) 
     Under torchrun every process runs this; rank 0 alone writes the folder.
     """
     s = setup(cfg, resume)
-    val_samples = EVAL_HESSIAN_SAMPLES if s.cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
-    val_samples = WIDE_HESSIAN_SAMPLES["val"] if s.model.latent_dim > WIDE_LATENT else val_samples
+    val_samples = hessian_samples(s.model, s.cfg, "val")
     probe = decoder_probe(s.loaders["val"].dataset, s.loaders["train"].dataset, s.device, s.cfg.recon_loss) \
         if s.model.decode is not None else None
     for epoch in range(s.start_epoch, s.cfg.epochs):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _efficacy_shapes import COMMON, THESIS_BASE  # noqa: E402
 from herd_cls.config import load_config  # noqa: E402
 from herd_cls.objective import batch_losses  # noqa: E402
-from herd_cls.train import VAL_DECODER_HESSIAN_SAMPLES, _step, evaluate, setup  # noqa: E402
+from herd_cls.train import _step, evaluate, hessian_samples, setup  # noqa: E402
 
 VARIANTS = {
     "plain": {"reg": "none"},
@@ -160,7 +160,7 @@ def main():
         for v, st in steppers.items():
             t = time.perf_counter()
             evaluate(st.s.model, st.s.cfg, st.s.loaders["val"], st.s.device,
-                     VAL_DECODER_HESSIAN_SAMPLES if st.s.cfg.wrt != "classifier" else 512)
+                     hessian_samples(st.s.model, st.s.cfg, "val"))
             res["variants"][v] = {"median_step_wall_s": float(np.median(wall[v])),
                                   "median_step_cpu_s": float(np.median(cpu[v])),
                                   "projected_3000_steps_wall_s": float(np.median(wall[v])) * 3000,

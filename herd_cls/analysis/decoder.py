@@ -76,13 +76,13 @@ class LatentGrid:
 
 
 def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: float = 2.0,
-                steps: int = 7) -> LatentGrid:
+                steps: int = 7, test: dict | None = None) -> LatentGrid:
     """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the whole test
-    set) through the run's own decoder."""
+    set) through the run's own decoder. ``test``: ``collect(run.model, run.data("test"))``, if at hand."""
     if run.decode is None:
         raise HerdError("this run has no decoder, so no latent grid; train with --decoder, or use --class for the "
                         "post-hoc decoder's sweeps of one class")
-    test = collect(run.model, run.data("test"))
+    test = test if test is not None else collect(run.model, run.data("test"))
     z, y = test["z"], test["y"]
     if target is not None and not (y == target).any():
         raise HerdError(f"the test split has no image of class {target}; pick another class")

@@ -141,7 +141,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
         scores=score_all(evidence), examples=examples, pictures=pictures,
-        grid=latent_grid(run) if decoder else None, constant=constant_metrics(config),
+        grid=latent_grid(run, test=data) if decoder else None, constant=constant_metrics(config),
         carriers={c: carriers(purity, x, data["logits"], c) for c in chosen},
         decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,
         factors=factors, class_pages=classes_meaningful(config))
