@@ -24,9 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import ROOT, Job, ResultStore, group, markdown_table, mean_std, publish, stamp, trained_run, verdict
+from _harness import ROOT, Job, herd_cli, ResultStore, group, markdown_table, mean_std, publish, stamp, trained_run, verdict
 from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.data import make_shapes
+from herd_cls.config import read_yaml
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
@@ -36,9 +37,8 @@ COMMON = {"dataset": "shapes", "backbone": "burgess", "decoder": True, "recon_lo
 THESIS_BASE = {"latent_dim": 10, "shared_dims": 1, "head": "mlp", "alpha_cl": 0.0}
 THESIS = {  # label -> overrides; "random encoder" is scored untrained
     "autoencoder": {"reg": "none"},
-    "universal HeRD, alpha 5 (the classifier's default)": {"reg": "universal", "wrt": "autoencoder"},
-    "universal HeRD, alpha 0.2": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 0.2},
-    "universal HeRD, alpha 0.05": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 0.05},
+    "universal HeRD (the default)": {"reg": "universal", "wrt": "autoencoder"},
+    "universal HeRD, 4x the default weight": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 20.0},
     "Hessian Penalty": {"reg": "hessian-penalty"},
     "OroJaR": {"reg": "orojar"},
     "beta-VAE": {"reg": "beta-vae"},
@@ -49,14 +49,29 @@ CLASS_BASE = {"dims_per_class": 4, "shared_dims": 0, "head": "block", "alpha_cl"
 CLASS = {
     "none": {"reg": "none"},
     "beta-TCVAE": {"reg": "beta-tcvae"},
-    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both", "variant": "purity"},
+    # configs/shapes_class.yaml: the shipped class decoder path, its reconstruction summed over the pixels
+    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both", "alpha_ae": 1024.0},
 }
-UNIVERSAL = "universal HeRD, alpha 0.05"  # the row the thesis targets are checked on
+# the original work's own setting (configs/shapes_reference.yaml), its budget in epochs, not --steps
+REFERENCE_BASE = {k: v for k, v in read_yaml(ROOT / "configs" / "shapes_reference.yaml").items()}
+REFERENCE = {
+    "plain autoencoder (reference setting)": {"reg": "none"},
+    "universal HeRD (reference setting)": {},
+}
+UNIVERSAL = "universal HeRD (the default)"  # the row the thesis targets are checked on
+UNIVERSAL_ROWS = (UNIVERSAL, "universal HeRD, 4x the default weight")  # the no-collapse targets
+CLASS_HERD = "class HeRD (decoder + classifier Hessian)"
+GRIDS = {  # seed 0 of these rows draws its latent grid (herd-cls sweep) into docs/images/<name>
+    "autoencoder": "grid_autoencoder.png", UNIVERSAL: "grid_universal.png",
+    "plain autoencoder (reference setting)": "grid_reference_autoencoder.png",
+    "universal HeRD (reference setting)": "grid_reference_universal.png",
+}
 HELD_OUT = 10000
 RANDOM = "random encoder"  # scored untrained
 # "s1" ends every key: bump it when training or scoring changes
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
-TABLES = {"thesis": (THESIS_BASE, {**THESIS, RANDOM: None}), "class": (CLASS_BASE, CLASS)}
+TABLES = {"thesis": (THESIS_BASE, {**THESIS, RANDOM: None}), "class": (CLASS_BASE, CLASS),
+          "reference": (REFERENCE_BASE, REFERENCE)}
 
 
 def held_out() -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray]]:
@@ -107,6 +122,17 @@ def class_scores(model, data, layout) -> dict:
             "image_sweep_specificity_per_class": spec["sweep_specificity_per_class"], "recon_bce": recon}
 
 
+def draw_grid(folder: Path, name: str) -> str:
+    """``herd-cls sweep`` without --class on the run in ``folder`` (3 test images); its grid.png is copied
+    to docs/images/``name``; returns that path."""
+    from PIL import Image
+
+    herd_cli("sweep", "--run", folder, "--samples", "3", "--out", folder / "report", "--quiet")
+    target = ROOT / "docs" / "images" / name
+    Image.open(folder / "report" / "sweep_grid" / "grid.png").convert("RGB").save(target, optimize=True)
+    return str(target.relative_to(ROOT))
+
+
 def random_encoder(seed: int):
     torch.manual_seed(seed)
     return create_model("burgess", num_classes=3, in_chans=1, image_size=32, latent_dim=10, shared_dims=1,
@@ -115,15 +141,18 @@ def random_encoder(seed: int):
 
 def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="training budget of every run, in steps")
-    parser.add_argument("--tables", nargs="+", default=["thesis", "class"], choices=["thesis", "class"])
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
 
 
 def settings_of(table: str, label: str, steps: int) -> dict:
     base, settings = TABLES[table]
     overrides = settings[label]
-    return {**COMMON, **base, "untrained": True} if overrides is None else \
-        {**COMMON, **base, **overrides, "steps": steps}
+    if overrides is None:
+        return {**COMMON, **base, "untrained": True}
+    if table == "reference":
+        return {**base, **overrides}
+    return {**COMMON, **base, **overrides, "steps": steps}
 
 
 def measure(table: str, label: str, seed: int, settings: dict, data, folder: Path) -> dict:
@@ -131,8 +160,11 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
         r = {**thesis_scores(random_encoder(seed), data), "train_seconds": 0.0}
     else:
         run = trained_run(folder, {**settings, "seed": seed})
-        r = {**(thesis_scores(run.model, data) if table == "thesis" else class_scores(run.model, data, run.layout)),
-             "train_seconds": run.summary["train_seconds"], "test_accuracy": run.summary["test_accuracy"]}
+        r = {**(class_scores(run.model, data, run.layout) if table == "class" else thesis_scores(run.model, data)),
+             "train_seconds": run.summary["train_seconds"], "test_accuracy": run.summary["test_accuracy"],
+             "live_dims": run.history()[-1].get("decoder_live_dims"), "collapse": run.summary.get("decoder_collapse")}
+        if seed == 0 and label in GRIDS:
+            r["grid"] = draw_grid(folder, GRIDS[label])
     return {"table": table, "setting": label, "seed": seed, **r}
 
 
@@ -154,8 +186,15 @@ def train_all(seeds: list[int], args) -> None:
 
 
 def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) -> str:
-    return markdown_table(["setting", "seeds", *(name for _, name in columns)],
-                          [[label, len(rs), *(mean_std([r[k] for r in rs]) for k, _ in columns)]
+    """One row per setting: seeds, mean ± std of each column, the live decoder dims of every seed (Jacobian
+    column norm within 10x of the largest; '–' where a run predates the count) and the train seconds per run."""
+    def per_seed(rs, key, fmt):
+        return ", ".join("–" if r.get(key) is None else fmt(r[key]) for r in rs)
+
+    return markdown_table(["setting", "seeds", *(name for _, name in columns), "live dims (per seed)",
+                           "train s (per seed)"],
+                          [[label, len(rs), *(mean_std([r.get(k) for r in rs]) for k, _ in columns),
+                            per_seed(rs, "live_dims", str), per_seed(rs, "train_seconds", lambda v: f"{v:.0f}")]
                            for label, rs in runs.items()])
 
 
@@ -175,7 +214,19 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
                             f"{m(thesis, RANDOM, k):.3f}" for k in ("mig", "dci_disentanglement")))
         check("anchor: beta-TCVAE MIG ≥ 0.3", m(thesis, "beta-TCVAE", "mig") >= 0.3,
               f"{m(thesis, 'beta-TCVAE', 'mig'):.3f}")
+    if "autoencoder" in thesis:
+        plain = m(thesis, "autoencoder", "recon_bce")
+        for label in (r for r in UNIVERSAL_ROWS if r in thesis):
+            ratios = [r["recon_bce"] / plain for r in thesis[label]]
+            live = [r.get("live_dims") for r in thesis[label]]
+            check(f"no collapse: {label}, test reconstruction within 1.5x of the autoencoder's in every seed",
+                  max(ratios) <= 1.5, ", ".join(f"{x:.2f}x" for x in ratios))
+            check(f"no collapse: {label}, at least 5 live latent dims in every seed",
+                  all(v is not None and v >= 5 for v in live), f"live dims {live}")
     if {UNIVERSAL, "autoencoder", "Hessian Penalty", "beta-VAE"} <= set(thesis):
+        check("thesis floor: universal HeRD MIG at least the autoencoder's",
+              m(thesis, UNIVERSAL, "mig") >= m(thesis, "autoencoder", "mig"),
+              f"{m(thesis, UNIVERSAL, 'mig'):.3f} vs {m(thesis, 'autoencoder', 'mig'):.3f}")
         u = m(thesis, UNIVERSAL, "mig")
         check("thesis: universal HeRD MIG ≥ 0.3", u >= 0.3, f"{u:.3f}; the autoencoder {m(thesis, 'autoencoder', 'mig'):.3f}")
         check("thesis: universal HeRD MIG at or above the Hessian Penalty and beta-VAE",
@@ -184,7 +235,16 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
         check("thesis: universal HeRD reconstructs better than beta-VAE",
               m(thesis, UNIVERSAL, "recon_bce") < m(thesis, "beta-VAE", "recon_bce"),
               f"BCE {m(thesis, UNIVERSAL, 'recon_bce'):.4f} vs {m(thesis, 'beta-VAE', 'recon_bce'):.4f}")
-    ours = "class HeRD (decoder + classifier Hessian)"
+    ours = CLASS_HERD
+    if {ours, "none"} <= set(classes):
+        acc, none_acc = m(classes, ours, "test_accuracy"), m(classes, "none", "test_accuracy")
+        check("class HeRD with the decoder: accuracy within 2 points of none", acc >= none_acc - 0.02,
+              f"{acc:.3f} vs {none_acc:.3f}")
+        ratio = m(classes, ours, "recon_bce") / m(classes, "none", "recon_bce")
+        check("class HeRD with the decoder: reconstruction within 1.5x of none", ratio <= 1.5, f"{ratio:.2f}x")
+        spec, none_spec = m(classes, ours, "image_sweep_specificity"), m(classes, "none", "image_sweep_specificity")
+        check("class-specific: image sweep specificity above none's", spec > none_spec,
+              f"{spec:.3f} vs {none_spec:.3f}")
     if {ours, "none", "beta-TCVAE"} <= set(classes):
         own = m(classes, ours, "class_mig_own_block")
         others = {label: max(m(classes, label, "class_mig_own_block"), m(classes, label, "class_mig_all_dims"))
@@ -200,7 +260,7 @@ def summary(thesis: dict, classes: dict) -> str:
     m = lambda rows, label, key: np.mean([r[key] for r in rows[label]])  # noqa: E731
     parts = [f"{label} {m(thesis, label, 'mig'):.2f}" for label in thesis if label != RANDOM]
     text = "Shapes (dSprites-like, Burgess autoencoder, overall MIG): " + ", ".join(parts) + "."
-    ours = "class HeRD (decoder + classifier Hessian)"
+    ours = CLASS_HERD
     if ours in classes:
         text += (" Class = shape, per-class MIG inside the own block: " + ", ".join(
             f"{label} {m(classes, label, 'class_mig_own_block'):.2f}" for label in classes) + ".")
@@ -231,7 +291,12 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
                                            ("class_mig_own_block", "per-class MIG, own block"),
                                            ("image_sweep_specificity", "image sweep specificity"),
                                            ("recon_bce", "recon BCE")])
-          + "\n\nTargets (efficacy issue), computed from the rows above:\n\n"
+          + "\n\n**The original work's own setting** (`configs/shapes_reference.yaml`: d = 4, per-pixel-mean MSE, "
+          "batch 64, Adam at a constant lr 5e-4, 10 epochs of 10000 generated shapes, the penalty on after the "
+          "first epoch; MIG, DCI-D and SAP as above, reconstruction as BCE on the held-out shapes):\n\n"
+          + table_markdown(rows["reference"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
+                                               ("recon_bce", "recon BCE")])
+          + "\n\nTargets (issues 22 and the efficacy issue), computed from the rows above:\n\n"
           + "\n".join(verdicts(rows["thesis"], rows["class"])) + "\n")
     publish("benchmark_efficacy_shapes", md)
     publish("benchmark_efficacy_shapes_summary", summary(rows["thesis"], rows["class"]))

@@ -92,6 +92,7 @@ class RunAnalysis:
     carriers: dict[int, Carriers] = field(default_factory=dict)
     decoder_curvature: DecoderCurvature | None = None  # decoder runs only
     factors: dict | None = None     # MIG, DCI, SAP (decoder runs on data with factors)
+    block_effect: Tensor | None = None  # (K, K) decoder runs: row c, each block's sweep's change of class c's images
     class_pages: bool = True        # False where classes say nothing about the run (universal HeRD)
 
     @property
@@ -140,7 +141,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         robustness=run.robustness(), class_names=names, layout=layout, purity=purity,
         embedding=embedding_2d(z, "pca"), labels=y, latent_matrix=latent["matrix"],
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
-        scores=score_all(evidence), examples=examples, pictures=pictures,
+        scores=score_all(evidence), block_effect=evidence.image_block_effect, examples=examples, pictures=pictures,
         grid=latent_grid(run, test=data) if decoder else None, constant=constant_metrics(config),
         carriers={c: carriers(purity, x, data["logits"], c) for c in chosen},
         decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,

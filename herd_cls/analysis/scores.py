@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -54,6 +55,15 @@ class Evidence:
     @property
     def std(self) -> Tensor:
         return self.z.std(0)
+
+    @cached_property
+    def image_block_effect(self) -> Tensor | None:
+        """(K, K) :func:`decoded_block_effect` on the first IMAGE_SWEEP_SAMPLES images: row c, how much
+        sweeping each block changes class c's decoded images; None without a decoder."""
+        if self.model.decode is None:
+            return None
+        n = IMAGE_SWEEP_SAMPLES
+        return decoded_block_effect(self.model, self.z[:n], self.y[:n], self.layout, self.std)
 
 
 @dataclass(frozen=True)
@@ -117,11 +127,8 @@ def _from_dict(result: dict, key: str) -> Score:
 
 
 def _image_sweep_specificity(ev: Evidence) -> Score | None:
-    if ev.model.decode is None:
-        return None
-    n = IMAGE_SWEEP_SAMPLES
-    effect = decoded_block_effect(ev.model, ev.z[:n], ev.y[:n], ev.layout, ev.std)
-    return _from_dict(sweep_specificity(effect), "sweep_specificity")
+    effect = ev.image_block_effect
+    return None if effect is None else _from_dict(sweep_specificity(effect), "sweep_specificity")
 
 
 def _block_head(config: dict) -> str | None:

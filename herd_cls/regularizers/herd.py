@@ -82,16 +82,24 @@ class ClassHeRD(_HeRDRegularizer):
 
 @REGULARIZERS.register("universal")
 class UniversalHeRD(_HeRDRegularizer):
+    """On a decoder (``--wrt autoencoder``) the weight is per image, not per pixel: the penalty is divided by
+    the pixel count, as the VAE terms are, so that it and the per-pixel-mean reconstruction are on one scale
+    (at weight 5 on the pixel mean, the decoder collapsed to a blank image in every measured run)."""
+
     name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
     default_weight = 5.0
     mode = "universal"
 
+    def loss(self, model, batch):
+        penalty, weighted = super().loss(model, batch)
+        return penalty, weighted / batch.x[0].numel() if self.wrt == "autoencoder" else weighted
+
     @classmethod
     def warnings(cls, cfg) -> list[str]:
         pixels = (cfg.image_size or 0) ** 2
-        if cfg.wrt == "classifier" or cfg.alpha_ae * 4 >= pixels:
+        if cfg.wrt != "both" or cfg.alpha_ae * 4 >= pixels:
             return []
-        return [f"--reg universal on a per-pixel-mean reconstruction (--alpha-ae {cfg.alpha_ae:g}) weighs the penalty "
-                "far above the image: the decoder collapsed to a blank image in every measured run "
-                f"(docs/what-did-not-work.md); sum the reconstruction over the pixels with --alpha-ae {pixels} "
-                "(times the channels), as configs/shapes_universal.yaml does"]
+        return [f"--reg universal --wrt both on a per-pixel-mean reconstruction (--alpha-ae {cfg.alpha_ae:g}) weighs "
+                "the penalty far above the image: the decoder collapsed to a blank image in every measured run "
+                f"(docs/what-did-not-work.md); use --wrt autoencoder, or sum the reconstruction over the pixels "
+                f"with --alpha-ae {pixels} (times the channels)"]

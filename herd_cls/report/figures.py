@@ -287,6 +287,18 @@ def purity_histogram(shares: Tensor, chance: float, class_mean: float, title: st
     return _save(fig, path)
 
 
+def block_effect_bars(effect: Tensor, own: int, title: str, path: Path) -> Path:
+    """One class's row of the decoded block effect (K,): the mean image change when each block is swept,
+    the class's own block in red."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(0.5 + 0.45 * len(effect), 2.4))
+    ax.bar(range(len(effect)), effect.numpy(), color=["C3" if b == own else "0.6" for b in range(len(effect))])
+    ax.set_xticks(range(len(effect)), [f"B{b}" for b in range(len(effect))], fontsize=7)
+    ax.set_xlabel("swept block", fontsize=8), ax.set_ylabel("mean |image change|", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def carrier_strip(images: Tensor, captions: list[str], title: str, path: Path) -> Path:
     """Images (k, C, H, W) in a row, each with its caption below (a few short lines)."""
     plt = _plt()

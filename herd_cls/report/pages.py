@@ -89,7 +89,7 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     rel, name = _rel(folder), a.class_names[c]
     kinds = {d: " (shared)" for d in a.layout.shared.tolist()}
     shares = a.purity.per_image[a.purity.labels == c]
-    page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None,
+    page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None, "block_effect": None,
             "hessian": None if _estimated(a) else rel(figures.hessian_heatmap(
                 a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}", folder / f"{tag}hessian_{c}.png")),
             "purity_method": a.purity.method,
@@ -100,6 +100,11 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     if a.robustness is not None:
         page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
                                                            folder / f"{tag}robustness_{c}.png"))
+    if a.block_effect is not None and not a.block_effect[c].isnan().any():
+        row = a.block_effect[c]
+        page["block_effect"] = {"figure": rel(figures.block_effect_bars(
+            row, c, f"class {name}: which block moves its images", folder / f"{tag}block_effect_{c}.png")),
+            "own_share": float(row[c] / row.sum()) if row.sum() > 0 else float("nan")}
     if c in a.pictures:
         page["pictures"] = _picture_figures(a.pictures[c], name, kinds, f"{tag}pictures_{c}_", folder)
     ex = a.examples.get(c)

@@ -83,6 +83,19 @@ def test_universal_herd_loss_penalises_off_diagonal_curvature():
     assert term.item() == pytest.approx(5.0 * expected.item(), rel=1e-4)   # the default weight
 
 
+def test_universal_herd_on_a_decoder_weighs_the_penalty_per_image():
+    """--wrt autoencoder: the penalty of the reconstruction's Hessians, its weight divided by the 64 pixels
+    (the per-pixel-mean reconstruction's scale); the classifier side keeps the weight as given."""
+    reg, model, batch = _setup("universal", universal_form="share", wrt="autoencoder", recon_loss="mse",
+                              hessian_method="exact")
+    penalty, term = reg.loss(model, batch)
+    H = _per_sample_hessians(lambda v, i: torch.nn.functional.mse_loss(model.decode(v), batch.x[i:i + 1]), batch.z)
+    hbar = H.abs().mean(0)
+    expected = 0.5 * (hbar.sum() - hbar.diagonal().sum()) / hbar.sum() + hbar.diagonal().norm() / 6
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-3)
+    assert term.item() == pytest.approx(5.0 * expected.item() / 64, rel=1e-3)
+
+
 def test_hessian_penalty_term_is_weight_times_penalty_and_vanishes_for_a_linear_decoder():
     reg, model, batch = _setup("hessian-penalty")
     penalty, term = reg.loss(model, batch)

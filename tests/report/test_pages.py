@@ -45,6 +45,11 @@ def test_report_with_compare(tiny_args, tmp_path, toy_metric):
     text = (out / "class_3.html").read_text()
     assert "herd" in text and "base" in text and "6, 7" in text  # both runs; class 3 owns dims 6 and 7
     assert (out / "figures" / "run0_sweep_3_6_img.png").is_file()  # the decoder run's image sweeps
+    # which block moves class 3's images: the decoder run's bars, its own-block share the class's specificity
+    assert "run0_block_effect_3.png" in text and "run1_block_effect_3.png" not in text
+    share = float(re.search(r"The own block makes ([0-9.]+) of the change", text).group(1))
+    cell = re.search(r"<td[^>]*>image sweep specificity[^<]*</td><td>([^<]*)</td>", text).group(1)
+    assert 0 <= share <= 1 and share == pytest.approx(float(cell), abs=1e-3)
     assert "run0_robustness_3.png" in text and "run1_robustness_3.png" not in text  # only herd was attacked
     assert 'href="robustness.html"' in index.read_text()
     # image sweep specificity: a number for the decoder run, a dash for the run without a decoder
