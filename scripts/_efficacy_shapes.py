@@ -49,8 +49,7 @@ CLASS_BASE = {"dims_per_class": 4, "shared_dims": 0, "head": "block", "alpha_cl"
 CLASS = {
     "none": {"reg": "none"},
     "beta-TCVAE": {"reg": "beta-tcvae"},
-    # configs/shapes_class.yaml: the shipped class decoder path, its reconstruction summed over the pixels
-    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both", "alpha_ae": 1024.0},
+    "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both"},  # configs/shapes_class.yaml
 }
 # the original work's own setting (configs/shapes_reference.yaml), its budget in epochs, not --steps
 REFERENCE_BASE = {k: v for k, v in read_yaml(ROOT / "configs" / "shapes_reference.yaml").items()}
@@ -58,6 +57,11 @@ REFERENCE = {
     "plain autoencoder (reference setting)": {"reg": "none"},
     "universal HeRD (reference setting)": {},
 }
+# rows of earlier protocols, shown in docs/what-did-not-work.md: HeRD weighted against the per-pixel-mean
+# reconstruction (and the original `share` form), which blanked the decoder
+RETIRED = {"thesis": ["universal HeRD, alpha 5 (the classifier's default)", "universal HeRD, alpha 0.2",
+                      "universal HeRD, alpha 0.05"],
+           "class": ["class HeRD (decoder + classifier Hessian), per-pixel weight"]}
 UNIVERSAL = "universal HeRD (the default)"  # the row the thesis targets are checked on
 UNIVERSAL_ROWS = (UNIVERSAL, "universal HeRD, 4x the default weight")  # the no-collapse targets
 CLASS_HERD = "class HeRD (decoder + classifier Hessian)"
@@ -267,6 +271,23 @@ def summary(thesis: dict, classes: dict) -> str:
     return text + " Seeds and spread: [docs/efficacy.md](docs/efficacy.md#shapes-the-baselines-known-results-first-then-herd-against-them).\n"
 
 
+def retired_tables(steps: int) -> str:
+    """The RETIRED rows from their saved records (whatever seeds they have), with the autoencoder's and
+    none's rows for scale."""
+    records = [r for key, r in STORE.load().items() if f"| steps {steps} |" in key]
+    out = []
+    for table, labels in RETIRED.items():
+        keep = ["autoencoder" if table == "thesis" else "none", *labels]
+        rows = group((r for r in records if r["table"] == table and r["setting"] in keep), order=keep)
+        columns = [("mig", "MIG"), ("recon_bce", "recon BCE")] if table == "thesis" else \
+            [("test_accuracy", "accuracy"), ("image_sweep_specificity", "image sweep specificity"),
+             ("recon_bce", "recon BCE")]
+        out.append(table_markdown(rows, columns))
+    return (f"Retired rows of the shapes benchmark (`benchmark_efficacy.py --part shapes`, {steps} steps; every "
+            "seed that was run), HeRD's weight against the per-pixel-mean reconstruction and, for universal "
+            "HeRD, the original `share` form:\n\n" + "\n\n".join(out) + "\n")
+
+
 def run(seeds: list[int], publish_only: bool, args) -> None:
     if not publish_only:
         train_all(seeds, args)
@@ -299,4 +320,5 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           + "\n\nTargets (issues 22 and the efficacy issue), computed from the rows above:\n\n"
           + "\n".join(verdicts(rows["thesis"], rows["class"])) + "\n")
     publish("benchmark_efficacy_shapes", md)
+    publish("benchmark_efficacy_shapes_retired", retired_tables(args.steps))
     publish("benchmark_efficacy_shapes_summary", summary(rows["thesis"], rows["class"]))

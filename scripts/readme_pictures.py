@@ -1,11 +1,10 @@
 """The README's pictures, from a real run of the README's commands: train, sweep, robustness, report.
 
 Trains the default run (or uses --run), runs the analysis commands as a user would, and copies one
-picture of each step, downscaled, into docs/images/ with a caption file that records the commit. With
-``--part grids``: the latent grids of a plain shapes autoencoder and of configs/shapes_universal.yaml, each
-trained ``--steps`` steps (seed 0), drawn by ``herd-cls sweep`` without --class.
+picture of each step, downscaled, into docs/images/ with a caption file that records the commit. The
+shapes latent grids come from the shapes benchmark's runs (``benchmark_efficacy.py --part shapes``).
 
-    python scripts/readme_pictures.py [--run runs/latest] [--part default|grids]
+    python scripts/readme_pictures.py [--run runs/latest]
 """
 from __future__ import annotations
 
@@ -29,34 +28,11 @@ def herd(*args) -> None:
     herd_cli(*args, "--quiet")
 
 
-GRIDS = {  # docs/images/<name>: the train options of the run whose latent grid it is
-    "grid_autoencoder.png": ["--dataset", "shapes", "--num-samples", "30000", "--backbone", "burgess", "--decoder",
-                             "--recon-loss", "bce", "--head", "mlp", "--latent-dim", "10", "--shared-dims", "1",
-                             "--alpha-cl", "0", "--batch-size", "128", "--lr", "0.001", "--weight-decay", "0",
-                             "--reg", "none"],
-    "grid_universal.png": ["--config", str(ROOT / "configs" / "shapes_universal.yaml")],
-}
-
-
-def grids(steps: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, options in GRIDS.items():
-            herd("train", *options, "--steps", str(steps), "--out-dir", tmp, "--name", name)
-            herd("sweep", "--run", str(Path(tmp) / name), "--samples", "3", "--out", str(Path(tmp) / f"{name}-report"))
-            target = ROOT / "docs" / "images" / name
-            Image.open(Path(tmp) / f"{name}-report" / "sweep_grid" / "grid.png").convert("RGB").save(target, optimize=True)
-            print(target)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="an existing run of the README's train command (default: train one)")
     parser.add_argument("--width", type=int, default=560, help="largest width of a picture, in pixels")
-    parser.add_argument("--part", choices=["default", "grids"], default="default")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps of the --part grids runs")
     args = parser.parse_args()
-    if args.part == "grids":
-        return grids(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
         run = readme_run(args.run, Path(tmp) / "readme", "--quiet")
         out = Path(tmp) / "report"

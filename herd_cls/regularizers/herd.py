@@ -13,7 +13,13 @@ from .herd_penalty import PURITY_VARIANTS, HeRD
 
 
 class _HeRDRegularizer(Regularizer):
-    """A ``HeRD`` module on the model's block layout, on the latent Hessian of the loss ``--wrt`` names."""
+    """A ``HeRD`` module on the model's block layout, on the latent Hessian of the loss ``--wrt`` names.
+
+    Where that Hessian includes the decoder's (``--wrt autoencoder`` or ``both``), the weight is per image,
+    not per pixel: the penalty is divided by the pixel count, as the VAE terms are, so that it sits on the
+    scale of the per-pixel-mean reconstruction. Weighted per pixel, the decoder collapsed to a blank image in
+    every measured run (docs/what-did-not-work.md): a decoder that ignores z has no curvature to penalise.
+    """
 
     mode: ClassVar[str] = "class"
 
@@ -46,7 +52,8 @@ class _HeRDRegularizer(Regularizer):
         batch = batch.head(self.penalty_samples)
         head, target, loss = hessian_target(model, self.wrt, self.recon_loss, batch.x, batch.y)
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
-        return penalty, self.weight * penalty
+        per_image = batch.x[0].numel() if self.wrt != "classifier" else 1
+        return penalty, self.weight * penalty / per_image
 
     def to(self, device):
         self.herd.to(device)
@@ -82,24 +89,6 @@ class ClassHeRD(_HeRDRegularizer):
 
 @REGULARIZERS.register("universal")
 class UniversalHeRD(_HeRDRegularizer):
-    """On a decoder (``--wrt autoencoder``) the weight is per image, not per pixel: the penalty is divided by
-    the pixel count, as the VAE terms are, so that it and the per-pixel-mean reconstruction are on one scale
-    (at weight 5 on the pixel mean, the decoder collapsed to a blank image in every measured run)."""
-
     name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
     default_weight = 5.0
     mode = "universal"
-
-    def loss(self, model, batch):
-        penalty, weighted = super().loss(model, batch)
-        return penalty, weighted / batch.x[0].numel() if self.wrt == "autoencoder" else weighted
-
-    @classmethod
-    def warnings(cls, cfg) -> list[str]:
-        pixels = (cfg.image_size or 0) ** 2
-        if cfg.wrt != "both" or cfg.alpha_ae * 4 >= pixels:
-            return []
-        return [f"--reg universal --wrt both on a per-pixel-mean reconstruction (--alpha-ae {cfg.alpha_ae:g}) weighs "
-                "the penalty far above the image: the decoder collapsed to a blank image in every measured run "
-                f"(docs/what-did-not-work.md); use --wrt autoencoder, or sum the reconstruction over the pixels "
-                f"with --alpha-ae {pixels} (times the channels)"]

@@ -85,7 +85,7 @@ def test_universal_herd_loss_penalises_off_diagonal_curvature():
 
 def test_universal_herd_on_a_decoder_weighs_the_penalty_per_image():
     """--wrt autoencoder: the penalty of the reconstruction's Hessians, its weight divided by the 64 pixels
-    (the per-pixel-mean reconstruction's scale); the classifier side keeps the weight as given."""
+    (the per-pixel-mean reconstruction's scale)."""
     reg, model, batch = _setup("universal", universal_form="share", wrt="autoencoder", recon_loss="mse",
                               hessian_method="exact")
     penalty, term = reg.loss(model, batch)
@@ -94,6 +94,11 @@ def test_universal_herd_on_a_decoder_weighs_the_penalty_per_image():
     expected = 0.5 * (hbar.sum() - hbar.diagonal().sum()) / hbar.sum() + hbar.diagonal().norm() / 6
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-3)
     assert term.item() == pytest.approx(5.0 * expected.item() / 64, rel=1e-3)
+    # class HeRD on the classifier's and decoder's Hessian: per image too; on the classifier's alone: as given
+    for wrt, pixels in (("both", 64), ("classifier", 1)):
+        reg, model, batch = _setup("class", wrt=wrt, recon_loss="mse", alpha_reg=2.0)
+        penalty, term = reg.loss(model, batch)
+        assert penalty > 0 and term.item() == pytest.approx(2.0 * penalty.item() / pixels, rel=1e-6)
 
 
 def test_hessian_penalty_term_is_weight_times_penalty_and_vanishes_for_a_linear_decoder():
