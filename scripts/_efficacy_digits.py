@@ -37,6 +37,11 @@ SETTINGS = {  # label -> config overrides, explicit so that rows keep their mean
 }
 MODEL = {"dataset": "digits", "head": "block", "shared_dims": 0, "dims_per_class": 2}
 BACKBONES = ("resnet18", "conv")
+# issue 23: HeRD on a timm backbone's own pre-logit features (its defaults: the layout splits the width)
+PRELOGITS = {"dataset": "digits", "latent": "pre-logits"}
+PRELOGITS_SETTINGS = {f"{reg}, {head} head": {"reg": reg, "head": head, **({"alpha_reg": 1.0} if reg == "class" else {})}
+                      for head in ("mlp", "block") for reg in ("none", "class")}
+PRELOGITS_BACKBONES = ("resnet18", "convnext_atto", "vit_tiny_patch16_224")
 # "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed in
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
 TARGETS = {"mean": 0.9, "worst_class": 0.6, "worst_median": 0.9, "accuracy_points": 1.0}
@@ -44,8 +49,10 @@ PER_CLASS = ("class_purity", "image_mean", "image_median", "image_at_least_half"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--backbones", nargs="+", help=f"default {list(BACKBONES)}; with --prelogits "
+                                                        f"{list(PRELOGITS_BACKBONES)}")
+    parser.add_argument("--settings", nargs="+", choices=[*SETTINGS, *PRELOGITS_SETTINGS])
+    parser.add_argument("--prelogits", action="store_true", help="the pre-logits table (issue 23)")
 
 
 def torch_ce_medians(model, data: dict, layout) -> list[float]:
@@ -68,16 +75,18 @@ def score(folder: Path, overrides: dict) -> dict:
             "class_purity": purity.per_class.tolist(), "image_mean": view["mean"], "image_median": view["median"],
             "image_at_least_half": view["share_at_least_half"],
             "image_median_torch_ce": torch_ce_medians(run.model, data, run.layout), "test_images": len(purity.labels),
-            "purity_method": purity.method, "train_seconds": run.summary["train_seconds"]}
+            "purity_method": purity.method, "train_seconds": run.summary["train_seconds"],
+            "chance": run.layout.chance(), "latent_dim": run.layout.latent_dim}
 
 
-def cells(backbones, labels, seeds):
+def cells(backbones, labels, seeds, prelogits: bool = False):
     """(key, settings, backbone, label, seed) of every run, the rows the verdicts need first."""
+    model, table, part = (PRELOGITS, PRELOGITS_SETTINGS, "pre-logits") if prelogits else (MODEL, SETTINGS, "classifier")
     for label in labels:
         for backbone in backbones:
             for seed in seeds:
-                settings = {**MODEL, "backbone": backbone, **SETTINGS[label]}
-                yield STORE.key("classifier", backbone, label, f"seed {seed}"), settings, backbone, label, seed
+                settings = {**model, "backbone": backbone, **table[label]}
+                yield STORE.key(part, backbone, label, f"seed {seed}"), settings, backbone, label, seed
 
 
 def report(key: str, r: dict) -> str:
@@ -93,7 +102,8 @@ def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path)
 def train_missing(seeds, args) -> None:
     torch.set_num_threads(1)
     STORE.fill((Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
-                for key, settings, backbone, label, seed in cells(args.backbones, args.settings, seeds)), report)
+                for key, settings, backbone, label, seed in cells(args.backbones, args.settings, seeds, args.prelogits)),
+               report)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -166,13 +176,52 @@ def table(results: dict, seeds) -> str:
             "`--reg none`:\n\n" + "\n".join(lines) + "\n")
 
 
+def prelogits_table(results: dict, seeds) -> str:
+    """Issue 23's rows: per backbone and setting, accuracy and both purity views (seed means) against chance,
+    and its targets, class default against none with the same head."""
+    rows, lines = [], []
+    for backbone, by_label in results.items():
+        s = {label: summarise(runs) for label, runs in by_label.items()}
+        for label, v in s.items():
+            r0 = by_label[label][0]
+            rows.append([backbone, label, len(by_label[label]), mean_std(v["accuracy"]), mean_std(v["mean"]),
+                         f"{r0['chance']:.4f}", f"{v['image_mean']:.3f}", f"{v['worst_median']:.3f}",
+                         mean_std([r["train_seconds"] for r in by_label[label]])])
+        for head in ("mlp", "block"):
+            ours, none = s.get(f"class, {head} head"), s.get(f"none, {head} head")
+            if ours is None or none is None:
+                continue
+            gap = 100 * (np.mean(none["accuracy"]) - np.mean(ours["accuracy"]))
+            ratio = np.mean(ours["mean"]) / np.mean(none["mean"])
+            for name, ok, detail in [
+                ("in every class the median image's own share ≥ 0.9", ours["worst_median"] >= 0.9,
+                 f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}"),
+                ("class-mean purity at least 2x `--reg none`", ratio >= 2, f"{ratio:.2f}x"),
+                ("accuracy within 1 point of `--reg none`", gap <= 1, f"{gap:+.2f} points below")]:
+                lines.append(verdict(f"{backbone}, {head} head: {name}", ok, detail))
+    runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
+    return ("digits, `--latent pre-logits` (the backbone's own features; the layout splits them into 10 blocks "
+            f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image Hessians of the "
+            "classifier loss on all test images (exact |H|, the definition of docs/method.md), both views; chance "
+            "(n/d)². `python scripts/benchmark_efficacy.py --part digits --prelogits`, " + stamp(runs) + ".\n\n"
+            + markdown_table(["backbone", "setting", "seeds", "test accuracy", "class-mean purity", "chance",
+                              "image purity, mean", "worst class's median image", "train s"], rows)
+            + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the same head:\n\n"
+            + "\n".join(lines) + "\n")
+
+
 def run(seeds, publish_only: bool, args) -> None:
+    args.backbones = args.backbones or list(PRELOGITS_BACKBONES if args.prelogits else BACKBONES)
+    args.settings = args.settings or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
     if not publish_only:
         train_missing(seeds, args)
-    wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds)}
+    wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds, args.prelogits)}
     results: dict = {}
     for r in STORE.runs(wanted):
         results.setdefault(r["backbone"], {}).setdefault(r["setting"], []).append(r)
     results = {b: {label: results[b][label] for label in args.settings if label in results[b]}
                for b in args.backbones if b in results}
-    publish("benchmark_efficacy_digits", table(results, seeds))
+    if args.prelogits:
+        publish("benchmark_efficacy_prelogits", prelogits_table(results, seeds))
+    else:
+        publish("benchmark_efficacy_digits", table(results, seeds))
