@@ -75,7 +75,9 @@ class Config:
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "
                                          + ", ".join(f"{name} {REGULARIZERS.get(name).default_weight:g}"
-                                                     for name in REGS if REGULARIZERS.get(name).default_weight) + ".")
+                                                     for name in REGS if REGULARIZERS.get(name).default_weight)
+                                         + ". HeRD on a decoder's Hessian (--wrt autoencoder or both) is weighted "
+                                           "per image: the trainer divides it by the pixel count.")
     capacity: float = _opt(25.0, "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.")
     alpha_off: float = _opt(0.5, "Weight of off-diagonal Hessian mass in the mask.")
     alpha_diag: float = _opt(1.0, "Weight of out-of-block diagonal Hessian mass in the mask.")
