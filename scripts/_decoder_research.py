@@ -46,6 +46,10 @@ CANDIDATES = {  # label -> overrides on the shapes benchmark (COMMON + THESIS_BA
     "balanced, alpha_ae 1024 (pixel sum)": {**UNIVERSAL, "universal_form": "balanced", "alpha_ae": 1024.0},
     "correlation, alpha_ae 1024 (pixel sum)": {**UNIVERSAL, "universal_form": "correlation", "alpha_ae": 1024.0},
     "balanced, per-image weight (the default)": {**UNIVERSAL, "universal_form": "balanced"},
+    "share-only, per-image weight": {**UNIVERSAL, "universal_form": "share-only"},
+    "image-share, per-image weight": {**UNIVERSAL, "universal_form": "image-share"},
+    "standardised, per-image weight": {**UNIVERSAL, "universal_form": "standardised"},
+    "balanced, per-image weight, warm-up half the budget": {**UNIVERSAL, "universal_form": "balanced", "warmup": "half"},
 }
 WEIGHTS = {"x4": 4.0, "x16": 16.0}  # "<label> x4": the candidate at 4x its weight (the second target)
 REFERENCE = ROOT / "configs" / "shapes_reference.yaml"
