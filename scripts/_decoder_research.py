@@ -228,7 +228,9 @@ def publish() -> None:
           "the largest (raw z units; 'std units' multiplies each column by the dim's std of z). Blank level: the "
           "run's own loss when predicting the training mean image. Scores on 10000 fresh held-out shapes. "
           f"Issue 22 targets: recon within 1.5x of the plain AE, >= 5 live dims, MIG >= {PLAIN_MIG_FLOOR} "
-          "(goal 0.3).\n\n" + head + "\n".join(lines) + "\n\n" + verdicts(groups) + chart(done) + drivers(done)
+          "(goal 0.3). Rows without 'per-image weight' or 'alpha_ae 1024' in their label weighed the penalty against "
+          "the per-pixel-mean reconstruction (before the trainer divided it by the pixel count); the 'alpha_ae 1024' "
+          "rows are today's per-image weighting reached the other way (Adam is invariant to the loss's scale).\n\n" + head + "\n".join(lines) + "\n\n" + verdicts(groups) + chart(done) + drivers(done)
           + "## Per-epoch terms (selected epochs; the fixed 64-image validation batch, Gauss-Newton curvature)\n\n"
           + "\n\n".join(traj) + "\n")
     atomic_write(ROOT / "docs" / "decoder_research.md", md)
