@@ -79,3 +79,19 @@ def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "on" and float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5].endswith("x")
     assert "bf16 autocast" in out.stdout and "on `cpu`" in out.stdout
+
+
+def test_shapes_collapse_verdicts_read_every_seed():
+    """Issue 22's no-collapse targets hold only if every seed reconstructs within 1.5x of the autoencoder's
+    mean and keeps at least 5 live dims."""
+    from _efficacy_shapes import UNIVERSAL, UNIVERSAL_ROWS, verdicts
+
+    ae = [{"recon_bce": 0.02, "mig": 0.1}, {"recon_bce": 0.02, "mig": 0.1}]
+    alive = [{"recon_bce": 0.029, "live_dims": 10, "mig": 0.1}, {"recon_bce": 0.021, "live_dims": 5, "mig": 0.1}]
+    one_blank = [alive[0], {"recon_bce": 0.031, "live_dims": 4, "mig": 0.1}]
+    lines = verdicts({"autoencoder": ae, UNIVERSAL: alive, UNIVERSAL_ROWS[1]: one_blank}, {})
+    met = {line.split(": **")[0]: "**met**" in line for line in lines}
+    assert met[f"- no collapse: {UNIVERSAL}, test reconstruction within 1.5x of the autoencoder's in every seed"]
+    assert met[f"- no collapse: {UNIVERSAL}, at least 5 live latent dims in every seed"]
+    assert not met[f"- no collapse: {UNIVERSAL_ROWS[1]}, test reconstruction within 1.5x of the autoencoder's in every seed"]
+    assert not met[f"- no collapse: {UNIVERSAL_ROWS[1]}, at least 5 live latent dims in every seed"]
