@@ -50,6 +50,7 @@ CLASS = {
     "none": {"reg": "none"},
     "beta-TCVAE": {"reg": "beta-tcvae"},
     "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both"},  # configs/shapes_class.yaml
+    "class HeRD (decoder + classifier Hessian), weight 8": {"reg": "class", "wrt": "both", "alpha_reg": 8.0},
     "class HeRD (decoder + classifier Hessian), weight 32": {"reg": "class", "wrt": "both", "alpha_reg": 32.0},
 }
 # the original work's own setting (configs/shapes_reference.yaml), its budget in epochs, not --steps
