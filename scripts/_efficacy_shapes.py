@@ -253,6 +253,10 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
               f"{spec:.3f} vs {none_spec:.3f}")
     if {ours, "none", "beta-TCVAE"} <= set(classes):
         own = m(classes, ours, "class_mig_own_block")
+        check("class-specific (issue 22): per-class MIG inside the own block above none's and beta-TCVAE's own block",
+              own > max(m(classes, label, "class_mig_own_block") for label in ("none", "beta-TCVAE")),
+              f"{own:.3f} vs none {m(classes, 'none', 'class_mig_own_block'):.3f}, beta-TCVAE "
+              f"{m(classes, 'beta-TCVAE', 'class_mig_own_block'):.3f}")
         others = {label: max(m(classes, label, "class_mig_own_block"), m(classes, label, "class_mig_all_dims"))
                   for label in ("none", "beta-TCVAE")}
         check("class-specific: per-class MIG inside the own block above none and beta-TCVAE (their better of own "
