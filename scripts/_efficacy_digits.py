@@ -202,8 +202,9 @@ def prelogits_table(results: dict, seeds) -> str:
             rows.append([backbone, label, len(by_label[label]), mean_std(v["accuracy"]), mean_std(v["mean"]),
                          f"{r0['chance']:.4f}", f"{v['image_mean']:.3f}", f"{v['worst_median']:.3f}",
                          mean_std([r["train_seconds"] for r in by_label[label]])])
-        for head in ("mlp", "block"):
-            ours, none = s.get(f"class, {head} head"), s.get(f"none, {head} head")
+        for head, label in (("mlp", "class, mlp head"), ("block", "class, block head"),
+                            ("block", "class, block head, 16 probes")):  # the last: configs/timm_prelogits.yaml
+            ours, none = s.get(label), s.get(f"none, {head} head")
             if ours is None or none is None:
                 continue
             gap = 100 * (np.mean(none["accuracy"]) - np.mean(ours["accuracy"]))
@@ -213,7 +214,7 @@ def prelogits_table(results: dict, seeds) -> str:
                  f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}"),
                 ("class-mean purity at least 2x `--reg none`", ratio >= 2, f"{ratio:.2f}x"),
                 ("accuracy within 1 point of `--reg none`", gap <= 1, f"{gap:+.2f} points below")]:
-                lines.append(verdict(f"{backbone}, {head} head: {name}", ok, detail))
+                lines.append(verdict(f"{backbone}, {label}: {name}", ok, detail))
     runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
     return ("digits, `--latent pre-logits` (the backbone's own features; the layout splits them into 10 blocks "
             f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image Hessians of the "
@@ -268,9 +269,12 @@ def run(seeds, publish_only: bool, args) -> None:
                         for key, st, width, reg, seed in cells_), report)
         return publish("benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in cells_})))
     args.backbones = args.backbones or list(PRELOGITS_BACKBONES if args.prelogits else BACKBONES)
-    args.settings = args.settings or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
+    named = args.settings
+    args.settings = named or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
     if not publish_only:
         train_missing(seeds, args)
+    if args.prelogits and not named:  # the table also shows the candidates that were run
+        args.settings += list(PRELOGITS_CANDIDATES)
     wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds, args.prelogits)}
     results: dict = {}
     for r in STORE.runs(wanted):
