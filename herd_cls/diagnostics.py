@@ -73,10 +73,9 @@ def collapse_reasons(recon: float | None, blank: float | None, scale: float | No
 def decoder_probe(val_set, train_set, device, recon_loss: str) -> tuple[Tensor, float]:
     """(the fixed diagnostic batch of validation images, the blank-image reconstruction level of the
     validation images against the training mean image) of a decoder run."""
-    x = torch.stack([val_set[i][0] for i in range(min(DIAGNOSTIC_SAMPLES, len(val_set)))]).to(device)
     mean_image = torch.stack([train_set[i][0] for i in range(min(2000, len(train_set)))]).mean(0).to(device)
     images = torch.stack([val_set[i][0] for i in range(min(1000, len(val_set)))]).to(device)
-    return x, blank_recon(mean_image, images, recon_loss)
+    return images[:DIAGNOSTIC_SAMPLES], blank_recon(mean_image, images, recon_loss)
 
 
 def check_collapse(rows: list[dict], warmup: int, blank: float, final: bool = False) -> list[str]:

@@ -114,11 +114,11 @@ def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path)
     return {"backbone": backbone, "setting": label, "seed": seed, **score(folder, overrides)}
 
 
-def train_missing(seeds, args) -> None:
+def train_missing(runs) -> None:
+    """Train and score every (key, settings, backbone, label, seed) of ``runs`` not saved yet."""
     torch.set_num_threads(1)
     STORE.fill((Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
-                for key, settings, backbone, label, seed in cells(args.backbones, args.settings, seeds, args.prelogits)),
-               report)
+                for key, settings, backbone, label, seed in runs), report)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -237,9 +237,9 @@ def width_cells(seeds):
 def width_table(runs: list[dict]) -> str:
     """The scale note: per width, train seconds of none and the class default (and their ratio) and the
     class default's purity, both views, against none's."""
-    by = {(r["backbone"], r["setting"]): [] for r in runs}
+    by: dict = {}
     for r in runs:
-        by[(r["backbone"], r["setting"])].append(r)
+        by.setdefault((r["backbone"], r["setting"]), []).append(r)
     rows = []
     for width in WIDTHS:
         none, ours = by.get((width, "none")), by.get((width, "class"))
@@ -262,17 +262,15 @@ def width_table(runs: list[dict]) -> str:
 
 def run(seeds, publish_only: bool, args) -> None:
     if args.widths:
-        cells_ = list(width_cells(seeds))
+        runs = list(width_cells(seeds))
         if not publish_only:
-            torch.set_num_threads(1)
-            STORE.fill((Job(key, st, partial(measure, {**st, "seed": seed}, width, reg, seed))
-                        for key, st, width, reg, seed in cells_), report)
-        return publish("benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in cells_})))
+            train_missing(runs)
+        return publish("benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in runs})))
     args.backbones = args.backbones or list(PRELOGITS_BACKBONES if args.prelogits else BACKBONES)
     named = args.settings
     args.settings = named or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
     if not publish_only:
-        train_missing(seeds, args)
+        train_missing(cells(args.backbones, args.settings, seeds, args.prelogits))
     if args.prelogits and not named:  # the table also shows the candidates that were run
         args.settings += list(PRELOGITS_CANDIDATES)
     wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds, args.prelogits)}

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import ROOT, Job, herd_cli, ResultStore, group, markdown_table, mean_std, publish, stamp, trained_run, verdict
+from _harness import (ROOT, Job, ResultStore, group, herd_cli, markdown_table, mean_std, publish, stamp, trained_run,
+                      verdict)
 from herd_cls.analysis.sweep import decoded_block_effect
-from herd_cls.data import make_shapes
 from herd_cls.config import read_yaml
+from herd_cls.data import make_shapes
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
@@ -54,7 +55,7 @@ CLASS = {
     "class HeRD (decoder + classifier Hessian), weight 32": {"reg": "class", "wrt": "both", "alpha_reg": 32.0},
 }
 # the original work's own setting (configs/shapes_reference.yaml), its budget in epochs, not --steps
-REFERENCE_BASE = {k: v for k, v in read_yaml(ROOT / "configs" / "shapes_reference.yaml").items()}
+REFERENCE_BASE = read_yaml(ROOT / "configs" / "shapes_reference.yaml")
 REFERENCE = {
     "plain autoencoder (reference setting)": {"reg": "none"},
     "universal HeRD (reference setting)": {},

@@ -135,6 +135,11 @@ UNIVERSAL_FORMS = ("share", "share-only", "image-share", "correlation", "standar
 STANDARDISED_FORMS = ("standardised", "balanced")  # H measured in units of each latent dim's batch std
 
 
+def _check_universal_form(form: str) -> None:
+    if form not in UNIVERSAL_FORMS:
+        raise HerdError(f"unknown universal form {form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
+
+
 def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None, form: str = "share",
                       scale: Tensor | None = None) -> Tensor:
     """The universal (label-free) penalty of per-sample Hessians H (B, d, d), by ``form``:
@@ -147,8 +152,7 @@ def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None =
     (each dim's batch std, so rescaling a dim changes nothing); ``balanced``: that plus the diagonal
     imbalance (:func:`universal_terms`), so that one live dim is no minimum.
     """
-    if form not in UNIVERSAL_FORMS:
-        raise HerdError(f"unknown universal form {form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
+    _check_universal_form(form)
     if form in STANDARDISED_FORMS:
         if scale is None:
             raise HerdError(f"universal form {form!r} needs the latent dims' scale")
@@ -218,8 +222,7 @@ class HeRD(nn.Module):
                  variant: str = "image-purity", probes: int | None = None, method: str = "auto",
                  reduce: Reduce | None = None, universal_form: str = "balanced"):
         super().__init__()
-        if universal_form not in UNIVERSAL_FORMS:
-            raise HerdError(f"unknown universal form {universal_form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
+        _check_universal_form(universal_form)
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
         if method not in METHODS:

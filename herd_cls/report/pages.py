@@ -101,10 +101,9 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
         page["robustness"] = rel(figures.robustness_curves(a.robustness, c, f"robust accuracy, class {name}",
                                                            folder / f"{tag}robustness_{c}.png"))
     if a.block_effect is not None and not a.block_effect[c].isnan().any():
-        row = a.block_effect[c]
         page["block_effect"] = {"figure": rel(figures.block_effect_bars(
-            row, c, f"class {name}: which block moves its images", folder / f"{tag}block_effect_{c}.png")),
-            "own_share": float(row[c] / row.sum()) if row.sum() > 0 else float("nan")}
+            a.block_effect[c], c, f"class {name}: which block moves its images", folder / f"{tag}block_effect_{c}.png")),
+            "own_share": a.scores["image_sweep_specificity"].per_class[c]}
     if c in a.pictures:
         page["pictures"] = _picture_figures(a.pictures[c], name, kinds, f"{tag}pictures_{c}_", folder)
     ex = a.examples.get(c)
