@@ -24,8 +24,6 @@ PROBE_METHODS = ("hvp", "forward")
 METHODS = (*HESSIAN_METHODS, *PROBE_METHODS)
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
 DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
-# measuring needs no penalty gradient, so it affords exact |H| (one definition of purity) up to these sizes
-EVAL_EXACT_MAX_DIM = {"ce": 1024, "other": 64}
 
 
 # helpers
@@ -118,6 +116,33 @@ def _closed_form(head: nn.Linear, z: Tensor) -> Tensor:
     return torch.einsum("kd,bkl,le->bde", w, curvature, w)
 
 
+def _block_closed_form(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> Tensor:
+    """H_i = sum_kl S_ikl g_ik g_il^T + sum_k (dL_i/df_k) H_ik, scattered onto each logit's own dims, for a head
+    whose logit k reads only the dims ``head.index[k]`` and that gives their gradients g and Hessians H in
+    closed form (``head.logit_derivatives``; :class:`herd_cls.models.BlockHead`). S_i, the Hessian of the loss
+    in the K logits, and dL/df come from autograd on the logits alone (K products, not d)."""
+    logits, grad, hess = head.logit_derivatives(z)
+    b, d = z.shape
+    k, m = head.index.shape
+    (dl,) = torch.autograd.grad(loss_fn(logits, target).sum(), logits, create_graph=True)          # (B, K)
+    eye = torch.eye(k, dtype=z.dtype, device=z.device).unsqueeze(1).expand(k, b, k)
+    s = _batched_vjp(dl, logits, eye).transpose(0, 1)                                             # (B, K, K)
+    jac = torch.zeros(b, k, d, dtype=z.dtype, device=z.device).scatter_add(
+        2, head.index.expand(b, k, m), grad)                                                     # (B, K, d)
+    gauss_newton = jac.transpose(1, 2) @ s @ jac                                                  # (B, d, d)
+    rows = head.index[:, :, None].expand(k, m, m)
+    cells = (rows * d + rows.transpose(1, 2)).reshape(-1)                                         # (K m m,)
+    residual = torch.zeros(b, d * d, dtype=z.dtype, device=z.device).index_add(
+        1, cells, (dl[:, :, None, None] * hess).reshape(b, -1))
+    return gauss_newton + residual.view(b, d, d)
+
+
+def has_closed_form(head: Callable, loss: Loss) -> bool:
+    """Whether ``latent_hessian`` computes this head's curvature in closed form: a linear head with
+    cross-entropy, or any loss on a head with ``logit_derivatives`` (the block head)."""
+    return (isinstance(head, nn.Linear) and loss == "ce") or hasattr(head, "logit_derivatives")
+
+
 # public API: Hessians
 
 def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method: str = "auto") -> Tensor:
@@ -130,10 +155,10 @@ def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method:
         target: class labels (B,) for ``ce``; images shaped like the output for ``mse``/``bce``.
         loss: ``"ce"``, ``"mse"``, ``"bce"`` (per-sample mean over elements) or a callable
             ``(output, target) -> (B,)``.
-        method: ``"exact"`` (d batched Hessian-vector products), ``"closed_form"`` (linear head
-            with cross-entropy), ``"gauss_newton"`` (J^T M J from d + 1 forward passes, no double backward:
-            :func:`forward_gauss_newton`) or ``"auto"`` (closed form where
-            it applies, exact otherwise).
+        method: ``"exact"`` (d batched Hessian-vector products), ``"closed_form"`` (a linear head
+            with cross-entropy, or a head with ``logit_derivatives`` such as the block head, at any width),
+            ``"gauss_newton"`` (J^T M J from d + 1 forward passes, no double backward:
+            :func:`forward_gauss_newton`) or ``"auto"`` (closed form where it applies, exact otherwise).
 
     Returns:
         Tensor of shape (B, d, d).
@@ -143,13 +168,16 @@ def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method:
     if method not in HESSIAN_METHODS:
         raise HerdError(f"unknown Hessian method {method!r}; choose one of: {', '.join(HESSIAN_METHODS)}")
     _check_per_sample(head)
-    linear_ce = isinstance(head, nn.Linear) and loss == "ce"
+    closed = has_closed_form(head, loss)
     if method == "auto":
-        method = "closed_form" if linear_ce else "exact"
+        method = "closed_form" if closed else "exact"
     if method == "closed_form":
-        if not linear_ce:
-            raise HerdError("method 'closed_form' needs an nn.Linear head with loss 'ce'; use method 'exact'")
-        return _closed_form(head, z)
+        if not closed:
+            raise HerdError("method 'closed_form' needs an nn.Linear head with loss 'ce' or a block head; use "
+                            "method 'exact'")
+        if isinstance(head, nn.Linear):
+            return _closed_form(head, z)
+        return _block_closed_form(head, _as_input(z), target, per_sample_loss(loss))
     if method == "gauss_newton":
         return forward_gauss_newton(head, z, target, loss)
     return _exact(head, z, target, per_sample_loss(loss))
@@ -325,8 +353,10 @@ def sum_losses(heads: Sequence[Callable], losses: Sequence[str]) -> tuple[Callab
     return head, tuple(losses)
 
 
-def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None) -> tuple[str, int | None]:
-    """The training path "auto" stands for, with its probe count (docs/performance.md): exact Hessians for
+def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | None,
+                     closed_form: bool = False) -> tuple[str, int | None]:
+    """The training path "auto" stands for, with its probe count (docs/performance.md): the closed form
+    where the head has one (``closed_form``: :func:`has_closed_form`; exact at any width), exact Hessians for
     the classifier's CE at d <= AUTO_EXACT_MAX_DIM, otherwise the forward-only Gauss-Newton estimate (no
     double backward). ``probes`` given with "auto" on CE means HVP probes."""
     if method in PROBE_METHODS:
@@ -335,15 +365,15 @@ def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | Non
         return method, None
     if loss == "ce" and probes is not None:
         return "hvp", probes
-    if loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM:
+    if closed_form or (loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM):
         return "auto", None
     return "forward", probes or DEFAULT_PROBES["forward"]
 
 
-def evaluation_method(method: str, loss: Loss, latent_dim: int) -> tuple[str, int | None]:
-    """The curvature path that measures purity: "auto" means exact |H| up to EVAL_EXACT_MAX_DIM (the
-    closed form for a linear head), the forward estimate only above it; other methods as asked."""
-    limit = EVAL_EXACT_MAX_DIM["ce" if loss == "ce" else "other"]
-    if method == "auto" and latent_dim <= limit:
+def evaluation_method(method: str, loss: Loss, latent_dim: int, closed_form: bool = False) -> tuple[str, int | None]:
+    """The curvature path that measures purity: "auto" means exact |H| at any width (the closed form where the
+    head has one), the one definition of docs/method.md; measuring needs no penalty gradient, so it never
+    falls back to an estimate. Other methods as asked (a probe method estimates squared Frobenius masses)."""
+    if method == "auto":
         return "auto", None
-    return curvature_method(method, loss, latent_dim, None)
+    return curvature_method(method, loss, latent_dim, None, closed_form)

@@ -132,6 +132,19 @@ class BlockHead(nn.Module):
         h = nn.functional.gelu(torch.einsum("bki,kih->bkh", zk, self.w1) + self.b1)
         return torch.einsum("bkh,kh->bk", h, self.w2) + self.b2
 
+    def logit_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits (B, K) with each logit's gradient (B, K, m) and Hessian (B, K, m, m) with respect to its own
+        dims ``index`` (K, m): in closed form, so that curvature needs no Hessian-vector products at any width
+        (:func:`herd_cls.curvature.latent_hessian`). GELU here is the exact (erf) one, as in :meth:`forward`."""
+        a = torch.einsum("bki,kih->bkh", z[:, self.index], self.w1) + self.b1      # (B, K, hidden)
+        cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2)))
+        pdf = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
+        logits = torch.einsum("bkh,kh->bk", a * cdf, self.w2) + self.b2
+        grad = torch.einsum("kih,bkh->bki", self.w1, self.w2 * (cdf + a * pdf))   # gelu' = cdf + a pdf
+        curv = self.w2 * pdf * (2 - a * a)                                        # gelu'' = pdf (2 - a^2)
+        hess = torch.einsum("kih,bkh,kjh->bkij", self.w1, curv, self.w1)
+        return logits, grad, hess
+
 
 def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64,
               layout: BlockLayout | None = None) -> nn.Module:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .curvature import PROBE_METHODS, block_mass, evaluation_method, latent_hessian, sum_losses
+from .curvature import PROBE_METHODS, block_mass, evaluation_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both")
@@ -88,6 +88,27 @@ class Purity:
         """Mean over the classes present of the class-mean purity."""
         return float(torch.nanmean(self.per_class))
 
+    def standard_error(self) -> float:
+        """Standard error of :attr:`mean` from measuring it on these images only: each class's purity is a
+        ratio of summed masses, sum a_i / sum b_i (a_i = share_i x mass_i), whose variance over images is, by
+        the delta method, n / (n - 1) sum (a_i - R b_i)^2 / (sum b_i)^2; classes are independent. NaN without
+        per-image masses or where a measured class has fewer than 2 images."""
+        if self.per_image_mass is None:
+            return float("nan")
+        variance, classes = 0.0, 0
+        for c in range(len(self.per_class)):
+            keep = (self.labels == c) & ~self.per_image.isnan()
+            mass = self.per_image_mass[keep].double()
+            if float(mass.sum()) <= 0:
+                continue
+            n, ratio = len(mass), float(self.per_class[c])
+            if n < 2:
+                return float("nan")
+            residual = self.per_image[keep].double() * mass - ratio * mass
+            variance += n / (n - 1) * float(residual.pow(2).sum()) / float(mass.sum()) ** 2
+            classes += 1
+        return variance ** 0.5 / classes if classes else float("nan")
+
     def image_view(self) -> dict[str, list[float]]:
         """Per class: mean and median of the per-image purity, and the share of images at or above 0.5."""
         out = {"mean": [], "median": [], "share_at_least_half": []}
@@ -147,6 +168,7 @@ class Purity:
                 "image_purity_mean_per_class": view["mean"],
                 "image_purity_median_per_class": view["median"],
                 "image_purity_at_least_half_per_class": view["share_at_least_half"],
+                "block_purity_standard_error": self.standard_error(),
                 "purity_method": self.method, "purity_samples": len(self.labels)}
 
 
@@ -162,11 +184,11 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
                    recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None,
                    probes: int = EVAL_PROBES, seed: int = 0) -> Purity:
     """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples`` images),
-    for the loss ``wrt`` names. ``auto`` (see :func:`herd_cls.curvature.evaluation_method`) measures exact
-    |H| for both views, the one definition of docs/method.md, wherever that is affordable: classifier
-    latents up to 1024 dims, decoder latents up to 64. Where a probe method is asked for (or ``auto``
-    goes beyond those sizes), both views use the squared Frobenius masses estimated with ``probes`` pairs
-    per image, seeded, and ``Purity.method`` says it is an estimate. The model's mode is left as it is."""
+    for the loss ``wrt`` names. ``auto`` measures exact |H| for both views at any latent width, the one
+    definition of docs/method.md (the closed form where the head has one; :meth:`Purity.standard_error` is
+    the error of measuring it on these images only). Where a probe method is asked for, both views use the
+    squared Frobenius masses estimated with ``probes`` pairs per image, seeded, and ``Purity.method`` says it
+    is an estimate. The model's mode is left as it is."""
     device = next(model.parameters()).device
     K, d = layout.num_classes, layout.latent_dim
     generator = torch.Generator().manual_seed(seed)
@@ -182,7 +204,7 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         with torch.no_grad():
             z = model.encode(x).float()
         head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        method, _ = evaluation_method(hessian_method, loss, d)
+        method, _ = evaluation_method(hessian_method, loss, d, has_closed_form(head, loss))
         if method in PROBE_METHODS:
             with torch.no_grad() if method == "forward" else torch.enable_grad():
                 inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)

@@ -36,6 +36,29 @@ def test_closed_form_equals_oracle_and_exact():
     torch.testing.assert_close(H, latent_hessian(head, z, y, "ce", "exact"))
 
 
+@pytest.mark.parametrize("loss", ["ce", lambda out, y: F.cross_entropy(out, y, reduction="none") ** 2])
+def test_block_head_closed_form_equals_oracle_with_shared_dims(loss):
+    """The block head's closed form (GELU derivatives, Gauss-Newton and residual scattered onto blocks that
+    share dims) against per-sample autograd Hessians, for cross-entropy and for another loss of the logits."""
+    torch.manual_seed(7)
+    head = BlockHead(BlockLayout(num_classes=4, dims_per_class=2, shared_dims=2), hidden=5)
+    z, y = torch.randn(6, 10) * 2, torch.randint(0, 4, (6,))
+    H = latent_hessian(head, z, y, loss, "closed_form")
+    assert latent_hessian(head, z, y, loss, "auto").equal(H)
+    torch.testing.assert_close(H, oracle(head, z, y, loss), rtol=1e-7, atol=1e-9)
+
+
+def test_block_head_closed_form_is_differentiable_like_exact():
+    """The penalty's gradient reaches the encoder (through z) and the head's weights as exact Hessians' does."""
+    torch.manual_seed(8)
+    head = BlockHead(BlockLayout(num_classes=3, dims_per_class=2, shared_dims=1), hidden=4)
+    z, y = torch.randn(5, 7, requires_grad=True), torch.randint(0, 3, (5,))
+    grads = [torch.autograd.grad(latent_hessian(head, z, y, "ce", m).abs().sum(), [z, head.w1])
+             for m in ("closed_form", "exact")]
+    for closed, exact in zip(*grads):
+        torch.testing.assert_close(closed, exact)
+
+
 def test_gauss_newton_exact_for_relu_decoder():
     torch.manual_seed(2)
     head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10))
@@ -301,3 +324,16 @@ def test_float32_cross_entropy_hessian_of_confident_samples_matches_float64_orac
     # what torch's own cross-entropy gives in float32: the own block of the sure samples is lost
     naive = latent_hessian(head32, z32, y, lambda o, t: F.cross_entropy(o, t, reduction="none")).double()
     assert (share(naive) - share(H64)).abs().max() > 0.5
+
+
+def test_herd_on_a_wide_block_head_penalises_its_exact_hessians():
+    """Above AUTO_EXACT_MAX_DIM a generic head trains on a probe estimate, a block head on its exact
+    (closed-form) Hessians: the penalty is that of the oracle's."""
+    from herd_cls.curvature import AUTO_EXACT_MAX_DIM
+
+    torch.manual_seed(11)
+    layout = BlockLayout(num_classes=3, dims_per_class=30, shared_dims=2)
+    assert layout.latent_dim > AUTO_EXACT_MAX_DIM
+    head, z, y = BlockHead(layout, hidden=6), torch.randn(8, layout.latent_dim), torch.arange(8) % 3
+    herd = HeRD(layout)
+    torch.testing.assert_close(herd(head, z, y, labels=y), herd.penalty(oracle(head, z, y, "ce"), y))

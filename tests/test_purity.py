@@ -1,4 +1,6 @@
 """The one purity path: golden values for both views, and measure_purity against autograd Hessians."""
+import math
+
 import pytest
 import torch
 from torch.autograd.functional import hessian
@@ -83,6 +85,25 @@ def test_wide_latents_are_measured_exactly_in_chunks(monkeypatch):
     torch.testing.assert_close(result.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6)
 
     model.decode = torch.nn.Sequential(torch.nn.Linear(d, 5), torch.nn.Sigmoid())   # images of 5 pixels
-    decoded = measure_purity(model, [(torch.rand(7, 5), y)], layout, wrt="autoencoder", recon_loss="mse")
-    # a decoder beyond 64 dims is estimated, and the result says so
-    assert decoded.method.startswith("forward estimate") and decoded.per_image.shape == (7,)
+    images = torch.rand(7, 5)
+    decoded = measure_purity(model, [(images, y)], layout, wrt="autoencoder", recon_loss="mse")
+    # a decoder beyond 64 dims (where training estimates) is measured exactly as well
+    z = model.encode(images).detach()
+    H = torch.stack([hessian(lambda v: (model.decode(v[None]) - images[i:i + 1]).pow(2).mean(), z[i])
+                     for i in range(7)]).abs()
+    assert decoded.method.startswith("exact")
+    torch.testing.assert_close(decoded.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_standard_error_of_class_mean_purity_golden_values():
+    """Delta-method standard error of a ratio of sums, classes independent, worked by hand: class 0's images
+    (share 1, mass 1) and (0, 1) give R = 0.5 and variance 2 x (0.25 + 0.25) / 2^2 = 0.25; class 1's two equal
+    images give 0; the mean of the two classes has standard error sqrt(0.25 + 0) / 2 = 0.25."""
+    purity = Purity(per_class=torch.tensor([0.5, 0.5]), per_image=torch.tensor([1.0, 0.0, 0.5, 0.5]),
+                    labels=torch.tensor([0, 0, 1, 1]), hbar=torch.zeros(2, 4, 4), method="exact |H|",
+                    per_image_mass=torch.tensor([1.0, 1.0, 2.0, 2.0]))
+    assert purity.standard_error() == pytest.approx(0.25)
+    assert purity.summary()["block_purity_standard_error"] == pytest.approx(0.25)
+    lone = Purity(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]),
+                  torch.zeros(2, 4, 4), "exact |H|", torch.ones(3))
+    assert math.isnan(lone.standard_error())      # one image cannot say how much its class varies

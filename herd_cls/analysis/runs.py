@@ -105,6 +105,10 @@ class RunAnalysis:
         """Each applicable metric's overall value, keyed by its registry name."""
         return {name: s.overall for name, s in self.scores.items()}
 
+    def metric_errors(self) -> dict[str, float]:
+        """The standard error of each metric that states one (see :class:`Score`)."""
+        return {name: s.error for name, s in self.scores.items() if s.error is not None}
+
     def metrics_per_class(self) -> dict[str, list[float]]:
         return {name: s.per_class for name, s in self.scores.items()}
 

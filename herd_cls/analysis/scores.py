@@ -31,10 +31,12 @@ IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image swe
 
 @dataclass
 class Score:
-    """A metric's value on the test split: overall, and per class (NaN for a class it could not measure)."""
+    """A metric's value on the test split: overall, and per class (NaN for a class it could not measure);
+    ``error``: the standard error of ``overall`` where the metric is measured on a sample of images."""
 
     overall: float
     per_class: list[float]
+    error: float | None = None
 
 
 @dataclass
@@ -194,7 +196,8 @@ def _loss_block_sensitivity(ev: Evidence) -> Score:
 
 register(Metric("accuracy", "test accuracy", _accuracy, chance=lambda layout: 1 / layout.num_classes))
 register(Metric("block_purity", "Hessian block purity (class mean)",
-                lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist()), chance=BlockLayout.chance,
+                lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist(), ev.purity.standard_error()),
+                chance=BlockLayout.chance,
                 help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block; its images of "
                      "largest curvature (often misclassified ones) decide it"))
 register(Metric("image_purity_mean", "image purity, mean", _image_view("mean"), chance=BlockLayout.chance,

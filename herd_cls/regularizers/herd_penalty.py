@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, latent_hessian
+from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, has_closed_form, latent_hessian
 from ..layout import BlockLayout
 from ..purity import class_abs_sum, image_share, own_share
 from ..registry import HerdError
@@ -253,7 +253,7 @@ class HeRD(nn.Module):
         float32, also inside a mixed-precision autocast region."""
         if self.mode == "class" and labels is None:
             raise HerdError("class-specific HeRD needs the labels of the batch")
-        method, probes = curvature_method(self.method, loss, z.shape[1], self.probes)
+        method, probes = curvature_method(self.method, loss, z.shape[1], self.probes, has_closed_form(head, loss))
         if self.mode == "universal" and method in PROBE_METHODS:
             # the universal penalty reads every entry: the whole Gauss-Newton matrix from d + 1 forward
             # passes where "forward" was asked (no double backward), exact Hessians for "hvp"

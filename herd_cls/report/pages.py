@@ -80,19 +80,14 @@ def _picture_figures(pictures: ImageSweeps, class_name: str, kinds: dict[int, st
     return {"dims": dims, "decoder": caption}
 
 
-def _estimated(a: RunAnalysis) -> bool:
-    """Purity from probe estimates of block masses keeps no Hessian to draw (its hbar is all zeros)."""
-    return float(a.purity.hbar.abs().sum()) == 0 and "estimate" in a.purity.method
-
-
 def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     rel, name = _rel(folder), a.class_names[c]
     kinds = {d: " (shared)" for d in a.layout.shared.tolist()}
     shares = a.purity.per_image[a.purity.labels == c]
     page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None, "block_effect": None,
-            "hessian": None if _estimated(a) else rel(figures.hessian_heatmap(
+            "hessian": rel(figures.hessian_heatmap(
                 a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}", folder / f"{tag}hessian_{c}.png")),
-            "purity_method": a.purity.method,
+            "purity_method": a.purity.method, "purity_samples": len(a.purity.labels),
             "histogram": rel(figures.purity_histogram(shares, a.layout.chance(), float(a.purity.per_class[c]),
                                                       f"per-image purity, class {name} ({len(shares)} images)",
                                                       folder / f"{tag}purity_hist_{c}.png")),
@@ -155,6 +150,7 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
              "figures": _run_figures(a, folder, f"run{i}_", class_pages), **_layout_view(a.layout),
              "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
              "per_class": {m["key"]: a.metrics_per_class().get(m["key"], nan) for m in metrics},
+             "errors": a.metric_errors(),
              "constant": a.constant, "collapse": a.collapse, "factors": a.factors,
              "holders": {c: (car.holders, car.measured) for c, car in a.carriers.items()}}
             for i, a in enumerate(analyses)]
