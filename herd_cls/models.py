@@ -121,6 +121,7 @@ class BlockHead(nn.Module):
         num_classes, shared = layout.num_classes, layout.shared.tolist()
         index = [layout.block(c).tolist() + shared for c in range(num_classes)]
         self.register_buffer("index", torch.tensor(index), persistent=False)
+        self.shared_dims = layout.shared_dims  # each row of index: the class's own dims, then the shared ones
         width = layout.dims_per_class + layout.shared_dims
         self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))
         self.b1 = nn.Parameter(torch.zeros(num_classes, hidden))
@@ -142,7 +143,7 @@ class BlockHead(nn.Module):
         logits = torch.einsum("bkh,kh->bk", a * cdf, self.w2) + self.b2
         grad = torch.einsum("kih,bkh->bki", self.w1, self.w2 * (cdf + a * pdf))   # gelu' = cdf + a pdf
         curv = self.w2 * pdf * (2 - a * a)                                        # gelu'' = pdf (2 - a^2)
-        hess = torch.einsum("kih,bkh,kjh->bkij", self.w1, curv, self.w1)
+        hess = (self.w1 * curv[:, :, None, :]) @ self.w1.transpose(1, 2)          # (B, K, m, m)
         return logits, grad, hess
 
 

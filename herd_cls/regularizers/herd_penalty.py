@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, has_closed_form, latent_hessian
+from ..curvature import (METHODS, PROBE_METHODS, Loss, block_head_masses, block_mass, curvature_method, has_closed_form,
+                         latent_hessian)
 from ..layout import BlockLayout
 from ..purity import class_abs_sum, image_share, own_share
 from ..registry import HerdError
@@ -235,6 +236,17 @@ class HeRD(nn.Module):
         self.register_buffer("mask", class_mask(layout, alpha_off, alpha_diag, variant) if mode == "class" else None,
                              persistent=False)
 
+    def _blocks_of(self, head: Callable) -> bool:
+        """Whether ``head`` is a block head on this layout's blocks (its image-purity penalty then needs no
+        (B, d, d) Hessian: :func:`herd_cls.curvature.block_head_masses`)."""
+        index = getattr(head, "index", None)
+        if not hasattr(head, "logit_derivatives") or getattr(head, "shared_dims", None) != self.layout.shared_dims:
+            return False
+        layout, n = self.layout, self.layout.dims_per_class
+        expected = torch.cat([layout.masks.nonzero()[:, 1].view(-1, n),
+                              layout.shared.expand(layout.num_classes, layout.shared_dims)], 1)
+        return torch.equal(index.cpu(), expected)
+
     def _image_penalty(self, H: Tensor, labels: Tensor) -> Tensor:
         return image_penalty(image_share(H, labels, self.layout), labels, self.layout.num_classes, self.reduce)
 
@@ -264,6 +276,9 @@ class HeRD(nn.Module):
                 inside, total = block_mass(head, z, target, self.layout.own(labels), loss, method, probes)
                 return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels,
                                      self.layout.num_classes, self.variant, self.reduce)
+            if method == "auto" and self.mode == "class" and self.variant == "image-purity" and self._blocks_of(head):
+                inside, total = block_head_masses(head, z, target, labels, loss)
+                return image_penalty(own_share(inside, total), labels, self.layout.num_classes, self.reduce)
             scale = z.std(0) if self.mode == "universal" and self.universal_form in STANDARDISED_FORMS else None
             return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels, scale)
 
