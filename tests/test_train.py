@@ -147,6 +147,21 @@ def test_pre_logits_latent_with_probes(tiny_args, tmp_path):
     assert run.layout.block(9).tolist() == list(range(225, 250)) and run.config.probes == 2
 
 
+def test_pre_logits_block_head_trains_and_measures_exactly(tiny_args, tmp_path):
+    """A 256-wide block-head latent: the penalty is the exact one (no probes), and summary.json's purity is
+    exact |H| on as many test images as a narrow run's, with its standard error."""
+    from herd_cls.train import EVAL_HESSIAN_SAMPLES
+
+    res = run_cli("train", *tiny_args, "--name", "w", "--epochs", "1", "--latent", "pre-logits", "--warmup", "0")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "runs" / "w" / "summary.json").read_text())
+    run = load_run(tmp_path / "runs" / "w")
+    assert run.config.latent_dim == 256 and run.config.probes is None
+    assert summary["purity_method"].startswith("exact")
+    assert summary["purity_samples"] == min(len(run.data("test")), EVAL_HESSIAN_SAMPLES)
+    assert 0 < summary["block_purity_standard_error"] < 0.2
+
+
 @pytest.mark.parametrize("reg", ["hessian-penalty", "beta-vae", "beta-vae-capacity", "factor-vae", "beta-tcvae"])
 def test_baselines_train_and_reload(tiny_args, tmp_path, reg):
     res = run_cli("train", *tiny_args, "--name", reg, "--decoder", "--reg", reg, "--warmup", "0", "--ramp", "0")
