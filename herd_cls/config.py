@@ -94,8 +94,9 @@ class Config:
     hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
                                        "gauss_newton) or probe estimates of block masses: hvp (Hessian-vector "
                                        "products) or forward (Gauss-Newton from extra forward passes, no double "
-                                       "backward). auto: exact for the classifier at latent size <= 64, forward "
-                                       "for decoder losses and wider latents.", METHODS)
+                                       "backward). auto: the block head's closed form at any latent size, exact for "
+                                       "another classifier head at latent size <= 64, forward for decoder losses "
+                                       "and wider mlp heads.", METHODS)
     # training
     epochs: int = _opt(12, "Training epochs.")
     steps: int | None = _opt(None, "Training budget in optimiser steps, instead of --epochs: the run trains "

@@ -184,9 +184,12 @@ def curvature_part(repeats: int) -> str:
 TRAIN_JOBS = {  # label: (options with the penalty on; the README's flags otherwise)
     "README default: resnet18, `--reg class`": ["--backbone", "resnet18"],
     "conv autoencoder, `--reg class --wrt both`": ["--backbone", "conv", "--decoder", "--wrt", "both"],
+    "conv autoencoder, `--reg class --wrt both --penalty-samples 16`": ["--backbone", "conv", "--decoder", "--wrt",
+                                                                         "both", "--penalty-samples", "16"],
     "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": ["--config", "configs/timm_prelogits.yaml"],
 }
 TRAIN_TARGETS = {"README default: resnet18, `--reg class`": 1.1, "conv autoencoder, `--reg class --wrt both`": 2.0,
+                 "conv autoencoder, `--reg class --wrt both --penalty-samples 16`": 2.0,
                  "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": 1.2}
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
