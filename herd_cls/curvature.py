@@ -153,7 +153,8 @@ def block_head_masses(head: nn.Module, z: Tensor, target, labels: Tensor, loss: 
     n = head.index.shape[1] - head.shared_dims
     g_own, g_shared = grad[..., :n], grad[..., n:]                                       # (B, K, n), (B, K, s)
     l1 = g_own.abs().sum(-1)                                                             # (B, K)
-    cross = (s.abs() * l1[:, :, None] * l1[:, None, :]).sum((1, 2)) - (s.diagonal(0, 1, 2).abs() * l1 * l1).sum(1)
+    other = 1 - torch.eye(s.shape[1], dtype=z.dtype, device=z.device)                   # pairs k != l
+    cross = (s.abs() * other * l1[:, :, None] * l1[:, None, :]).sum((1, 2))
     own = (s.diagonal(0, 1, 2)[..., None, None] * g_own[..., :, None] * g_own[..., None, :]
            + dl[..., None, None] * hess[..., :n, :n]).abs().sum((-1, -2))               # (B, K)
     own_shared = g_own[..., :, None] * (s @ g_shared)[..., None, :] + dl[..., None, None] * hess[..., :n, n:]
