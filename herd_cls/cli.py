@@ -105,7 +105,10 @@ def _purity_lines(summary: dict) -> list[str]:
     cfg = summary.get("config") or {}
     k, d, s = cfg.get("num_classes"), cfg.get("latent_dim"), cfg.get("shared_dims") or 0
     chance = f"  (chance {BlockLayout.split(k, d, s).chance():.3f})" if k and d and BlockLayout.fits(k, d, s) else ""
-    lines = [f"block purity, class mean {fmt(summary['block_purity'])}{chance}  train {summary['train_seconds']:.0f}s"]
+    error = summary.get("block_purity_standard_error")
+    error = f" ± {error:.3f}" if error is not None and error == error else ""
+    lines = [f"block purity, class mean {fmt(summary['block_purity'])}{error}{chance}  "
+             f"train {summary['train_seconds']:.0f}s"]
     if "image_purity_median_per_class" in summary:
         lines.append(f"per-image purity: mean {fmt(summary.get('image_purity_mean'))}  median "
                      f"{fmt(summary.get('image_purity_median'))}  images >= 0.5: "

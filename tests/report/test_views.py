@@ -57,6 +57,7 @@ def test_both_purity_views_with_chance_everywhere(reported):
     mean_line = next(line for line in lines if line.startswith("block purity, class mean"))
     image_line = next(line for line in lines if line.startswith("per-image purity"))
     assert f"chance {chance}" in mean_line and f"chance {chance}" in image_line
+    assert f"± {reported['summary']['block_purity_standard_error']:.3f}" in mean_line
     assert f"median {overall:.3f}" in image_line and lines[-1].startswith("run ")
     page = (reported["out"] / "class_4.html").read_text()
     assert _cells(page, "image purity, median")[1] == chance
