@@ -71,7 +71,7 @@ def _check_per_sample(head: Callable) -> None:
             )
 
 
-def _as_input(z: Tensor) -> Tensor:
+def as_input(z: Tensor) -> Tensor:
     """z as a node of the graph: kept when it already requires grad (so the encoder trains)."""
     return z if z.requires_grad else z.detach().requires_grad_(True)
 
@@ -83,7 +83,7 @@ def _latent_grad(head: Callable, z: Tensor, target, loss_fn: LossFn) -> Tensor:
     return g
 
 
-def _batched_vjp(out: Tensor, z: Tensor, vectors: Tensor) -> Tensor:
+def batched_vjp(out: Tensor, z: Tensor, vectors: Tensor) -> Tensor:
     """(out, z, V of shape (P, *out.shape)) -> (P, *z.shape): the P products V_p^T d out / dz.
 
     Samples are independent, so the Jacobian of ``out`` w.r.t. ``z`` is block-diagonal over the
@@ -103,9 +103,9 @@ def _basis(z: Tensor) -> Tensor:
 
 
 def _exact(head: Callable, z: Tensor, target, loss_fn: LossFn) -> Tensor:
-    z = _as_input(z)
+    z = as_input(z)
     g = _latent_grad(head, z, target, loss_fn)
-    return _batched_vjp(g, z, _basis(z)).transpose(0, 1)
+    return batched_vjp(g, z, _basis(z)).transpose(0, 1)
 
 
 def _closed_form(head: nn.Linear, z: Tensor) -> Tensor:
@@ -116,57 +116,11 @@ def _closed_form(head: nn.Linear, z: Tensor) -> Tensor:
     return torch.einsum("kd,bkl,le->bde", w, curvature, w)
 
 
-def _logit_terms(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """For a head with ``logit_derivatives``: each logit's gradient (B, K, m) and Hessian (B, K, m, m) on its
-    own dims ``head.index`` (K, m), dL/df (B, K), and S (B, K, K), the Hessian of the loss in the logits, from
-    autograd on the logits alone (K products, not d)."""
-    logits, grad, hess = head.logit_derivatives(z)
-    k = logits.shape[1]
-    (dl,) = torch.autograd.grad(loss_fn(logits, target).sum(), logits, create_graph=True)
-    eye = torch.eye(k, dtype=z.dtype, device=z.device).unsqueeze(1).expand(k, len(z), k)
-    return grad, hess, dl, _batched_vjp(dl, logits, eye).transpose(0, 1)
-
-
-def _block_closed_form(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> Tensor:
-    """H_i = J_i^T S_i J_i + sum_k (dL_i/df_k) H_ik, with J_i's row k and H_ik living on logit k's own dims
-    (:func:`_logit_terms`; :class:`herd_cls.models.BlockHead`), scattered into (B, d, d)."""
-    grad, hess, dl, s = _logit_terms(head, z, target, loss_fn)
-    (b, d), (k, m) = z.shape, head.index.shape
-    jac = torch.zeros(b, k, d, dtype=z.dtype, device=z.device).scatter_add(2, head.index.expand(b, k, m), grad)
-    rows = head.index[:, :, None].expand(k, m, m)
-    cells = (rows * d + rows.transpose(1, 2)).reshape(-1)                                         # (K m m,)
-    residual = torch.zeros(b, d * d, dtype=z.dtype, device=z.device).index_add(
-        1, cells, (dl[:, :, None, None] * hess).reshape(b, -1))
-    return jac.transpose(1, 2) @ s @ jac + residual.view(b, d, d)
-
-
-def block_head_masses(head: nn.Module, z: Tensor, target, labels: Tensor, loss: Loss = "ce") -> tuple[Tensor, Tensor]:
-    """Exact per-sample (inside, total) |H| masses, each (B,), of a block head whose ``index`` rows are class k's
-    n own dims followed by the s shared dims (:class:`herd_cls.models.BlockHead`), without forming H: O(K m^2)
-    per sample instead of O(d^2), so a 2048-wide latent costs what a 20-wide one does.
-
-    Off the own blocks, H_i on class k's x class l's own dims (k != l) is S_ikl g_ik g_il^T, whose |.| sums
-    to |S_ikl| |g_ik|_1 |g_il|_1; the own blocks, the own-x-shared and the shared-x-shared parts are formed.
-    """
-    z = _as_input(z)
-    grad, hess, dl, s = _logit_terms(head, z, target, per_sample_loss(loss))
-    n = head.index.shape[1] - head.shared_dims
-    g_own, g_shared = grad[..., :n], grad[..., n:]                                       # (B, K, n), (B, K, s)
-    l1 = g_own.abs().sum(-1)                                                             # (B, K)
-    other = 1 - torch.eye(s.shape[1], dtype=z.dtype, device=z.device)                   # pairs k != l
-    cross = (s.abs() * other * l1[:, :, None] * l1[:, None, :]).sum((1, 2))
-    own = (s.diagonal(0, 1, 2)[..., None, None] * g_own[..., :, None] * g_own[..., None, :]
-           + dl[..., None, None] * hess[..., :n, :n]).abs().sum((-1, -2))               # (B, K)
-    own_shared = g_own[..., :, None] * (s @ g_shared)[..., None, :] + dl[..., None, None] * hess[..., :n, n:]
-    shared = torch.einsum("bki,bkl,blj->bij", g_shared, s, g_shared) + torch.einsum("bk,bkij->bij", dl, hess[..., n:, n:])
-    total = cross + own.sum(1) + 2 * own_shared.abs().sum((1, 2, 3)) + shared.abs().sum((1, 2))
-    return own.gather(1, labels[:, None])[:, 0], total
-
-
 def has_closed_form(head: Callable, loss: Loss) -> bool:
     """Whether ``latent_hessian`` computes this head's curvature in closed form: a linear head with
-    cross-entropy, or any loss on a head with ``logit_derivatives`` (the block head)."""
-    return (isinstance(head, nn.Linear) and loss == "ce") or hasattr(head, "logit_derivatives")
+    cross-entropy, or any loss on a head that gives its own, ``head.closed_form_hessian(z, target, loss_fn)``
+    (the block head: :mod:`herd_cls.block_curvature`)."""
+    return (isinstance(head, nn.Linear) and loss == "ce") or hasattr(head, "closed_form_hessian")
 
 
 # public API: Hessians
@@ -203,7 +157,7 @@ def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method:
                             "method 'exact'")
         if isinstance(head, nn.Linear):
             return _closed_form(head, z)
-        return _block_closed_form(head, _as_input(z), target, per_sample_loss(loss))
+        return head.closed_form_hessian(as_input(z), target, per_sample_loss(loss))
     if method == "gauss_newton":
         return forward_gauss_newton(head, z, target, loss)
     return _exact(head, z, target, per_sample_loss(loss))
@@ -355,13 +309,12 @@ def hessian_block_mass(head: Callable, z: Tensor, target, region: Tensor, loss: 
     if probes < 1:
         raise HerdError(f"probes must be at least 1, got {probes}")
     _check_per_sample(head)
-    z = _as_input(z)
+    z = as_input(z)
     g = _latent_grad(head, z, target, per_sample_loss(loss))
-    signs = torch.randint(0, 2, (2 * probes, *z.shape), generator=generator, device="cpu")
-    v = (2.0 * signs - 1.0).to(device=z.device, dtype=z.dtype)
+    v = _rademacher((2 * probes, *z.shape), z, generator)
     keep = region.to(z.dtype)
     v[probes:] *= keep
-    hv = _batched_vjp(g, z, v)
+    hv = batched_vjp(g, z, v)
     total = hv[:probes].pow(2).sum(-1).mean(0)
     inside = (hv[probes:] * keep).pow(2).sum(-1).mean(0)
     return inside, total
@@ -395,11 +348,3 @@ def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | Non
         return "auto", None
     return "forward", probes or DEFAULT_PROBES["forward"]
 
-
-def evaluation_method(method: str, loss: Loss, latent_dim: int, closed_form: bool = False) -> tuple[str, int | None]:
-    """The curvature path that measures purity: "auto" means exact |H| at any width (the closed form where the
-    head has one), the one definition of docs/method.md; measuring needs no penalty gradient, so it never
-    falls back to an estimate. Other methods as asked (a probe method estimates squared Frobenius masses)."""
-    if method == "auto":
-        return "auto", None
-    return curvature_method(method, loss, latent_dim, None, closed_form)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .block_curvature import block_closed_form
 from .registry import HerdError
 from .layout import BlockLayout
 
@@ -145,6 +146,10 @@ class BlockHead(nn.Module):
         curv = self.w2 * pdf * (2 - a * a)                                        # gelu'' = pdf (2 - a^2)
         hess = (self.w1 * curv[:, :, None, :]) @ self.w1.transpose(1, 2)          # (B, K, m, m)
         return logits, grad, hess
+
+    def closed_form_hessian(self, z: Tensor, target, loss_fn) -> Tensor:
+        """Per-sample Hessians (B, d, d) of ``loss_fn(self(z), target)`` w.r.t. z, exact, at any width."""
+        return block_closed_form(self, z, target, loss_fn)
 
 
 def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .curvature import PROBE_METHODS, block_mass, evaluation_method, has_closed_form, latent_hessian, sum_losses
+from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both")
@@ -204,7 +204,9 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         with torch.no_grad():
             z = model.encode(x).float()
         head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        method, _ = evaluation_method(hessian_method, loss, d, has_closed_form(head, loss))
+        # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
+        method = hessian_method if hessian_method == "auto" else \
+            curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
         if method in PROBE_METHODS:
             with torch.no_grad() if method == "forward" else torch.enable_grad():
                 inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)

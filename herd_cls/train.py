@@ -37,17 +37,15 @@ from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, rea
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
-# exact Hessians cost d products per image: seconds per batch for a decoder or a latent wider than training's
-# exact path (pre-logits) on a CPU, so those runs measure fewer images, per epoch and at the end; a block
-# head's closed form costs no products, so its wide latents are measured on as many images as narrow ones
+# exact Hessians cost d products per image (none for a block head's closed form): seconds per batch for a
+# decoder or a wide latent on a CPU, so those runs measure fewer images, per epoch and at the end
 VAL_DECODER_HESSIAN_SAMPLES = 128
 WIDE_HESSIAN_SAMPLES = {"val": 32, "test": 256}
 
 
 def hessian_samples(model: LatentModel, cfg: Config, split: str) -> int:
     """How many images of ``split`` ("val" or "test") purity is measured on."""
-    closed_form = cfg.wrt == "classifier" and has_closed_form(model.classify, "ce")
-    if model.latent_dim > AUTO_EXACT_MAX_DIM and not closed_form:
+    if model.latent_dim > AUTO_EXACT_MAX_DIM and not (cfg.wrt == "classifier" and has_closed_form(model.classify, "ce")):
         return WIDE_HESSIAN_SAMPLES[split]
     return EVAL_HESSIAN_SAMPLES if split == "test" or cfg.wrt == "classifier" else VAL_DECODER_HESSIAN_SAMPLES
 

@@ -342,7 +342,7 @@ def test_herd_on_a_wide_block_head_penalises_its_exact_hessians():
 def test_block_head_masses_equal_those_of_oracle_hessians():
     """The (inside, total) |H| masses the block head's penalty uses without forming H, against the oracle's,
     with shared dims; a head on another layout's blocks falls back to the dense path with the same penalty."""
-    from herd_cls.curvature import block_head_masses
+    from herd_cls.block_curvature import block_head_masses
 
     torch.manual_seed(12)
     layout = BlockLayout(num_classes=4, dims_per_class=3, shared_dims=2)

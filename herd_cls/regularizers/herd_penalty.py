@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..curvature import (METHODS, PROBE_METHODS, Loss, block_head_masses, block_mass, curvature_method, has_closed_form,
-                         latent_hessian)
+from ..block_curvature import block_head_masses
+from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, has_closed_form, latent_hessian
 from ..layout import BlockLayout
 from ..purity import class_abs_sum, image_share, own_share
 from ..registry import HerdError
