@@ -19,6 +19,9 @@ from .regularizers.herd_penalty import UNIVERSAL_FORMS, VARIANTS
 
 REGS = tuple(REGULARIZERS.names())
 RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")
+# HeRD with the decoder's Hessian on 16 images of a batch: under 2x a plain step on the conv autoencoder,
+# with purity unchanged (docs/performance.md); the shapes configs set 32
+DECODER_PENALTY_SAMPLES = 16
 
 
 def _opt(default, help: str, choices: tuple | None = None):
@@ -88,7 +91,8 @@ class Config:
     ramp: int = _opt(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).")
     penalty_samples: int | None = _opt(None, "Compute a curvature or Jacobian regularizer (class, universal, "
                                              "hessian-penalty, orojar) on the first N samples of each batch "
-                                             "(default: all); its cost grows with N.")
+                                             f"(default: all; {DECODER_PENALTY_SAMPLES} for HeRD with --wrt "
+                                             "autoencoder or both); its cost grows with N.")
     probes: int | None = _opt(None, "Probe count of a probe --hessian-method (forward 1, hvp 2); with 'auto' on the "
                                     "classifier's loss it selects HVP probes (purity variants only).")
     hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
@@ -131,6 +135,13 @@ class Config:
                 raise HerdError(f"{option_name(key)} must not be negative, got {value!r}")
         regularizer_class(self.reg).check(self)
         return self
+
+    @property
+    def penalty_sample_count(self) -> int | None:
+        """``penalty_samples``, or DECODER_PENALTY_SAMPLES where HeRD's Hessian includes the decoder's."""
+        if self.penalty_samples is None and self.reg in ("class", "universal") and self.wrt != "classifier":
+            return DECODER_PENALTY_SAMPLES
+        return self.penalty_samples
 
     @property
     def reg_weight(self) -> float:

@@ -37,8 +37,7 @@ from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, rea
                   write_json)
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
-# exact Hessians cost d products per image (none for a block head's closed form): seconds per batch for a
-# decoder or a wide latent on a CPU, so those runs measure fewer images, per epoch and at the end
+# exact Hessians cost d products per image (none for a block head's closed form): a decoder or wide latent measures fewer
 VAL_DECODER_HESSIAN_SAMPLES = 128
 WIDE_HESSIAN_SAMPLES = {"val": 32, "test": 256}
 
@@ -178,7 +177,8 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     distributed.check_same(repr(asdict(cfg)), "the config")
     distributed.check_same(repr((asdict(info), {k: len(v) for k, v in splits.items()})), "the data")
     mean, std = channel_stats(splits["train"])
-    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight)
+    cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight,
+                  penalty_samples=cfg.penalty_sample_count)
     shuffle = torch.Generator()
     loaders = _loaders(cfg, splits, shuffle, ranks)
     if cfg.steps is not None:  # a budget in steps fixes the epochs, so the schedules and --resume see epochs
