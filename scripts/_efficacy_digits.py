@@ -225,7 +225,9 @@ def prelogits_table(results: dict, seeds) -> str:
     return ("digits, `--latent pre-logits` (the backbone's own features; the layout splits them into 10 blocks "
             f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image Hessians of the "
             "classifier loss on all test images (exact |H|, the definition of docs/method.md), both views; chance "
-            "(n/d)². `python scripts/benchmark_efficacy.py --part digits --prelogits`, " + stamp(runs) + ".\n\n"
+            "(n/d)². Train s: wall seconds of runs that shared the 2 cores with other jobs (what the penalty costs "
+            "is measured apart, in docs/performance.md). `python scripts/benchmark_efficacy.py --part digits "
+            "--prelogits`, " + stamp(runs) + ".\n\n"
             + markdown_table(["backbone", "setting", "seeds", "test accuracy", "class-mean purity", "chance",
                               "image purity, mean", "worst class's median image", "train s"], rows)
             + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the same head:\n\n"
