@@ -370,14 +370,14 @@ def main() -> None:
     device.add_argument("--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast")
     device.add_argument("--print-only", action="store_true", help="print the table, publish nothing")
     parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=None, help="default: 5 (curvature), 2 (train), 1 (distributed)")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 5 (curvature), 5 (train), 1 (distributed)")
     args = parser.parse_args()
     if args.cell:
         return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
     if args.part == "device":
         table = device_part(args)
         return print(table) if args.print_only else publish(f"benchmark_performance_device_{args.device}", table)
-    part = {"curvature": (curvature_part, 5), "train": (train_part, 2), "distributed": (distributed_part, 1)}
+    part = {"curvature": (curvature_part, 5), "train": (train_part, 5), "distributed": (distributed_part, 1)}
     fn, default = part[args.part]
     publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
 
