@@ -71,6 +71,11 @@ class BlockLayout:
         """Indices (s,) of the shared dims."""
         return torch.arange(self.latent_dim - self.shared_dims, self.latent_dim)
 
+    def head_index(self) -> Tensor:
+        """(K, n + s): row c, the dims a block head's logit c reads: class c's block, then the shared dims."""
+        own = torch.arange(self.num_classes * self.dims_per_class).view(self.num_classes, self.dims_per_class)
+        return torch.cat([own, self.shared.expand(self.num_classes, self.shared_dims)], 1)
+
     def own(self, labels: Tensor) -> Tensor:
         """Boolean (B, d): each sample's own block, for labels (B,)."""
         return self.masks.to(labels.device)[labels]

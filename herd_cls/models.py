@@ -119,9 +119,8 @@ class BlockHead(nn.Module):
 
     def __init__(self, layout: BlockLayout, hidden: int = 64):
         super().__init__()
-        num_classes, shared = layout.num_classes, layout.shared.tolist()
-        index = [layout.block(c).tolist() + shared for c in range(num_classes)]
-        self.register_buffer("index", torch.tensor(index), persistent=False)
+        num_classes = layout.num_classes
+        self.register_buffer("index", layout.head_index(), persistent=False)
         self.shared_dims = layout.shared_dims  # each row of index: the class's own dims, then the shared ones
         width = layout.dims_per_class + layout.shared_dims
         self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))

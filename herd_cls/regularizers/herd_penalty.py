@@ -238,14 +238,10 @@ class HeRD(nn.Module):
 
     def _blocks_of(self, head: Callable) -> bool:
         """Whether ``head`` is a block head on this layout's blocks (its image-purity penalty then needs no
-        (B, d, d) Hessian: :func:`herd_cls.curvature.block_head_masses`)."""
-        index = getattr(head, "index", None)
+        (B, d, d) Hessian: :func:`herd_cls.block_curvature.block_head_masses`)."""
         if not hasattr(head, "logit_derivatives") or getattr(head, "shared_dims", None) != self.layout.shared_dims:
             return False
-        layout, n = self.layout, self.layout.dims_per_class
-        expected = torch.cat([layout.masks.nonzero()[:, 1].view(-1, n),
-                              layout.shared.expand(layout.num_classes, layout.shared_dims)], 1)
-        return torch.equal(index.cpu(), expected)
+        return torch.equal(head.index.cpu(), self.layout.head_index())
 
     def _image_penalty(self, H: Tensor, labels: Tensor) -> Tensor:
         return image_penalty(image_share(H, labels, self.layout), labels, self.layout.num_classes, self.reduce)
