@@ -13,8 +13,9 @@ from .files import atomic_write
 from .models import HEADS, LATENTS
 from .purity import WRT
 from .curvature import LOSSES, METHODS
+from .decoder_curvature import LAYERS as DECODER_LAYERS
 from .registry import HerdError
-from .regularizers import REGULARIZERS, regularizer_class
+from .regularizers import REGULARIZERS, reg_names, regularizer_class
 from .regularizers.herd_penalty import UNIVERSAL_FORMS, VARIANTS
 
 REGS = tuple(REGULARIZERS.names())
@@ -61,7 +62,8 @@ class Config:
     decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
     # regularizer
     reg: str = _opt("class", "Regularizer: " + "; ".join(f"{name}: {REGULARIZERS.get(name).help}" for name in REGS)
-                    + ".", REGS)
+                    + ". Several at once as a list, each with its own weight: beta-tcvae,universal or "
+                      "beta-tcvae:6,universal:5 (at most one of each family: VAE, HeRD, decoder penalty).")
     variant: str = _opt("image-purity", "Class-specific formulation: 'reference' (the original work exactly), "
                                  "'block' (whole own block free), 'purity' (direct block-purity objective), "
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
@@ -74,7 +76,12 @@ class Config:
                                         "units of each dim's batch std) or 'balanced' (standardised plus a term that "
                                         "keeps every dim's share of the diagonal alive); docs/method.md.",
                                UNIVERSAL_FORMS)
-    wrt: str = _opt("classifier", "Whose loss Hessian HeRD shapes.", WRT)
+    wrt: str = _opt("classifier", "Whose curvature HeRD shapes: the latent Hessian of the classifier's loss, of the "
+                                  "decoder's reconstruction loss (autoencoder), of their sum (both), or the decoder's "
+                                  "own curvature (decoder-output: the Hessians of its activations, in units of each "
+                                  "latent dim's batch std; docs/method.md).", WRT)
+    decoder_layers: str = _opt("output", "With --wrt decoder-output, whose curvature: the decoded image (output), "
+                                         "the decoder's hidden activations (hidden) or both (all).", DECODER_LAYERS)
     alpha_reg: float | None = _opt(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
                                          "factor-vae and beta-vae-capacity); default per --reg: "
                                          + ", ".join(f"{name} {REGULARIZERS.get(name).default_weight:g}"
@@ -139,13 +146,16 @@ class Config:
     @property
     def penalty_sample_count(self) -> int | None:
         """``penalty_samples``, or DECODER_PENALTY_SAMPLES where HeRD's Hessian includes the decoder's."""
-        if self.penalty_samples is None and self.reg in ("class", "universal") and self.wrt != "classifier":
+        herd = {"class", "universal"} & set(reg_names(self.reg))
+        if self.penalty_samples is None and herd and self.wrt != "classifier":
             return DECODER_PENALTY_SAMPLES
         return self.penalty_samples
 
     @property
     def reg_weight(self) -> float:
-        """``alpha_reg``, or the default weight of ``reg``."""
+        """``alpha_reg``, or the default weight of ``reg`` (None for a list, whose weights ``reg`` holds)."""
+        if len(reg_names(self.reg)) > 1 or ":" in self.reg:
+            return None
         return self.alpha_reg if self.alpha_reg is not None else regularizer_class(self.reg).default_weight
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
-WRT = ("classifier", "autoencoder", "both")
+WRT = ("classifier", "autoencoder", "both", "decoder-output")
 EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
 EXACT_CHUNK = 2 ** 24  # entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
 
@@ -55,7 +55,7 @@ def class_block_purity(hbar: Tensor, layout: BlockLayout) -> Tensor:
 def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
     """(head, target, loss) whose latent Hessian ``wrt`` names: the classifier's CE, the decoder's
     reconstruction loss, or their sum."""
-    if wrt == "classifier":
+    if wrt in ("classifier", "decoder-output"):  # the decoder's own curvature is no loss's: purity reads the classifier's
         return model.classify, y, "ce"
     if wrt == "autoencoder":
         return model.decode, x, recon_loss

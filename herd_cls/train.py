@@ -32,7 +32,7 @@ from .models import LatentModel
 from .purity import measure_purity
 from .registry import HerdError
 from .objective import Forward, batch_losses
-from .regularizers import Regularizer, create_regularizer
+from .regularizers import Regularizer, create_regularizer, reg_names, resolved_reg
 from .run import (CHECKPOINT, WEIGHTS, build, load_checkpoint, point_latest, read_metrics, save_data_info,
                   write_json)
 
@@ -106,7 +106,7 @@ def _run_dir(cfg: Config, resume: str | None) -> Path:
             raise HerdError(f"nothing to resume at {path}: no {CHECKPOINT}; pass the folder of an interrupted run")
         return path
     # every rank takes rank 0's name: their clocks may tick over between them
-    name = distributed.broadcast(cfg.name or f"{cfg.dataset}-{cfg.backbone}-{cfg.reg}-{datetime.now():%Y%m%d-%H%M%S}")
+    name = distributed.broadcast(cfg.name or f"{cfg.dataset}-{cfg.backbone}-{'+'.join(reg_names(cfg.reg))}-{datetime.now():%Y%m%d-%H%M%S}")
     path = Path(cfg.out_dir) / name
     if path.exists():
         raise HerdError(f"run folder {path} already exists; pick another --name or --resume {path}")
@@ -178,7 +178,7 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     distributed.check_same(repr((asdict(info), {k: len(v) for k, v in splits.items()})), "the data")
     mean, std = channel_stats(splits["train"])
     cfg = replace(cfg, image_size=info.image_size, num_classes=info.num_classes, alpha_reg=cfg.reg_weight,
-                  penalty_samples=cfg.penalty_sample_count)
+                  penalty_samples=cfg.penalty_sample_count, reg=resolved_reg(cfg.reg))
     shuffle = torch.Generator()
     loaders = _loaders(cfg, splits, shuffle, ranks)
     if cfg.steps is not None:  # a budget in steps fixes the epochs, so the schedules and --resume see epochs

@@ -40,6 +40,10 @@ THESIS = {  # label -> overrides; "random encoder" is scored untrained
     "autoencoder": {"reg": "none"},
     "universal HeRD (the default)": {"reg": "universal", "wrt": "autoencoder"},
     "universal HeRD, 4x the default weight": {"reg": "universal", "wrt": "autoencoder", "alpha_reg": 20.0},
+    "universal HeRD, decoder output": {"reg": "universal", "wrt": "decoder-output"},
+    "universal HeRD, decoder hidden layers": {"reg": "universal", "wrt": "decoder-output", "decoder_layers": "hidden"},
+    "universal HeRD, decoder output, 10x weight": {"reg": "universal", "wrt": "decoder-output", "alpha_reg": 50.0},
+    "beta-TCVAE + universal HeRD (decoder output)": {"reg": "beta-tcvae,universal", "wrt": "decoder-output"},
     "Hessian Penalty": {"reg": "hessian-penalty"},
     "OroJaR": {"reg": "orojar"},
     "beta-VAE": {"reg": "beta-vae"},
@@ -53,6 +57,9 @@ CLASS = {
     "class HeRD (decoder + classifier Hessian)": {"reg": "class", "wrt": "both"},  # configs/shapes_class.yaml
     "class HeRD (decoder + classifier Hessian), weight 8": {"reg": "class", "wrt": "both", "alpha_reg": 8.0},
     "class HeRD (decoder + classifier Hessian), weight 32": {"reg": "class", "wrt": "both", "alpha_reg": 32.0},
+    "class HeRD (decoder output)": {"reg": "class", "wrt": "decoder-output"},
+    "class HeRD (decoder output), weight 32": {"reg": "class", "wrt": "decoder-output", "alpha_reg": 32.0},
+    "beta-TCVAE + class HeRD (decoder output), weight 32": {"reg": "beta-tcvae,class:32", "wrt": "decoder-output"},
 }
 # the original work's own setting (configs/shapes_reference.yaml), its budget in epochs, not --steps
 REFERENCE_BASE = read_yaml(ROOT / "configs" / "shapes_reference.yaml")
@@ -74,6 +81,7 @@ GRIDS = {  # seed 0 of these rows draws its latent grid (herd-cls sweep) into do
     "universal HeRD (reference setting)": "grid_reference_universal.png",
 }
 HELD_OUT = 10000
+DEFAULT_STEPS = 3000  # the tables' budget; only its runs draw the published grids
 RANDOM = "random encoder"  # scored untrained
 # "s1" ends every key: bump it when training or scoring changes
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
@@ -147,7 +155,7 @@ def random_encoder(seed: int):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--steps", type=int, default=3000, help="training budget of every run, in steps")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training budget of every run, in steps")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
 
@@ -170,7 +178,7 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
         r = {**(class_scores(run.model, data, run.layout) if table == "class" else thesis_scores(run.model, data)),
              "train_seconds": run.summary["train_seconds"], "test_accuracy": run.summary["test_accuracy"],
              "live_dims": run.history()[-1].get("decoder_live_dims"), "collapse": run.summary.get("decoder_collapse")}
-        if seed == 0 and label in GRIDS:
+        if seed == 0 and label in GRIDS and settings.get("steps") == DEFAULT_STEPS:
             r["grid"] = draw_grid(folder, GRIDS[label])
     return {"table": table, "setting": label, "seed": seed, **r}
 

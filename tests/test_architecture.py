@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
 # ground floor first; a module may import its own floor or lower ones
 FLOORS = [
     {"registry", "layout", "files"},
-    {"curvature", "block_curvature", "data", "distributed"},
+    {"curvature", "block_curvature", "decoder_curvature", "data", "distributed"},
     {"purity", "models", "metrics", "disentanglement"},
     {"regularizers"},
     {"config", "objective", "diagnostics"},

@@ -17,7 +17,7 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     ("epoch: 3\n", "unknown keys epoch"),
     ("epochs: three\n", "epochs must be an integer"),
     ("- 1\n- 2\n", "must be a mapping"),
-    ("reg: classy\n", "--reg must be one of beta-tcvae, beta-vae, .*, universal, got .classy."),
+    ("reg: classy\n", "unknown regularizer .classy.; choose one of: beta-tcvae, beta-vae, .*, universal$"),
     ("batch_size: 0\n", "--batch-size must be positive"),
     ("wrt: autoencoder\n", "needs a decoder; add --decoder"),
 ])

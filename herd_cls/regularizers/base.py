@@ -54,6 +54,7 @@ class Regularizer:
         default_weight: ``--alpha-reg`` when none is given.
         needs_decoder: the loss reads a decoder.
         variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
+        family: what the term shapes; a ``--reg`` list takes at most one regularizer of each family.
     """
 
     name: ClassVar[str] = ""
@@ -61,6 +62,7 @@ class Regularizer:
     default_weight: ClassVar[float] = 0.0
     needs_decoder: ClassVar[bool] = False
     variational: ClassVar[bool] = False
+    family: ClassVar[str] = ""
 
     def __init__(self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None):
         self.cfg, self.dataset_size = cfg, dataset_size
@@ -112,6 +114,7 @@ class DecoderPenalty(Regularizer):
     ``--penalty-samples`` samples, with z measured in its batch std (an encoder's z has no unit prior)."""
 
     needs_decoder = True
+    family = "decoder Jacobian or Hessian penalty"
     penalty_fn: ClassVar[Callable[..., Tensor]]
 
     def loss(self, model, batch):
@@ -123,20 +126,10 @@ class DecoderPenalty(Regularizer):
 @REGULARIZERS.register("none")
 class NoRegularizer(Regularizer):
     name, help = "none", "no regularizer"
+    family = "none"
 
     def schedule(self, epoch: int) -> float:
         return 0.0
 
     def loss(self, model, batch):
         raise RuntimeError("--reg none has no loss; the trainer never asks for it")
-
-
-def regularizer_class(name: str) -> type[Regularizer]:
-    """The class registered as ``name``; an unknown name lists the valid ones."""
-    return REGULARIZERS.get(name)
-
-
-def create_regularizer(cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None) -> Regularizer:
-    """The regularizer ``cfg.reg`` names, built for ``model`` trained on ``dataset_size`` images; ``reduce``
-    sums batch statistics over processes (see :class:`Regularizer`)."""
-    return regularizer_class(cfg.reg)(cfg, model, dataset_size, reduce)

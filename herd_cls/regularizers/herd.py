@@ -6,10 +6,13 @@ from typing import ClassVar
 from torch import nn
 
 from ..curvature import PROBE_METHODS
+from ..decoder_curvature import DEFAULT_PROBES
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
 from .base import REGULARIZERS, Regularizer
 from .herd_penalty import PURITY_VARIANTS, HeRD
+
+DECODER_METHODS = ("auto", "exact", "forward")  # --hessian-method choices of --wrt decoder-output
 
 
 class _HeRDRegularizer(Regularizer):
@@ -22,14 +25,18 @@ class _HeRDRegularizer(Regularizer):
     """
 
     mode: ClassVar[str] = "class"
+    family = "HeRD"
 
     def __init__(self, cfg, model, dataset_size, reduce=None):
         super().__init__(cfg, model, dataset_size, reduce)
+        own = cfg.wrt == "decoder-output"  # the decoder's own curvature: its method and probes are read here
         self.herd = HeRD(model.layout, mode=self.mode, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
-                         variant=cfg.variant, probes=cfg.probes, method=cfg.hessian_method, reduce=reduce,
-                         universal_form=cfg.universal_form)
-        self.wrt, self.recon_loss = cfg.wrt, cfg.recon_loss
-        heads = {"classifier": model.classify if self.wrt != "autoencoder" else None,
+                         variant=cfg.variant, probes=None if own else cfg.probes,
+                         method="auto" if own else cfg.hessian_method, reduce=reduce, universal_form=cfg.universal_form)
+        self.decoder_method = "exact" if cfg.hessian_method == "exact" else "forward"
+        self.decoder_probes = cfg.probes or DEFAULT_PROBES
+        self.wrt, self.recon_loss, self.decoder_layers = cfg.wrt, cfg.recon_loss, cfg.decoder_layers
+        heads = {"classifier": model.classify if self.wrt in ("classifier", "both") else None,
                  "decoder": model.decode if self.wrt != "classifier" else None}
         for which, head in heads.items():
             if head is None:
@@ -47,12 +54,21 @@ class _HeRDRegularizer(Regularizer):
             raise HerdError(f"--wrt must be one of {', '.join(WRT)}, got {cfg.wrt!r}")
         if cfg.wrt != "classifier" and not cfg.decoder:
             raise HerdError(f"--wrt {cfg.wrt} needs a decoder; add --decoder")
+        if cfg.wrt == "decoder-output" and cfg.hessian_method not in DECODER_METHODS:
+            raise HerdError(f"--wrt decoder-output computes its curvature exactly (exact) or from second differences "
+                            f"(auto or forward), not {cfg.hessian_method}; use one of {', '.join(DECODER_METHODS)}")
+        if cfg.wrt == "decoder-output" and cfg.probes is not None and cfg.probes < 2:
+            raise HerdError(f"--probes with --wrt decoder-output needs at least 2 directions of each kind, got {cfg.probes}")
 
     def loss(self, model, batch):
         batch = batch.head(self.penalty_samples)
+        per_image = batch.x[0].numel() if self.wrt != "classifier" else 1
+        if self.wrt == "decoder-output":
+            penalty = self.herd.decoder_penalty(model.decode, batch.z, batch.y, self.decoder_layers,
+                                                self.decoder_method, self.decoder_probes)
+            return penalty, self.weight * penalty / per_image
         head, target, loss = hessian_target(model, self.wrt, self.recon_loss, batch.x, batch.y)
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
-        per_image = batch.x[0].numel() if self.wrt != "classifier" else 1
         return penalty, self.weight * penalty / per_image
 
     def to(self, device):
@@ -68,7 +84,11 @@ class ClassHeRD(_HeRDRegularizer):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        if (cfg.probes is not None or cfg.hessian_method in PROBE_METHODS) and cfg.variant not in PURITY_VARIANTS:
+        if cfg.wrt == "decoder-output":
+            if cfg.variant != "image-purity":
+                raise HerdError("--wrt decoder-output penalises each image's own-block share of the decoder's "
+                                "curvature: use --variant image-purity (the default)")
+        elif (cfg.probes is not None or cfg.hessian_method in PROBE_METHODS) and cfg.variant not in PURITY_VARIANTS:
             raise HerdError("--probes and probe methods estimate block purity; use them with --variant "
                             + " or ".join(PURITY_VARIANTS))
 

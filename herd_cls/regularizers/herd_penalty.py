@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..block_curvature import block_head_masses
+from ..decoder_curvature import DEFAULT_PROBES, curvature_shares
 from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, has_closed_form, latent_hessian
 from ..layout import BlockLayout
 from ..purity import class_abs_sum, image_share, own_share
@@ -277,6 +278,23 @@ class HeRD(nn.Module):
                 return image_penalty(own_share(inside, total), labels, self.layout.num_classes, self.reduce)
             scale = z.std(0) if self.mode == "universal" and self.universal_form in STANDARDISED_FORMS else None
             return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels, scale)
+
+    def decoder_penalty(self, decode: Callable, z: Tensor, labels: Tensor | None = None,
+                        layers: str = "output", method: str = "forward", probes: int = DEFAULT_PROBES) -> Tensor:
+        """Scalar penalty on the decoder's own curvature around z (B, d), in units of each dim's batch std
+        (:mod:`herd_cls.decoder_curvature`): the mean off-diagonal share (mode universal) or, per class, the
+        mean of 1 - each image's own-block share (mode class). ``method`` "exact" differentiates twice;
+        "forward" estimates from second differences along ``probes`` directions of each kind."""
+        if self.mode == "class" and labels is None:
+            raise HerdError("class-specific HeRD needs the labels of the batch")
+        with torch.autocast(z.device.type, enabled=False):
+            z = _at_least_float32(z)
+            own = None if self.mode == "universal" else self.layout.own(labels)
+            shares = curvature_shares(decode, z, layers, z.detach().std(0).clamp_min(1e-6), own,
+                                      method, probes)
+            if self.mode == "universal":
+                return _sum(shares.sum(), self.reduce) / _sum(shares.new_tensor(float(len(shares))), self.reduce)
+            return image_penalty(shares, labels, self.layout.num_classes, self.reduce)
 
     def extra_repr(self) -> str:
         return (f"mode={self.mode}, variant={self.variant}, universal_form={self.universal_form}, "

@@ -77,6 +77,7 @@ class _VAERegularizer(Regularizer):
 
     needs_decoder = True
     variational = True
+    family = "VAE (a KL term on q(z | x))"
 
     def loss(self, model, batch):
         pixels = batch.x[0].numel()
