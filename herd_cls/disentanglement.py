@@ -117,6 +117,16 @@ def mig(z, factors: dict) -> float:
     return _gap_score(mi, entropy)
 
 
+def dim_factors(z, factors: dict) -> list[tuple[str, float]]:
+    """Per code dim, the factor it is most informative about and that normalised mutual information
+    I(z_j; v) / H(v) in [0, 1] (MIG's matrix, read along the dims)."""
+    z, v, names = _as_matrix(z, factors)
+    vb = _discretise_columns(v)
+    entropy = np.array([_entropy(col) for col in vb.T])
+    mi = _mutual_information(_discretise_columns(z), vb) / np.where(entropy > 0, entropy, 1)
+    return [(names[int(row.argmax())], float(row.max())) for row in mi]
+
+
 def dci(z, factors: dict, test_fraction: float = 0.33, seed: int = 0, trees: int = 50) -> dict:
     """DCI with random-forest regressors (one per standardised factor).
 

@@ -3,8 +3,8 @@ rotation of it (every dim mixes every factor) scores low, noise scores chance.""
 import numpy as np
 import pytest
 
-from herd_cls.disentanglement import (_discretise, beta_vae_score, dci, disentanglement_scores, factor_vae_score,
-                                      mig, sap)
+from herd_cls.disentanglement import (_discretise, beta_vae_score, dci, dim_factors, disentanglement_scores,
+                                      factor_vae_score, mig, sap)
 from herd_cls.registry import HerdError
 
 N = 3000
@@ -40,6 +40,16 @@ def test_mig_by_hand_for_a_copied_binary_factor():
     v = np.array([0.0, 1.0] * 50)
     assert mig(np.stack([v, v], 1), {"v": v}) == pytest.approx(0.0)
     assert mig(np.stack([v, np.zeros_like(v)], 1), {"v": v}) == pytest.approx(1.0)
+
+
+def test_dim_factors_names_each_dims_factor(code):
+    factors, perfect, _, noise = code
+    named = dim_factors(perfect, factors)
+    assert [n for n, _ in named[:3]] == ["a", "b", "c"] and all(mi > 0.9 for _, mi in named[:3])
+    assert named[3][1] < 0.05 and max(mi for _, mi in dim_factors(noise, factors)) < 0.05
+    # by hand: a copy of a binary factor carries all of its entropy, a constant none
+    v = np.array([0.0, 1.0] * 50)
+    assert dim_factors(np.stack([np.zeros_like(v), v], 1), {"v": v}) == [("v", 0.0), ("v", pytest.approx(1.0))]
 
 
 def test_dci_golden(code):

@@ -65,7 +65,9 @@ class LatentGrid:
     picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,) the mean absolute
     pixel change between the sweep's two ends (a dim the decoder ignores has change 0); kinds: per dim,
     "class <c>" or "shared" ("" where no class penalty or classifier shaped the blocks); source: which test
-    images were swept."""
+    images were swept; factors: per dim, the generative factor it is most informative about and that
+    normalised mutual information over the test set (:func:`herd_cls.disentanglement.dim_factors`), or None
+    for a data set without recorded factors."""
 
     images: Tensor
     offsets: Tensor
@@ -73,6 +75,7 @@ class LatentGrid:
     kinds: list[str]
     change: Tensor
     source: str
+    factors: list[tuple[str, float]] | None = None
 
 
 def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: float = 2.0,
@@ -96,4 +99,19 @@ def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: flo
     kinds = ["" if not owned else "shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}"
              for d in dims]
     source = f"class {target}" if target is not None else "the whole test set"
-    return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source)
+    return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source, _dim_factors(run, z, y))
+
+
+def _dim_factors(run: Run, z: Tensor, y: Tensor, samples: int = FACTOR_SAMPLES) -> list[tuple[str, float]] | None:
+    """Per dim, its most informative factor over the first ``samples`` test images (None without factors)."""
+    import numpy as np
+
+    from ..data import dataset_factors
+    from ..disentanglement import dim_factors
+
+    found = dataset_factors(run.data("test"))
+    common = {k: np.asarray(v[:samples], dtype=np.float64) for k, v in found.items()}
+    common = {k: v for k, v in common.items() if not np.isnan(v).any()}
+    if not common:
+        return None
+    return dim_factors(z[:samples].double().numpy(), {**common, "class": y[:samples].double().numpy()})

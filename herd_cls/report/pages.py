@@ -169,11 +169,14 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
 
 def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:
     """The latent grid's figure and its per-dim rows, for a page."""
-    labels = [f"dim {d} ({k})" if k else f"dim {d}" for d, k in zip(grid.dims, grid.kinds)]
+    named = grid.factors or [None] * len(grid.dims)
+    labels = [f"dim {d}" + (f" ({k})" if k else "") + (f"\n= {f[0]} ({f[1]:.2f})" if f else "")
+              for d, k, f in zip(grid.dims, grid.kinds, named)]
     figure = figures.latent_grid(grid.images, grid.offsets, labels, f"every latent dim, images from {grid.source}",
                                  path)
     return {"figure": rel(figure), "samples": grid.images.shape[2], "source": grid.source,
-            "rows": [{"dim": d, "kind": k, "change": float(c)} for d, k, c in zip(grid.dims, grid.kinds, grid.change)]}
+            "rows": [{"dim": d, "kind": k, "change": float(c), "factor": f[0] if f else None, "mi": f[1] if f else None}
+                     for d, k, c, f in zip(grid.dims, grid.kinds, grid.change, named)]}
 
 
 def write_grid_page(run_name: str, grid: LatentGrid, span: float, out_dir: Path) -> Path:

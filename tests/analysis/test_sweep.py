@@ -109,8 +109,37 @@ def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
     moved = (grid.images[:, -1] - grid.images[:, 0]).abs().amax((1, 2))   # (dims, H, W): which pixel moved
     assert (moved.flatten(1).argmax(1) == torch.arange(3)).all()
     assert (moved.flatten(1).gt(0).sum(1) == 1).all() and (grid.change > 0).all()
+    assert grid.factors is None   # a data set without recorded factors
     FakeRun.config = SimpleNamespace(reg="universal", alpha_cl=0.0)   # blocks shaped by nothing: no owners named
     assert latent_grid(FakeRun(), None, samples=1, steps=3).kinds == ["", "", ""]
+
+
+def test_latent_grid_names_the_factor_each_dim_carries():
+    """Images whose first three pixels are the factors (x, y, the class): the identity encoder's dims name them."""
+    from herd_cls.analysis.decoder import latent_grid
+    from herd_cls.data import ImageSet
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 1, 2, 2, generator=g)
+    labels = (x[:, 0, 1, 1] > 0.5).long()
+    x[:, 0, 1, 0] = labels.float()
+    data = ImageSet(x, labels, {"x": x[:, 0, 0, 0].numpy(), "y": x[:, 0, 0, 1].numpy()})
+
+    class FakeRun:
+        layout = BlockLayout(2, 1, shared_dims=1)
+        decode = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Unflatten(1, (1, 2, 2)))
+        config = SimpleNamespace(reg="universal", alpha_cl=0.0)
+
+        def __init__(self):
+            self.model = torch.nn.Linear(1, 1)
+            self.model.encode, self.model.classify, self.model.decode = (lambda v: v.flatten(1)[:, :3]), \
+                (lambda z: z[:, :2]), self.decode
+
+        def data(self, split):
+            return data
+
+    named = latent_grid(FakeRun(), None, samples=1, steps=3).factors
+    assert [n for n, _ in named] == ["x", "y", "class"] and all(mi > 0.9 for _, mi in named)
 
 
 @pytest.mark.slow
