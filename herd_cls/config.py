@@ -16,9 +16,12 @@ from .curvature import LOSSES, METHODS
 from .decoder_curvature import LAYERS as DECODER_LAYERS
 from .registry import HerdError
 from .regularizers import REGULARIZERS, reg_names, regularizer_class
-from .regularizers.herd_penalty import UNIVERSAL_FORMS, VARIANTS
+from .regularizers.herd_penalty import VARIANTS
 
 REGS = tuple(REGULARIZERS.names())
+# options that are gone: a saved config may hold one at the value that is now built in, and nothing else
+RETIRED = {"universal_form": ("balanced", "the other universal forms lowered MIG or blanked the decoder "
+                                          "(docs/what-did-not-work.md); delete the line to train the balanced form")}
 RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")
 # HeRD with the decoder's Hessian on 16 images of a batch: under 2x a plain step on the conv autoencoder,
 # with purity unchanged (docs/performance.md); the shapes configs set 32
@@ -69,13 +72,6 @@ class Config:
                                  "'log-purity' (-log purity per class, so giving up a class costs more; it "
                                  "costs accuracy), 'image-purity' (each image's own-block share, averaged per "
                                  "class) or 'dual-purity' (the mean of purity and image-purity).", VARIANTS)
-    universal_form: str = _opt("balanced", "Universal HeRD's penalty: 'share' (the original work's: alpha-off times the "
-                                        "off-diagonal share of mean |H|, plus ||diag||/d), 'share-only' (without the "
-                                        "diagonal-norm term), 'image-share' (each image's off-diagonal share, averaged), "
-                                        "'correlation' (|H_jk| / sqrt(H_jj H_kk)), 'standardised' (the share with z in "
-                                        "units of each dim's batch std) or 'balanced' (standardised plus a term that "
-                                        "keeps every dim's share of the diagonal alive); docs/method.md.",
-                               UNIVERSAL_FORMS)
     wrt: str = _opt("classifier", "Whose curvature HeRD shapes: the latent Hessian of the classifier's loss, of the "
                                   "decoder's reconstruction loss (autoencoder), of their sum (both), or the decoder's "
                                   "own curvature (decoder-output: the Hessians of its activations, in units of each "
@@ -181,6 +177,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     data = data or {}
     if not isinstance(data, dict):
         raise HerdError(f"config {path} must be a mapping of option: value")
+    for key, (kept, why) in RETIRED.items():
+        if key in data and data.pop(key) != kept:
+            raise HerdError(f"config {path} sets {key}, which is retired: {why}")
     unknown = sorted(set(data) - set(config_keys()))
     if unknown:
         raise HerdError(f"config {path} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(config_keys())}")

@@ -32,7 +32,7 @@ class _HeRDRegularizer(Regularizer):
         own = cfg.wrt == "decoder-output"  # the decoder's own curvature: its method and probes are read here
         self.herd = HeRD(model.layout, mode=self.mode, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
                          variant=cfg.variant, probes=None if own else cfg.probes,
-                         method="auto" if own else cfg.hessian_method, reduce=reduce, universal_form=cfg.universal_form)
+                         method="auto" if own else cfg.hessian_method, reduce=reduce)
         self.decoder_method = "exact" if cfg.hessian_method == "exact" else "forward"
         self.decoder_probes = cfg.probes or DEFAULT_PROBES
         self.wrt, self.recon_loss, self.decoder_layers = cfg.wrt, cfg.recon_loss, cfg.decoder_layers

@@ -133,41 +133,16 @@ def universal_terms(H: Tensor, reduce: Reduce | None = None) -> dict[str, Tensor
             "image_offdiag_share": image_share, "correlation": correlation, "diag_imbalance": imbalance}
 
 
-UNIVERSAL_FORMS = ("share", "share-only", "image-share", "correlation", "standardised", "balanced")
-STANDARDISED_FORMS = ("standardised", "balanced")  # H measured in units of each latent dim's batch std
-
-
-def _check_universal_form(form: str) -> None:
-    if form not in UNIVERSAL_FORMS:
-        raise HerdError(f"unknown universal form {form!r}; choose one of: {', '.join(UNIVERSAL_FORMS)}")
-
-
-def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None, form: str = "share",
+def universal_penalty(H: Tensor, alpha_off: float = 0.5, reduce: Reduce | None = None,
                       scale: Tensor | None = None) -> Tensor:
-    """The universal (label-free) penalty of per-sample Hessians H (B, d, d), by ``form``:
-
-    ``share`` (the original work's): alpha_off * offdiag(Hbar) / sum(Hbar) + ||diag(Hbar)||_2 / d, Hbar = mean |H_i|;
-    ``share-only``: its first term alone; ``image-share``: alpha_off * the mean of each image's off-diagonal share;
-    ``correlation``: alpha_off * the mean of |H_jk| / sqrt(|H_jj| |H_kk|) over images and pairs j != k, which
-    a per-dim rescaling of z leaves unchanged;
-    ``standardised``: alpha_off * the off-diagonal share of Hbar after measuring z in units of ``scale``
-    (each dim's batch std, so rescaling a dim changes nothing); ``balanced``: that plus the diagonal
-    imbalance (:func:`universal_terms`), so that one live dim is no minimum.
-    """
-    _check_universal_form(form)
-    if form in STANDARDISED_FORMS:
-        if scale is None:
-            raise HerdError(f"universal form {form!r} needs the latent dims' scale")
+    """The universal (label-free) penalty of per-sample Hessians H (B, d, d): alpha_off times the
+    off-diagonal share of Hbar = mean |H_i|, with z measured in units of ``scale`` (d,: each dim's batch std,
+    so rescaling a dim changes nothing), plus the diagonal imbalance (:func:`universal_terms`), so that one
+    live dim is no minimum. The other forms tried (the original work's share plus ||diag||/d among them) are
+    retired with their numbers in docs/what-did-not-work.md."""
+    if scale is not None:
         H = H * scale.unsqueeze(1) * scale.unsqueeze(0)
     t = universal_terms(H, reduce)
-    if form == "share":
-        return alpha_off * t["offdiag_share"] + t["diag_norm"]
-    if form in ("share-only", "standardised"):
-        return alpha_off * t["offdiag_share"]
-    if form == "image-share":
-        return alpha_off * t["image_offdiag_share"]
-    if form == "correlation":
-        return alpha_off * t["correlation"]
     return alpha_off * t["offdiag_share"] + t["diag_imbalance"]
 
 
@@ -214,7 +189,6 @@ class HeRD(nn.Module):
             ``"forward"`` (what ``"auto"`` picks for decoder losses) computes the whole Gauss-Newton matrix.
         probes: the probe count of a probe method.
         reduce: sums per-class statistics over processes (e.g. ``herd_cls.distributed.all_reduce_sum``).
-        universal_form: the universal penalty's form (:data:`UNIVERSAL_FORMS`, :func:`universal_penalty`).
 
     >>> herd = HeRD(BlockLayout(num_classes=10, dims_per_class=2))
     >>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")
@@ -222,9 +196,8 @@ class HeRD(nn.Module):
 
     def __init__(self, layout: BlockLayout, mode: str = "class", alpha_off: float = 0.5, alpha_diag: float = 1.0,
                  variant: str = "image-purity", probes: int | None = None, method: str = "auto",
-                 reduce: Reduce | None = None, universal_form: str = "balanced"):
+                 reduce: Reduce | None = None):
         super().__init__()
-        _check_universal_form(universal_form)
         if mode not in MODES:
             raise HerdError(f"unknown HeRD mode {mode!r}; choose one of: {', '.join(MODES)}")
         if method not in METHODS:
@@ -233,7 +206,7 @@ class HeRD(nn.Module):
             raise HerdError("probes estimate block purity: use them with mode 'class' and a variant of: "
                             + ", ".join(PURITY_VARIANTS))
         self.layout, self.mode, self.variant, self.probes, self.method = layout, mode, variant, probes, method
-        self.alpha_off, self.alpha_diag, self.reduce, self.universal_form = alpha_off, alpha_diag, reduce, universal_form
+        self.alpha_off, self.alpha_diag, self.reduce = alpha_off, alpha_diag, reduce
         self.register_buffer("mask", class_mask(layout, alpha_off, alpha_diag, variant) if mode == "class" else None,
                              persistent=False)
 
@@ -249,9 +222,9 @@ class HeRD(nn.Module):
 
     def penalty(self, H: Tensor, labels: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
         """The penalty of precomputed Hessians H (B, d, d), e.g. a sum of several losses' Hessians;
-        ``scale`` (d,): the latent dims' batch std, for the standardised universal forms."""
+        ``scale`` (d,): the latent dims' batch std, for the universal penalty."""
         if self.mode == "universal":
-            return universal_penalty(H, self.alpha_off, self.reduce, self.universal_form, scale)
+            return universal_penalty(H, self.alpha_off, self.reduce, scale)
         if self.variant == "image-purity":
             return self._image_penalty(H, labels)
         class_mean = class_penalty(H, labels, self.mask, self.variant == "log-purity", self.reduce)
@@ -276,7 +249,7 @@ class HeRD(nn.Module):
             if method == "auto" and self.mode == "class" and self.variant == "image-purity" and self._blocks_of(head):
                 inside, total = block_head_masses(head, z, target, labels, loss)
                 return image_penalty(own_share(inside, total), labels, self.layout.num_classes, self.reduce)
-            scale = z.std(0) if self.mode == "universal" and self.universal_form in STANDARDISED_FORMS else None
+            scale = z.std(0) if self.mode == "universal" else None
             return self.penalty(_at_least_float32(latent_hessian(head, z, target, loss, method)), labels, scale)
 
     def decoder_penalty(self, decode: Callable, z: Tensor, labels: Tensor | None = None,
@@ -297,5 +270,5 @@ class HeRD(nn.Module):
             return image_penalty(shares, labels, self.layout.num_classes, self.reduce)
 
     def extra_repr(self) -> str:
-        return (f"mode={self.mode}, variant={self.variant}, universal_form={self.universal_form}, "
+        return (f"mode={self.mode}, variant={self.variant}, "
                 f"method={self.method}, layout={self.layout}")

@@ -44,8 +44,8 @@ def test_class_penalty_golden_values():
 
 def test_universal_penalty_golden_value():
     H = torch.tensor([[[3.0, 1.0], [1.0, 0.0]]])
-    # alpha_off * 2/5 + ||(3, 0)|| / 2
-    assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.5)
+    # alpha_off * 2/5 + the imbalance of the diagonal (3, 0): all of it on one dim, so 1
+    assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.0)
 
 
 @pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity", "image-purity", "dual-purity"])

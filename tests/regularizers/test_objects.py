@@ -31,6 +31,13 @@ def _per_sample_hessians(fn, z):
     return torch.stack([hessian(lambda v: fn(v.unsqueeze(0), i), z[i].detach()) for i in range(len(z))])
 
 
+def _balanced(H, scale, alpha_off=0.5):
+    """The universal penalty by hand: alpha_off x the off-diagonal share of mean |S H S| + the diagonal imbalance."""
+    hbar = (H * scale.view(1, -1, 1) * scale.view(1, 1, -1)).abs().mean(0)
+    diag, root = hbar.diagonal(), hbar.shape[0] ** 0.5
+    return alpha_off * (hbar.sum() - diag.sum()) / hbar.sum() + (diag.norm() / diag.sum() - 1 / root) / (1 - 1 / root)
+
+
 def _kl(batch):
     q = Normal(batch.mu, torch.exp(0.5 * batch.logvar))
     return kl_divergence(q, Normal(0.0, 1.0)).sum(1).mean()
@@ -73,12 +80,11 @@ def test_class_herd_loss_is_the_purity_penalty_of_the_autograd_hessians():
 
 
 def test_universal_herd_loss_penalises_off_diagonal_curvature():
-    reg, model, batch = _setup("universal", universal_form="share")
+    reg, model, batch = _setup("universal")
     penalty, term = reg.loss(model, batch)
     H = _per_sample_hessians(lambda v, i: torch.nn.functional.cross_entropy(model.classify(v), batch.y[i:i + 1]),
                              batch.z)
-    hbar = H.abs().mean(0)
-    expected = 0.5 * (hbar.sum() - hbar.diagonal().sum()) / hbar.sum() + hbar.diagonal().norm() / 6
+    expected = _balanced(H, batch.z.std(0))
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-4)
     assert term.item() == pytest.approx(5.0 * expected.item(), rel=1e-4)   # the default weight
 
@@ -86,12 +92,10 @@ def test_universal_herd_loss_penalises_off_diagonal_curvature():
 def test_universal_herd_on_a_decoder_weighs_the_penalty_per_image():
     """--wrt autoencoder: the penalty of the reconstruction's Hessians, its weight divided by the 64 pixels
     (the per-pixel-mean reconstruction's scale)."""
-    reg, model, batch = _setup("universal", universal_form="share", wrt="autoencoder", recon_loss="mse",
-                              hessian_method="exact")
+    reg, model, batch = _setup("universal", wrt="autoencoder", recon_loss="mse", hessian_method="exact")
     penalty, term = reg.loss(model, batch)
     H = _per_sample_hessians(lambda v, i: torch.nn.functional.mse_loss(model.decode(v), batch.x[i:i + 1]), batch.z)
-    hbar = H.abs().mean(0)
-    expected = 0.5 * (hbar.sum() - hbar.diagonal().sum()) / hbar.sum() + hbar.diagonal().norm() / 6
+    expected = _balanced(H, batch.z.std(0))
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-3)
     assert term.item() == pytest.approx(5.0 * expected.item() / 64, rel=1e-3)
     # class HeRD on the classifier's and decoder's Hessian: per image too; on the classifier's alone: as given
