@@ -204,6 +204,28 @@ def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) 
                            for label, rs in runs.items()])
 
 
+def paired(rows: dict, base: str, keys: list[tuple[str, str]]) -> str:
+    """Each row against ``base`` on the seeds both have: per key, the mean of the per-seed differences ± its
+    standard error, and how many seeds are better and worse; in words where the mean difference is within
+    one standard error (not a finding)."""
+    if base not in rows:
+        return ""
+    by_seed = {r["seed"]: r for r in rows[base]}
+    out = []
+    for label, rs in rows.items():
+        shared = [(r, by_seed[r["seed"]]) for r in rs if r["seed"] in by_seed and label != base]
+        if len(shared) < 2:
+            continue
+        cells = []
+        for key, name in keys:
+            d = np.array([r[key] - b[key] for r, b in shared])
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            words = "" if abs(d.mean()) > se else ", within its standard error: no difference shown"
+            cells.append(f"{d.mean():+.3f} ± {se:.3f} ({(d > 0).sum()} up, {(d < 0).sum()} down{words})")
+        out.append([label, len(shared), *cells])
+    return markdown_table(["setting", "paired seeds", *(f"{name} − {base}" for _, name in keys)], out)
+
+
 def verdicts(thesis: dict, classes: dict) -> list[str]:
     m = lambda rows, label, key: float(np.mean([r[key] for r in rows[label]]))  # noqa: E731
     lines = []
@@ -313,6 +335,8 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           "orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
           + table_markdown(rows["thesis"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
                                             ("recon_bce", "recon BCE")])
+          + f"\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard error):\n\n"
+          + paired(rows["thesis"], "autoencoder", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP")])
           + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class MIG over a "
           "class's own factors on its own images; image sweep specificity: the share of a class's image change "
           "that moving its own block makes):\n\n"
@@ -321,6 +345,9 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
                                            ("class_mig_own_block", "per-class MIG, own block"),
                                            ("image_sweep_specificity", "image sweep specificity"),
                                            ("recon_bce", "recon BCE")])
+          + "\n\nPaired with none (the same seeds; mean difference ± its standard error):\n\n"
+          + paired(rows["class"], "none", [("class_mig_own_block", "own-block MIG"),
+                                           ("image_sweep_specificity", "image sweep specificity")])
           + "\n\nTargets (issues 22 and the efficacy issue), computed from the rows above:\n\n"
           + "\n".join(verdicts(rows["thesis"], rows["class"])) + "\n")
     publish("benchmark_efficacy_shapes", md)
