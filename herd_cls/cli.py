@@ -185,12 +185,15 @@ def sweep(class_, run_path, samples, span, steps, dims, out, quiet):
 @RUN_OPTION
 @click.option("--compare", "compare_path", default=None, type=click.Path(),
               help="A second run folder to show side by side (e.g. a --reg none baseline).")
+@click.option("--classes", "classes", default="worst", show_default=True,
+              help="Which classes get a page with pictures: 'worst' (the 10 of lowest class-mean purity), 'all', "
+                   "or a comma list of indices or names. The index lists every class either way.")
 @METHOD_OPTION
 @OUT_OPTION
 @QUIET_OPTION
 @_friendly
-def report(run_path, compare_path, method, out, quiet):
-    """Write an HTML report: an index page and one page per class.
+def report(run_path, compare_path, classes, method, out, quiet):
+    """Write an HTML report: an index page listing every class, and a page per class that needs looking at.
 
     The folder (default reports/<run name>/) holds index.html, class_<k>.html and figures/; links are
     relative, so it can be zipped and opened from file://. The last line printed is index.html.
@@ -200,7 +203,7 @@ def report(run_path, compare_path, method, out, quiet):
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
-    index, analyses = commands.report(runs, method, out, quiet)
+    index, analyses = commands.report(runs, method, out, quiet, classes)
     for a in analyses:
         click.echo(f"{a.name}: " + "  ".join(f"{METRICS.get(k).label} {v:.3f}" for k, v in a.metrics().items()))
         for k, why in a.constant.items():

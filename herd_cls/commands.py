@@ -91,13 +91,25 @@ def attribute(run: Run, class_: str | None, method: str, samples: int,
     return page, result
 
 
-def report(runs: list[Run], method: str, out: str | None,
-           quiet: bool = False) -> tuple[Path, list[analysis.RunAnalysis]]:
+def parse_classes(run: Run, spec: str) -> list[int] | None:
+    """``worst`` -> None (the analysis picks them), ``all`` -> every class, else a comma list of classes."""
+    if spec == "worst":
+        return None
+    if spec == "all":
+        return list(range(len(run.class_names)))
+    return [resolve_class(run, v.strip()) for v in spec.split(",")]
+
+
+def report(runs: list[Run], method: str, out: str | None, quiet: bool = False,
+           classes: str = "worst") -> tuple[Path, list[analysis.RunAnalysis]]:
+    """Analyse the runs (a second one for --compare gets the first one's class pages) and write the report."""
     _same_classes(runs)
     analyses = []
+    chosen = parse_classes(runs[0], classes)
     with progress_bar("report", len(runs) + 1, quiet) as bar:
         for r in runs:
-            analyses.append(analysis.analyse(r, method))
+            analyses.append(analysis.analyse(r, method, classes=chosen))
+            chosen = chosen if chosen is not None or not analyses[-1].class_pages else list(analyses[-1].examples)
             bar.update()
         page = pages.write_report(analyses, report_dir(runs[0], out))
     return page, analyses

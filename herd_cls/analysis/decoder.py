@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..registry import HerdError
+from ..regularizers import reg_names
 from ..run import Run
 from .latents import collect, evaluating
 from .sweep import sweep
@@ -95,7 +96,7 @@ def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: flo
     result = sweep(run.model, z[chosen], dims, z.std(0), span, steps)
     change = (result["images"][:, -1] - result["images"][:, 0]).abs().flatten(1).mean(1)
     # the blocks mean something only where a class penalty or classifier shaped them
-    owned = run.config.reg != "universal" and run.config.alpha_cl > 0
+    owned = "universal" not in reg_names(run.config.reg) and run.config.alpha_cl > 0
     kinds = ["" if not owned else "shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}"
              for d in dims]
     source = f"class {target}" if target is not None else "the whole test set"

@@ -30,12 +30,15 @@ class ClassExamples:
 
 
 CARRIERS = 8            # images per class page that carry the most curvature
+DRAWN_CLASSES = 10      # class pages drawn by default: the classes of lowest class-mean purity
 
 
 def classes_meaningful(config: dict) -> bool:
     """Whether per-class pages say something about the run: not for universal HeRD, which uses no labels and
     shapes no class blocks."""
-    return config.get("reg") != "universal"
+    from ..regularizers import reg_names
+
+    return "universal" not in reg_names(config.get("reg", "none"))
 
 
 @dataclass
@@ -113,10 +116,19 @@ class RunAnalysis:
         return {name: s.per_class for name, s in self.scores.items()}
 
 
-def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512) -> RunAnalysis:
+def worst_classes(purity: Purity, count: int = DRAWN_CLASSES) -> list[int]:
+    """The ``count`` classes of lowest class-mean purity, worst first (classes not measured last)."""
+    order = sorted(range(len(purity.per_class)), key=lambda c: (purity.per_class[c].isnan().item(),
+                                                                 float(purity.per_class[c].nan_to_num(2.0))))
+    return order[:count]
+
+
+def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512,
+            classes: list[int] | None = None) -> RunAnalysis:
     """Block purity (both views), every registered metric, latent attributions, latent-label mutual
-    information, a PCA embedding, and input attributions and own-block sweeps of ``per_class`` test images
-    of every class."""
+    information, a PCA embedding, and, for the classes whose pages are drawn, input attributions and
+    own-block sweeps of ``per_class`` test images. ``classes``: those classes (None: the
+    :data:`DRAWN_CLASSES` worst by class-mean purity; none for a run whose classes mean nothing)."""
     model, cfg, names, layout = run.model, run.config, run.class_names, run.layout
     data = collect(model, run.data("test"))
     x, z, y = data["x"], data["z"], data["y"]
@@ -126,10 +138,13 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
     config = run.config_dict()
     evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"], config)
-    chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in range(len(names))}
+    if not classes_meaningful(config):
+        classes = []
+    drawn = worst_classes(purity) if classes is None else classes
+    chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in drawn}
     chosen = {c: idx for c, idx in chosen.items() if len(idx)}
     maps = attribute(model, x[torch.cat(list(chosen.values()))], y[torch.cat(list(chosen.values()))], method,
-                     batch_size=32).split([len(i) for i in chosen.values()])
+                     batch_size=32).split([len(i) for i in chosen.values()]) if chosen else []
     examples = {c: ClassExamples(x[idx], m, sweep(model, z[idx], layout.block(c).tolist(), std))
                 for (c, idx), m in zip(chosen.items(), maps)}
     pictures = {c: image_sweeps(run, c, test=data) for c in chosen}

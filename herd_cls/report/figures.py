@@ -176,14 +176,21 @@ def hessian_heatmap(hbar: Tensor, layout: BlockLayout, target: int, title: str, 
     return _save(_hessian_figure(hbar, layout, target, title), path)
 
 
+LABELLED_CLASSES = 40  # above this many classes, figures drop per-class labels and legends
+
+
 def class_dim_matrix(matrix: Tensor, layout: BlockLayout, class_names: list[str], title: str, path: Path) -> Path:
     """A (K, d) class x latent-dim matrix (e.g. mean |attribution|), each row normalised, blocks outlined."""
     plt = _plt()
     m = matrix / matrix.max(1, keepdim=True).values.clamp_min(1e-12)
-    fig, ax = plt.subplots(figsize=(min(12, 1.5 + 0.3 * m.shape[1]), 0.9 + 0.3 * m.shape[0]))
-    ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    _outline_blocks(ax, layout, square=False)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    many = m.shape[0] > LABELLED_CLASSES  # then one row a class, unlabelled, in a figure of bounded height
+    fig, ax = plt.subplots(figsize=(min(12, 1.5 + 0.3 * m.shape[1]), min(10.0, 0.9 + 0.3 * m.shape[0])))
+    ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1, interpolation="nearest")
+    if not many:
+        _outline_blocks(ax, layout, square=False)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    else:
+        ax.set_ylabel(f"class (0..{m.shape[0] - 1})")
     if m.shape[1] <= 40:
         ax.set_xticks(range(m.shape[1]), [str(j) for j in range(m.shape[1])], fontsize=7)
     ax.set_xlabel("latent dim"), ax.set_title(title, fontsize=9)
@@ -193,11 +200,14 @@ def class_dim_matrix(matrix: Tensor, layout: BlockLayout, class_names: list[str]
 def embedding_scatter(points: Tensor, labels: Tensor, class_names: list[str], title: str, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
-    for c, name in enumerate(class_names):
-        p = points[labels == c]
-        ax.scatter(p[:, 0], p[:, 1], s=6, label=name, color=plt.cm.tab10(c % 10))
+    if len(class_names) <= LABELLED_CLASSES:
+        for c, name in enumerate(class_names):
+            p = points[labels == c]
+            ax.scatter(p[:, 0], p[:, 1], s=6, label=name, color=plt.cm.tab10(c % 10))
+        ax.legend(fontsize=6, markerscale=2, ncol=2)
+    else:  # one call, colour by class, no legend: a thousand legend entries say nothing
+        ax.scatter(points[:, 0], points[:, 1], s=4, c=labels.numpy() % 20, cmap="tab20")
     ax.set_xticks([]), ax.set_yticks([]), ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, markerscale=2, ncol=2)
     return _save(fig, path)
 
 

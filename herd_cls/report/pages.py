@@ -111,7 +111,7 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     return page
 
 
-def _run_figures(a: RunAnalysis, folder: Path, tag: str, class_pages: bool = True) -> dict:
+def _run_figures(a: RunAnalysis, folder: Path, tag: str, drawn: list[int], class_pages: bool = True) -> dict:
     """Draw one run's figures into ``folder``; returns their paths relative to the report root."""
     rel = _rel(folder)
     out = {
@@ -134,7 +134,7 @@ def _run_figures(a: RunAnalysis, folder: Path, tag: str, class_pages: bool = Tru
             "figure": rel(figures.decoder_hessian_heatmap(dc.hbar, a.layout, "decoder: mean |H| of the "
                                                           "reconstruction loss", folder / f"{tag}decoder_hessian.png")),
             "off_diagonal": dc.off_diagonal, "chance": 1 - 1 / a.layout.latent_dim, "samples": dc.samples}
-    out["classes"] = {c: _class_figures(a, c, folder, tag) for c in range(len(a.class_names))} if class_pages else {}
+    out["classes"] = {c: _class_figures(a, c, folder, tag) for c in drawn} if class_pages else {}
     return out
 
 
@@ -146,8 +146,9 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
     nan = [float("nan")] * len(names)
     metrics = _metric_rows(analyses)
     class_pages = any(a.class_pages for a in analyses)
+    drawn = sorted({c for a in analyses for c in a.examples}) if class_pages else []
     runs = [{"name": a.name, "config": a.config, "summary": a.summary,
-             "figures": _run_figures(a, folder, f"run{i}_", class_pages), **_layout_view(a.layout),
+             "figures": _run_figures(a, folder, f"run{i}_", drawn, class_pages), **_layout_view(a.layout),
              "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
              "per_class": {m["key"]: a.metrics_per_class().get(m["key"], nan) for m in metrics},
              "errors": a.metric_errors(),
@@ -155,16 +156,17 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
              "holders": {c: (car.holders, car.measured) for c, car in a.carriers.items()}}
             for i, a in enumerate(analyses)]
     constant = {key: why for a in analyses for key, why in a.constant.items()}
-    if class_pages:
-        for c, name in enumerate(names):
-            render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=name, class_names=names,
-                   metrics=metrics, constant=constant)
-    else:
-        for old in out_dir.glob("class_*.html"):  # a report folder reused from a run with classes
+    for old in out_dir.glob("class_*.html"):  # a report folder reused: no page of a class not drawn now
+        if old.stem.removeprefix("class_") not in {str(c) for c in drawn}:
             old.unlink()
+    for c in drawn:
+        render("class.html", out_dir / f"class_{c}.html", runs=runs, c=c, name=names[c], class_names=names,
+               metrics=metrics, constant=constant)
+    purity = analyses[0].purity.per_class
+    order = sorted(range(len(names)), key=lambda c: (purity[c].isnan().item(), float(purity[c].nan_to_num(2.0))))
     return render("index.html", out_dir / "index.html", runs=runs, class_names=names, metrics=metrics,
                   robustness_page=(out_dir / "robustness.html").is_file(), class_pages=class_pages,
-                  constant=constant)
+                  constant=constant, drawn=drawn, order=order)
 
 
 def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:

@@ -81,3 +81,37 @@ def test_attribute_command_page_and_alignment(tiny_args, tmp_path):
     overall = float(res.output.strip().splitlines()[-2].split()[-1])
     assert 0 <= overall <= 1
     assert len(check_page(page).refs) == 1 + 10  # the latent matrix and one overlay strip per class
+
+
+def test_report_draws_chosen_classes_and_lists_every_class_worst_first(tiny_args, tmp_path):
+    from herd_cls import commands
+    from herd_cls.run import load_run
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", *tiny_args, "--name", "r", "--epochs", "1"]).exit_code == 0
+    out = tmp_path / "report"
+    (out).mkdir()
+    (out / "class_5.html").write_text("a page of an earlier report")   # not drawn now: removed
+    index, (analysis,) = commands.report([load_run(tmp_path / "runs" / "r")], "saliency", str(out), True, "3,7")
+    assert {p.name for p in out.glob("*.html")} == {"index.html", "class_3.html", "class_7.html"}
+    html = index.read_text()
+    rows = [int(c) for c in re.findall(r'<tr><td data-sort="(\d+)">', html)]
+    purity = analysis.purity.per_class
+    assert sorted(rows) == list(range(10)) and [float(purity[c]) for c in rows] == sorted(float(p) for p in purity)
+    assert set(re.findall(r'href="class_(\d+)\.html"', html)) == {"3", "7"}
+    assert "Pages are drawn for 2 of the 10 classes" in html and "--classes all" in html
+    check_page(index)
+    bad = runner.invoke(main, ["report", "--run", str(tmp_path / "runs" / "r"), "--classes", "3,eleven",
+                               "--out", str(out)])
+    assert bad.exit_code != 0 and "class 'eleven' is not in this run's data" in bad.output and "Traceback" not in bad.output
+
+
+def test_worst_classes_put_the_lowest_purity_first_and_unmeasured_last():
+    import torch
+
+    from herd_cls.analysis.runs import worst_classes
+    from herd_cls.purity import Purity
+
+    per_class = torch.tensor([0.5, float("nan"), 0.1, 0.9, 0.3])
+    p = Purity(per_class, torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(5, 2, 2), "exact")
+    assert worst_classes(p, 3) == [2, 4, 0] and worst_classes(p, 10) == [2, 4, 0, 3, 1]
