@@ -22,6 +22,7 @@ from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both", "decoder-output")
 EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
+HBAR_MAX = 2 ** 25  # entries of the (K, d, d) per-class mean |H| kept for heatmaps (128 MB); above it, none
 EXACT_CHUNK = 2 ** 24  # entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
 
 
@@ -69,7 +70,8 @@ class Purity:
 
     per_class: (K,) class-mean purity, NaN for a class absent from the images.
     per_image: (N,) own-block share of each image; labels: (N,) their classes.
-    hbar: (K, d, d) per-class mean |H| (for heatmaps).
+    hbar: (K, d, d) per-class mean |H| (for heatmaps), or None where K d^2 is above :data:`HBAR_MAX` (1000
+    classes of 2 dims would need 16 GB); purity never needs it.
     method: how H was computed; samples: N.
     per_image_mass: (N,) each image's total curvature mass, from the same H as the shares (sum |H_i|, or
     the probe estimate of its squared Frobenius mass); a class mean is the mass-weighted mean of its
@@ -79,7 +81,7 @@ class Purity:
     per_class: Tensor
     per_image: Tensor
     labels: Tensor
-    hbar: Tensor
+    hbar: Tensor | None
     method: str
     per_image_mass: Tensor | None = None
 
@@ -192,7 +194,8 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
     device = next(model.parameters()).device
     K, d = layout.num_classes, layout.latent_dim
     generator = torch.Generator().manual_seed(seed)
-    hsum, counts = torch.zeros(K, d, d, device=device), torch.zeros(K, device=device)
+    keep_hbar = K * d * d <= HBAR_MAX
+    hsum, counts = torch.zeros(K, d, d, device=device) if keep_hbar else None, torch.zeros(K, device=device)
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
     per_image, mass, labels, seen, method = [], [], [], 0, hessian_method
     for x, y in batches:
@@ -217,17 +220,22 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
             per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
             mass.append(total.cpu())
         else:
-            H = _hessians(head, z, target, loss, method)
-            total, count = class_abs_sum(H, y, K)
-            hsum, counts = hsum + total, counts + count
-            per_image.append(image_share(H, y, layout, float("nan")).cpu())
-            mass.append(H.abs().sum((1, 2)).cpu())
+            H = _hessians(head, z, target, loss, method).abs()
+            inside, total = (H * layout.own_pairs(y)).sum((1, 2)), H.sum((1, 2))
+            onehot = F.one_hot(y, K).to(H.dtype)
+            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
+                counts + onehot.sum(0)
+            if keep_hbar:
+                hsum = hsum + class_abs_sum(H, y, K)[0]
+            per_image.append(own_share(inside, total, float("nan")).cpu())
+            mass.append(total.cpu())
         labels.append(y.cpu())
         seen += len(y)
-    hbar = hsum / counts.clamp_min(1).view(-1, 1, 1)
+    hbar = None if hsum is None else (hsum / counts.clamp_min(1).view(-1, 1, 1)).cpu()
+    per_class = torch.where(counts > 0, own_share(inside_sum, total_sum, float("nan")), torch.nan)
     if method in PROBE_METHODS:
-        per_class = torch.where(counts > 0, own_share(inside_sum, total_sum, float("nan")), torch.nan).clamp(0, 1).cpu()
+        per_class = per_class.clamp(0, 1)
         label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
     else:
-        per_class, label = class_block_purity(hbar, layout).cpu(), f"exact |H| ({hessian_method})"
-    return Purity(per_class, torch.cat(per_image), torch.cat(labels), hbar.cpu(), label, torch.cat(mass))
+        label = f"exact |H| ({hessian_method})"
+    return Purity(per_class.cpu(), torch.cat(per_image), torch.cat(labels), hbar, label, torch.cat(mass))

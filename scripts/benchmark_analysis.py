@@ -8,6 +8,12 @@ process (Python start-up and imports included), best and worst of --repeats runs
 reports/benchmark_analysis.md and the matching block of docs/performance.md.
 
     python scripts/benchmark_analysis.py [--run RUN_DIR] [--repeats 3]
+    python scripts/benchmark_analysis.py --classes 10 100 1000   # the report at many classes (issue 29)
+
+``--classes``: for each class count K, a generated image folder (K classes of 12 32x32 images: a random
+template per class plus noise) is trained for one epoch (conv backbone, class HeRD) and `herd-cls report` is
+timed on it, with the number of files it writes; targets: 100 classes at most 2x the 10-class time, 1000
+classes under 5 minutes.
 """
 from __future__ import annotations
 
@@ -22,11 +28,53 @@ from _harness import herd_cli, markdown_table, provenance, publish, readme_run
 TARGETS = {"first sweep": 20.0, "sweep": 10.0, "attribute": None, "report": 60.0, "robustness": 60.0}
 
 
+def image_folder(root: Path, classes: int, per_class: int = 12, side: int = 32, seed: int = 0) -> Path:
+    """``classes`` class folders of ``per_class`` PNGs: each class a random template, each image it plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class{c:04d}"
+        folder.mkdir(parents=True)
+        template = rng.uniform(0, 255, (side, side, 3))
+        for i in range(per_class):
+            image = np.clip(template + rng.normal(0, 40, template.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def many_classes(counts: list[int]) -> None:
+    rows, seconds = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in counts:
+            data = image_folder(Path(tmp) / f"data{k}", k)
+            herd_cli("train", "--dataset", "imagefolder", "--data-root", data, "--image-size", "32", "--epochs", "1",
+                     "--backbone", "conv", "--out-dir", Path(tmp) / "runs", "--name", f"k{k}", "--quiet",
+                     stdout=subprocess.DEVNULL)
+            out = Path(tmp) / f"report{k}"
+            t0 = time.perf_counter()
+            herd_cli("report", "--run", Path(tmp) / "runs" / f"k{k}", "--out", out, "--quiet", stdout=subprocess.DEVNULL)
+            seconds[k] = time.perf_counter() - t0
+            files = sum(1 for p in out.rglob("*") if p.is_file())
+            target = {100: f"≤ 2x the 10-class time: {'met' if 10 in seconds and seconds[k] <= 2 * seconds[10] else 'MISSED'}",
+                      1000: f"≤ 300 s: {'met' if seconds[k] <= 300 else 'MISSED'}"}.get(k, "–")
+            rows.append([k, f"{seconds[k]:.1f}", files, target])
+    md = (f"`herd-cls report` (default `--classes worst`) on generated image folders of K classes x 12 images "
+          f"(32x32), each trained one epoch (conv backbone, class HeRD); whole process, one run each; "
+          f"`python scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at {provenance()}.\n\n"
+          + markdown_table(["classes", "report s", "files written", "target"], rows) + "\n")
+    publish("benchmark_analysis_classes", md)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=None, help="a trained default run (default: train one now)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--classes", type=int, nargs="+", help="time the report at these class counts instead")
     args = parser.parse_args()
+    if args.classes:
+        return many_classes(args.classes)
     with tempfile.TemporaryDirectory() as tmp:
         run = readme_run(args.run, Path(tmp) / "default", "--quiet")
         commands = {"first sweep": ["sweep", "--class", "3"], "sweep": ["sweep", "--class", "3"],

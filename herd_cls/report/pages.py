@@ -85,7 +85,7 @@ def _class_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
     kinds = {d: " (shared)" for d in a.layout.shared.tolist()}
     shares = a.purity.per_image[a.purity.labels == c]
     page = {"attribution": None, "sweeps": [], "robustness": None, "pictures": None, "block_effect": None,
-            "hessian": rel(figures.hessian_heatmap(
+            "hessian": None if a.purity.hbar is None else rel(figures.hessian_heatmap(
                 a.purity.hbar[c], a.layout, c, f"mean |H|, class {name}", folder / f"{tag}hessian_{c}.png")),
             "purity_method": a.purity.method, "purity_samples": len(a.purity.labels),
             "histogram": rel(figures.purity_histogram(shares, a.layout.chance(), float(a.purity.per_class[c]),
