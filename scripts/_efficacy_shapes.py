@@ -57,6 +57,7 @@ CLASS = {
     "class HeRD (decoder + classifier Hessian), weight 8": {"reg": "class", "wrt": "both", "alpha_reg": 8.0},
     "class HeRD (decoder + classifier Hessian), weight 32": {"reg": "class", "wrt": "both", "alpha_reg": 32.0},
     "class HeRD (decoder output)": {"reg": "class", "wrt": "decoder-output"},
+    "class HeRD (decoder output), weight 8": {"reg": "class", "wrt": "decoder-output", "alpha_reg": 8.0},
     "class HeRD (decoder output), weight 32": {"reg": "class", "wrt": "decoder-output", "alpha_reg": 32.0},
     "beta-TCVAE + class HeRD (decoder output), weight 32": {"reg": "beta-tcvae,class:32", "wrt": "decoder-output"},
 }
