@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .block_curvature import block_head_masses
 from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
@@ -174,6 +175,12 @@ class Purity:
                 "purity_method": self.method, "purity_samples": len(self.labels)}
 
 
+def _on_blocks(head, layout: BlockLayout) -> bool:
+    """Whether ``head`` is a block head on ``layout``'s blocks (its |H| masses have a closed form)."""
+    return (hasattr(head, "logit_derivatives") and getattr(head, "shared_dims", None) == layout.shared_dims
+            and torch.equal(head.index.cpu(), layout.head_index()))
+
+
 def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
     """Per-image H (B, d, d), computed in chunks of images small enough for wide latents."""
     step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
@@ -218,6 +225,15 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
             inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
                 counts + onehot.sum(0)
             per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
+            mass.append(total.cpu())
+        elif not keep_hbar and method == "auto" and _on_blocks(head, layout):
+            # a block head's |H| masses need no (B, d, d) Hessian: O(K m^2) per image (block_curvature)
+            with torch.enable_grad():
+                inside, total = (t.detach().float() for t in block_head_masses(head, z, target, y, loss))
+            onehot = F.one_hot(y, K).to(total.dtype)
+            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
+                counts + onehot.sum(0)
+            per_image.append(own_share(inside, total, float("nan")).cpu())
             mass.append(total.cpu())
         else:
             H = _hessians(head, z, target, loss, method).abs()

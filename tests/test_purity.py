@@ -107,3 +107,28 @@ def test_standard_error_of_class_mean_purity_golden_values():
     lone = Purity(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]),
                   torch.zeros(2, 4, 4), "exact |H|", torch.ones(3))
     assert math.isnan(lone.standard_error())      # one image cannot say how much its class varies
+
+
+def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hessians(monkeypatch):
+    """Above HBAR_MAX no (K, d, d) mean |H| is kept, and a block head's purity comes from its closed-form masses:
+    the same per-class and per-image values as the oracle's |H|."""
+    import herd_cls.purity as purity
+    from herd_cls.models import BlockHead
+
+    torch.manual_seed(2)
+    layout = BlockLayout(3, 2, shared_dims=1)
+    model = _Model()
+    model.enc, model.classify = torch.nn.Linear(5, layout.latent_dim), BlockHead(layout, hidden=6)
+    x, y = torch.randn(9, 5), torch.arange(9) % 3
+    exact = measure_purity(model, [(x, y)], layout)
+    monkeypatch.setattr(purity, "HBAR_MAX", 0)
+    monkeypatch.setattr(purity, "_hessians", lambda *a: pytest.fail("formed H"))
+    fast = measure_purity(model, [(x, y)], layout)
+    assert exact.hbar is not None and fast.hbar is None
+    torch.testing.assert_close(fast.per_class, exact.per_class, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(fast.per_image, exact.per_image, rtol=1e-4, atol=1e-6)
+    z = model.encode(x).detach()
+    H = torch.stack([hessian(lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i:i + 1]), z[i])
+                     for i in range(9)]).abs()
+    own = layout.own_pairs(y)
+    torch.testing.assert_close(fast.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6)
