@@ -133,6 +133,11 @@ class BlockHead(nn.Module):
         h = nn.functional.gelu(torch.einsum("bki,kih->bkh", zk, self.w1) + self.b1)
         return torch.einsum("bkh,kh->bk", h, self.w2) + self.b2
 
+    def logit(self, z: Tensor, k: int) -> Tensor:
+        """Logit ``k`` alone (B,): it reads only class k's block and the shared dims."""
+        h = nn.functional.gelu(z[:, self.index[k]] @ self.w1[k] + self.b1[k])
+        return h @ self.w2[k] + self.b2[k]
+
     def logit_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Logits (B, K) with each logit's gradient (B, K, m) and Hessian (B, K, m, m) with respect to its own
         dims ``index`` (K, m): in closed form, so that curvature needs no Hessian-vector products at any width

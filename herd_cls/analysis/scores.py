@@ -22,7 +22,7 @@ from torch import Tensor
 from ..layout import BlockLayout
 from ..metrics import attribution_alignment, sweep_specificity
 from ..models import LatentModel
-from ..purity import Purity
+from ..purity import Purity, _on_blocks
 from ..registry import Registry
 from .sweep import block_sweep_effect, decoded_block_effect
 
@@ -165,7 +165,10 @@ def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, la
     averaged over b's dims and both signs: the same latent distance for every block."""
     import torch.nn.functional as F
 
-    base = F.cross_entropy(head(z), y, reduction="none")
+    logits = head(z)
+    base = F.cross_entropy(logits, y, reduction="none")
+    if _on_blocks(head, layout):
+        return _block_head_effect(head, z, y, logits, base, layout, step)
     effect = torch.zeros(len(z), layout.num_classes)
     for b in range(layout.num_classes):
         for dim in layout.block(b).tolist():
@@ -173,6 +176,24 @@ def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, la
                 moved = z.clone()
                 moved[:, dim] += sign * step
                 effect[:, b] += (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
+    return effect / (2 * layout.dims_per_class)
+
+
+def _block_head_effect(head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor, layout: BlockLayout,
+                       step: float) -> Tensor:
+    """:func:`loss_block_effect` for a block head: moving block b's dims changes logit b only, so each move costs
+    one logit, not K (linear in the class count, not quadratic)."""
+    effect = torch.zeros(len(z), layout.num_classes)
+    rows = torch.arange(len(z))
+    for b in range(layout.num_classes):
+        others = torch.logsumexp(logits.index_fill(1, torch.tensor([b], device=z.device), float("-inf")), 1)
+        for dim in layout.block(b).tolist():
+            for sign in (1.0, -1.0):
+                moved = z.clone()
+                moved[:, dim] += sign * step
+                new = head.logit(moved, b)
+                own = torch.where(y == b, new, logits[rows, y])
+                effect[:, b] += (torch.logaddexp(others, new) - own - base).abs().cpu()
     return effect / (2 * layout.dims_per_class)
 
 

@@ -128,3 +128,17 @@ def test_score_all_skips_metrics_fixed_by_construction():
     assert scores["image_purity_median"].overall == pytest.approx(float(purity.per_image.median()))
     ev.config = {"head": "mlp", "shared_dims": 0}
     assert "sweep_specificity" in score_all(ev)
+
+
+def test_a_block_heads_loss_block_effect_moves_one_logit_and_equals_the_generic_computation():
+    from herd_cls.analysis.scores import loss_block_effect
+    from herd_cls.models import BlockHead
+
+    torch.manual_seed(0)
+    layout = BlockLayout(5, 2, shared_dims=1)
+    head = BlockHead(layout, hidden=8)
+    z, y = torch.randn(40, layout.latent_dim), torch.arange(40) % 5
+    fast = loss_block_effect(head, z, y, layout, 0.3)
+    generic = loss_block_effect(lambda v: head(v), z, y, layout, 0.3)   # a plain callable: every logit recomputed
+    torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-6)
+    assert fast.shape == (40, 5) and (fast > 0).all()
