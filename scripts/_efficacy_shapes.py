@@ -320,9 +320,27 @@ def retired_tables(steps: int) -> str:
             + "\n\n".join(out) + "\n")
 
 
+SCREEN_STEPS = 1000  # issue 28's one-seed screen of the decoder-output candidates, before the 5-seed table
+
+
+def screen_tables() -> str:
+    """Every record at the screen's budget, one row per setting (whatever seeds it has)."""
+    records = [r for key, r in STORE.load().items() if f"| steps {SCREEN_STEPS} |" in key]
+    out = []
+    for table, columns in (("thesis", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("recon_bce", "recon BCE")]),
+                           ("class", [("test_accuracy", "accuracy"), ("class_mig_own_block", "per-class MIG, own block"),
+                                      ("image_sweep_specificity", "image sweep specificity"), ("recon_bce", "recon BCE")])):
+        out.append(table_markdown(group(r for r in records if r["table"] == table), columns))
+    return (f"The screen before the table (`benchmark_efficacy.py --part shapes --steps {SCREEN_STEPS} --seeds 0`, "
+            f"one seed at a third of the table's budget; {stamp(records)}):\n\n" + "\n\n".join(out) + "\n")
+
+
 def run(seeds: list[int], publish_only: bool, args) -> None:
     if not publish_only:
         train_all(seeds, args)
+    if args.steps != DEFAULT_STEPS:  # a screen at another budget publishes only its own table
+        publish("benchmark_efficacy_shapes_screen", screen_tables())
+        return
     rows = {}
     for table, (_, settings) in TABLES.items():
         wanted = {key: cfg for key, cfg, *_ in cells([table], None, seeds, args.steps)}
