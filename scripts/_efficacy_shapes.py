@@ -152,6 +152,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training budget of every run, in steps")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
+    parser.add_argument("--grids", action="store_true",
+                        help="only redraw the published latent grids: retrain seed 0 of each GRIDS row (CPU training "
+                             "is deterministic, so it is the table's seed-0 run) and draw it")
 
 
 def settings_of(table: str, label: str, steps: int) -> dict:
@@ -335,7 +338,18 @@ def screen_tables() -> str:
             f"one seed at a third of the table's budget; {stamp(records)}):\n\n" + "\n\n".join(out) + "\n")
 
 
+def redraw_grids(steps: int) -> None:
+    import tempfile
+
+    for label, name in GRIDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            trained_run(Path(tmp) / "run", {**settings_of("thesis", label, steps), "seed": 0})
+            print(draw_grid(Path(tmp) / "run", name), flush=True)
+
+
 def run(seeds: list[int], publish_only: bool, args) -> None:
+    if args.grids:
+        return redraw_grids(args.steps)
     if not publish_only:
         train_all(seeds, args)
     if args.steps != DEFAULT_STEPS:  # a screen at another budget publishes only its own table
