@@ -37,6 +37,14 @@ def block_closed_form(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> Te
     return jac.transpose(1, 2) @ s @ jac + residual.view(b, d, d)
 
 
+def on_blocks(head, layout) -> bool:
+    """Whether ``head`` is a block head on ``layout``'s blocks (a :class:`~herd_cls.layout.BlockLayout`): its
+    |H| masses then have the closed form of :func:`block_head_masses`."""
+    if not hasattr(head, "logit_derivatives") or getattr(head, "shared_dims", None) != layout.shared_dims:
+        return False
+    return torch.equal(head.index.cpu(), layout.head_index())
+
+
 def block_head_masses(head: nn.Module, z: Tensor, target, labels: Tensor, loss: Loss = "ce") -> tuple[Tensor, Tensor]:
     """Exact per-sample (inside, total) |H| masses, each (B,), of a block head whose ``index`` rows are class k's
     n own dims followed by the s shared dims (:class:`herd_cls.models.BlockHead`), without forming H: O(K m^2)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .block_curvature import block_head_masses
+from .block_curvature import block_head_masses, on_blocks
 from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
@@ -175,10 +175,20 @@ class Purity:
                 "purity_method": self.method, "purity_samples": len(self.labels)}
 
 
-def _on_blocks(head, layout: BlockLayout) -> bool:
-    """Whether ``head`` is a block head on ``layout``'s blocks (its |H| masses have a closed form)."""
-    return (hasattr(head, "logit_derivatives") and getattr(head, "shared_dims", None) == layout.shared_dims
-            and torch.equal(head.index.cpu(), layout.head_index()))
+def _image_masses(head, z: Tensor, target, y: Tensor, layout: BlockLayout, loss, method: str, keep_hbar: bool,
+                  probes: int, generator) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Each image's (inside, total) curvature mass, (B,) each, and its |H| (B, d, d) where it was formed and
+    is kept: probe estimates of squared masses, a block head's closed-form |H| masses (no H formed), or |H|."""
+    if method in PROBE_METHODS:
+        with torch.no_grad() if method == "forward" else torch.enable_grad():
+            inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
+        return inside.detach().float(), total.detach().float(), None
+    if not keep_hbar and method == "auto" and on_blocks(head, layout):  # O(K m^2) per image (block_curvature)
+        with torch.enable_grad():
+            inside, total = block_head_masses(head, z, target, y, loss)
+        return inside.detach().float(), total.detach().float(), None
+    H = _hessians(head, z, target, loss, method).abs()
+    return (H * layout.own_pairs(y)).sum((1, 2)), H.sum((1, 2)), H if keep_hbar else None
 
 
 def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
@@ -217,34 +227,15 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
         method = hessian_method if hessian_method == "auto" else \
             curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
-        if method in PROBE_METHODS:
-            with torch.no_grad() if method == "forward" else torch.enable_grad():
-                inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
-            inside, total = inside.detach().float(), total.detach().float()
-            onehot = F.one_hot(y, K).float()
-            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
-                counts + onehot.sum(0)
-            per_image.append(own_share(inside, total, float("nan")).clamp(0, 1).cpu())
-            mass.append(total.cpu())
-        elif not keep_hbar and method == "auto" and _on_blocks(head, layout):
-            # a block head's |H| masses need no (B, d, d) Hessian: O(K m^2) per image (block_curvature)
-            with torch.enable_grad():
-                inside, total = (t.detach().float() for t in block_head_masses(head, z, target, y, loss))
-            onehot = F.one_hot(y, K).to(total.dtype)
-            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
-                counts + onehot.sum(0)
-            per_image.append(own_share(inside, total, float("nan")).cpu())
-            mass.append(total.cpu())
-        else:
-            H = _hessians(head, z, target, loss, method).abs()
-            inside, total = (H * layout.own_pairs(y)).sum((1, 2)), H.sum((1, 2))
-            onehot = F.one_hot(y, K).to(H.dtype)
-            inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
-                counts + onehot.sum(0)
-            if keep_hbar:
-                hsum = hsum + class_abs_sum(H, y, K)[0]
-            per_image.append(own_share(inside, total, float("nan")).cpu())
-            mass.append(total.cpu())
+        inside, total, H = _image_masses(head, z, target, y, layout, loss, method, keep_hbar, probes, generator)
+        onehot = F.one_hot(y, K).to(total.dtype)
+        inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
+            counts + onehot.sum(0)
+        if H is not None:
+            hsum = hsum + class_abs_sum(H, y, K)[0]
+        share = own_share(inside, total, float("nan"))
+        per_image.append((share.clamp(0, 1) if method in PROBE_METHODS else share).cpu())
+        mass.append(total.cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = None if hsum is None else (hsum / counts.clamp_min(1).view(-1, 1, 1)).cpu()

@@ -343,7 +343,7 @@ def test_herd_on_a_wide_block_head_penalises_its_exact_hessians():
 def test_block_head_masses_equal_those_of_oracle_hessians():
     """The (inside, total) |H| masses the block head's penalty uses without forming H, against the oracle's,
     with shared dims; a head on another layout's blocks falls back to the dense path with the same penalty."""
-    from herd_cls.block_curvature import block_head_masses
+    from herd_cls.block_curvature import block_head_masses, on_blocks
 
     torch.manual_seed(12)
     layout = BlockLayout(num_classes=4, dims_per_class=3, shared_dims=2)
@@ -353,5 +353,5 @@ def test_block_head_masses_equal_those_of_oracle_hessians():
     torch.testing.assert_close(inside, (H * layout.own_pairs(y)).sum((1, 2)))
     torch.testing.assert_close(total, H.sum((1, 2)))
     other = BlockLayout(num_classes=2, dims_per_class=6, shared_dims=2)   # the same width, other blocks
-    assert not HeRD(other)._blocks_of(head) and HeRD(layout)._blocks_of(head)
+    assert not on_blocks(head, other) and on_blocks(head, layout)
     torch.testing.assert_close(HeRD(other)(head, z, y, labels=y % 2), HeRD(other).penalty(oracle(head, z, y, "ce"), y % 2))

@@ -22,7 +22,8 @@ from torch import Tensor
 from ..layout import BlockLayout
 from ..metrics import attribution_alignment, sweep_specificity
 from ..models import LatentModel
-from ..purity import Purity, _on_blocks
+from ..block_curvature import on_blocks
+from ..purity import Purity
 from ..registry import Registry
 from .sweep import block_sweep_effect, decoded_block_effect
 
@@ -167,7 +168,7 @@ def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, la
 
     logits = head(z)
     base = F.cross_entropy(logits, y, reduction="none")
-    if _on_blocks(head, layout):
+    if on_blocks(head, layout):
         return _block_head_effect(head, z, y, logits, base, layout, step)
     effect = torch.zeros(len(z), layout.num_classes)
     for b in range(layout.num_classes):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..block_curvature import block_head_masses
+from ..block_curvature import block_head_masses, on_blocks
 from ..decoder_curvature import DEFAULT_PROBES, curvature_shares
 from ..curvature import METHODS, PROBE_METHODS, Loss, block_mass, curvature_method, has_closed_form, latent_hessian
 from ..layout import BlockLayout
@@ -210,13 +210,6 @@ class HeRD(nn.Module):
         self.register_buffer("mask", class_mask(layout, alpha_off, alpha_diag, variant) if mode == "class" else None,
                              persistent=False)
 
-    def _blocks_of(self, head: Callable) -> bool:
-        """Whether ``head`` is a block head on this layout's blocks (its image-purity penalty then needs no
-        (B, d, d) Hessian: :func:`herd_cls.block_curvature.block_head_masses`)."""
-        if not hasattr(head, "logit_derivatives") or getattr(head, "shared_dims", None) != self.layout.shared_dims:
-            return False
-        return torch.equal(head.index.cpu(), self.layout.head_index())
-
     def _image_penalty(self, H: Tensor, labels: Tensor) -> Tensor:
         return image_penalty(image_share(H, labels, self.layout), labels, self.layout.num_classes, self.reduce)
 
@@ -246,7 +239,7 @@ class HeRD(nn.Module):
                 inside, total = block_mass(head, z, target, self.layout.own(labels), loss, method, probes)
                 return probe_penalty(_at_least_float32(inside), _at_least_float32(total), labels,
                                      self.layout.num_classes, self.variant, self.reduce)
-            if method == "auto" and self.mode == "class" and self.variant == "image-purity" and self._blocks_of(head):
+            if method == "auto" and self.mode == "class" and self.variant == "image-purity" and on_blocks(head, self.layout):
                 inside, total = block_head_masses(head, z, target, labels, loss)
                 return image_penalty(own_share(inside, total), labels, self.layout.num_classes, self.reduce)
             scale = z.std(0) if self.mode == "universal" else None
