@@ -279,7 +279,7 @@ DEVICE_JOBS = {  # label: (config overrides of the classifier or autoencoder, th
     "conv autoencoder": ({"backbone": "conv", "decoder": True}, {"reg": "class", "wrt": "both"}),
     "Burgess autoencoder": ({"backbone": "burgess", "decoder": True, "recon_loss": "bce", "alpha_cl": 0.0,
                              "latent_dim": 10, "shared_dims": 1, "head": "mlp"},
-                            {"reg": "universal", "wrt": "autoencoder"}),
+                            {"reg": "universal", "wrt": "decoder-output"}),
 }
 
 

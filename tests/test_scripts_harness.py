@@ -86,12 +86,31 @@ def test_shapes_collapse_verdicts_read_every_seed():
     mean and keeps at least 5 live dims."""
     from _efficacy_shapes import UNIVERSAL, UNIVERSAL_ROWS, verdicts
 
-    ae = [{"recon_bce": 0.02, "mig": 0.1}, {"recon_bce": 0.02, "mig": 0.1}]
-    alive = [{"recon_bce": 0.029, "live_dims": 10, "mig": 0.1}, {"recon_bce": 0.021, "live_dims": 5, "mig": 0.1}]
-    one_blank = [alive[0], {"recon_bce": 0.031, "live_dims": 4, "mig": 0.1}]
-    lines = verdicts({"autoencoder": ae, UNIVERSAL: alive, UNIVERSAL_ROWS[1]: one_blank}, {})
-    met = {line.split(": **")[0]: "**met**" in line for line in lines}
-    assert met[f"- no collapse: {UNIVERSAL}, test reconstruction within 1.5x of the autoencoder's in every seed"]
-    assert met[f"- no collapse: {UNIVERSAL}, at least 5 live latent dims in every seed"]
-    assert not met[f"- no collapse: {UNIVERSAL_ROWS[1]}, test reconstruction within 1.5x of the autoencoder's in every seed"]
-    assert not met[f"- no collapse: {UNIVERSAL_ROWS[1]}, at least 5 live latent dims in every seed"]
+    ae = [{"seed": 0, "recon_bce": 0.02, "mig": 0.1}, {"seed": 1, "recon_bce": 0.02, "mig": 0.1}]
+    alive = [{"seed": 0, "recon_bce": 0.029, "live_dims": 10, "mig": 0.1},
+             {"seed": 1, "recon_bce": 0.021, "live_dims": 5, "mig": 0.1}]
+    one_blank = [alive[0], {"seed": 1, "recon_bce": 0.031, "live_dims": 4, "mig": 0.1}]
+    def met(rows):
+        return {line.split(": **")[0]: "**met**" in line for line in verdicts({"autoencoder": ae, UNIVERSAL: rows}, {})}
+
+    recon = f"- no collapse: {UNIVERSAL}, test reconstruction within 1.5x of the autoencoder's in every seed"
+    live = f"- no collapse: {UNIVERSAL}, at least 5 live latent dims in every seed"
+    assert met(alive)[recon] and met(alive)[live]
+    assert not met(one_blank)[recon] and not met(one_blank)[live]
+    assert UNIVERSAL_ROWS == (UNIVERSAL,)
+
+
+def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_error():
+    from _efficacy_shapes import UNIVERSAL, verdicts
+
+    ae = [{"seed": s, "recon_bce": 0.02, "mig": m} for s, m in enumerate([0.10, 0.20, 0.05])]
+
+    def floor(migs):
+        rows = [{"seed": s, "recon_bce": 0.02, "live_dims": 10, "mig": m} for s, m in enumerate(migs)]
+        line = next(v for v in verdicts({"autoencoder": ae, UNIVERSAL: rows}, {}) if "issue 28 floor" in v)
+        return "**met**" in line, line
+
+    assert floor([0.15, 0.25, 0.09])[0]                        # +0.05, +0.05, +0.04: every seed up
+    assert not floor([0.30, 0.19, 0.04])[0]                    # one seed far up, two down: the mean is not enough
+    ok, line = floor([0.11, 0.19, 0.30])                       # 2 up, 1 down, mean +0.083 ± 0.084
+    assert not ok and "+0.083 ± 0.084 over 3 seeds, 2 up, 1 down" in line

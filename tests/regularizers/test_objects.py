@@ -89,15 +89,12 @@ def test_universal_herd_loss_penalises_off_diagonal_curvature():
     assert term.item() == pytest.approx(5.0 * expected.item(), rel=1e-4)   # the default weight
 
 
-def test_universal_herd_on_a_decoder_weighs_the_penalty_per_image():
-    """--wrt autoencoder: the penalty of the reconstruction's Hessians, its weight divided by the 64 pixels
-    (the per-pixel-mean reconstruction's scale)."""
-    reg, model, batch = _setup("universal", wrt="autoencoder", recon_loss="mse", hessian_method="exact")
-    penalty, term = reg.loss(model, batch)
-    H = _per_sample_hessians(lambda v, i: torch.nn.functional.mse_loss(model.decode(v), batch.x[i:i + 1]), batch.z)
-    expected = _balanced(H, batch.z.std(0))
-    assert penalty.item() == pytest.approx(expected.item(), rel=1e-3)
-    assert term.item() == pytest.approx(5.0 * expected.item() / 64, rel=1e-3)
+def test_herd_on_a_decoders_loss_weighs_the_penalty_per_image_and_universal_there_is_retired():
+    """--wrt both: the penalty's weight divided by the 64 pixels (the per-pixel-mean reconstruction's scale);
+    universal HeRD on the reconstruction loss's Hessian is refused in one line that names the target to use."""
+    for wrt in ("autoencoder", "both"):
+        with pytest.raises(HerdError, match=f"--reg universal --wrt {wrt} is retired: .* use --wrt decoder-output"):
+            Config(reg="universal", decoder=True, wrt=wrt).validate()
     # class HeRD on the classifier's and decoder's Hessian: per image too; on the classifier's alone: as given
     for wrt, pixels in (("both", 64), ("classifier", 1)):
         reg, model, batch = _setup("class", wrt=wrt, recon_loss="mse", alpha_reg=2.0)

@@ -149,7 +149,7 @@ def test_channels_last_gives_the_same_outputs():
 def test_constant_lr_schedule_and_channels_last_train(tmp_path):
     args = ["train", "--dataset", "shapes", "--num-samples", "300", "--backbone", "burgess", "--decoder",
             "--head", "mlp", "--latent-dim", "4", "--shared-dims", "1", "--recon-loss", "bce", "--reg", "universal",
-            "--wrt", "autoencoder", "--penalty-samples", "8", "--epochs", "2",
+            "--wrt", "decoder-output", "--penalty-samples", "8", "--epochs", "2",
             "--warmup", "1", "--ramp", "0", "--lr-schedule", "constant", "--channels-last", "--batch-size", "64",
             "--device", "cpu", "--out-dir", str(tmp_path), "--name", "k"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
