@@ -43,3 +43,27 @@ CASES = {
     "sigmoid-mse": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "mse"),
     "sigmoid-bce": lambda: (decoder(5, nn.Sigmoid()), torch.rand(6, 3, 4), "bce"),
 }
+
+
+def regularizer_setup(reg: str, decoder=None, dtype=torch.float32, **overrides):
+    """(regularizer, model, batch) for ``--reg reg`` on a tiny conv autoencoder (3 classes, 6 latent dims) and a
+    batch of 5 random 8x8 images; ``decoder`` replaces the model's decoder, ``dtype`` sets the precision."""
+    from herd_cls.config import Config
+    from herd_cls.models import create_model
+    from herd_cls.regularizers import Batch, create_regularizer, regularizer_class
+
+    torch.manual_seed(0)
+    cfg = Config(reg=reg, decoder=True, latent_dim=6, num_classes=3, head="mlp", warmup=0, ramp=0, epochs=5,
+                 **overrides).validate()
+    model = create_model("conv", num_classes=3, in_chans=1, image_size=8, latent_dim=6, head="mlp", decoder=True,
+                         variational=regularizer_class(reg).variational)
+    if decoder is not None:
+        model.decode = decoder
+    model = model.to(dtype).eval()
+    x, y = torch.rand(5, 1, 8, 8, dtype=dtype), torch.tensor([0, 1, 2, 0, 1])
+    if model.variational:
+        mu, logvar = model.encode_distribution(x)
+        batch = Batch(x, y, mu + 0.1, mu, logvar)
+    else:
+        batch = Batch(x, y, model.encode(x))
+    return create_regularizer(cfg, model, dataset_size=100), model, batch

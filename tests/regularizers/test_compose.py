@@ -5,28 +5,17 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from herd_cls.config import Config, load_config
-from herd_cls.models import create_model
 from herd_cls.registry import HerdError
-from herd_cls.regularizers import Batch, create_regularizer, regularizer_class, resolved_reg
+from herd_cls.regularizers import regularizer_class, resolved_reg
 from herd_cls.regularizers.herd_penalty import image_penalty
+from toy_heads import regularizer_setup
 
 
 def _setup(reg: str, **overrides):
-    torch.manual_seed(0)
-    cfg = Config(reg=reg, decoder=True, latent_dim=6, num_classes=3, head="mlp", warmup=0, ramp=0, epochs=5,
-                 **overrides).validate()
-    model = create_model("conv", num_classes=3, in_chans=1, image_size=8, latent_dim=6, head="mlp", decoder=True,
-                         variational=regularizer_class(reg).variational)
     # a small smooth decoder, so that the oracle's per-pixel Hessians take seconds, not minutes
-    model.decode = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
-    model = model.double().eval()
-    x, y = torch.rand(5, 1, 8, 8, dtype=torch.double), torch.tensor([0, 1, 2, 0, 1])
-    if model.variational:
-        mu, logvar = model.encode_distribution(x)
-        batch = Batch(x, y, mu + 0.1, mu, logvar)
-    else:
-        batch = Batch(x, y, model.encode(x))
-    return create_regularizer(cfg, model, dataset_size=100), model, batch
+    torch.manual_seed(0)
+    decoder = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+    return regularizer_setup(reg, decoder, torch.double, **overrides)
 
 
 def _oracle_shares(model, z: torch.Tensor, own: torch.Tensor | None) -> torch.Tensor:

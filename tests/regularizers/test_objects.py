@@ -7,24 +7,13 @@ from torch.autograd.functional import hessian
 from torch.distributions import Normal, kl_divergence
 
 from herd_cls.config import Config
-from herd_cls.models import create_model
 from herd_cls.registry import HerdError
-from herd_cls.regularizers import REGULARIZERS, Batch, create_regularizer, regularizer_class
+from herd_cls.regularizers import REGULARIZERS, create_regularizer, regularizer_class
+from toy_heads import regularizer_setup
 
 
 def _setup(reg: str, **overrides):
-    torch.manual_seed(0)
-    cfg = Config(reg=reg, decoder=True, latent_dim=6, num_classes=3, head="mlp", warmup=0, ramp=0, epochs=5,
-                 **overrides).validate()
-    model = create_model("conv", num_classes=3, in_chans=1, image_size=8, latent_dim=6, head="mlp", decoder=True,
-                         variational=regularizer_class(reg).variational).eval()
-    x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
-    if model.variational:
-        mu, logvar = model.encode_distribution(x)
-        batch = Batch(x, y, mu + 0.1, mu, logvar)
-    else:
-        batch = Batch(x, y, model.encode(x))
-    return create_regularizer(cfg, model, dataset_size=100), model, batch
+    return regularizer_setup(reg, **overrides)
 
 
 def _per_sample_hessians(fn, z):
