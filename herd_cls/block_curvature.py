@@ -1,4 +1,4 @@
-"""Exact latent curvature of a block head (:class:`herd_cls.models.BlockHead`) in closed form, at any width.
+"""Exact latent curvature of a block head (:class:`herd_cls.heads.BlockHead`) in closed form, at any width.
 
 Logit k reads only its own dims I_k = ``head.index[k]`` (its class block, then the shared dims), so the
 per-image Hessian of a loss of the logits is H = J^T S J + sum_k (dL/df_k) d^2 f_k / dz^2, with J's row k and
@@ -26,7 +26,7 @@ def logit_terms(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> tuple[Te
 
 def block_closed_form(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> Tensor:
     """H_i = J_i^T S_i J_i + sum_k (dL_i/df_k) H_ik, with J_i's row k and H_ik living on logit k's own dims
-    (:func:`logit_terms`; :class:`herd_cls.models.BlockHead`), scattered into (B, d, d)."""
+    (:func:`logit_terms`; :class:`herd_cls.heads.BlockHead`), scattered into (B, d, d)."""
     grad, hess, dl, s = logit_terms(head, z, target, loss_fn)
     (b, d), (k, m) = z.shape, head.index.shape
     jac = torch.zeros(b, k, d, dtype=z.dtype, device=z.device).scatter_add(2, head.index.expand(b, k, m), grad)
@@ -46,9 +46,16 @@ def on_blocks(head, layout) -> bool:
 
 
 def block_head_masses(head: nn.Module, z: Tensor, target, labels: Tensor, loss: Loss = "ce") -> tuple[Tensor, Tensor]:
-    """Exact per-sample (inside, total) |H| masses, each (B,), of a block head whose ``index`` rows are class k's
-    n own dims followed by the s shared dims (:class:`herd_cls.models.BlockHead`), without forming H: O(K m^2)
-    per sample instead of O(d^2), so a 2048-wide latent costs what a 20-wide one does.
+    """Exact per-sample (inside, total) |H| masses, each (B,), inside each sample's own block B_{y_i} x B_{y_i}
+    (``labels``) and in all, of a block head (see :func:`block_head_block_masses`)."""
+    blocks, total = block_head_block_masses(head, z, target, loss)
+    return blocks.gather(1, labels[:, None])[:, 0], total
+
+
+def block_head_block_masses(head: nn.Module, z: Tensor, target, loss: Loss = "ce") -> tuple[Tensor, Tensor]:
+    """Exact per-sample |H| masses inside every class block B_k x B_k, (B, K), and in all, (B,), of a block head
+    whose ``index`` rows are class k's n own dims followed by the s shared dims (:class:`herd_cls.heads.BlockHead`),
+    without forming H: O(K m^2) per sample instead of O(d^2), so a 2048-wide latent costs what a 20-wide one does.
 
     Off the own blocks, H_i on class k's x class l's own dims (k != l) is S_ikl g_ik g_il^T, whose |.| sums
     to |S_ikl| |g_ik|_1 |g_il|_1; the own blocks, the own-x-shared and the shared-x-shared parts are formed.
@@ -65,4 +72,4 @@ def block_head_masses(head: nn.Module, z: Tensor, target, labels: Tensor, loss: 
     own_shared = g_own[..., :, None] * (s @ g_shared)[..., None, :] + dl[..., None, None] * hess[..., :n, n:]
     shared = torch.einsum("bki,bkl,blj->bij", g_shared, s, g_shared) + torch.einsum("bk,bkij->bij", dl, hess[..., n:, n:])
     total = cross + own.sum(1) + 2 * own_shared.abs().sum((1, 2, 3)) + shared.abs().sum((1, 2))
-    return own.gather(1, labels[:, None])[:, 0], total
+    return own, total

@@ -10,7 +10,8 @@ import yaml
 
 from .data import DATASETS
 from .files import atomic_write
-from .models import HEADS, LATENTS
+from .heads import HEADS
+from .models import LATENTS
 from .purity import WRT
 from .curvature import LOSSES, METHODS
 from .decoder_curvature import LAYERS as DECODER_LAYERS
@@ -58,9 +59,9 @@ class Config:
     shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z (default 0, so every "
                                          "dim belongs to one class; for pre-logits, whatever is left over).")
     latent_dim: int | None = _opt(None, "Size of z; default classes x dims-per-class + shared dims.")
-    head: str = _opt("block", "Classifier head on z: 'mlp'; 'linear' (cannot carry class-specific curvature); or "
-                            "'block', one small MLP per class that sees only its own block and the shared dims.",
-                     HEADS)
+    head: str = _opt("block", "Classifier head on z: " + "; ".join(f"'{name}': {HEADS.get(name).help}"
+                                                                for name in HEADS.names(sort=False)) + ".",
+                     tuple(HEADS.names(sort=False)))
     head_hidden: int = _opt(64, "Hidden width of the mlp head.")
     decoder: bool = _opt(False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps).")
     # regularizer

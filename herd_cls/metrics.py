@@ -46,6 +46,37 @@ def sweep_specificity(effect: Tensor) -> dict:
     return {"sweep_specificity": float(torch.nanmean(per_class)), "sweep_specificity_per_class": per_class.tolist()}
 
 
+def block_energy(z: Tensor, layout: BlockLayout) -> Tensor:
+    """(N, K) each image's activation energy in every class block: sum over the block's dims of the squared
+    standardised value ((z_j - mean_j) / std_j)^2, mean and std over the N images, so that no dim's offset
+    or scale counts (a constant dim counts 0)."""
+    z = z.detach().float()
+    standard = (z - z.mean(0)) / z.std(0).where(z.std(0) > 0, torch.ones(()))
+    n, k = layout.dims_per_class, layout.num_classes
+    return standard[:, :k * n].pow(2).view(len(z), k, n).sum(2)
+
+
+def concept_purity(scores: Tensor, labels: Tensor) -> dict:
+    """Concept Whitening's concept purity with the classes as concepts: per class c, the one-vs-rest ROC AUC of
+    ``scores[:, c]`` (N, K) telling the images of class c from all others (1: every image of c scores above
+    every other image; 0.5: chance). NaN for a class without images, or without others, or with a NaN score.
+
+    Returns:
+        {"concept_purity": mean over the measured classes, "concept_purity_per_class": [K]}.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scores, labels = scores.detach().cpu().double().numpy(), labels.cpu().numpy()
+    per_class = []
+    for c in range(scores.shape[1]):
+        is_c, column = labels == c, scores[:, c]
+        measurable = 0 < is_c.sum() < len(is_c) and not (column != column).any()
+        per_class.append(float(roc_auc_score(is_c, column)) if measurable else float("nan"))
+    measured = [v for v in per_class if v == v]
+    return {"concept_purity": sum(measured) / len(measured) if measured else float("nan"),
+            "concept_purity_per_class": per_class}
+
+
 def latent_label_information(z: Tensor, labels: Tensor, num_classes: int, bins: int = 20) -> dict:
     """Mutual information (nats) between each latent dim, in ``bins`` equal-width bins, and the label, and
     between each dim and each class indicator ``y == c``, from one (bins, K) contingency table per dim, so

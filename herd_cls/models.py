@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .block_curvature import block_closed_form
+from .concept_whitening import ConceptWhitening
+from .heads import make_head
 from .registry import HerdError
 from .layout import BlockLayout
 
 LATENTS = ("bottleneck", "pre-logits")
-HEADS = ("mlp", "linear", "block")
 CONV_BACKBONE = "conv"
 BURGESS_BACKBONE = "burgess"
 LOCAL_BACKBONES = (CONV_BACKBONE, BURGESS_BACKBONE)  # timm-free, with no pretrained weights
@@ -110,67 +110,6 @@ class BurgessDecoder(nn.Module):
         return torch.sigmoid(x)
 
 
-class BlockHead(nn.Module):
-    """Logit k from its own small MLP on class k's block and the shared dims only.
-
-    The blocks are those of the model's :class:`~herd_cls.layout.BlockLayout`. Every logit then depends on
-    its own block, so a confident sample's loss curvature sits in its class's block by construction.
-    """
-
-    def __init__(self, layout: BlockLayout, hidden: int = 64):
-        super().__init__()
-        num_classes = layout.num_classes
-        self.register_buffer("index", layout.head_index(), persistent=False)
-        self.shared_dims = layout.shared_dims  # each row of index: the class's own dims, then the shared ones
-        width = layout.dims_per_class + layout.shared_dims
-        self.w1 = nn.Parameter(torch.randn(num_classes, width, hidden) / math.sqrt(width))
-        self.b1 = nn.Parameter(torch.zeros(num_classes, hidden))
-        self.w2 = nn.Parameter(torch.randn(num_classes, hidden) / math.sqrt(hidden))
-        self.b2 = nn.Parameter(torch.zeros(num_classes))
-
-    def forward(self, z: Tensor) -> Tensor:
-        zk = z[:, self.index]                                                   # (B, K, n + s)
-        h = nn.functional.gelu(torch.einsum("bki,kih->bkh", zk, self.w1) + self.b1)
-        return torch.einsum("bkh,kh->bk", h, self.w2) + self.b2
-
-    def logit(self, z: Tensor, k: int) -> Tensor:
-        """Logit ``k`` alone (B,): it reads only class k's block and the shared dims."""
-        h = nn.functional.gelu(z[:, self.index[k]] @ self.w1[k] + self.b1[k])
-        return h @ self.w2[k] + self.b2[k]
-
-    def logit_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits (B, K) with each logit's gradient (B, K, m) and Hessian (B, K, m, m) with respect to its own
-        dims ``index`` (K, m): in closed form, so that curvature needs no Hessian-vector products at any width
-        (:func:`herd_cls.curvature.latent_hessian`). GELU here is the exact (erf) one, as in :meth:`forward`."""
-        a = torch.einsum("bki,kih->bkh", z[:, self.index], self.w1) + self.b1      # (B, K, hidden)
-        cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2)))
-        pdf = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-        logits = torch.einsum("bkh,kh->bk", a * cdf, self.w2) + self.b2
-        grad = torch.einsum("kih,bkh->bki", self.w1, self.w2 * (cdf + a * pdf))   # gelu' = cdf + a pdf
-        curv = self.w2 * pdf * (2 - a * a)                                        # gelu'' = pdf (2 - a^2)
-        hess = (self.w1 * curv[:, :, None, :]) @ self.w1.transpose(1, 2)          # (B, K, m, m)
-        return logits, grad, hess
-
-    def closed_form_hessian(self, z: Tensor, target, loss_fn) -> Tensor:
-        """Per-sample Hessians (B, d, d) of ``loss_fn(self(z), target)`` w.r.t. z, exact, at any width."""
-        return block_closed_form(self, z, target, loss_fn)
-
-
-def make_head(kind: str, latent_dim: int, num_classes: int, hidden: int = 64,
-              layout: BlockLayout | None = None) -> nn.Module:
-    """Classifier head z -> logits. A linear head cannot carry class-specific curvature (docs/method.md):
-    use ``mlp``, or ``block``, which gives each logit only its own class block of ``layout`` and the
-    shared dims."""
-    d = latent_dim
-    if kind == "linear":
-        return nn.Linear(d, num_classes)
-    if kind == "mlp":
-        return nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
-    if kind == "block":
-        return BlockHead(layout or BlockLayout.split(num_classes, d), hidden)
-    raise HerdError(f"unknown head {kind!r}; choose one of: {', '.join(HEADS)}")
-
-
 class LatentModel(nn.Module):
     """Encoder, latent, classifier head and optional decoder around any feature extractor.
 
@@ -185,14 +124,18 @@ class LatentModel(nn.Module):
         mean, std: per-channel normalisation applied to inputs in [0, 1].
         variational: add a log-variance layer beside the bottleneck (which then gives the mean), for
             the VAE baselines; ``encode`` still returns the mean.
+        whitened: z is Concept Whitening's output (:class:`~herd_cls.concept_whitening.ConceptWhitening` on
+            the layout's blocks, in ``whitening``), for the ``concept-whitening`` baseline.
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, latent_dim: int, layout: BlockLayout | None,
                  bottleneck: bool, classify: nn.Module, decode: nn.Module | None, mean: list[float], std: list[float],
-                 variational: bool = False):
+                 variational: bool = False, whitened: bool = False):
         super().__init__()
         if variational and not bottleneck:
             raise HerdError("a variational latent needs a bottleneck; use latent 'bottleneck'")
+        if whitened and (variational or layout is None):
+            raise HerdError("concept whitening needs a deterministic latent with class blocks")
         if layout is not None and layout.latent_dim != latent_dim:
             raise HerdError(f"the block layout has {layout.latent_dim} dims, z has {latent_dim}")
         self.backbone = backbone
@@ -200,6 +143,8 @@ class LatentModel(nn.Module):
         self.latent_dim = latent_dim
         self.bottleneck = nn.Linear(num_features, self.latent_dim) if bottleneck else nn.Identity()
         self.logvar = nn.Linear(num_features, self.latent_dim) if variational else None
+        self.whitening = ConceptWhitening(layout.num_classes, layout.dims_per_class, layout.shared_dims) \
+            if whitened else None
         self.classify = classify
         self.decode = decode
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -207,7 +152,8 @@ class LatentModel(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) in [0, 1] -> latent z (B, latent_dim)."""
-        return self.bottleneck(self.backbone((x - self.mean) / self.std))
+        z = self.bottleneck(self.backbone((x - self.mean) / self.std))
+        return z if self.whitening is None else self.whitening(z)
 
     @property
     def variational(self) -> bool:
@@ -304,7 +250,7 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
                  latent: str = "bottleneck", latent_dim: int | None = None, head: str = "block", head_hidden: int = 64,
                  decoder: bool = False, pretrained: bool = False, pretrained_file: str | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
-                 variational: bool = False, shared_dims: int | None = None) -> LatentModel:
+                 variational: bool = False, shared_dims: int | None = None, whitened: bool = False) -> LatentModel:
     """A LatentModel around a timm backbone (any name in ``timm.list_models()``), ``"conv"`` (a small conv
     encoder) or ``"burgess"`` (the 4-conv encoder and decoder of the disentanglement literature).
 
@@ -344,4 +290,4 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
     decoder_class = BurgessDecoder if backbone == BURGESS_BACKBONE else ConvDecoder
     dec = decoder_class(d, (in_chans, image_size, image_size)) if decoder else None
     return LatentModel(features, num_features, d, layout, latent != "pre-logits", classifier, dec, mean, std,
-                       variational)
+                       variational, whitened)

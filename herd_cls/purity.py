@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .block_curvature import block_head_masses, on_blocks
+from .block_curvature import block_head_block_masses, on_blocks
 from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
@@ -77,6 +77,8 @@ class Purity:
     per_image_mass: (N,) each image's total curvature mass, from the same H as the shares (sum |H_i|, or
     the probe estimate of its squared Frobenius mass); a class mean is the mass-weighted mean of its
     images' shares, so the images of largest mass decide it. None where it was not recorded.
+    block_shares: (N, K) each image's share of its |H_i| inside every class block B_k x B_k (its own
+    block's is ``per_image``), for concept purity; None where probes estimated only the own block.
     """
 
     per_class: Tensor
@@ -85,6 +87,7 @@ class Purity:
     hbar: Tensor | None
     method: str
     per_image_mass: Tensor | None = None
+    block_shares: Tensor | None = None
 
     @property
     def mean(self) -> float:
@@ -176,19 +179,22 @@ class Purity:
 
 
 def _image_masses(head, z: Tensor, target, y: Tensor, layout: BlockLayout, loss, method: str, keep_hbar: bool,
-                  probes: int, generator) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Each image's (inside, total) curvature mass, (B,) each, and its |H| (B, d, d) where it was formed and
-    is kept: probe estimates of squared masses, a block head's closed-form |H| masses (no H formed), or |H|."""
+                  probes: int, generator) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Each image's curvature mass inside its own block (B,), or inside every class block (B, K) where H is
+    known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed and is kept: probe
+    estimates of squared masses, a block head's closed-form |H| masses (no H formed), or |H|."""
     if method in PROBE_METHODS:
         with torch.no_grad() if method == "forward" else torch.enable_grad():
             inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
         return inside.detach().float(), total.detach().float(), None
     if not keep_hbar and method == "auto" and on_blocks(head, layout):  # O(K m^2) per image (block_curvature)
         with torch.enable_grad():
-            inside, total = block_head_masses(head, z, target, y, loss)
-        return inside.detach().float(), total.detach().float(), None
+            blocks, total = block_head_block_masses(head, z, target, loss)
+        return blocks.detach().float(), total.detach().float(), None
     H = _hessians(head, z, target, loss, method).abs()
-    return (H * layout.own_pairs(y)).sum((1, 2)), H.sum((1, 2)), H if keep_hbar else None
+    n, k = layout.dims_per_class, layout.num_classes
+    blocks = H[:, :k * n, :k * n].reshape(len(H), k, n, k, n).diagonal(0, 1, 3).sum((1, 2))     # (B, K)
+    return blocks, H.sum((1, 2)), H if keep_hbar else None
 
 
 def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
@@ -214,7 +220,7 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
     keep_hbar = K * d * d <= HBAR_MAX
     hsum, counts = torch.zeros(K, d, d, device=device) if keep_hbar else None, torch.zeros(K, device=device)
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
-    per_image, mass, labels, seen, method = [], [], [], 0, hessian_method
+    per_image, mass, labels, blocks, seen, method = [], [], [], [], 0, hessian_method
     for x, y in batches:
         if max_samples is not None:
             if seen >= max_samples:
@@ -227,7 +233,10 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
         method = hessian_method if hessian_method == "auto" else \
             curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
-        inside, total, H = _image_masses(head, z, target, y, layout, loss, method, keep_hbar, probes, generator)
+        masses, total, H = _image_masses(head, z, target, y, layout, loss, method, keep_hbar, probes, generator)
+        inside = masses if masses.ndim == 1 else masses.gather(1, y[:, None])[:, 0]
+        if masses.ndim == 2:
+            blocks.append(own_share(masses, total[:, None], float("nan")).cpu())
         onehot = F.one_hot(y, K).to(total.dtype)
         inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
             counts + onehot.sum(0)
@@ -245,4 +254,5 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
     else:
         label = f"exact |H| ({hessian_method})"
-    return Purity(per_class.cpu(), torch.cat(per_image), torch.cat(labels), hbar, label, torch.cat(mass))
+    shares = torch.cat(blocks) if blocks and len(blocks) == len(labels) else None
+    return Purity(per_class.cpu(), torch.cat(per_image), torch.cat(labels), hbar, label, torch.cat(mass), shares)

@@ -64,7 +64,7 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
                          image_size=info.image_size, latent=cfg.latent, latent_dim=dims.latent_dim, head=cfg.head,
                          head_hidden=cfg.head_hidden, decoder=cfg.decoder, pretrained=cfg.pretrained,
                          pretrained_file=cfg.pretrained_file, mean=mean, std=std, variational=reg.variational,
-                         shared_dims=dims.shared_dims)
+                         shared_dims=dims.shared_dims, whitened=reg.whitened)
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
     if model.layout is None:  # raises the error that names the fix
         BlockLayout.split(info.num_classes, cfg.latent_dim, cfg.shared_dims)

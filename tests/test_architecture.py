@@ -9,8 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
 # ground floor first; a module may import its own floor or lower ones
 FLOORS = [
     {"registry", "layout", "files"},
-    {"curvature", "block_curvature", "decoder_curvature", "data", "distributed"},
-    {"purity", "models", "metrics", "disentanglement"},
+    {"curvature", "block_curvature", "decoder_curvature", "concept_whitening", "data", "distributed"},
+    {"purity", "heads", "models", "metrics", "disentanglement"},
     {"regularizers"},
     {"config", "objective", "diagnostics"},
     {"run", "train"},

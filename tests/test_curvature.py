@@ -10,7 +10,7 @@ from torch.autograd.functional import jacobian
 
 from herd_cls.curvature import (block_mass, forward_block_mass, forward_gauss_newton, hessian_block_mass,
                                 latent_hessian, per_sample_loss, sum_losses)
-from herd_cls.models import BlockHead
+from herd_cls.heads import BlockHead
 from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
 from herd_cls.regularizers.herd_penalty import HeRD

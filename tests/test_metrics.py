@@ -100,3 +100,25 @@ def test_latent_label_information_equals_scikit_learns_mutual_info_score():
     assert np.allclose(res["mi_label"], [mutual_info_score(y.numpy(), c) for c in binned], atol=1e-12)
     assert np.allclose(res["mi_class"], [[mutual_info_score(y.numpy() == k, c) for c in binned] for k in range(30)],
                        atol=1e-12)
+
+
+def test_concept_purity_golden():
+    """One-vs-rest AUC per class, counted by hand: class 0's positives (0.9, 0.4) against negatives (0.5, 0.1)
+    win 3 of 4 pairs; class 1's column orders perfectly; class 2 has no images (NaN, left out of the mean)."""
+    from herd_cls.metrics import concept_purity
+
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.4, 0.2, 0.0], [0.5, 0.3, 0.0], [0.1, 0.4, 0.0]])
+    result = concept_purity(scores, torch.tensor([0, 0, 1, 1]))
+    assert result["concept_purity_per_class"][:2] == [0.75, 1.0]
+    assert math.isnan(result["concept_purity_per_class"][2])
+    assert result["concept_purity"] == 0.875
+
+
+def test_block_energy_golden():
+    """Squared standardised values summed over each block of 2 dims: dims 0, 1 and 3 of the two images
+    standardise to +-1/sqrt 2 (1/2 squared); dim 2 is constant and counts 0."""
+    from herd_cls.metrics import block_energy
+
+    z = torch.tensor([[0.0, 2.0, 7.0, 5.0], [2.0, 4.0, 7.0, 1.0]])
+    energy = block_energy(z, BlockLayout(2, 2))
+    torch.testing.assert_close(energy, torch.tensor([[1.0, 0.5], [1.0, 0.5]]))

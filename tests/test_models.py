@@ -81,7 +81,7 @@ def test_bad_model_requests_explain_themselves(tmp_path):
 
 
 def test_block_head_logits_see_only_their_block_and_the_shared_dims():
-    from herd_cls.models import make_head
+    from herd_cls.heads import make_head
     from herd_cls.layout import BlockLayout
 
     torch.manual_seed(0)

@@ -113,7 +113,7 @@ def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hess
     """Above HBAR_MAX no (K, d, d) mean |H| is kept, and a block head's purity comes from its closed-form masses:
     the same per-class and per-image values as the oracle's |H|."""
     import herd_cls.purity as purity
-    from herd_cls.models import BlockHead
+    from herd_cls.heads import BlockHead
 
     torch.manual_seed(2)
     layout = BlockLayout(3, 2, shared_dims=1)
@@ -132,3 +132,29 @@ def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hess
                      for i in range(9)]).abs()
     own = layout.own_pairs(y)
     torch.testing.assert_close(fast.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_head", [False, True], ids=["dense H", "block head closed form"])
+def test_block_shares_are_each_images_share_in_every_block_against_the_oracle(monkeypatch, block_head):
+    """Purity.block_shares (N, K): each image's share of its |H| in every class block, from the dense |H| and
+    from a block head's closed-form masses, against per-sample autograd Hessians; its own block's column is
+    the per-image purity."""
+    import herd_cls.purity as purity
+    from herd_cls.heads import BlockHead
+
+    torch.manual_seed(3)
+    layout = BlockLayout(3, 2, shared_dims=1)
+    model = _Model()
+    model.enc = torch.nn.Linear(5, layout.latent_dim)
+    model.classify = BlockHead(layout, hidden=6) if block_head else torch.nn.Sequential(
+        torch.nn.Linear(7, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    if block_head:
+        monkeypatch.setattr(purity, "HBAR_MAX", 0)   # the closed-form path
+    x, y = torch.randn(8, 5), torch.arange(8) % 3
+    measured = measure_purity(model, [(x[:5], y[:5]), (x[5:], y[5:])], layout)
+    z = model.encode(x).detach()
+    H = torch.stack([hessian(lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i:i + 1]), z[i])
+                     for i in range(8)]).abs()
+    expected = torch.stack([H[:, 2 * k:2 * k + 2, 2 * k:2 * k + 2].sum((1, 2)) for k in range(3)], 1) / H.sum((1, 2))[:, None]
+    torch.testing.assert_close(measured.block_shares, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(measured.block_shares.gather(1, y[:, None])[:, 0], measured.per_image)

@@ -7,7 +7,7 @@ from torch.autograd.functional import hessian
 
 from herd_cls.curvature import per_sample_loss
 from herd_cls.layout import BlockLayout
-from herd_cls.models import BlockHead
+from herd_cls.heads import BlockHead
 
 
 @pytest.fixture(autouse=True)

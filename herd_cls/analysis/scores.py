@@ -19,8 +19,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..heads import HEADS
 from ..layout import BlockLayout
-from ..metrics import attribution_alignment, sweep_specificity
+from ..metrics import attribution_alignment, block_energy, concept_purity, sweep_specificity
 from ..models import LatentModel
 from ..block_curvature import on_blocks
 from ..purity import Purity
@@ -134,18 +135,23 @@ def _image_sweep_specificity(ev: Evidence) -> Score | None:
     return None if effect is None else _from_dict(sweep_specificity(effect), "sweep_specificity")
 
 
+def _own_blocks(config: dict) -> bool:
+    return config.get("head") in HEADS and HEADS.get(config["head"]).own_blocks
+
+
 def _block_head(config: dict) -> str | None:
-    """Sweeping B_c changes only logit c under the block head, whatever the weights."""
-    if config.get("head") == "block":
-        return "1 by construction: with the block head each logit reads only its own block"
+    """Sweeping B_c changes only logit c under a head whose logits read their own blocks, whatever the weights."""
+    if _own_blocks(config):
+        return f"1 by construction: with the {config['head']} head each logit reads only its own block"
     return None
 
 
 def _block_head_no_shared(config: dict) -> str | None:
-    """Under the block head the true-class logit has no attribution outside its block and the shared dims;
+    """Under such a head the true-class logit has no attribution outside its block and the shared dims;
     without shared dims all of it lies in the block."""
-    if config.get("head") == "block" and not config.get("shared_dims"):
-        return "1 by construction: with the block head and no shared dims each logit reads only its own block"
+    if _own_blocks(config) and not config.get("shared_dims"):
+        return (f"1 by construction: with the {config['head']} head and no shared dims each logit reads only its "
+                "own block")
     return None
 
 
@@ -248,3 +254,14 @@ register(Metric("image_sweep_specificity", "image sweep specificity", _image_swe
                 chance=lambda layout: 1 / layout.num_classes,
                 help="share of a class's decoded image change made by its own block (decoder runs)"))
 
+register(Metric("concept_purity", "concept purity (activation AUC)",
+                lambda ev: _from_dict(concept_purity(block_energy(ev.z, ev.layout), ev.y), "concept_purity"),
+                chance=lambda layout: 0.5,
+                help="Concept Whitening's measure, classes as concepts: per class, the one-vs-rest AUC of its block's "
+                     "activation energy (standardised dims, squared, summed) on held-out images"))
+register(Metric("concept_purity_hessian", "concept purity (Hessian AUC)",
+                lambda ev: None if ev.purity.block_shares is None else _from_dict(
+                    concept_purity(ev.purity.block_shares, ev.purity.labels), "concept_purity"),
+                chance=lambda layout: 0.5,
+                help="per class, the one-vs-rest AUC of the share of each image's loss |Hessian| inside the class's "
+                     "block"))

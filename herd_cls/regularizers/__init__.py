@@ -4,7 +4,7 @@ Adding one is a file here (a ``Regularizer`` subclass with ``@REGULARIZERS.regis
 import below, and its test; config, CLI, model building and the trainer ask the object.
 """
 from .base import REGULARIZERS, Batch, Regularizer
-from . import herd, hessian_penalty, orojar, vae  # noqa: F401  (registers them)
+from . import concept_whitening, herd, hessian_penalty, orojar, vae  # noqa: F401  (registers them)
 from .compose import create_regularizer, reg_names, regularizer_class, resolved_reg
 from .vae import FactorDiscriminator, gaussian_kl, permute_dims, reparameterise, total_correlation
 

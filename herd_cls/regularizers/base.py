@@ -54,6 +54,7 @@ class Regularizer:
         default_weight: ``--alpha-reg`` when none is given.
         needs_decoder: the loss reads a decoder.
         variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
+        whitened: the model's latent is Concept Whitening's output (``model.whitening``).
         family: what the term shapes; a ``--reg`` list takes at most one regularizer of each family.
     """
 
@@ -62,6 +63,7 @@ class Regularizer:
     default_weight: ClassVar[float] = 0.0
     needs_decoder: ClassVar[bool] = False
     variational: ClassVar[bool] = False
+    whitened: ClassVar[bool] = False
     family: ClassVar[str] = ""
 
     def __init__(self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None):

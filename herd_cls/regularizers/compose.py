@@ -111,7 +111,8 @@ def _composite(spec: str) -> type[Composite]:
     members = [REGULARIZERS.get(name) for name, _ in parts]
     return type("Composite", (Composite,), {
         "name": spec, "help": " + ".join(m.help for m in members), "parts": parts, "family": "composite",
-        "needs_decoder": any(m.needs_decoder for m in members), "variational": any(m.variational for m in members)})
+        "needs_decoder": any(m.needs_decoder for m in members), "variational": any(m.variational for m in members),
+        "whitened": any(m.whitened for m in members)})
 
 
 def regularizer_class(spec: str) -> type[Regularizer]:

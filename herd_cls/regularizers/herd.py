@@ -7,6 +7,7 @@ from torch import nn
 
 from ..curvature import PROBE_METHODS
 from ..decoder_curvature import DEFAULT_PROBES
+from ..heads import HEADS
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
 from .base import REGULARIZERS, Regularizer
@@ -97,13 +98,9 @@ class ClassHeRD(_HeRDRegularizer):
     def warnings(cls, cfg) -> list[str]:
         if cfg.wrt == "autoencoder":
             return []
-        if cfg.head == "linear":
-            return ["--reg class with --head linear cannot give each class its own curvature: a linear head's "
-                    "Hessian W^T (diag p - p p^T) W spans every block (docs/method.md); use --head block"]
-        if cfg.head == "mlp":
-            return ["--reg class with --head mlp keeps purity low: every logit reads every latent dim, so "
-                    "curvature leaks across blocks (near chance on pre-logits, docs/what-did-not-work.md); use "
-                    "--head block"]
+        warning = HEADS.get(cfg.head).class_herd_warning
+        if warning:
+            return [warning]
         return []
 
 

@@ -10,7 +10,7 @@ from herd_cls.analysis.scores import METRICS, Evidence, loss_block_sensitivity, 
 from herd_cls.analysis.sweep import block_sweep_effect
 from herd_cls.layout import BlockLayout
 from herd_cls.metrics import attribution_alignment, sweep_specificity
-from herd_cls.models import BlockHead
+from herd_cls.heads import BlockHead
 from herd_cls.purity import Purity, measure_purity
 
 
@@ -132,7 +132,7 @@ def test_score_all_skips_metrics_fixed_by_construction():
 
 def test_a_block_heads_loss_block_effect_moves_one_logit_and_equals_the_generic_computation():
     from herd_cls.analysis.scores import loss_block_effect
-    from herd_cls.models import BlockHead
+    from herd_cls.heads import BlockHead
 
     torch.manual_seed(0)
     layout = BlockLayout(5, 2, shared_dims=1)
