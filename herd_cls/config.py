@@ -37,13 +37,16 @@ def _opt(default, help: str, choices: tuple | None = None):
 class Config:
     # data
     dataset: str = _opt("digits", "Data set (mnist, fashion-mnist and cifar10 via torchvision; imagefolder: "
-                                  "a folder of class folders).", tuple(DATASETS.names()))
-    num_classes: int | None = _opt(None, "Expected number of classes, checked against the data set.")
+                                  "a folder of class folders; templates: generated, many classes, no download).",
+                        tuple(DATASETS.names()))
+    num_classes: int | None = _opt(None, "Expected number of classes, checked against the data set; for templates, "
+                                         "how many classes to generate (default 100).")
     data_root: str = _opt("data", "Folder holding torchvision data sets, or the image folder itself.")
     download: bool = _opt(False, "Download mnist/fashion-mnist/cifar10 into --data-root if missing.")
     image_size: int | None = _opt(None, "Side of the square input images (default 32; 64 for imagefolder).")
     num_samples: int | None = _opt(None, "Use at most this many training images (shapes: how many to generate; "
-                                                  "dsprites: how many to draw, default 20000).")
+                                                  "dsprites: how many to draw, default 20000; templates: how many "
+                                                  "to generate, default 60 per class).")
     batch_size: int = _opt(64, "Training batch size of each process (under torchrun the global batch is this "
                                 "times the number of processes).")
     num_workers: int = _opt(0, "DataLoader worker processes.")

@@ -119,7 +119,7 @@ def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
 # data sets
 
 @DATASETS.register("digits")
-def _digits(root, download, image_size, num_samples):
+def _digits(root, download, image_size, num_samples, num_classes):
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -183,7 +183,7 @@ def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Te
 
 
 @DATASETS.register("shapes")
-def _shapes(root, download, image_size, num_samples):
+def _shapes(root, download, image_size, num_samples, num_classes):
     images, labels, factors = make_shapes(num_samples or SHAPES_DEFAULT_SAMPLES, image_size, seed=SPLIT_SEED)
     return {"all": ImageSet(images, labels, factors)}, list(SHAPE_NAMES), 1
 
@@ -222,7 +222,7 @@ def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @DATASETS.register("dsprites")
-def _dsprites(root, download, image_size, num_samples):
+def _dsprites(root, download, image_size, num_samples, num_classes):
     """DeepMind's dSprites archive (Matthey et al. 2017) from ``root`` (the .npz or its folder):
     the class is the shape; scale, orientation and position are the recorded factors."""
     path = Path(root)
@@ -245,7 +245,7 @@ def _dsprites(root, download, image_size, num_samples):
 
 
 def _torchvision(cls_name: str, folder: str, in_chans: int):
-    def load(root, download, image_size, num_samples):
+    def load(root, download, image_size, num_samples, num_classes):
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
@@ -269,7 +269,7 @@ DATASETS.register("cifar10")(_torchvision("CIFAR10", "cifar-10-batches-py", 3))
 
 
 @DATASETS.register("imagefolder")
-def _imagefolder(root, download, image_size, num_samples):
+def _imagefolder(root, download, image_size, num_samples, num_classes):
     from torchvision.datasets import ImageFolder
 
     if not Path(root).is_dir():
@@ -282,22 +282,46 @@ def _imagefolder(root, download, image_size, num_samples):
     return {"all": ds}, list(base.classes), 3
 
 
+TEMPLATE_CLASSES, TEMPLATE_IMAGES_PER_CLASS = 100, 60
+
+
+def make_templates(num_classes: int, per_class: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A many-class image set that needs no download: each class a random smooth colour template (8 x 8 noise
+    upsampled), each image its class's template shifted by up to 1/8 of the side (wrapping around), plus pixel
+    noise. Returns images (K * per_class, 3, S, S) in [0, 1] and labels, class-major."""
+    g = torch.Generator().manual_seed(seed)
+    templates = F.interpolate(torch.rand(num_classes, 3, 8, 8, generator=g), size=image_size, mode="bilinear",
+                              align_corners=False)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    shifts = torch.randint(-image_size // 8, image_size // 8 + 1, (len(labels), 2), generator=g)
+    images = torch.stack([templates[c].roll(tuple(shift.tolist()), (1, 2)) for c, shift in zip(labels, shifts)])
+    return (images + 0.15 * torch.randn(images.shape, generator=g)).clamp(0, 1), labels
+
+
+@DATASETS.register("templates")
+def _templates(root, download, image_size, num_samples, num_classes):
+    k = num_classes or TEMPLATE_CLASSES
+    per_class = max(1, (num_samples or k * TEMPLATE_IMAGES_PER_CLASS) // k)
+    images, labels = make_templates(k, per_class, image_size, seed=SPLIT_SEED)
+    return {"all": ImageSet(images, labels)}, [f"template {c}" for c in range(k)], 3
+
+
 # public API
 
-DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32, "dsprites": 32}
+DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "templates": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32, "dsprites": 32}
 
 
 def create_datasets(name: str, root: str | Path = "data", download: bool = False, image_size: int | None = None,
-                    num_samples: int | None = None, val_fraction: float = 0.15,
-                    test_fraction: float = 0.2) -> tuple[dict[str, Dataset], DataInfo]:
+                    num_samples: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
+                    num_classes: int | None = None) -> tuple[dict[str, Dataset], DataInfo]:
     """Build the train/val/test splits of a data set; the split is stratified and deterministic.
 
     Sets without an official test split are split into train/val/test; the others keep their
-    test split and carve val out of train.
+    test split and carve val out of train. ``num_classes``: how many classes a generated set (templates) has.
     """
     factory = DATASETS.get(name)
     size = image_size or DEFAULT_IMAGE_SIZE.get(name, 64)
-    parts, class_names, in_chans = factory(str(root), download, size, num_samples)
+    parts, class_names, in_chans = factory(str(root), download, size, num_samples, num_classes)
     if "all" in parts:
         ds = parts["all"]
         train, val, test = _stratified_split(dataset_labels(ds), [val_fraction, test_fraction], SPLIT_SEED)

@@ -173,7 +173,7 @@ class Run:
         if self._splits is None:
             cfg = self.config
             self._splits, _ = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size,
-                                              cfg.num_samples)
+                                              cfg.num_samples, num_classes=cfg.num_classes)
         return self._splits[split]
 
 

@@ -170,7 +170,8 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     run_dir = _run_dir(cfg, resume)
     device = _device(cfg, ranks)
     seed_everything(cfg.seed)
-    splits, info = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.num_samples)
+    splits, info = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.num_samples,
+                                   num_classes=cfg.num_classes)
     if cfg.num_classes is not None and cfg.num_classes != info.num_classes:
         raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
                         f"{cfg.dataset}; drop --num-classes or choose the matching data set")

@@ -56,6 +56,7 @@ PRELOGITS_CANDIDATES = {
     # with the exact penalty, for the backbones where it falls short (vit_tiny): more weight, longer training
     "class, block head, weight 4": {"reg": "class", "head": "block", "alpha_reg": 4.0},
     "class, block head, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 1.0, "epochs": 24},
+    "class, block head, weight 4, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 4.0, "epochs": 24},
 }
 # the scale note: a resnet18 bottleneck of each width, 10 blocks and the rest shared, none and the class default
 WIDTHS = {w: {"dataset": "digits", "backbone": "resnet18", "head": "block", "latent_dim": w,

@@ -38,7 +38,10 @@ def _git(*args) -> str:
 
 
 def commit() -> str:
-    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it."""
+    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it;
+    ``BENCH_COMMIT`` where the code runs without its git folder (a copy on a GPU machine)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     # reports/ holds the benchmarks' own outputs, which change while they run
     dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports") else ""
     return _git("rev-parse", "--short", "HEAD") + dirty
@@ -162,6 +165,15 @@ def mean_std(values) -> str:
     """"mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
     values = [v for v in values if v is not None]
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def paired(base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed") -> dict:
+    """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference, its standard
+    error (NaN for fewer than 2 pairs) and the number of pairs."""
+    by_key = {r[key]: fn(r) for r in base}
+    d = np.array([fn(r) - by_key[r[key]] for r in other if r[key] in by_key], dtype=float)
+    error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"mean": float(d.mean()) if len(d) else float("nan"), "error": float(error), "pairs": len(d)}
 
 
 def table_row(cells) -> str:

@@ -4,6 +4,7 @@
                                                             # results, universal and class HeRD against them
     python scripts/benchmark_efficacy.py --part digits      # classifier side: purity per class and per image
     python scripts/benchmark_efficacy.py --part robustness  # robust accuracy, gradient masking ruled in or out
+    python scripts/benchmark_efficacy.py --part concepts    # 100 classes, and against Concept Whitening
 
 Each part trains its runs, saves every run's numbers to reports/benchmark_efficacy_<part>.json (so it
 resumes: finished runs are skipped), then writes its table into reports/ and docs/efficacy.md with the
@@ -14,7 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-PARTS = {"shapes": "_efficacy_shapes", "digits": "_efficacy_digits", "robustness": "_efficacy_robustness"}
+PARTS = {"shapes": "_efficacy_shapes", "digits": "_efficacy_digits", "robustness": "_efficacy_robustness",
+         "concepts": "_efficacy_concepts"}
 
 
 def main() -> None:
