@@ -13,6 +13,7 @@ Two tables, each trained per setting and seed and scored on every test image wit
 """
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def add_arguments(parser) -> None:
 
 def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's loss)."""
-    run = trained_run(folder, overrides)
+    run = trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
     model = run.model
     with evaluating(model):
         data = collect(model, run.data("test"))
@@ -137,7 +138,7 @@ def scale_table(runs: list[dict], backbone: str) -> str:
 def run(seeds, publish_only: bool, args) -> None:
     todo = list(cells(args.table, args.backbone, seeds, args.settings, args.data))
     if not publish_only:
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
         STORE.fill((Job(key, config, partial(measure, config, name, label, seed))
                     for key, config, name, label, seed in todo),
                    lambda key, r: f"{key}: " + ", ".join(f"{m} {value(r, m):.3f}" for m in METRIC_NAMES

@@ -130,8 +130,8 @@ def group(records: Iterable[dict], field: str = "setting", order: Iterable | Non
     return groups if order is None else {k: groups[k] for k in order if k in groups}
 
 
-def trained_run(folder: Path, overrides: dict):
-    """The run of ``overrides`` in ``folder``: reused when finished, else (re)trained there."""
+def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
+    """The run of ``overrides`` in ``folder``: reused when finished, else (re)trained there; loaded on ``device``."""
     from herd_cls import load_run
     from herd_cls.config import load_config
     from herd_cls.train import train
@@ -141,7 +141,7 @@ def trained_run(folder: Path, overrides: dict):
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted run: train it again
         train(load_config(overrides={**overrides, "out_dir": str(folder.parent), "name": folder.name}),
               progress=False)
-    return load_run(folder)
+    return load_run(folder, device)
 
 
 def herd_cli(*args: str, **run_options) -> subprocess.CompletedProcess:

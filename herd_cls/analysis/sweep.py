@@ -14,6 +14,13 @@ def sweep_offsets(span: float, steps: int) -> Tensor:
     return torch.linspace(-span, span, steps)
 
 
+def _device(model, z: Tensor) -> torch.device:
+    """Where the model's weights are (the latents may have been gathered on the CPU); z's device for a model
+    without weights."""
+    first = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return z.device if first is None else first.device
+
+
 @torch.no_grad()
 def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: float = 2.0, steps: int = 7,
           decoder=None) -> dict:
@@ -31,7 +38,7 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
     zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), steps, 1, 1)           # (D, T, S, d)
     shift = offsets.view(1, -1, 1) * std[d_idx].view(-1, 1, 1).to(z)           # (D, T, 1)
     zs[torch.arange(len(dims)), :, :, d_idx] += shift.expand(-1, -1, z.shape[0])
-    flat = zs.reshape(-1, z.shape[1])
+    flat = zs.reshape(-1, z.shape[1]).to(_device(model, z))
     images = None
     with evaluating(model):
         logits = model.classify(flat).view(len(dims), steps, z.shape[0], -1)
