@@ -57,6 +57,9 @@ PRELOGITS_CANDIDATES = {
     "class, block head, weight 4": {"reg": "class", "head": "block", "alpha_reg": 4.0},
     "class, block head, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 1.0, "epochs": 24},
     "class, block head, weight 4, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 4.0, "epochs": 24},
+    "class, block head, weight 4, 36 epochs": {"reg": "class", "head": "block", "alpha_reg": 4.0, "epochs": 36},
+    "class, block head, weight 8, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 8.0, "epochs": 24},
+    "none, block head, 24 epochs": {"reg": "none", "head": "block", "epochs": 24},  # the same budget, for the ratio
 }
 # the scale note: a resnet18 bottleneck of each width, 10 blocks and the rest shared, none and the class default
 WIDTHS = {w: {"dataset": "digits", "backbone": "resnet18", "head": "block", "latent_dim": w,
