@@ -56,9 +56,21 @@ def provenance() -> str:
             f"{torch.get_num_threads()} threads")
 
 
+def machine() -> str:
+    """The machine a run is measured on: its GPU, or its CPU count."""
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{platform.machine()} {os.cpu_count()} CPU cores{gpu}, torch {torch.__version__}"
+
+
 def stamp(records: Iterable[dict]) -> str:
-    """"runs at <their commits>, table at <provenance>" for a table of saved records."""
-    return f"runs at {', '.join(sorted({r['commit'] for r in records}))}, table at {provenance()}"
+    """"runs at <their commits> on <their machines>, table at <provenance>" for a table of saved records
+    (records saved before machines were recorded name none)."""
+    records = list(records)
+    machines = sorted({r["machine"] for r in records if "machine" in r})
+    on = f" on {'; '.join(machines)}" if machines else ""
+    return f"runs at {', '.join(sorted({r['commit'] for r in records}))}{on}, table at {provenance()}"
 
 
 # the result store
@@ -102,7 +114,8 @@ class ResultStore:
             if self.current(self.load().get(job.key), job.settings):
                 continue
             with tempfile.TemporaryDirectory() as scratch:
-                record = {**job.measure(Path(scratch) / "run"), "commit": code, "fingerprint": fingerprint(job.settings)}
+                record = {**job.measure(Path(scratch) / "run"), "commit": code, "machine": machine(),
+                          "fingerprint": fingerprint(job.settings)}
             saved = self.load()  # re-read before writing: parallel invocations share the file
             saved[job.key] = record
             from herd_cls.files import atomic_write
