@@ -149,8 +149,10 @@ QUIET_OPTION = click.option("--quiet", is_flag=True, help="No progress bars (the
 @click.option("--range", "span", default=2.0, show_default=True,
               help="Sweep from -RANGE to +RANGE standard deviations of each dim (over the test set).")
 @click.option("--steps", default=7, show_default=True, help="Steps along each sweep.")
-@click.option("--dims", default="all", show_default=True,
-              help="Dims to sweep: all, block (the class's own), shared, or a list such as 0,3,7.")
+@click.option("--dims", default="auto", show_default=True,
+              help="Dims to draw one by one: auto (every dim of a latent of at most 32 dims, else the class's "
+                   "block and the shared dims), all, block (the class's own), shared, or a list such as 0,3,7. "
+                   "The page always shows how much every dim moves the class, in one figure.")
 @OUT_OPTION
 @QUIET_OPTION
 @_friendly

@@ -24,9 +24,15 @@ def resolve_class(run: Run, value: str) -> int:
     raise HerdError(f"class {value!r} is not in this run's data ({run.config.dataset}); valid classes: {valid}")
 
 
+AUTO_ALL_DIMS = 32  # --dims auto sweeps every dim of a latent this small, else the class block and shared dims
+
+
 def parse_dims(run: Run, spec: str, target: int) -> list[int]:
-    """``all``, ``block`` (the class's own), ``shared``, or a comma list such as ``0,3,7``."""
+    """``auto`` (every dim up to AUTO_ALL_DIMS dims, else the class's block and the shared dims), ``all``,
+    ``block`` (the class's own), ``shared``, or a comma list such as ``0,3,7``."""
     d = run.layout.latent_dim
+    if spec == "auto":
+        return list(range(d)) if d <= AUTO_ALL_DIMS else run.layout.block(target).tolist() + run.layout.shared.tolist()
     if spec == "all":
         return list(range(d))
     if spec == "block":
@@ -39,7 +45,7 @@ def parse_dims(run: Run, spec: str, target: int) -> list[int]:
     try:
         dims = [int(v) for v in spec.split(",")]
     except ValueError:
-        raise HerdError(f"--dims must be all, block, shared or a comma list of ints, got {spec!r}") from None
+        raise HerdError(f"--dims must be auto, all, block, shared or a comma list of ints, got {spec!r}") from None
     bad = [v for v in dims if not 0 <= v < d]
     if bad:
         raise HerdError(f"latent dims {bad} are out of range; this run has dims 0..{d - 1}")
@@ -76,7 +82,7 @@ def sweep(run: Run, class_: str | None, samples: int, span: float, steps: int, d
     with progress_bar("sweep", 2, quiet) as bar:
         result = analysis.sweep_class(run, target, dim_list, samples, span, steps)
         bar.update()
-        page = pages.write_sweep_page(run.path.name, run.class_names, result, report_dir(run, out))
+        page = pages.write_sweep_page(run.path.name, run.class_names, run.layout, result, report_dir(run, out))
     return page, result
 
 

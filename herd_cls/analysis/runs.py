@@ -16,7 +16,7 @@ from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, factor_sco
 from .latents import collect
 from .posthoc import posthoc_decoder
 from .scores import Evidence, Score, constant_metrics, score_all
-from .sweep import block_sweep_effect, exemplars, sweep
+from .sweep import block_sweep_effect, dim_pull, exemplars, sweep
 
 
 @dataclass
@@ -191,7 +191,7 @@ def image_sweeps(run: Run, target: int, samples: int = 3, span: float = 2.0, ste
 
     ``test``: the output of ``collect(run.model, run.data("test"))``, if already at hand.
 
-    >>> pictures = image_sweeps(load_run(), 3)     # then herd_cls.report.figures.image_sweep_figure(...)
+    >>> pictures = image_sweeps(load_run(), 3)     # then herd_cls.report.sweep_figures.image_sweep(...)
     """
     test = test if test is not None else collect(run.model, run.data("test"))
     if run.decode is not None:
@@ -222,6 +222,7 @@ class ClassSweep:
     result: dict
     specificity: dict
     images: ImageSweeps
+    pull: Tensor | None = None      # (d,) every dim's pull on the class's probability (sweep.dim_pull)
 
     def kind(self, dim: int) -> str:
         """'own' (the class's block), 'shared' or 'other'."""
@@ -243,7 +244,8 @@ def sweep_class(run: Run, target: int, dims: list[int], samples: int = 8, span: 
     return ClassSweep(target, dims, layout.block(target).tolist(), layout.shared.tolist(), len(chosen), span,
                       steps, sweep(run.model, chosen, dims, std, span, steps),
                       sweep_specificity(block_sweep_effect(run.model, z, y, layout, std, span, steps)),
-                      image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress))
+                      image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress),
+                      dim_pull(run.model, chosen, target, std, span, steps))
 
 
 @dataclass

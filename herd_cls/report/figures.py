@@ -25,95 +25,10 @@ def _save(fig, path: Path, dpi: int = 90) -> Path:
     return path
 
 
-def sweep_grid(images: Tensor, offsets: Tensor, title: str, path: Path) -> Path:
-    """images (T, S, C, H, W) -> a grid with one row per sample and one column per step."""
-    plt = _plt()
-    steps, samples = images.shape[:2]
-    fig, axes = plt.subplots(samples, steps, figsize=(0.9 * steps, 0.9 * samples + 0.5), squeeze=False)
-    for s in range(samples):
-        for t in range(steps):
-            img = images[t, s].permute(1, 2, 0).clamp(0, 1).numpy()
-            axes[s, t].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-            axes[s, t].set_xticks([]), axes[s, t].set_yticks([])
-            if s == samples - 1:
-                axes[s, t].set_xlabel(f"{offsets[t]:+.1f}σ", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return _save(fig, path, dpi=80)
-
-
-def latent_grid(images: Tensor, offsets: Tensor, labels: list[str], title: str, path: Path) -> Path:
-    """images (D, T, S, C, H, W) -> one panel per image: a row per latent dim (labelled), a column per offset."""
-    plt = _plt()
-    dims, steps, samples = images.shape[:3]
-    fig, axes = plt.subplots(dims, samples * steps, squeeze=False,
-                             figsize=(0.62 * samples * steps + 1.4, 0.62 * dims + 0.6),
-                             gridspec_kw={"wspace": 0.04, "hspace": 0.04})
-    for d in range(dims):
-        for s in range(samples):
-            for t in range(steps):
-                ax = axes[d, s * steps + t]
-                _show(ax, images[d, t, s])
-                if s and not t:
-                    ax.spines["left"].set(color="C0", linewidth=2)
-                if d == dims - 1:
-                    ax.set_xlabel(f"{offsets[t]:+.0f}σ" if t in (0, steps - 1) else "", fontsize=6, labelpad=1)
-        axes[d, 0].set_ylabel(labels[d], fontsize=6, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.06, top=1 - 0.35 / fig.get_figheight())
-    atomic_write(path, lambda f: fig.savefig(f, dpi=80, format="png"))
-    plt.close(fig)
-    return path
-
-
 def _show(ax, img: Tensor) -> None:
     img = img.permute(1, 2, 0).clamp(0, 1).numpy()
     ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
     ax.set_xticks([]), ax.set_yticks([])
-
-
-def image_sweep(exemplar_images: Tensor, exemplar_values: Tensor, decoded: Tensor, offsets: Tensor, title: str,
-                decoder: str, path: Path) -> Path:
-    """What one latent dim means, in two picture rows.
-
-    Top: test images (N, C, H, W) ordered by the dim's value (N,), low to high. Below: the dim swept on a
-    few images, drawn by ``decoder`` (a label such as "post-hoc decoder"); decoded is (T, S, C, H, W).
-    """
-    plt = _plt()
-    steps, samples = decoded.shape[:2]
-    n = len(exemplar_images)
-    width = 0.75 * max(n, steps)
-    fig = plt.figure(figsize=(width, 0.75 * (1 + samples) + 0.9))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.35, samples + 0.4])
-    axes = top.subplots(1, n, squeeze=False)[0]
-    for i, ax in enumerate(axes):
-        _show(ax, exemplar_images[i])
-        ax.set_xlabel(f"{float(exemplar_values[i]):+.2f}", fontsize=6, labelpad=1)
-    top.suptitle(f"{title}: test images by value, low → high", fontsize=8)
-    grid = bottom.subplots(samples, steps, squeeze=False)
-    for s in range(samples):
-        for t in range(steps):
-            _show(grid[s, t], decoded[t, s])
-            if s == samples - 1:
-                grid[s, t].set_xlabel(f"{offsets[t]:+.1f}σ", fontsize=6, labelpad=1)
-    bottom.suptitle(f"swept on {samples} images, drawn by the {decoder}", fontsize=8)
-    atomic_write(path, lambda f: fig.savefig(f, dpi=80, format="png"))
-    plt.close(fig)
-    return path
-
-
-def sweep_probabilities(probs: Tensor, offsets: Tensor, class_names: list[str], target: int, title: str,
-                        path: Path) -> Path:
-    """probs (T, S, K) -> mean probability of every class along the sweep; the target class bold."""
-    plt = _plt()
-    mean = probs.mean(1).numpy()
-    fig, ax = plt.subplots(figsize=(3.6, 2.6))
-    for k, name in enumerate(class_names):
-        ax.plot(offsets.numpy(), mean[:, k], lw=2.5 if k == target else 0.8,
-                color="C3" if k == target else "0.6", label=name if k == target else None)
-    ax.set_xlabel("offset (σ of the dim)"), ax.set_ylabel("mean probability"), ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
 
 
 def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..analysis.scores import metrics as registered_metrics
 from ..layout import BlockLayout
-from . import figures
+from . import figures, sweep_figures
 from .html import render
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ def _sweep_figures(sweep: dict, index: int, names: list[str], target: int, title
     ``paths`` = (grid, probabilities)."""
     grid = None
     if sweep["images"] is not None:
-        grid = rel(figures.sweep_grid(sweep["images"][index], sweep["offsets"], title, paths[0]))
-    probs = rel(figures.sweep_probabilities(sweep["probs"][index], sweep["offsets"], names, target, title, paths[1]))
+        grid = rel(sweep_figures.sweep_grid(sweep["images"][index], sweep["offsets"], title, paths[0]))
+    probs = rel(sweep_figures.sweep_probabilities(sweep["probs"][index], sweep["offsets"], names, target, title, paths[1]))
     return {"dim": sweep["dims"][index], "grid": grid, "probs": probs}
 
 
@@ -69,7 +69,7 @@ def _picture_figures(pictures: ImageSweeps, class_name: str, kinds: dict[int, st
     dims = []
     for i, d in enumerate(pictures.dims):
         title = f"class {class_name}, dim {d}{kinds.get(d, '')}"
-        path = figures.image_sweep(pictures.exemplars["images"][i], pictures.exemplars["values"][i],
+        path = sweep_figures.image_sweep(pictures.exemplars["images"][i], pictures.exemplars["values"][i],
                                    pictures.decoded["images"][i], pictures.decoded["offsets"], title,
                                    pictures.decoder, folder / f"{stem}{d}.png")
         dims.append({"dim": d, "figure": rel(path)})
@@ -174,7 +174,7 @@ def grid_figure(grid: LatentGrid, path: Path, rel) -> dict:
     named = grid.factors or [None] * len(grid.dims)
     labels = [f"dim {d}" + (f" ({k})" if k else "") + (f"\n= {f[0]} ({f[1]:.2f})" if f else "")
               for d, k, f in zip(grid.dims, grid.kinds, named)]
-    figure = figures.latent_grid(grid.images, grid.offsets, labels, f"every latent dim, images from {grid.source}",
+    figure = sweep_figures.latent_grid(grid.images, grid.offsets, labels, f"every latent dim, images from {grid.source}",
                                  path)
     return {"figure": rel(figure), "samples": grid.images.shape[2], "source": grid.source,
             "rows": [{"dim": d, "kind": k, "change": float(c), "factor": f[0] if f else None, "mi": f[1] if f else None}
@@ -189,8 +189,10 @@ def write_grid_page(run_name: str, grid: LatentGrid, span: float, out_dir: Path)
                   grid=grid_figure(grid, folder / "grid.png", _rel(folder)))
 
 
-def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_dir: Path) -> Path:
-    """sweep_class_<C>.html with an image grid (with a decoder) and a probability plot per dim."""
+def write_sweep_page(run_name: str, class_names: list[str], layout: BlockLayout, sw: ClassSweep,
+                     out_dir: Path) -> Path:
+    """sweep_class_<C>.html: every dim's pull on the class in one figure, then an image grid (with a decoder) and
+    a probability plot per swept dim."""
     folder = out_dir / f"sweep_class_{sw.target}"
     folder.mkdir(parents=True, exist_ok=True)
     name = class_names[sw.target]
@@ -199,11 +201,15 @@ def write_sweep_page(run_name: str, class_names: list[str], sw: ClassSweep, out_
                               (folder / f"dim{d}_images.png", folder / f"dim{d}_probs.png"), _rel(folder)),
              "index": d, "kind": sw.kind(d)}
             for i, d in enumerate(sw.dims)]
+    pull = None if sw.pull is None else _rel(folder)(sweep_figures.dim_pull_bars(
+        sw.pull, layout, sw.target, f"every dim's pull on class {name} (red: its block, blue: shared)",
+        folder / "pull.png"))
     kinds = {d: suffix[sw.kind(d)] for d in sw.images.dims}
     pictures = _picture_figures(sw.images, name, kinds, "pictures_dim", folder)
     return render("sweep.html", out_dir / f"sweep_class_{sw.target}.html", run_name=run_name, pictures=pictures,
                   class_index=sw.target, class_name=name, samples=sw.samples, span=sw.span, steps=sw.steps,
                   has_decoder=sw.result["images"] is not None, block=sw.block, shared=sw.shared, dims=dims,
+                  pull=pull, pull_dims=layout.latent_dim,
                   specificity=sw.specificity["sweep_specificity_per_class"][sw.target], chance=1 / len(class_names))
 
 

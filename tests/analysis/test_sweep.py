@@ -64,8 +64,9 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     page = Path(res.output.strip().splitlines()[-1])
     assert page == out / "sweep_class_3.html" and "block dims [6, 7]" in res.output
     parser = check_page(page, min_bytes=1000)
-    # per block dim: exemplars + decoded sweep (top), then an image grid and a probability plot
-    assert len(parser.images) == 2 + 4
+    # every dim's pull on the class (one figure), per block dim: exemplars + decoded sweep, then an image grid
+    # and a probability plot
+    assert len(parser.images) == 1 + 2 + 4
     assert "with the <strong>trained decoder</strong>" in page.read_text()
 
     bad = runner.invoke(main, ["sweep", "--class", "12", "--run", run])
@@ -154,7 +155,7 @@ def test_sweep_without_decoder_fits_a_posthoc_decoder_once(tiny_args, tmp_path, 
     assert "probability sweeps only" in res.output
     files = sorted(p.name for p in (tmp_path / "rep" / "sweep_class_0").iterdir())
     # pictures of the class's own dims 0 and 1; probabilities only for the swept dims 0 and 19
-    assert files == ["dim0_probs.png", "dim19_probs.png", "pictures_dim0.png", "pictures_dim1.png"]
+    assert files == ["dim0_probs.png", "dim19_probs.png", "pictures_dim0.png", "pictures_dim1.png", "pull.png"]
     info = json.loads((run_dir / "posthoc_decoder.json").read_text())
     assert 0 < info["test_mse"] < info["mean_image_mse"]       # it explains more than the mean image
     text = (tmp_path / "rep" / "sweep_class_0.html").read_text()
@@ -207,3 +208,34 @@ def test_decoded_block_effect_sees_which_block_moves_the_image():
     torch.testing.assert_close(effect[:, 0], torch.full((2,), 0.2))
     torch.testing.assert_close(effect[:, 1], torch.zeros(2))
     assert sweep_specificity(effect)["sweep_specificity_per_class"] == pytest.approx([1.0, 0.0])
+
+
+def test_dim_pull_golden():
+    """Only dim 0 drives class 0 (logits (z_0, 0)): at z = 0, p_0 = 1/2, and moving dim 0 to -2, 0, +2 gives
+    sigmoid(-2), 1/2, sigmoid(2), a mean |change| of (2 sigmoid(2) - 1) / 3; every other dim pulls 0."""
+    import math
+
+    from herd_cls.analysis.sweep import dim_pull
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(1.0))
+
+        def classify(self, z):
+            return torch.stack([self.w * z[:, 0], torch.zeros(len(z))], 1)
+
+    pull = dim_pull(Toy(), torch.zeros(3, 5), 0, torch.ones(5), span=2.0, steps=3, chunk=2)
+    expected = (2 / (1 + math.exp(-2)) - 1) / 3
+    assert pull[0].item() == pytest.approx(expected, rel=1e-6)
+    assert pull[1:].abs().max().item() == 0
+
+
+@pytest.mark.parametrize("classes,expected", [(10, list(range(20))), (100, [14, 15])])
+def test_auto_dims_draw_every_dim_of_a_small_latent_and_the_class_block_of_a_wide_one(classes, expected):
+    """--dims auto: 10 classes of 2 dims (20 <= 32) draws every dim; 100 classes draws class 7's block only (no
+    shared dims), so the page costs the same at 100 classes as at 10."""
+    from herd_cls.commands import parse_dims
+
+    run = SimpleNamespace(layout=BlockLayout(classes, 2))
+    assert parse_dims(run, "auto", 7) == expected
