@@ -317,7 +317,8 @@ def create_datasets(name: str, root: str | Path = "data", download: bool = False
     """Build the train/val/test splits of a data set; the split is stratified and deterministic.
 
     Sets without an official test split are split into train/val/test; the others keep their
-    test split and carve val out of train. ``num_classes``: how many classes a generated set (templates) has.
+    test split and carve val out of train. ``num_classes``: how many classes a generated set (templates) has;
+    for the others, how many are expected (a mismatch is one HerdError).
     """
     factory = DATASETS.get(name)
     size = image_size or DEFAULT_IMAGE_SIZE.get(name, 64)
@@ -331,6 +332,9 @@ def create_datasets(name: str, root: str | Path = "data", download: bool = False
         train, val = _stratified_split(dataset_labels(parts["train"]), [val_fraction], SPLIT_SEED)
         splits = {"train": Subset(parts["train"], train.tolist()), "val": Subset(parts["train"], val.tolist()),
                   "test": parts["test"]}
+    if num_classes is not None and num_classes != len(class_names):
+        raise HerdError(f"--num-classes {num_classes} does not match the {len(class_names)} classes of {name}; drop "
+                        "--num-classes or choose the matching data set")
     names = list(dataset_factors(parts.get("all", parts.get("train"))))
     return splits, DataInfo(len(class_names), class_names, in_chans, size, names)
 

@@ -172,9 +172,6 @@ def setup(cfg: Config, resume: str | None = None) -> Session:
     seed_everything(cfg.seed)
     splits, info = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size, cfg.num_samples,
                                    num_classes=cfg.num_classes)
-    if cfg.num_classes is not None and cfg.num_classes != info.num_classes:
-        raise HerdError(f"--num-classes {cfg.num_classes} does not match the {info.num_classes} classes of "
-                        f"{cfg.dataset}; drop --num-classes or choose the matching data set")
     distributed.check_same(repr(asdict(cfg)), "the config")
     distributed.check_same(repr((asdict(info), {k: len(v) for k, v in splits.items()})), "the data")
     mean, std = channel_stats(splits["train"])

@@ -176,3 +176,21 @@ def test_dsprites_subset_is_cached_beside_the_archive_and_rebuilt_when_older(tmp
 def test_dsprites_without_the_archive_says_where_to_get_it(tmp_path):
     with pytest.raises(HerdError, match="dSprites archive not found.*--data-root"):
         create_datasets("dsprites", root=tmp_path)
+
+
+def test_templates_generate_any_number_of_classes_offline_and_reproducibly():
+    """--dataset templates: num_classes classes of num_samples / num_classes images, the same on every build; each
+    class's images are its template shifted plus noise, so the class mean of the training images tells the test
+    images apart (nearest class mean far above chance)."""
+    splits, info = create_datasets("templates", image_size=16, num_samples=7 * 20, num_classes=7)
+    again, _ = create_datasets("templates", image_size=16, num_samples=7 * 20, num_classes=7)
+    assert info.num_classes == 7 and info.in_chans == 3 and sum(len(s) for s in splits.values()) == 140
+    x, y = map(torch.stack, zip(*[(img, torch.tensor(label)) for img, label in splits["train"]]))
+    assert torch.equal(x, torch.stack([img for img, _ in again["train"]]))
+    assert x.min() >= 0 and x.max() <= 1 and x.shape[1:] == (3, 16, 16)
+    means = torch.stack([x[y == c].mean(0) for c in range(7)]).flatten(1)
+    tx, ty = map(torch.stack, zip(*[(img, torch.tensor(label)) for img, label in splits["test"]]))
+    predicted = torch.cdist(tx.flatten(1), means).argmin(1)
+    assert (predicted == ty).float().mean() > 0.8
+    with pytest.raises(HerdError, match="--num-classes 3 does not match the 10 classes of digits"):
+        create_datasets("digits", num_classes=3)
