@@ -59,13 +59,15 @@ class Carriers:
     measured: int
 
 
-def carriers(purity: Purity, x: Tensor, logits: Tensor, c: int, k: int = CARRIERS) -> Carriers:
-    """Class ``c``'s ``k`` images of largest curvature mass; ``x`` and ``logits`` are the measured images'
-    (purity's image i is x[i])."""
+def carriers(purity: Purity, x: Tensor, logits: Tensor, c: int, k: int = CARRIERS,
+             measured: Tensor | None = None) -> Carriers:
+    """Class ``c``'s ``k`` images of largest curvature mass, of the test images ``x`` with their ``logits``;
+    ``measured``: the test indices of purity's images, in its order (default: purity's image i is x[i])."""
     idx = purity.top_mass(c, k)
-    probs = logits[idx].softmax(1)
+    test = idx if measured is None else measured[idx]
+    probs = logits[test].softmax(1)
     share = purity.mass_share()
-    return Carriers(x[idx], idx.tolist(), purity.labels[idx].tolist(), probs.argmax(1).tolist(),
+    return Carriers(x[test], test.tolist(), purity.labels[idx].tolist(), probs.argmax(1).tolist(),
                     probs.max(1).values.tolist(), purity.per_image[idx].tolist(), share[idx].tolist(),
                     purity.mass_holders(c, 0.9), int((purity.labels == c).sum()))
 
@@ -123,18 +125,29 @@ def worst_classes(purity: Purity, count: int = DRAWN_CLASSES) -> list[int]:
     return order[:count]
 
 
+def round_robin(labels: Tensor) -> Tensor:
+    """Indices (N,) of ``labels`` (N,) ordered by rank within their class: every class's first image, then every
+    class's second, ...; so any prefix spreads over the classes (test splits of image folders are class-major)."""
+    order = labels.argsort(stable=True)
+    counts = torch.bincount(labels)
+    rank = torch.arange(len(labels)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    return order[(rank * len(counts) + labels[order]).argsort()]
+
+
 def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, hessian_samples: int = 512,
             classes: list[int] | None = None) -> RunAnalysis:
-    """Block purity (both views), every registered metric, latent attributions, latent-label mutual
-    information, a PCA embedding, and, for the classes whose pages are drawn, input attributions and
-    own-block sweeps of ``per_class`` test images. ``classes``: those classes (None: the
+    """Block purity (both views, on ``hessian_samples`` test images or 2 per class if more, spread over the
+    classes), every registered metric, latent attributions, latent-label mutual information, a PCA embedding,
+    and, for the classes whose pages are drawn, input attributions and own-block sweeps of ``per_class`` test
+    images. ``classes``: those classes (None: the
     :data:`DRAWN_CLASSES` worst by class-mean purity; none for a run whose classes mean nothing)."""
     model, cfg, names, layout = run.model, run.config, run.class_names, run.layout
     data = collect(model, run.data("test"))
     x, z, y = data["x"], data["z"], data["y"]
     std = z.std(0)
-    purity = measure_purity(model, zip(x[:hessian_samples].split(128), y[:hessian_samples].split(128)), layout,
-                            cfg.wrt, cfg.recon_loss)
+    measured = round_robin(y)[:max(hessian_samples, 2 * len(names))]  # every class, however the split is ordered
+    purity = measure_purity(model, zip(x[measured].split(128), y[measured].split(128)), layout, cfg.wrt,
+                            cfg.recon_loss)
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
     config = run.config_dict()
     evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"], config)
@@ -162,7 +175,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         mutual_information=torch.tensor(latent_label_information(z, y, len(names))["mi_class"]), method=method,
         scores=score_all(evidence), block_effect=evidence.image_block_effect, examples=examples, pictures=pictures,
         grid=latent_grid(run, test=data) if decoder else None, constant=constant_metrics(config),
-        carriers={c: carriers(purity, x, data["logits"], c) for c in chosen},
+        carriers={c: carriers(purity, x, data["logits"], c, measured=measured) for c in chosen},
         decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,
         factors=factors, class_pages=classes_meaningful(config))
 
