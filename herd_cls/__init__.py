@@ -10,3 +10,7 @@ from .regularizers.herd_penalty import HeRD, class_mask, class_penalty, universa
 from .run import Run, load_run
 
 __version__ = "0.1.0"
+__all__ = ["DATASETS", "create_datasets", "make_shapes", "hessian_block_mass", "latent_hessian", "BlockLayout",
+           "ConvDecoder", "ConvEncoder", "LatentModel", "create_model", "Purity", "class_block_purity", "measure_purity",
+           "HerdError", "REGULARIZERS", "Regularizer", "create_regularizer", "HeRD", "class_mask", "class_penalty",
+           "universal_penalty", "Run", "load_run"]

@@ -1,4 +1,4 @@
-"""One small registry per kind (data sets, backbones); unknown names list the valid ones."""
+"""One small registry per kind (data sets, heads, regularizers, metrics, attacks); unknown names list the valid ones."""
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar

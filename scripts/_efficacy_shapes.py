@@ -377,7 +377,7 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           "orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
           + table_markdown(rows["thesis"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
                                             ("recon_bce", "recon BCE")])
-          + f"\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard error):\n\n"
+          + "\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard error):\n\n"
           + paired(rows["thesis"], "autoencoder", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP")])
           + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class MIG over a "
           "class's own factors on its own images; image sweep specificity: the share of a class's image change "

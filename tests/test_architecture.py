@@ -1,5 +1,5 @@
 """The package's shape: imports point down the floors only (no cycle, type-only imports included),
-modules stay under 350 lines and functions under 60, and block indices come from the layout only."""
+modules stay under 350 lines and functions under 60, and ruff's lint rules find nothing."""
 import ast
 from pathlib import Path
 
@@ -82,3 +82,15 @@ def test_modules_and_functions_stay_small(module, path):
     long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(text))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
     assert not long, f"functions over 60 lines in {module}: {long}"
+
+
+def test_ruff_finds_nothing():
+    """The lint rules of pyproject.toml ([tool.ruff]) on the package, the scripts and the tests; ruff comes with the
+    test extras (``pip install -e ".[test]"``)."""
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "herd_cls", "scripts", "tests"], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

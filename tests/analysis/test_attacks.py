@@ -1,6 +1,5 @@
 """The attack registry: one entry per attack, its metadata on it; a new entry reaches the report page."""
 import pytest
-import torch
 
 from herd_cls.analysis.attacks import (ATTACKS, Attack, Budget, check_attack_request, gradient_free, register,
                                        transferable)

@@ -2,7 +2,6 @@
 place of by-construction numbers, the collapse banner; a universal decoder run; and a real browser."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
