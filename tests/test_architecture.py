@@ -94,3 +94,41 @@ def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "herd_cls", "scripts", "tests"], cwd=root,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# modules whose tests live elsewhere, and where; every other module has tests/<its folder>/test_<its name>.py
+TESTED_IN = {
+    "block_curvature": "test_curvature.py (the closed form and the block masses against the autograd oracle)",
+    "cli": "test_train.py, test_run.py, analysis/test_sweep.py, report/test_pages.py (the commands as typed)",
+    "commands": "analysis/test_sweep.py, report/test_pages.py (through the CLI)",
+    "diagnostics": "regularizers/test_universal_forms.py (live dims, blank reconstructions, the collapse warning)",
+    "objective": "test_train.py (every loss term through training runs)",
+    "registry": "test_heads.py, test_data.py (an unknown name lists the valid ones)",
+    "analysis.decoder": "analysis/test_sweep.py (the latent grid and its factors)",
+    "analysis.latents": "test_models.py, analysis/test_sweep.py (collecting latents in eval mode)",
+    "analysis.posthoc": "analysis/test_sweep.py (the post-hoc decoder, fitted once and cached)",
+    "regularizers.base": "regularizers/test_objects.py (the Regularizer contract)",
+    "regularizers.herd": "regularizers/test_objects.py, regularizers/test_herd_image.py (the HeRD --reg objects)",
+    "regularizers.vae": "regularizers/test_baselines.py",
+    "regularizers.hessian_penalty": "regularizers/test_baselines.py",
+    "regularizers.orojar": "regularizers/test_baselines.py",
+    "regularizers.concept_whitening": "test_concept_whitening.py (the layer and the run that turns it)",
+    "report.html": "test_files.py, report/test_pages.py (rendering, atomically)",
+    "report.sweep_figures": "report/test_figures.py",
+}
+
+
+@pytest.mark.parametrize("module,path", [m for m in _modules() if not m[1].name.startswith("__")],
+                         ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_every_module_has_its_own_tests_or_says_where_they_live(module, path):
+    name = module.removeprefix("herd_cls.")
+    folder = Path(*name.split(".")[:-1])
+    mirror = PACKAGE.parent / "tests" / folder / f"test_{name.split('.')[-1]}.py"
+    where = TESTED_IN.get(name)
+    assert mirror.is_file() or where, f"{module}: add {mirror.relative_to(PACKAGE.parent)} or say in TESTED_IN where its tests are"
+    if where:
+        assert not mirror.is_file(), f"{module} has {mirror.name}: drop it from TESTED_IN"
+        import re
+
+        for file in re.findall(r"[\w/]+\.py", where):
+            assert (PACKAGE.parent / "tests" / file).is_file(), f"TESTED_IN names {file}, which does not exist"
