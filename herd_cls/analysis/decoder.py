@@ -39,27 +39,6 @@ def decoder_curvature(model, x: Tensor, z: Tensor, recon_loss: str, samples: int
     return DecoderCurvature(hbar, off, len(z))
 
 
-def factor_scores(z: Tensor, y: Tensor, factors: dict, samples: int = FACTOR_SAMPLES) -> dict | None:
-    """MIG, DCI and SAP of the first ``samples`` test latents against the factors every image has, plus the
-    class (see :mod:`herd_cls.disentanglement`); None for a data set without recorded factors."""
-    import time
-
-    import numpy as np
-
-    from .. import disentanglement as dis
-
-    common = {k: np.asarray(v[:samples], dtype=np.float64) for k, v in factors.items()
-              if not np.isnan(np.asarray(v[:samples], dtype=np.float64)).any()}
-    if not common:
-        return None
-    t0 = time.perf_counter()
-    zz = z[:samples].double().numpy()
-    ff = {**common, "class": y[:samples].double().numpy()}
-    scores = {"MIG": dis.mig(zz, ff), "SAP": dis.sap(zz, ff)}
-    scores.update({f"DCI {k}": v for k, v in dis.dci(zz, ff).items()})
-    return {"scores": scores, "factors": list(ff), "samples": len(zz), "seconds": time.perf_counter() - t0}
-
-
 @dataclass
 class LatentGrid:
     """Every latent dim swept on a few images and drawn by the run's decoder: the original work's headline

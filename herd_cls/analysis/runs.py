@@ -6,13 +6,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..data import dataset_factors
 from ..layout import BlockLayout
 from ..metrics import attribution_alignment, embedding_2d, latent_label_information, sweep_specificity
 from ..purity import Purity, measure_purity
 from ..registry import HerdError
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
-from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, factor_scores, latent_grid
+from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, latent_grid
 from .latents import collect
 from .posthoc import posthoc_decoder
 from .scores import Evidence, Score, constant_metrics, score_all
@@ -96,7 +97,6 @@ class RunAnalysis:
     constant: dict[str, str] = field(default_factory=dict)  # metric name -> why its value is fixed by construction
     carriers: dict[int, Carriers] = field(default_factory=dict)
     decoder_curvature: DecoderCurvature | None = None  # decoder runs only
-    factors: dict | None = None     # MIG, DCI, SAP (decoder runs on data with factors)
     block_effect: Tensor | None = None  # (K, K) decoder runs: row c, each block's sweep's change of class c's images
     class_pages: bool = True        # False where classes say nothing about the run (universal HeRD)
 
@@ -150,7 +150,8 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
                             cfg.recon_loss)
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
     config = run.config_dict()
-    evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"], config)
+    evidence = Evidence(model, layout, x, z, y, data["logits"], purity, latent["per_sample"], config,
+                        dataset_factors(run.data("test")) or None)
     if not classes_meaningful(config):
         classes = []
     drawn = worst_classes(purity) if classes is None else classes
@@ -162,12 +163,6 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
                 for (c, idx), m in zip(chosen.items(), maps)}
     pictures = {c: image_sweeps(run, c, test=data) for c in chosen}
     decoder = run.decode is not None
-    factors = None
-    if decoder:
-        from ..data import dataset_factors
-
-        found = dataset_factors(run.data("test"))
-        factors = factor_scores(z, y, found) if found else None
     return RunAnalysis(
         name=run.path.name, config=config, summary=run.summary, history=run.history(),
         robustness=run.robustness(), class_names=names, layout=layout, purity=purity,
@@ -177,7 +172,7 @@ def analyse(run: Run, method: str = "integrated-gradients", per_class: int = 4, 
         grid=latent_grid(run, test=data) if decoder else None, constant=constant_metrics(config),
         carriers={c: carriers(purity, x, data["logits"], c, measured=measured) for c in chosen},
         decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,
-        factors=factors, class_pages=classes_meaningful(config))
+        class_pages=classes_meaningful(config))
 
 
 @dataclass

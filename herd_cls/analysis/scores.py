@@ -26,6 +26,7 @@ from ..models import LatentModel
 from ..block_curvature import on_blocks
 from ..purity import Purity
 from ..registry import Registry
+from .decoder import FACTOR_SAMPLES
 from .sweep import block_sweep_effect, decoded_block_effect
 
 IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image sweep specificity
@@ -55,6 +56,7 @@ class Evidence:
     purity: Purity
     latent_attribution: Tensor
     config: dict | None = None  # the run's config (as a dict), for Metric.by_construction
+    factors: dict | None = None  # {name: (N,) array}: the test images' generative factors, where the data has them
 
     @property
     def std(self) -> Tensor:
@@ -68,6 +70,25 @@ class Evidence:
             return None
         n = IMAGE_SWEEP_SAMPLES
         return decoded_block_effect(self.model, self.z[:n], self.y[:n], self.layout, self.std)
+
+
+    @cached_property
+    def factor_scores(self) -> dict[str, float] | None:
+        """MIG, DCI (disentanglement, completeness, informativeness) and SAP of the first FACTOR_SAMPLES test
+        latents against every factor all of them have, plus the class (:mod:`herd_cls.disentanglement`); None
+        without factors."""
+        import numpy as np
+
+        from .. import disentanglement as dis
+
+        n = FACTOR_SAMPLES
+        found = {k: np.asarray(v[:n], dtype=np.float64) for k, v in (self.factors or {}).items()}
+        found = {k: v for k, v in found.items() if not np.isnan(v).any()}
+        if not found:
+            return None
+        z, factors = self.z[:n].double().numpy(), {**found, "class": self.y[:n].double().numpy()}
+        return {"mig": dis.mig(z, factors), "sap": dis.sap(z, factors),
+                **{f"dci_{k}": v for k, v in dis.dci(z, factors).items()}}
 
 
 @dataclass(frozen=True)
@@ -265,3 +286,25 @@ register(Metric("concept_purity_hessian", "concept purity (Hessian AUC)",
                 chance=lambda layout: 0.5,
                 help="per class, the one-vs-rest AUC of the share of each image's loss |Hessian| inside the class's "
                      "block"))
+
+
+def _factor_metric(key: str) -> Callable[[Evidence], Score | None]:
+    def compute(ev: Evidence) -> Score | None:
+        scores = ev.factor_scores
+        return None if scores is None else Score(scores[key], [math.nan] * ev.layout.num_classes)
+
+    return compute
+
+
+for _key, _label, _help in [
+        ("mig", "MIG", "mutual information gap: per factor, the gap between the two latent dims most informative "
+                       "about it, over its entropy, averaged (Chen et al. 2018)"),
+        ("dci_disentanglement", "DCI disentanglement", "how much each dim's importance (random-forest "
+                                                       "regressors) concentrates on one factor (Eastwood and "
+                                                       "Williams 2018)"),
+        ("dci_completeness", "DCI completeness", "how much each factor is captured by one dim"),
+        ("dci_informativeness", "DCI informativeness", "the forests' mean test R^2 predicting the factors"),
+        ("sap", "SAP", "separated attribute predictability: per factor, the gap between the two dims that predict "
+                       "it best (Kumar et al. 2018)")]:
+    register(Metric(_key, _label, _factor_metric(_key), help=f"{_help}; on the first {FACTOR_SAMPLES} test images, "
+                    "against the data set's factors and the class (data with recorded factors only)"))

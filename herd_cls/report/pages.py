@@ -152,7 +152,7 @@ def write_report(analyses: list[RunAnalysis], out_dir: Path) -> Path:
              "metrics": {m["key"]: a.metrics().get(m["key"], float("nan")) for m in metrics},
              "per_class": {m["key"]: a.metrics_per_class().get(m["key"], nan) for m in metrics},
              "errors": a.metric_errors(),
-             "constant": a.constant, "collapse": a.collapse, "factors": a.factors,
+             "constant": a.constant, "collapse": a.collapse,
              "holders": {c: (car.holders, car.measured) for c, car in a.carriers.items()}}
             for i, a in enumerate(analyses)]
     constant = {key: why for a in analyses for key, why in a.constant.items()}

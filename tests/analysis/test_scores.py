@@ -142,3 +142,30 @@ def test_a_block_heads_loss_block_effect_moves_one_logit_and_equals_the_generic_
     generic = loss_block_effect(lambda v: head(v), z, y, layout, 0.3)   # a plain callable: every logit recomputed
     torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-6)
     assert fast.shape == (40, 5) and (fast > 0).all()
+
+
+def test_factor_metrics_are_registry_entries_that_score_the_test_latents_against_the_factors_and_the_class():
+    """MIG, DCI and SAP come from METRICS like every other score: the library's functions on the test latents, the
+    factors every image has (one with a NaN is left out) and the class; no factors, no score."""
+    import numpy as np
+
+    from herd_cls import disentanglement as dis
+    from herd_cls.analysis.scores import METRICS, Evidence
+
+    rng = np.random.default_rng(0)
+    y = torch.arange(200) % 2
+    factors = {"size": rng.uniform(0, 1, 200), "broken": np.r_[np.nan, rng.uniform(0, 1, 199)]}
+    z = torch.tensor(np.c_[factors["size"], y.numpy(), rng.normal(size=200)], dtype=torch.float32)
+    layout = BlockLayout(2, 1, shared_dims=1)
+
+    def evidence(found):
+        return Evidence(None, layout, None, z, y, None, None, None, None, found)
+
+    expected = {"size": factors["size"], "class": y.double().numpy()}
+    zz = z.double().numpy()
+    assert METRICS.get("mig").compute(evidence(factors)).overall == pytest.approx(dis.mig(zz, expected))
+    assert METRICS.get("sap").compute(evidence(factors)).overall == pytest.approx(dis.sap(zz, expected))
+    dci = dis.dci(zz, expected)
+    assert METRICS.get("dci_disentanglement").compute(evidence(factors)).overall == pytest.approx(dci["disentanglement"])
+    assert METRICS.get("mig").compute(evidence(factors)).overall > 0.5      # one dim per factor: well separated
+    assert METRICS.get("mig").compute(evidence(None)) is None
