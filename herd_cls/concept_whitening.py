@@ -117,7 +117,8 @@ class ConceptWhitening(nn.Module):
         objective on (x_hat, labels) improves (at most SEARCH_STEPS times). Returns the objective's gain (0 when
         no step improved it)."""
         grad = grad_sum / counts.clamp_min(1)
-        objective = lambda q: -(self.concept_gradient(x_hat, labels)[0] * q).sum()  # noqa: E731
+        batch_grad = self.concept_gradient(x_hat, labels)[0]      # the objective is linear in Q: -sum(G * Q)
+        objective = lambda q: -(batch_grad * q).sum()  # noqa: E731
         before = float(objective(self.rotation))
         for _ in range(SEARCH_STEPS):
             q = self.rotation.clone()

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import (ROOT, Job, ResultStore, group, herd_cli, markdown_table, mean_std, publish, stamp, trained_run,
-                      verdict)
+from _harness import (ROOT, Job, ResultStore, group, herd_cli, markdown_table, mean_std, paired, publish, stamp,
+                      trained_run, verdict)
 from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.data import make_shapes
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
@@ -209,32 +209,22 @@ def table_markdown(runs: dict[str, list[dict]], columns: list[tuple[str, str]]) 
                            for label, rs in runs.items()])
 
 
-def paired(rows: dict, base: str, keys: list[tuple[str, str]]) -> str:
+def paired_table(rows: dict, base: str, keys: list[tuple[str, str]]) -> str:
     """Each row against ``base`` on the seeds both have: per key, the mean of the per-seed differences ± its
     standard error, and how many seeds are better and worse; in words where the mean difference is within
     one standard error (not a finding)."""
     if base not in rows:
         return ""
-    by_seed = {r["seed"]: r for r in rows[base]}
     out = []
     for label, rs in rows.items():
-        shared = [(r, by_seed[r["seed"]]) for r in rs if r["seed"] in by_seed and label != base]
-        if len(shared) < 2:
+        diffs = [paired(rows[base], rs, lambda r, k=key: r[k]) for key, _ in keys]
+        if label == base or diffs[0]["pairs"] < 2:
             continue
-        cells = []
-        for key, name in keys:
-            d = np.array([r[key] - b[key] for r, b in shared])
-            se = d.std(ddof=1) / np.sqrt(len(d))
-            words = "" if abs(d.mean()) > se else ", within its standard error: no difference shown"
-            cells.append(f"{d.mean():+.3f} ± {se:.3f} ({(d > 0).sum()} up, {(d < 0).sum()} down{words})")
-        out.append([label, len(shared), *cells])
+        cells = [f"{d['mean']:+.3f} ± {d['error']:.3f} ({d['up']} up, {d['down']} down"
+                 f"{'' if abs(d['mean']) > d['error'] else ', within its standard error: no difference shown'})"
+                 for d in diffs]
+        out.append([label, diffs[0]["pairs"], *cells])
     return markdown_table(["setting", "paired seeds", *(f"{name} − {base}" for _, name in keys)], out)
-
-
-def paired_differences(rows: dict, label: str, base: str, key: str) -> np.ndarray:
-    """``label`` minus ``base`` in ``key``, seed by seed, on the seeds both have."""
-    by_seed = {r["seed"]: r[key] for r in rows[base]}
-    return np.array([r[key] - by_seed[r["seed"]] for r in rows[label] if r["seed"] in by_seed])
 
 
 def verdicts(thesis: dict, classes: dict) -> list[str]:
@@ -264,11 +254,10 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
                   all(v is not None and v >= 5 for v in live), f"live dims {live}")
     for label, base in ((UNIVERSAL, "autoencoder"), (COMPOSITE, "beta-TCVAE")):
         if {label, base} <= set(thesis):
-            d = paired_differences(thesis, label, base, "mig")
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            d = paired(thesis[base], thesis[label], lambda r: r["mig"])
             check(f"issue 28 floor: {label} MIG above {base}'s, paired (more seeds up than down, mean difference "
-                  "above its standard error)", (d > 0).sum() > (d < 0).sum() and d.mean() > se,
-                  f"{d.mean():+.3f} ± {se:.3f} over {len(d)} seeds, {(d > 0).sum()} up, {(d < 0).sum()} down")
+                  "above its standard error)", d["up"] > d["down"] and d["mean"] > d["error"],
+                  f"{d['mean']:+.3f} ± {d['error']:.3f} over {d['pairs']} seeds, {d['up']} up, {d['down']} down")
     if {UNIVERSAL, "beta-TCVAE"} <= set(thesis):
         u, tc = m(thesis, UNIVERSAL, "mig"), m(thesis, "beta-TCVAE", "mig")
         check("issue 28 goal: universal HeRD MIG ≥ 0.35 with a reconstruction better than beta-TCVAE's",
@@ -378,7 +367,7 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
           + table_markdown(rows["thesis"], [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP"),
                                             ("recon_bce", "recon BCE")])
           + "\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard error):\n\n"
-          + paired(rows["thesis"], "autoencoder", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP")])
+          + paired_table(rows["thesis"], "autoencoder", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP")])
           + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class MIG over a "
           "class's own factors on its own images; image sweep specificity: the share of a class's image change "
           "that moving its own block makes):\n\n"
@@ -388,7 +377,7 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
                                            ("image_sweep_specificity", "image sweep specificity"),
                                            ("recon_bce", "recon BCE")])
           + "\n\nPaired with none (the same seeds; mean difference ± its standard error):\n\n"
-          + paired(rows["class"], "none", [("class_mig_own_block", "own-block MIG"),
+          + paired_table(rows["class"], "none", [("class_mig_own_block", "own-block MIG"),
                                            ("image_sweep_specificity", "image sweep specificity")])
           + f"\n\nTargets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and {CLASS_HERD}), "
           "computed from the rows above:\n\n"

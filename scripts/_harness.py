@@ -182,11 +182,12 @@ def mean_std(values) -> str:
 
 def paired(base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed") -> dict:
     """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference, its standard
-    error (NaN for fewer than 2 pairs) and the number of pairs."""
+    error (NaN for fewer than 2 pairs), the number of pairs and how many differences are above and below 0."""
     by_key = {r[key]: fn(r) for r in base}
     d = np.array([fn(r) - by_key[r[key]] for r in other if r[key] in by_key], dtype=float)
     error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {"mean": float(d.mean()) if len(d) else float("nan"), "error": float(error), "pairs": len(d)}
+    return {"mean": float(d.mean()) if len(d) else float("nan"), "error": float(error), "pairs": len(d),
+            "up": int((d > 0).sum()), "down": int((d < 0).sum())}
 
 
 def table_row(cells) -> str:

@@ -114,3 +114,15 @@ def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_erro
     assert not floor([0.30, 0.19, 0.04])[0]                    # one seed far up, two down: the mean is not enough
     ok, line = floor([0.11, 0.19, 0.30])                       # 2 up, 1 down, mean +0.083 ± 0.084
     assert not ok and "+0.083 ± 0.084 over 3 seeds, 2 up, 1 down" in line
+
+
+def test_paired_differences_match_records_by_seed_golden():
+    """other - base on the seeds both have (seed 3 has no partner): differences +1, -1, +3, mean 1, standard
+    error std([1, -1, 3], ddof=1) / sqrt(3) = 2 / sqrt(3); two up, one down."""
+    from _harness import paired
+
+    base = [{"seed": s, "v": v} for s, v in ((0, 1.0), (1, 2.0), (2, 0.0))]
+    other = [{"seed": s, "v": v} for s, v in ((0, 2.0), (1, 1.0), (2, 3.0), (3, 9.0))]
+    d = paired(base, other, lambda r: r["v"])
+    assert (d["pairs"], d["up"], d["down"]) == (3, 2, 1)
+    assert d["mean"] == pytest.approx(1.0) and d["error"] == pytest.approx(2 / 3 ** 0.5)

@@ -71,7 +71,6 @@ class Evidence:
         n = IMAGE_SWEEP_SAMPLES
         return decoded_block_effect(self.model, self.z[:n], self.y[:n], self.layout, self.std)
 
-
     @cached_property
     def factor_scores(self) -> dict[str, float] | None:
         """MIG, DCI (disentanglement, completeness, informativeness) and SAP of the first FACTOR_SAMPLES test

@@ -21,6 +21,14 @@ def _device(model, z: Tensor) -> torch.device:
     return z.device if first is None else first.device
 
 
+def _swept(z: Tensor, dims: Tensor, std: Tensor, offsets: Tensor) -> Tensor:
+    """(D * T * S, d): every sample of z (S, d) with dim dims[i] moved by each offset (T,) times std[dims[i]],
+    ordered dim, offset, sample."""
+    zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), len(offsets), 1, 1)                # (D, T, S, d)
+    zs[torch.arange(len(dims)), :, :, dims] += offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(z)
+    return zs.reshape(-1, z.shape[1])
+
+
 @torch.no_grad()
 def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: float = 2.0, steps: int = 7,
           decoder=None) -> dict:
@@ -34,11 +42,7 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
          "images": (D, T, S, C, H, W) or None without a decoder}.
     """
     offsets = sweep_offsets(span, steps).to(z)
-    d_idx = torch.tensor(dims, dtype=torch.long)
-    zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), steps, 1, 1)           # (D, T, S, d)
-    shift = offsets.view(1, -1, 1) * std[d_idx].view(-1, 1, 1).to(z)           # (D, T, 1)
-    zs[torch.arange(len(dims)), :, :, d_idx] += shift.expand(-1, -1, z.shape[0])
-    flat = zs.reshape(-1, z.shape[1]).to(_device(model, z))
+    flat = _swept(z, torch.tensor(dims, dtype=torch.long), std, offsets).to(_device(model, z))
     images = None
     with evaluating(model):
         logits = model.classify(flat).view(len(dims), steps, z.shape[0], -1)
@@ -64,9 +68,7 @@ def dim_pull(model: LatentModel, z: Tensor, target: int, std: Tensor, span: floa
         pull = []
         for lo in range(0, z.shape[1], chunk):
             dims = torch.arange(lo, min(lo + chunk, z.shape[1]))
-            zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), steps, 1, 1)                 # (D, T, S, d)
-            zs[torch.arange(len(dims)), :, :, dims] += (offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(z))
-            probs = model.classify(zs.reshape(-1, z.shape[1]).to(device)).softmax(-1)[:, target].cpu()
+            probs = model.classify(_swept(z, dims, std, offsets).to(device)).softmax(-1)[:, target].cpu()
             pull.append((probs.view(len(dims), steps, -1) - base).abs().mean((1, 2)))
     return torch.cat(pull)
 
