@@ -6,11 +6,13 @@ from .models import ConvDecoder, ConvEncoder, LatentModel, create_model
 from .purity import Purity, class_block_purity, measure_purity
 from .registry import HerdError
 from .regularizers import REGULARIZERS, Regularizer, create_regularizer
-from .regularizers.herd_penalty import HeRD, class_mask, class_penalty, universal_penalty
+from .regularizers.herd import HeRD
+from .regularizers.herd_forms import CLASS_VARIANTS, UNIVERSAL_FORMS, class_mask, universal_penalty
+from .regularizers.herd_penalty import class_penalty
 from .run import Run, load_run
 
 __version__ = "0.1.0"
 __all__ = ["DATASETS", "create_datasets", "make_shapes", "hessian_block_mass", "latent_hessian", "BlockLayout",
            "ConvDecoder", "ConvEncoder", "LatentModel", "create_model", "Purity", "class_block_purity", "measure_purity",
-           "HerdError", "REGULARIZERS", "Regularizer", "create_regularizer", "HeRD", "class_mask", "class_penalty",
+           "HerdError", "REGULARIZERS", "Regularizer", "create_regularizer", "HeRD", "CLASS_VARIANTS", "UNIVERSAL_FORMS", "class_mask", "class_penalty",
            "universal_penalty", "Run", "load_run"]

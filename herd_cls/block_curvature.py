@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .curvature import Loss, LossFn, as_input, batched_vjp, per_sample_loss
+from .curvature import as_input, batched_vjp
+from .losses import Loss, LossFn, per_sample_loss
 
 
 def logit_terms(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> tuple[Tensor, Tensor, Tensor, Tensor]:

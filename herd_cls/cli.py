@@ -9,7 +9,7 @@ from dataclasses import fields
 
 import click
 
-from .config import Config, option_name
+from .config import Config, choices, option_name
 from .registry import HerdError
 
 
@@ -37,7 +37,7 @@ def _config_options(fn):
         if f.type == "bool":
             fn = click.option(f"{name}/--no-{name[2:]}", f.name, default=None, help=help_text)(fn)
             continue
-        kind = click.Choice(meta["choices"]) if meta["choices"] else (
+        kind = click.Choice(choices(f.name)) if choices(f.name) else (
             float if "float" in f.type else int if "int" in f.type else str)
         fn = click.option(name, f.name, type=kind, default=None, help=help_text)(fn)
     return fn
@@ -127,11 +127,19 @@ def _names(registry_module: str, attr: str) -> list[str]:
     return getattr(importlib.import_module(registry_module), attr).names()
 
 
-ATTRIBUTION_METHODS = _names("herd_cls.analysis.attribution", "ATTRIBUTIONS")
 ATTACK_NAMES = _names("herd_cls.analysis.attacks", "ATTACKS")
+
+
+def _attribution_help() -> str:
+    from .analysis.attribution import ATTRIBUTIONS
+
+    return "captum attribution method for inputs and latents: " + "; ".join(
+        f"{name}: {ATTRIBUTIONS.get(name).help}" for name in ATTRIBUTIONS.names()) + "."
+
+
 METHOD_OPTION = click.option("--method", default="integrated-gradients", show_default=True,
-                             type=click.Choice(ATTRIBUTION_METHODS),
-                             help="captum attribution method for inputs and latents.")
+                             type=click.Choice(_names("herd_cls.analysis.attribution", "ATTRIBUTIONS")),
+                             help=_attribution_help())
 RUN_OPTION = click.option("--run", "run_path", default="runs/latest", show_default=True, type=click.Path(),
                           help="Run folder to analyse.")
 OUT_OPTION = click.option("--out", default=None, type=click.Path(file_okay=False),

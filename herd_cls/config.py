@@ -11,26 +11,40 @@ import yaml
 from .data import DATASETS
 from .files import atomic_write
 from .heads import HEADS
-from .models import LATENTS
+from .models import LATENTS, LOCAL_BACKBONES
 from .purity import WRT
-from .curvature import LOSSES, METHODS
+from .curvature import CURVATURE_METHODS
 from .decoder_curvature import LAYERS as DECODER_LAYERS
-from .registry import HerdError
+from .losses import LOSSES
+from .registry import HerdError, Registry
 from .regularizers import REGULARIZERS, reg_names, regularizer_class
-from .regularizers.herd_penalty import VARIANTS
+from .regularizers.herd_forms import CLASS_VARIANTS, UNIVERSAL_FORMS
 
 REGS = tuple(REGULARIZERS.names())
-# options that are gone: a saved config may hold one at the value that is now built in, and nothing else
-RETIRED = {"universal_form": ("balanced", "the other universal forms lowered MIG or blanked the decoder "
-                                          "(docs/what-did-not-work.md); delete the line to train the balanced form")}
-RECON_LOSSES = tuple(loss for loss in LOSSES if loss != "ce")
+# values that are gone: a saved config naming one is one clear error saying why
+RETIRED = {"universal_form": "the other universal forms lowered MIG or blanked the decoder "
+                             "(docs/what-did-not-work.md); delete the line to train the balanced form"}
+RECON_LOSSES = tuple(name for name in LOSSES.names(sort=False) if LOSSES.get(name).reconstruction)
 # HeRD with the decoder's Hessian on 16 images of a batch: under 2x a plain step on the conv autoencoder,
 # with purity unchanged (docs/performance.md); the shapes configs set 32
 DECODER_PENALTY_SAMPLES = 16
 
 
-def _opt(default, help: str, choices: tuple | None = None):
+def _opt(default, help: str, choices: tuple | Registry | None = None):
+    """A field with its help and choices: a tuple, or a registry whose names are read when asked (so an entry
+    registered after import is a valid choice)."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def choices(key: str) -> tuple[str, ...] | None:
+    """The valid values of option ``key`` (None: any of its type)."""
+    options = Config.__dataclass_fields__[key].metadata["choices"]
+    return tuple(options.names(sort=False)) if isinstance(options, Registry) else options
+
+
+def _entries(registry: Registry) -> str:
+    """"'name': help; ..." for every entry of ``registry``, in registration order."""
+    return "; ".join(f"'{name}': {registry.get(name).help}" for name in registry.names(sort=False))
 
 
 @dataclass
@@ -52,12 +66,10 @@ class Config:
     num_workers: int = _opt(0, "DataLoader worker processes.")
     # model
     backbone: str = _opt("resnet18", "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) "
-                                     "or a timm-free encoder: 'conv' (small) or 'burgess' (the 4-conv encoder and "
-                                     "decoder of Burgess et al. 2018 and disentanglement_lib).")
+                                     "or a timm-free encoder: " + _entries(LOCAL_BACKBONES) + ".")
     pretrained: bool = _opt(False, "Start from timm's pretrained weights (needs network).")
     pretrained_file: str | None = _opt(None, "Start from local weights (.pth or .safetensors); no network.")
-    latent: str = _opt("bottleneck", "Where z lives: a linear 'bottleneck' of --latent-dim after the backbone, "
-                                     "or the backbone's own 'pre-logits' features.", LATENTS)
+    latent: str = _opt("bottleneck", "Where z lives: " + _entries(LATENTS) + ".", LATENTS)
     dims_per_class: int = _opt(2, "Latent dims in each class block (bottleneck latent).")
     shared_dims: int | None = _opt(None, "Latent dims shared by all classes, at the end of z (default 0, so every "
                                          "dim belongs to one class; for pre-logits, whatever is left over).")
@@ -71,11 +83,12 @@ class Config:
     reg: str = _opt("class", "Regularizer: " + "; ".join(f"{name}: {REGULARIZERS.get(name).help}" for name in REGS)
                     + ". Several at once as a list, each with its own weight: beta-tcvae,universal or "
                       "beta-tcvae:6,universal:5 (at most one of each family: VAE, HeRD, decoder penalty).")
-    variant: str = _opt("image-purity", "Class-specific formulation: 'reference' (the original work exactly), "
-                                 "'block' (whole own block free), 'purity' (direct block-purity objective), "
-                                 "'log-purity' (-log purity per class, so giving up a class costs more; it "
-                                 "costs accuracy), 'image-purity' (each image's own-block share, averaged per "
-                                 "class) or 'dual-purity' (the mean of purity and image-purity).", VARIANTS)
+    variant: str = _opt("image-purity", "Class-specific formulation: " + _entries(CLASS_VARIANTS) + ".",
+                        CLASS_VARIANTS)
+    universal_form: str = _opt("balanced", "Universal HeRD's form on a loss's Hessian (--wrt classifier; "
+                                           "decoder-output penalises the decoder's own off-diagonal share): "
+                                           + _entries(UNIVERSAL_FORMS) + ". The other forms measured are retired "
+                                           "(docs/what-did-not-work.md).", UNIVERSAL_FORMS)
     wrt: str = _opt("classifier", "Whose curvature HeRD shapes: the latent Hessian of the classifier's loss, of the "
                                   "decoder's reconstruction loss (autoencoder), of their sum (both), or the decoder's "
                                   "own curvature (decoder-output: the Hessians of its activations, in units of each "
@@ -102,12 +115,8 @@ class Config:
                                              "autoencoder or both); its cost grows with N.")
     probes: int | None = _opt(None, "Probe count of a probe --hessian-method (forward 1, hvp 2); with 'auto' on the "
                                     "classifier's loss it selects HVP probes (purity variants only).")
-    hessian_method: str = _opt("auto", "How curvature is computed: exact Hessians (exact, closed_form, "
-                                       "gauss_newton) or probe estimates of block masses: hvp (Hessian-vector "
-                                       "products) or forward (Gauss-Newton from extra forward passes, no double "
-                                       "backward). auto: the block head's closed form at any latent size, exact for "
-                                       "another classifier head at latent size <= 64, forward for decoder losses "
-                                       "and wider mlp heads.", METHODS)
+    hessian_method: str = _opt("auto", "How curvature is computed: " + _entries(CURVATURE_METHODS) + ".",
+                               CURVATURE_METHODS)
     # training
     epochs: int = _opt(12, "Training epochs.")
     steps: int | None = _opt(None, "Training budget in optimiser steps, instead of --epochs: the run trains "
@@ -127,9 +136,9 @@ class Config:
 
     def validate(self) -> "Config":
         for f in fields(self):
-            value, choices = getattr(self, f.name), f.metadata["choices"]
-            if choices and value not in choices:
-                raise HerdError(f"{option_name(f.name)} must be one of {', '.join(choices)}, got {value!r}")
+            value, valid = getattr(self, f.name), choices(f.name)
+            if valid and value not in valid:
+                raise HerdError(f"{option_name(f.name)} must be one of {', '.join(valid)}, got {value!r}")
         positive = ["batch_size", "epochs", "dims_per_class", "head_hidden", "lr"]
         for key in positive + ["image_size", "latent_dim", "num_samples", "probes", "num_classes", "steps", "penalty_samples"]:
             value = getattr(self, key)
@@ -181,8 +190,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     data = data or {}
     if not isinstance(data, dict):
         raise HerdError(f"config {path} must be a mapping of option: value")
-    for key, (kept, why) in RETIRED.items():
-        if key in data and data.pop(key) != kept:
+    for key, why in RETIRED.items():
+        if key in data and data[key] not in choices(key):
             raise HerdError(f"config {path} sets {key}, which is retired: {why}")
     unknown = sorted(set(data) - set(config_keys()))
     if unknown:
@@ -221,9 +230,9 @@ def reference_markdown() -> str:
     """docs/configuration.md: every option with its YAML key, default, choices and meaning."""
     rows = []
     for f in fields(Config):
-        choices = ", ".join(f"`{c}`" for c in f.metadata["choices"]) if f.metadata["choices"] else ""
+        valid = ", ".join(f"`{c}`" for c in choices(f.name) or ())
         default = "–" if f.default is None else f"`{f.default}`"
-        rows.append(f"| `{option_name(f.name)}` | `{f.name}` | {default} | {choices} | {f.metadata['help']} |")
+        rows.append(f"| `{option_name(f.name)}` | `{f.name}` | {default} | {valid} | {f.metadata['help']} |")
     return ("# Configuration reference\n\n"
             "Generated from `herd_cls.config.Config` by `python scripts/config_reference.py` (a test "
             "checks it is current). Every option can be given on the command line of `herd-cls train` or as a key "

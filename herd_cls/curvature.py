@@ -1,74 +1,38 @@
 """How latent curvature is computed: exact per-sample Hessians, closed forms, Gauss-Newton, and
-unbiased block-mass estimates from probes, one of them forward-only.
+unbiased block-mass estimates from probes, one of them forward-only; one :class:`CurvatureMethod` per
+``--hessian-method`` in ``CURVATURE_METHODS``.
 
 Everything here is a pure function of a head (any callable z -> output), a latent batch z (B, d) and a
 target; :mod:`herd_cls.regularizers.herd_penalty` turns the results into penalties.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import HerdError
+from .losses import Loss, LossFn, output_loss, per_sample_loss
+from .registry import HerdError, Registry
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-"""(head output, target) -> per-sample loss, shape (B,)."""
-Loss = Union[str, LossFn]
-
-LOSSES = ("ce", "mse", "bce")
-HESSIAN_METHODS = ("auto", "exact", "closed_form", "gauss_newton")
-PROBE_METHODS = ("hvp", "forward")
-METHODS = (*HESSIAN_METHODS, *PROBE_METHODS)
 AUTO_EXACT_MAX_DIM = 64         # "auto": exact CE Hessians up to this latent size, the forward estimate above it
-DEFAULT_PROBES = {"forward": 1, "hvp": 2}  # forward: 4 extra forward passes; see docs/performance.md
 
 
-# helpers
-
-def per_sample_loss(loss: Loss) -> LossFn:
-    """The per-sample loss: cross-entropy, or MSE/BCE averaged over the sample's elements; a tuple of
-    names is the sum of those losses over a tuple of (outputs, targets), as :func:`sum_losses` makes."""
-    if isinstance(loss, (tuple, list)):
-        fns = [per_sample_loss(part) for part in loss]
-        return lambda outs, targets: sum(fn(o, t) for fn, o, t in zip(fns, outs, targets))
-    if callable(loss):
-        return loss
-    if loss == "ce":
-        return margin_cross_entropy
-    if loss == "mse":
-        return lambda out, x: (out - x).pow(2).flatten(1).mean(1)
-    if loss == "bce":
-        return lambda out, x: F.binary_cross_entropy(out, x, reduction="none").flatten(1).mean(1)
-    raise HerdError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)} or pass a callable")
-
-
-def margin_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy (B,) of logits (B, K), written as softplus(m) with the soft margin
-    m = logsumexp_{k != y} f_k - f_y, so that its derivatives stay accurate for confident samples.
-
-    ``F.cross_entropy`` differentiates to p_y - 1, which float32 rounds to 0 once p_y rounds to 1 (a
-    margin of about 17): the own class's terms of the Hessian vanish while the other classes' terms,
-    of order p_k, survive, and a confident sample's curvature reads as lying wholly outside its block.
-    Here the derivatives are sigmoid(m) and sigmoid(m)(1 - sigmoid(m)) times those of m: no 1 - p_y.
-    """
-    own = F.one_hot(labels, logits.shape[1]).bool()
-    margin = torch.logsumexp(logits.masked_fill(own, float("-inf")), dim=1) - logits.gather(1, labels[:, None])[:, 0]
-    return F.softplus(margin)
+def coupling_norm(head: Callable, in_eval_too: bool = False) -> nn.Module | None:
+    """The first BatchNorm of ``head`` that uses batch statistics (any BatchNorm with ``in_eval_too``: a
+    head about to train), or None. Batch statistics couple the samples: no per-sample Hessian exists."""
+    if not isinstance(head, nn.Module):
+        return None
+    return next((m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and (in_eval_too or m.training or not m.track_running_stats)), None)
 
 
 def _check_per_sample(head: Callable) -> None:
-    """Batch statistics couple the samples, so a per-sample Hessian would be silently wrong."""
-    if not isinstance(head, nn.Module):
-        return
-    for m in head.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or not m.track_running_stats):
-            raise HerdError(
-                f"the head contains {type(m).__name__} using batch statistics, which couples samples and "
-                "makes per-sample Hessians wrong; put the head in eval mode or use LayerNorm/GroupNorm"
-            )
+    norm = coupling_norm(head)
+    if norm is not None:
+        raise HerdError(f"the head contains {type(norm).__name__} using batch statistics, which couples samples and "
+                        "makes per-sample Hessians wrong; put the head in eval mode or use LayerNorm/GroupNorm")
 
 
 def as_input(z: Tensor) -> Tensor:
@@ -145,48 +109,29 @@ def latent_hessian(head: Callable, z: Tensor, target, loss: Loss = "ce", method:
     """
     if z.dim() != 2:
         raise HerdError(f"z must have shape (batch, latent_dim), got {tuple(z.shape)}")
-    if method not in HESSIAN_METHODS:
-        raise HerdError(f"unknown Hessian method {method!r}; choose one of: {', '.join(HESSIAN_METHODS)}")
+    entry = _method(method, probes=False)
     _check_per_sample(head)
-    closed = has_closed_form(head, loss)
-    if method == "auto":
-        method = "closed_form" if closed else "exact"
-    if method == "closed_form":
-        if not closed:
-            raise HerdError("method 'closed_form' needs an nn.Linear head with loss 'ce' or a block head; use "
-                            "method 'exact'")
-        if isinstance(head, nn.Linear):
-            return _closed_form(head, z)
-        return head.closed_form_hessian(as_input(z), target, per_sample_loss(loss))
-    if method == "gauss_newton":
-        return forward_gauss_newton(head, z, target, loss)
+    return entry.hessian(head, z, target, loss)
+
+
+def _closed_form_any(head: Callable, z: Tensor, target, loss: Loss) -> Tensor:
+    if not has_closed_form(head, loss):
+        raise HerdError("method 'closed_form' needs an nn.Linear head with loss 'ce' or a block head; use "
+                        "method 'exact'")
+    if isinstance(head, nn.Linear):
+        return _closed_form(head, z)
+    return head.closed_form_hessian(as_input(z), target, per_sample_loss(loss))
+
+
+def _auto_hessian(head: Callable, z: Tensor, target, loss: Loss) -> Tensor:
+    if has_closed_form(head, loss):
+        return _closed_form_any(head, z, target, loss)
     return _exact(head, z, target, per_sample_loss(loss))
 
 
 def _rademacher(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     signs = torch.randint(0, 2, shape, generator=generator, device="cpu")
     return (2.0 * signs - 1.0).to(device=like.device, dtype=like.dtype)
-
-
-def _output_form(out: Tensor, target, loss: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """(a, b) -> a^T M b per sample, for output-space directions a, b (..., B, *out.shape[1:]), with M the
-    curvature of the per-sample loss in output space (Gauss-Newton's middle factor)."""
-    n = out[0].numel()
-    dims = tuple(range(-(out.dim() - 1), 0))   # a sample's elements, whatever leading dims a and b have
-    if loss == "ce":
-        p = torch.softmax(out, -1)
-        return lambda a, b: (p * a * b).sum(-1) - (p * a).sum(-1) * (p * b).sum(-1)
-    if loss == "mse":
-        return lambda a, b: (2.0 / n) * (a * b).sum(dims)
-    if loss == "bce":  # the decoder ends in a sigmoid: M is p(1 - p) / n on the logits, so divide J_p by p(1 - p)
-        var = (out * (1 - out)).clamp_min(1e-4)
-        return lambda a, b: (a * b / (n * var)).sum(dims)
-    raise _no_closed_form(loss)
-
-
-def _no_closed_form(loss) -> HerdError:
-    return HerdError(f"the forward method knows the losses {', '.join(LOSSES)} and their tuples; "
-                     "for a custom loss callable use method 'hvp' or 'exact'")
 
 
 def _finite_jvps(head: Callable, z: Tensor, directions: Tensor, eps: float):
@@ -235,34 +180,14 @@ def forward_block_mass(head: Callable, z: Tensor, target, region: Tensor, loss: 
     directions = torch.cat([v * keep, v * (1 - keep), w * keep, w * (1 - keep)])       # (4k, B, d)
     outs, jvs = _finite_jvps(head, z, directions, eps)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss,)
-    targets = tuple(target) if isinstance(loss, (tuple, list)) else (target,)
     inside = total = 0.0
-    for out, ju, t, name in zip(outs, jvs, targets, losses):
-        form = _output_form(out, t, name)
+    for out, ju, name in zip(outs, jvs, losses):
+        form = output_loss(name).form(out)
         v_in, v_out, w_in, w_out = ju.split(probes)
         pair = lambda a, b: form(a.unsqueeze(1), b.unsqueeze(0))    # noqa: E731  (k, k, B)
         inside = inside + pair(v_in, w_in)
         total = total + pair(v_in + v_out, w_in + w_out)
     return inside.pow(2).mean((0, 1)), total.pow(2).mean((0, 1))
-
-
-def _output_gram(out: Tensor, target, loss: str, jac: Tensor) -> Tensor:
-    """(B, d, d) J^T M J per sample for the output-space Jacobian columns ``jac`` (d, B, *out.shape[1:])
-    and the loss curvature M in output space (as in :func:`_output_form`), without a (d, d, B, N) product."""
-    d, b = jac.shape[:2]
-    if loss == "ce":
-        p = torch.softmax(out, -1)
-        jp = (jac * p).sum(-1)                                                  # (d, B)
-        return torch.einsum("ibk,jbk->bij", jac * p, jac) - torch.einsum("ib,jb->bij", jp, jp)
-    n = out[0].numel()
-    if loss == "mse":
-        weight = torch.full_like(out, 2.0 / n)
-    elif loss == "bce":
-        weight = 1.0 / (n * (out * (1 - out)).clamp_min(1e-4))
-    else:
-        raise _no_closed_form(loss)
-    flat = jac.reshape(d, b, -1)
-    return torch.einsum("ibn,jbn->bij", flat * weight.reshape(1, b, -1), flat)
 
 
 def forward_gauss_newton(head: Callable, z: Tensor, target, loss: Loss = "ce", eps: float = 1e-3) -> Tensor:
@@ -277,20 +202,15 @@ def forward_gauss_newton(head: Callable, z: Tensor, target, loss: Loss = "ce", e
     _check_per_sample(head)
     outs, jacs = forward_jacobian(head, z, eps)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss,)
-    targets = tuple(target) if isinstance(loss, (tuple, list)) else (target,)
-    return sum(_output_gram(out, t, name, jac) for out, jac, t, name in zip(outs, jacs, targets, losses))
+    return sum(output_loss(name).gram(out, jac) for out, jac, name in zip(outs, jacs, losses))
 
 
 def block_mass(head: Callable, z: Tensor, target, region: Tensor, loss: Loss = "ce", method: str = "forward",
                probes: int = 1, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Per-sample (inside, total) squared Frobenius masses of the latent curvature, each (B,):
-    ``forward`` (:func:`forward_block_mass`, Gauss-Newton, no double backward) or ``hvp``
+    """Per-sample (inside, total) squared Frobenius masses of the latent curvature, each (B,), by a probe
+    method: ``forward`` (:func:`forward_block_mass`, Gauss-Newton, no double backward) or ``hvp``
     (:func:`hessian_block_mass`, the exact Hessian, 2k Hessian-vector products)."""
-    if method == "forward":
-        return forward_block_mass(head, z, target, region, loss, probes, generator)
-    if method == "hvp":
-        return hessian_block_mass(head, z, target, region, loss, probes, generator)
-    raise HerdError(f"unknown probe method {method!r}; choose one of: {', '.join(PROBE_METHODS)}")
+    return _method(method, probes=True).block_mass(head, z, target, region, loss, probes, generator)
 
 
 def hessian_block_mass(head: Callable, z: Tensor, target, region: Tensor, loss: Loss = "ce",
@@ -338,13 +258,65 @@ def curvature_method(method: str, loss: Loss, latent_dim: int, probes: int | Non
     where the head has one (``closed_form``: :func:`has_closed_form`; exact at any width), exact Hessians for
     the classifier's CE at d <= AUTO_EXACT_MAX_DIM, otherwise the forward-only Gauss-Newton estimate (no
     double backward). ``probes`` given with "auto" on CE means HVP probes."""
-    if method in PROBE_METHODS:
-        return method, probes or DEFAULT_PROBES[method]
+    entry = CURVATURE_METHODS.get(method)
+    if entry.probes:
+        return method, probes or entry.default_probes
     if method != "auto":
         return method, None
     if loss == "ce" and probes is not None:
         return "hvp", probes
     if closed_form or (loss == "ce" and latent_dim <= AUTO_EXACT_MAX_DIM):
         return "auto", None
-    return "forward", probes or DEFAULT_PROBES["forward"]
+    return "forward", probes or CURVATURE_METHODS.get("forward").default_probes
 
+
+@dataclass(frozen=True)
+class CurvatureMethod:
+    """One ``--hessian-method``: per-sample Hessians, ``hessian(head, z, target, loss) -> (B, d, d)``, or
+    probe estimates of squared block masses, ``block_mass(head, z, target, region, loss, probes, generator)
+    -> (inside, total)``, each (B,), with ``default_probes``; a probe method names in ``whole`` the Hessian
+    method that computes the whole matrix the same way, for penalties that read every entry; ``forward_only``:
+    it needs forward passes alone (no autograd unless a gradient is wanted)."""
+
+    name: str
+    help: str
+    hessian: Callable[..., Tensor] | None = None
+    block_mass: Callable[..., tuple[Tensor, Tensor]] | None = None
+    default_probes: int | None = None
+    whole: str | None = None
+    forward_only: bool = False
+
+    @property
+    def probes(self) -> bool:
+        """It estimates block masses from random probes (and so serves only purity penalties)."""
+        return self.block_mass is not None
+
+
+CURVATURE_METHODS: Registry[CurvatureMethod] = Registry("curvature method")
+CURVATURE_METHODS.add(CurvatureMethod("auto", "the block head's closed form at any latent size, exact for another "
+                                      "classifier head at latent size <= 64, forward for decoder losses and wider "
+                                      "mlp heads", _auto_hessian))
+CURVATURE_METHODS.add(CurvatureMethod("exact", "exact Hessians from d batched Hessian-vector products",
+                                      lambda head, z, target, loss: _exact(head, z, target, per_sample_loss(loss))))
+CURVATURE_METHODS.add(CurvatureMethod("closed_form", "exact Hessians in closed form: a linear head with "
+                                      "cross-entropy, or the block head at any width", _closed_form_any))
+CURVATURE_METHODS.add(CurvatureMethod("gauss_newton", "J^T M J from d + 1 forward passes, no double backward",
+                                      forward_gauss_newton, forward_only=True))
+CURVATURE_METHODS.add(CurvatureMethod("hvp", "probe estimates of block masses from Hessian-vector products",
+                                      block_mass=hessian_block_mass, default_probes=2, whole="auto"))
+CURVATURE_METHODS.add(CurvatureMethod("forward", "probe estimates of block masses from extra forward passes "
+                                      "(Gauss-Newton, no double backward)", block_mass=forward_block_mass,
+                                      default_probes=1, whole="gauss_newton", forward_only=True))
+
+
+def method_names(probes: bool) -> list[str]:
+    """The registered probe methods (``probes``) or Hessian methods, in registration order."""
+    return [name for name in CURVATURE_METHODS.names(sort=False) if CURVATURE_METHODS.get(name).probes == probes]
+
+
+def _method(name: str, probes: bool) -> CurvatureMethod:
+    """The probe method (``probes``) or Hessian method ``name``; any other name is one clear error."""
+    if name not in method_names(probes):
+        raise HerdError(f"unknown {'probe' if probes else 'Hessian'} method {name!r}; choose one of: "
+                        f"{', '.join(method_names(probes))}")
+    return CURVATURE_METHODS.get(name)

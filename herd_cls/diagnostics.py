@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .curvature import forward_gauss_newton, forward_jacobian, per_sample_loss
+from .curvature import forward_gauss_newton, forward_jacobian
+from .losses import per_sample_loss
 from .regularizers.herd_penalty import universal_terms
 
 DIAGNOSTIC_SAMPLES = 64

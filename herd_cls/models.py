@@ -8,20 +8,44 @@ from __future__ import annotations
 
 import difflib
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .concept_whitening import ConceptWhitening
 from .heads import make_head
-from .registry import HerdError
+from .registry import HerdError, Registry
 from .layout import BlockLayout
 
-LATENTS = ("bottleneck", "pre-logits")
-CONV_BACKBONE = "conv"
-BURGESS_BACKBONE = "burgess"
-LOCAL_BACKBONES = (CONV_BACKBONE, BURGESS_BACKBONE)  # timm-free, with no pretrained weights
+
+
+@dataclass(frozen=True)
+class LatentKind:
+    """One ``--latent``: where z lives. ``size(features, latent_dim, num_classes, shared_dims) -> (d, shared
+    dims)``; ``bottleneck``: a linear map of the backbone's F features makes z (else z is the features)."""
+
+    name: str
+    help: str
+    size: Callable[[int, int | None, int, int | None], tuple[int, int]]
+    bottleneck: bool
+
+
+@dataclass(frozen=True)
+class LocalBackbone:
+    """A timm-free ``--backbone`` (no pretrained weights): ``encoder(in_chans, image_size)`` with a
+    ``num_features`` attribute, and the ``decoder`` class ``(latent_dim, (C, H, W))`` that ``--decoder`` adds."""
+
+    name: str
+    help: str
+    encoder: Callable[[int, int], nn.Module]
+    decoder: Callable[[int, tuple[int, int, int]], nn.Module]
+
+
+LATENTS: Registry[LatentKind] = Registry("latent")
+LOCAL_BACKBONES: Registry[LocalBackbone] = Registry("local backbone")
 
 
 class ConvDecoder(nn.Module):
@@ -169,6 +193,17 @@ class LatentModel(nn.Module):
         return self.classify(self.encode(x))
 
 
+LATENTS.add(LatentKind("bottleneck", "a linear bottleneck of --latent-dim after the backbone",
+                       lambda features, d, k, shared: ((d if d is not None else 2 * k + (shared or 0)), shared or 0),
+                       bottleneck=True))
+LATENTS.add(LatentKind("pre-logits", "the backbone's own pre-logit features (the rest after equal class blocks are "
+                       "shared dims)", lambda features, d, k, shared: (features, shared if shared is not None
+                                                                        else features % k), bottleneck=False))
+LOCAL_BACKBONES.add(LocalBackbone("conv", "a small conv encoder", lambda c, size: ConvEncoder(c), ConvDecoder))
+LOCAL_BACKBONES.add(LocalBackbone("burgess", "the 4-conv encoder and decoder of Burgess et al. 2018 and "
+                                  "disentanglement_lib", BurgessEncoder, BurgessDecoder))
+
+
 # helpers
 
 def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, pretrained_file: str | None,
@@ -178,7 +213,7 @@ def _timm_backbone(name: str, in_chans: int, image_size: int, pretrained: bool, 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         hint = f"did you mean: {', '.join(close)}? " if close else ""
-        raise HerdError(f"unknown backbone {name!r}; {hint}use {' or '.join(map(repr, LOCAL_BACKBONES))} or any name "
+        raise HerdError(f"unknown backbone {name!r}; {hint}use {' or '.join(map(repr, LOCAL_BACKBONES.names()))} or any name "
                         "in timm.list_models()")
     kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
     if pretrained_file is not None:
@@ -262,32 +297,27 @@ def create_model(backbone: str, *, num_classes: int, in_chans: int = 3, image_si
 
     >>> model = create_model("resnet18", num_classes=10, in_chans=1)   # z: 20 dims, 2 per class
     """
-    if latent not in LATENTS:
-        raise HerdError(f"unknown latent {latent!r}; choose one of: {', '.join(LATENTS)}")
+    kind = LATENTS.get(latent)
     mean = mean or [0.5] * in_chans
     std = std or [0.5] * in_chans
-    if backbone in LOCAL_BACKBONES:
+    local = LOCAL_BACKBONES.get(backbone) if backbone in LOCAL_BACKBONES else None
+    if local is not None:
         if pretrained or pretrained_file:
             raise HerdError(f"the {backbone!r} backbone has no pretrained weights; drop --pretrained/--pretrained-file")
-        features = ConvEncoder(in_chans) if backbone == CONV_BACKBONE else BurgessEncoder(in_chans, image_size)
+        features = local.encoder(in_chans, image_size)
         num_features, classifier = features.num_features, None
     else:
         net = _timm_backbone(backbone, in_chans, image_size, pretrained, pretrained_file, num_classes)
-        classifier = _timm_classifier(net) if latent == "pre-logits" and head == "linear" else None
+        classifier = _timm_classifier(net) if not kind.bottleneck and head == "linear" else None
         net.reset_classifier(0)  # forward() now returns pooled pre-logit features
         num_features = _pre_logits_width(net, backbone, in_chans, image_size)  # not net.num_features
         features = net
-    if latent == "pre-logits":
-        d = num_features
-        shared_dims = shared_dims if shared_dims is not None else d % num_classes
-    else:
-        shared_dims = shared_dims or 0
-        d = latent_dim if latent_dim is not None else 2 * num_classes + shared_dims
+    d, shared_dims = kind.size(num_features, latent_dim, num_classes, shared_dims)
     # a model whose dims do not split into class blocks has no layout (it cannot be a herd-cls run)
     layout = BlockLayout.split(num_classes, d, shared_dims) if head == "block" or BlockLayout.fits(
         num_classes, d, shared_dims) else None
     classifier = classifier or make_head(head, d, num_classes, head_hidden, layout)
-    decoder_class = BurgessDecoder if backbone == BURGESS_BACKBONE else ConvDecoder
+    decoder_class = local.decoder if local is not None else ConvDecoder
     dec = decoder_class(d, (in_chans, image_size, image_size)) if decoder else None
-    return LatentModel(features, num_features, d, layout, latent != "pre-logits", classifier, dec, mean, std,
+    return LatentModel(features, num_features, d, layout, kind.bottleneck, classifier, dec, mean, std,
                        variational, whitened)

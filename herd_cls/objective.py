@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .curvature import per_sample_loss
+from .losses import per_sample_loss
 from .models import LatentModel
 from .regularizers import Batch, Regularizer, reparameterise
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .block_curvature import block_head_block_masses, on_blocks
-from .curvature import PROBE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
+from .curvature import CURVATURE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
 from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both", "decoder-output")
@@ -183,8 +183,8 @@ def _image_masses(head, z: Tensor, target, y: Tensor, layout: BlockLayout, loss,
     """Each image's curvature mass inside its own block (B,), or inside every class block (B, K) where H is
     known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed and is kept: probe
     estimates of squared masses, a block head's closed-form |H| masses (no H formed), or |H|."""
-    if method in PROBE_METHODS:
-        with torch.no_grad() if method == "forward" else torch.enable_grad():
+    if CURVATURE_METHODS.get(method).probes:
+        with torch.no_grad() if CURVATURE_METHODS.get(method).forward_only else torch.enable_grad():
             inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
         return inside.detach().float(), total.detach().float(), None
     if not keep_hbar and method == "auto" and on_blocks(head, layout):  # O(K m^2) per image (block_curvature)
@@ -243,13 +243,13 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
         if H is not None:
             hsum = hsum + class_abs_sum(H, y, K)[0]
         share = own_share(inside, total, float("nan"))
-        per_image.append((share.clamp(0, 1) if method in PROBE_METHODS else share).cpu())
+        per_image.append((share.clamp(0, 1) if CURVATURE_METHODS.get(method).probes else share).cpu())
         mass.append(total.cpu())
         labels.append(y.cpu())
         seen += len(y)
     hbar = None if hsum is None else (hsum / counts.clamp_min(1).view(-1, 1, 1)).cpu()
     per_class = torch.where(counts > 0, own_share(inside_sum, total_sum, float("nan")), torch.nan)
-    if method in PROBE_METHODS:
+    if CURVATURE_METHODS.get(method).probes:
         per_class = per_class.clamp(0, 1)
         label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
     else:

@@ -1,4 +1,6 @@
-"""One small registry per kind (data sets, heads, regularizers, metrics, attacks); unknown names list the valid ones."""
+"""One small registry per kind (data sets, heads, losses, curvature methods, HeRD forms, regularizers, metrics,
+attacks, attribution methods); each entry an object with its ``name``, ``help`` and metadata; unknown names list
+the valid ones."""
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
@@ -25,6 +27,10 @@ class Registry(Generic[T]):
             return obj
 
         return deco
+
+    def add(self, entry: T) -> T:
+        """Register ``entry`` under its own ``name``."""
+        return self.register(entry.name)(entry)
 
     def get(self, name: str) -> T:
         if name not in self._items:

@@ -34,7 +34,8 @@ from torch import nn
 
 from _harness import markdown_table, provenance, publish, table_row
 from herd_cls.block_curvature import block_head_masses
-from herd_cls.curvature import block_mass, latent_hessian, per_sample_loss
+from herd_cls.curvature import block_mass, latent_hessian
+from herd_cls.losses import per_sample_loss
 from herd_cls.heads import BlockHead
 from herd_cls.models import ConvDecoder
 from herd_cls.layout import BlockLayout

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
 # ground floor first; a module may import its own floor or lower ones
 FLOORS = [
     {"registry", "layout", "files"},
-    {"curvature", "block_curvature", "decoder_curvature", "concept_whitening", "data", "distributed"},
+    {"losses", "curvature", "block_curvature", "decoder_curvature", "concept_whitening", "data", "distributed"},
     {"purity", "heads", "models", "metrics", "disentanglement"},
     {"regularizers"},
     {"config", "objective", "diagnostics"},
@@ -101,14 +101,14 @@ TESTED_IN = {
     "block_curvature": "test_curvature.py (the closed form and the block masses against the autograd oracle)",
     "cli": "test_train.py, test_run.py, analysis/test_sweep.py, report/test_pages.py (the commands as typed)",
     "commands": "analysis/test_sweep.py, report/test_pages.py (through the CLI)",
-    "diagnostics": "regularizers/test_universal_forms.py (live dims, blank reconstructions, the collapse warning)",
     "objective": "test_train.py (every loss term through training runs)",
     "registry": "test_heads.py, test_data.py (an unknown name lists the valid ones)",
     "analysis.decoder": "analysis/test_sweep.py (the latent grid and its factors)",
     "analysis.latents": "test_models.py, analysis/test_sweep.py (collecting latents in eval mode)",
     "analysis.posthoc": "analysis/test_sweep.py (the post-hoc decoder, fitted once and cached)",
     "regularizers.base": "regularizers/test_objects.py (the Regularizer contract)",
-    "regularizers.herd": "regularizers/test_objects.py, regularizers/test_herd_image.py (the HeRD --reg objects)",
+    "regularizers.herd": "regularizers/test_herd_penalty.py, regularizers/test_herd_image.py (the HeRD module), "
+                         "regularizers/test_objects.py (its --reg objects)",
     "regularizers.vae": "regularizers/test_baselines.py",
     "regularizers.hessian_penalty": "regularizers/test_baselines.py",
     "regularizers.orojar": "regularizers/test_baselines.py",

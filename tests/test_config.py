@@ -46,7 +46,7 @@ def test_library_defaults_equal_the_shipped_cli_defaults():
     import inspect
 
     from herd_cls.models import create_model
-    from herd_cls.regularizers.herd_penalty import HeRD
+    from herd_cls.regularizers.herd import HeRD
 
     cfg = Config()
     params = inspect.signature(create_model).parameters

@@ -9,11 +9,12 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from herd_cls.curvature import (block_mass, forward_block_mass, forward_gauss_newton, hessian_block_mass,
-                                latent_hessian, per_sample_loss, sum_losses)
+                                latent_hessian, sum_losses)
+from herd_cls.losses import per_sample_loss
 from herd_cls.heads import BlockHead
 from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
-from herd_cls.regularizers.herd_penalty import HeRD
+from herd_cls.regularizers.herd import HeRD
 from toy_heads import CASES, decoder, float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
 
@@ -285,7 +286,7 @@ def test_unknown_probe_method_lists_the_valid_ones():
 def test_universal_herd_on_a_decoder_is_the_penalty_of_its_gauss_newton_matrix():
     """``auto`` on a decoder loss: the universal penalty of J^T M J from forward passes, which for a ReLU
     decoder with a sigmoid and BCE is the penalty of the exact Hessians."""
-    from herd_cls.regularizers.herd_penalty import universal_penalty
+    from herd_cls.regularizers.herd_forms import universal_penalty
 
     torch.manual_seed(10)
     head = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 4)))

@@ -79,7 +79,7 @@ def _penalty_worker(rank: int, port: int, method: str, results):
     import torch
 
     from herd_cls.layout import BlockLayout
-    from herd_cls.regularizers.herd_penalty import HeRD
+    from herd_cls.regularizers.herd import HeRD
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
@@ -101,7 +101,7 @@ def test_all_reduced_class_penalty_equals_the_single_process_one():
     import torch
 
     from herd_cls.layout import BlockLayout
-    from herd_cls.regularizers.herd_penalty import HeRD
+    from herd_cls.regularizers.herd import HeRD
 
     port = _free_port()
     ctx = mp.get_context("spawn")

@@ -78,6 +78,20 @@ def test_bad_model_requests_explain_themselves(tmp_path):
         create_model("resnet18", num_classes=10, in_chans=1, image_size=16, latent_dim=8, pretrained_file=str(tmp_path / "missing.pth"))
     with pytest.raises(HerdError, match="unknown head"):
         create_model("conv", num_classes=10, in_chans=1, image_size=16, latent_dim=8, head="deep")
+    with pytest.raises(HerdError, match="unknown latent 'features'; choose one of: bottleneck, pre-logits"):
+        create_model("conv", num_classes=10, in_chans=1, image_size=16, latent="features")
+    with pytest.raises(HerdError, match="use 'burgess' or 'conv' or any name in timm.list_models"):
+        create_model("convy-net-9", num_classes=10, in_chans=1, image_size=16)
+
+
+def test_latent_kinds_size_z():
+    """A bottleneck is 2 dims per class plus the shared ones by default; pre-logits are the features, and
+    what is left over after equal class blocks is shared."""
+    bottleneck = create_model("conv", num_classes=3, in_chans=1, image_size=16, shared_dims=2)
+    assert bottleneck.latent_dim == 8 and bottleneck.layout.shared_dims == 2
+    features = create_model("conv", num_classes=5, in_chans=1, image_size=16, latent="pre-logits")
+    width = features.backbone.num_features
+    assert features.latent_dim == width and features.layout.shared_dims == width % 5
 
 
 def test_block_head_logits_see_only_their_block_and_the_shared_dims():
@@ -114,7 +128,7 @@ def test_every_timm_family_trains_with_herd_and_runs_the_analysis(backbone, late
 
     from herd_cls.analysis.attribution import class_latent_attribution
     from herd_cls.analysis.latents import collect
-    from herd_cls.regularizers.herd_penalty import HeRD
+    from herd_cls.regularizers.herd import HeRD
 
     torch.manual_seed(0)
     K, size = 4, 32

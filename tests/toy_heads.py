@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.functional import hessian
 
-from herd_cls.curvature import per_sample_loss
+from herd_cls.losses import per_sample_loss
 from herd_cls.layout import BlockLayout
 from herd_cls.heads import BlockHead
 

@@ -5,6 +5,7 @@ cannot break it; models are put in eval mode; integrated gradients run in intern
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -14,10 +15,20 @@ from torch import Tensor
 from ..registry import HerdError, Registry
 from .latents import evaluating
 
-ATTRIBUTIONS: Registry = Registry("attribution method")
+@dataclass(frozen=True)
+class AttributionMethod:
+    """One ``--method``: ``attribute(fn, x, target, baseline, batch) -> (same shape as x)`` with captum;
+    ``gradient_free`` when it needs only forward passes of ``fn``."""
+
+    name: str
+    help: str
+    attribute: Callable[[Callable, Tensor, Tensor, Tensor, int], Tensor]
+    gradient_free: bool = False
 
 
-@ATTRIBUTIONS.register("integrated-gradients")
+ATTRIBUTIONS: Registry[AttributionMethod] = Registry("attribution method")
+
+
 def _ig(fn: Callable, x: Tensor, target: Tensor, baseline: Tensor, batch: int) -> Tensor:
     from captum.attr import IntegratedGradients
 
@@ -25,14 +36,12 @@ def _ig(fn: Callable, x: Tensor, target: Tensor, baseline: Tensor, batch: int) -
                                              internal_batch_size=8 * batch)
 
 
-@ATTRIBUTIONS.register("saliency")
 def _saliency(fn, x, target, baseline, batch):
     from captum.attr import Saliency
 
     return Saliency(fn).attribute(x, target=target, abs=True)
 
 
-@ATTRIBUTIONS.register("gradient-shap")
 def _gradient_shap(fn, x, target, baseline, batch):
     from captum.attr import GradientShap
 
@@ -40,7 +49,6 @@ def _gradient_shap(fn, x, target, baseline, batch):
     return GradientShap(fn).attribute(x, baselines=baselines, target=target, n_samples=8, stdevs=0.05)
 
 
-@ATTRIBUTIONS.register("occlusion")
 def _occlusion(fn, x, target, baseline, batch):
     from captum.attr import Occlusion
 
@@ -48,6 +56,13 @@ def _occlusion(fn, x, target, baseline, batch):
     stride = (1,) if x.dim() == 2 else (x.shape[1], max(1, x.shape[2] // 16), max(1, x.shape[3] // 16))
     return Occlusion(fn).attribute(x, sliding_window_shapes=window, strides=stride, baselines=baseline[:1],
                                    target=target, perturbations_per_eval=batch)
+
+
+ATTRIBUTIONS.add(AttributionMethod("integrated-gradients", "integrated gradients from the baseline, 32 steps", _ig))
+ATTRIBUTIONS.add(AttributionMethod("saliency", "|gradient| of the target logit", _saliency))
+ATTRIBUTIONS.add(AttributionMethod("gradient-shap", "GradientSHAP around the baseline, 8 samples", _gradient_shap))
+ATTRIBUTIONS.add(AttributionMethod("occlusion", "the target logit's drop when a patch (one latent dim) is set to "
+                                   "the baseline", _occlusion, gradient_free=True))
 
 
 def attribute(fn: Callable[[Tensor], Tensor], inputs: Tensor, target: Tensor, method: str = "integrated-gradients",
@@ -59,14 +74,14 @@ def attribute(fn: Callable[[Tensor], Tensor], inputs: Tensor, target: Tensor, me
         baseline: a reference input of shape (1, ...) (default zeros: black images, or the origin of z).
         batch_size: samples per call; integrated gradients evaluate 8 x this many path points at once.
     """
-    run = ATTRIBUTIONS.get(method)
+    entry = ATTRIBUTIONS.get(method)
     baseline = torch.zeros_like(inputs[:1]) if baseline is None else baseline
     # gradient-shap samples baselines (torch and numpy): reproducible, without touching global state
     np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]), evaluating(fn):
+    with torch.random.fork_rng(devices=[]), evaluating(fn), torch.set_grad_enabled(not entry.gradient_free):
         torch.manual_seed(0)
         np.random.seed(0)
-        chunks = [run(fn, x, t, baseline, batch_size).detach()
+        chunks = [entry.attribute(fn, x, t, baseline, batch_size).detach()
                   for x, t in zip(inputs.split(batch_size), target.split(batch_size))]
     np.random.set_state(np_state)
     return torch.cat(chunks)

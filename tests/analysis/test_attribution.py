@@ -45,3 +45,15 @@ def test_class_latent_matrix_and_unknown_method(linear_case):
     torch.testing.assert_close(res["matrix"][1], (z[y == 1] * head.weight[1]).abs().mean(0).detach())
     with pytest.raises(HerdError, match="choose one of: gradient-shap, integrated-gradients, occlusion, saliency"):
         attribute(head, z, y, "lime")
+
+
+def test_gradient_free_methods_run_without_autograd(linear_case):
+    """A gradient-free entry (occlusion) runs its forward passes with autograd off; the others need it on."""
+    head, z, y = linear_case
+    seen = []
+    fn = lambda inputs: (seen.append(torch.is_grad_enabled()), head(inputs))[1]  # noqa: E731
+    attribute(fn, z[:4], y[:4], "occlusion")
+    assert seen and not any(seen) and ATTRIBUTIONS.get("occlusion").gradient_free
+    seen.clear()
+    attribute(fn, z[:4], y[:4], "saliency")
+    assert seen and all(seen)

@@ -4,7 +4,9 @@ import torch
 
 from herd_cls.layout import BlockLayout
 from herd_cls.purity import image_share
-from herd_cls.regularizers.herd_penalty import HeRD, class_mask, class_penalty, image_penalty, probe_penalty
+from herd_cls.regularizers.herd import HeRD
+from herd_cls.regularizers.herd_forms import CLASS_VARIANTS, class_mask
+from herd_cls.regularizers.herd_penalty import class_penalty, image_penalty
 from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
 
@@ -75,4 +77,4 @@ def test_probe_image_penalty_tracks_exact_shares():
     want = _image_penalty_by_loop((inside / total).tolist(), y, 3)
     herd = HeRD(BlockLayout.split(3, 6), variant="image-purity", probes=2000)
     assert herd(head, z, y, labels=y).item() == pytest.approx(want, abs=0.03)
-    assert probe_penalty(inside, total, y, 3, "image-purity").item() == pytest.approx(want)
+    assert CLASS_VARIANTS.get("image-purity").from_masses(inside, total, y, 3, None).item() == pytest.approx(want)

@@ -6,7 +6,9 @@ import torch
 from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
 from herd_cls.regularizers.base import penalty_ramp
-from herd_cls.regularizers.herd_penalty import HeRD, class_mask, class_penalty, free_region, universal_penalty
+from herd_cls.regularizers.herd import HeRD
+from herd_cls.regularizers.herd_forms import class_mask, free_region, universal_penalty
+from herd_cls.regularizers.herd_penalty import class_penalty
 from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
 
@@ -89,7 +91,7 @@ def test_herd_module_api():
         HeRD(BlockLayout.split(10, 22, 2), probes=2, variant="reference")
     with pytest.raises(HerdError, match="probes"):
         HeRD(BlockLayout.split(10, 22, 2), method="forward", mode="universal")
-    with pytest.raises(HerdError, match="unknown curvature method 'jvp'; choose one of: auto, exact"):
+    with pytest.raises(HerdError, match="unknown curvature method 'jvp'; choose one of: auto, closed_form, exact"):
         HeRD(BlockLayout.split(10, 22, 2), method="jvp")
 
 
