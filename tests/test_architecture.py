@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
 # ground floor first; a module may import its own floor or lower ones
 FLOORS = [
-    {"registry", "layout", "files"},
+    {"registry", "options", "layout", "files"},
     {"losses", "curvature", "block_curvature", "decoder_curvature", "concept_whitening", "data", "distributed"},
     {"purity", "heads", "models", "metrics", "disentanglement"},
     {"regularizers"},

@@ -51,7 +51,7 @@ def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
     assert {"test_accuracy", "block_purity", "train_seconds"} <= set(summary)
     assert 0 <= summary["block_purity"] <= 1 and summary["train_seconds"] > 0
     # HeRD with the decoder's Hessian takes its penalty on 16 images of a batch, saved resolved
-    from herd_cls.config import DECODER_PENALTY_SAMPLES
+    from herd_cls.regularizers.herd import DECODER_PENALTY_SAMPLES
 
     assert load_run(run).config.penalty_samples == DECODER_PENALTY_SAMPLES == 16
 

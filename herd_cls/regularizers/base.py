@@ -7,6 +7,7 @@ from typing import Any, Callable, ClassVar
 from torch import Tensor
 
 from ..models import LatentModel
+from ..options import option, options_from
 from ..registry import HerdError, Registry
 
 REGULARIZERS: Registry = Registry("regularizer")
@@ -42,15 +43,35 @@ class Batch:
         return Batch(self.x[:n], self.y[:n], self.z[:n], cut(self.mu), cut(self.logvar))
 
 
+@dataclass
+class PenaltyOptions:
+    """The options every regularizer reads: its weight, when it switches on and on how many samples."""
+
+    alpha_reg: float | None = option(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
+                                           "factor-vae and beta-vae-capacity); default: the --reg's own, listed with "
+                                           "--reg. HeRD on a decoder's Hessian (--wrt autoencoder or both) is weighted "
+                                           "per image: the trainer divides it by the pixel count.", bound="non-negative")
+    warmup: int = option(1, "Epochs trained without the penalty before it switches on.", bound="non-negative")
+    ramp: int = option(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).",
+                       bound="non-negative")
+    penalty_samples: int | None = option(None, "Compute a curvature or Jacobian regularizer (class, universal, "
+                                               "hessian-penalty, orojar) on the first N samples of each batch "
+                                               "(default: all, or the --reg's own: 16 for HeRD with --wrt "
+                                               "autoencoder or both); its cost grows with N.", bound="positive")
+
+
 class Regularizer:
     """One ``--reg``. Subclasses set the class attributes, register with ``@REGULARIZERS.register(name)``
     and implement :meth:`loss`; state kept between batches lives in the object (see ``state_dict``).
 
     Built from the run's config (a :class:`herd_cls.config.Config`; config imports this package for its
     choices, so it is not imported here), the model, the training set's size and ``reduce``, which sums
-    batch statistics over processes under torchrun (None in one process).
+    batch statistics over processes under torchrun (None in one process). ``self.options`` holds the
+    regularizer's own options, the ``Options`` dataclass filled from the config.
 
     Class attributes, asked by config validation and model building:
+        Options: the dataclass of the options only this regularizer (or its family) reads, declared with
+            :func:`herd_cls.options.option`; the config offers them as CLI options and YAML keys.
         default_weight: ``--alpha-reg`` when none is given.
         needs_decoder: the loss reads a decoder.
         variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
@@ -65,12 +86,19 @@ class Regularizer:
     variational: ClassVar[bool] = False
     whitened: ClassVar[bool] = False
     family: ClassVar[str] = ""
+    Options: ClassVar[type | None] = None
 
     def __init__(self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None):
         self.cfg, self.dataset_size = cfg, dataset_size
+        self.options = options_from(self.Options, cfg) if self.Options is not None else None
         self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
         self.warmup, self.ramp = cfg.warmup, cfg.ramp
         self.penalty_samples = cfg.penalty_samples
+
+    @classmethod
+    def default_penalty_samples(cls, cfg: Any) -> int | None:
+        """``--penalty-samples`` when none is given (None: the whole batch)."""
+        return None
 
     @classmethod
     def warnings(cls, cfg: Any) -> list[str]:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch
@@ -13,10 +14,11 @@ from torch import Tensor, nn
 
 from ..block_curvature import block_head_masses, on_blocks
 from ..curvature import CURVATURE_METHODS, block_mass, coupling_norm, curvature_method, has_closed_form, latent_hessian
-from ..decoder_curvature import DEFAULT_PROBES, curvature_shares
+from ..decoder_curvature import DEFAULT_PROBES, LAYERS as DECODER_LAYERS, curvature_shares
 from ..heads import HEADS
 from ..layout import BlockLayout
 from ..losses import Loss
+from ..options import entries, option
 from ..purity import WRT, hessian_target
 from ..registry import HerdError
 from .base import REGULARIZERS, Regularizer
@@ -121,6 +123,37 @@ class HeRD(nn.Module):
         return f"mode={self.mode}, form={self.form.name}, method={self.method}, layout={self.layout}"
 
 
+# HeRD with the decoder's Hessian on 16 images of a batch: under 2x a plain step on the conv autoencoder,
+# with purity unchanged (docs/performance.md); the shapes configs set 32
+DECODER_PENALTY_SAMPLES = 16
+
+
+@dataclass
+class HeRDOptions:
+    """The options of ``--reg class`` and ``--reg universal``."""
+
+    variant: str = option("image-purity", "Class-specific formulation: " + entries(CLASS_VARIANTS) + ".",
+                          CLASS_VARIANTS)
+    universal_form: str = option("balanced", "Universal HeRD's form on a loss's Hessian (--wrt classifier; "
+                                             "decoder-output penalises the decoder's own off-diagonal share): "
+                                             + entries(UNIVERSAL_FORMS) + ". The other forms measured are retired "
+                                             "(docs/what-did-not-work.md).", UNIVERSAL_FORMS)
+    wrt: str = option("classifier", "Whose curvature HeRD shapes: the latent Hessian of the classifier's loss, of the "
+                                    "decoder's reconstruction loss (autoencoder), of their sum (both), or the "
+                                    "decoder's own curvature (decoder-output: the Hessians of its activations, in "
+                                    "units of each latent dim's batch std; docs/method.md).", WRT)
+    decoder_layers: str = option("output", "With --wrt decoder-output, whose curvature: the decoded image (output), "
+                                           "the decoder's hidden activations (hidden) or both (all).", DECODER_LAYERS)
+    alpha_off: float = option(0.5, "Weight of off-diagonal Hessian mass in the mask (reference, block) and in the "
+                                   "universal form.", bound="non-negative")
+    alpha_diag: float = option(1.0, "Weight of out-of-block diagonal Hessian mass in the mask (reference, block).",
+                               bound="non-negative")
+    probes: int | None = option(None, "Probe count of a probe --hessian-method (forward 1, hvp 2); with 'auto' on "
+                                      "the classifier's loss it selects HVP probes (purity variants only).", bound="positive")
+    hessian_method: str = option("auto", "How curvature is computed: " + entries(CURVATURE_METHODS) + ".",
+                                 CURVATURE_METHODS)
+
+
 class _HeRDRegularizer(Regularizer):
     """A ``HeRD`` module on the model's block layout, on the latent Hessian of the loss ``--wrt`` names.
 
@@ -132,16 +165,18 @@ class _HeRDRegularizer(Regularizer):
 
     mode: ClassVar[str] = "class"
     family = "HeRD"
+    Options = HeRDOptions
 
     def __init__(self, cfg, model, dataset_size, reduce=None):
         super().__init__(cfg, model, dataset_size, reduce)
-        own = cfg.wrt == "decoder-output"  # the decoder's own curvature: its method and probes are read here
-        self.herd = HeRD(model.layout, mode=self.mode, alpha_off=cfg.alpha_off, alpha_diag=cfg.alpha_diag,
-                         variant=cfg.variant, probes=None if own else cfg.probes,
-                         method="auto" if own else cfg.hessian_method, reduce=reduce, form=cfg.universal_form)
-        self.decoder_method = "exact" if cfg.hessian_method == "exact" else "forward"
-        self.decoder_probes = cfg.probes or DEFAULT_PROBES
-        self.wrt, self.recon_loss, self.decoder_layers = cfg.wrt, cfg.recon_loss, cfg.decoder_layers
+        o = self.options
+        own = o.wrt == "decoder-output"  # the decoder's own curvature: its method and probes are read here
+        self.herd = HeRD(model.layout, mode=self.mode, alpha_off=o.alpha_off, alpha_diag=o.alpha_diag,
+                         variant=o.variant, probes=None if own else o.probes,
+                         method="auto" if own else o.hessian_method, reduce=reduce, form=o.universal_form)
+        self.decoder_method = "exact" if o.hessian_method == "exact" else "forward"
+        self.decoder_probes = o.probes or DEFAULT_PROBES
+        self.wrt, self.recon_loss, self.decoder_layers = o.wrt, cfg.recon_loss, o.decoder_layers
         heads = {"classifier": model.classify if self.wrt in ("classifier", "both") else None,
                  "decoder": model.decode if self.wrt != "classifier" else None}
         for which, head in heads.items():
@@ -152,6 +187,10 @@ class _HeRDRegularizer(Regularizer):
                 raise HerdError(f"--reg {self.name} needs per-sample Hessians, but the {which} head has "
                                 f"{type(norm).__name__}, whose batch statistics couple the samples; "
                                 "use --head block or --head mlp")
+
+    @classmethod
+    def default_penalty_samples(cls, cfg) -> int | None:
+        return DECODER_PENALTY_SAMPLES if cfg.wrt != "classifier" else None
 
     @classmethod
     def check(cls, cfg) -> None:

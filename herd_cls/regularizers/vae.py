@@ -5,11 +5,13 @@ the objective is the ELBO's, scaled by 1 / pixels)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..options import option
 from .base import REGULARIZERS, Regularizer
 
 
@@ -97,15 +99,24 @@ class BetaVAE(_VAERegularizer):
         return self.weight * kl
 
 
+@dataclass
+class CapacityOptions:
+    """The option of ``--reg beta-vae-capacity``."""
+
+    capacity: float = option(25.0, "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.",
+                             bound="non-negative")
+
+
 @REGULARIZERS.register("beta-vae-capacity")
 class BetaVAECapacity(_VAERegularizer):
     name, help = "beta-vae-capacity", "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)"
     default_weight = 1000.0
 
+    Options = CapacityOptions
     capacity = 0.0  # nats, raised every epoch
 
     def start_epoch(self, epoch):
-        self.capacity = self.cfg.capacity * min(1.0, epoch / max(1, self.cfg.epochs - 1))
+        self.capacity = self.options.capacity * min(1.0, epoch / max(1, self.cfg.epochs - 1))
 
     def term(self, kl, batch):
         return self.weight * (kl - self.capacity).abs()
