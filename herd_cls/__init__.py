@@ -1,8 +1,11 @@
-"""herd_cls: HeRD, a Hessian regularizer for class-specific disentanglement, for timm classifiers and autoencoders."""
+"""herd_cls: HeRD, a Hessian regularizer for class-specific disentanglement, for timm classifiers
+and autoencoders."""
+
 from .data import DATASETS, create_datasets, make_shapes
 from .curvature import hessian_block_mass, latent_hessian
 from .layout import BlockLayout
-from .models import ConvDecoder, ConvEncoder, LatentModel, create_model
+from .backbones import ConvDecoder, ConvEncoder
+from .models import LatentModel, create_model
 from .purity import Purity, class_block_purity, measure_purity
 from .registry import HerdError
 from .regularizers import REGULARIZERS, Regularizer, create_regularizer
@@ -12,7 +15,30 @@ from .regularizers.herd_penalty import class_penalty
 from .run import Run, load_run
 
 __version__ = "0.1.0"
-__all__ = ["DATASETS", "create_datasets", "make_shapes", "hessian_block_mass", "latent_hessian", "BlockLayout",
-           "ConvDecoder", "ConvEncoder", "LatentModel", "create_model", "Purity", "class_block_purity", "measure_purity",
-           "HerdError", "REGULARIZERS", "Regularizer", "create_regularizer", "HeRD", "CLASS_VARIANTS", "UNIVERSAL_FORMS", "class_mask", "class_penalty",
-           "universal_penalty", "Run", "load_run"]
+__all__ = [
+    "DATASETS",
+    "create_datasets",
+    "make_shapes",
+    "hessian_block_mass",
+    "latent_hessian",
+    "BlockLayout",
+    "ConvDecoder",
+    "ConvEncoder",
+    "LatentModel",
+    "create_model",
+    "Purity",
+    "class_block_purity",
+    "measure_purity",
+    "HerdError",
+    "REGULARIZERS",
+    "Regularizer",
+    "create_regularizer",
+    "HeRD",
+    "CLASS_VARIANTS",
+    "UNIVERSAL_FORMS",
+    "class_mask",
+    "class_penalty",
+    "universal_penalty",
+    "Run",
+    "load_run",
+]

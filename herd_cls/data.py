@@ -4,6 +4,7 @@
 factors) need no files; ``mnist``, ``fashion-mnist`` and ``cifar10`` read torchvision's files
 from ``root`` (downloading only when asked); ``imagefolder`` reads any class-per-folder tree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ class DataInfo:
 class ImageSet(Dataset):
     """In-memory images (N, C, H, W) in [0, 1], labels (N,) and optional factors {name: (N,)}."""
 
-    def __init__(self, images: Tensor, labels: Tensor, factors: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self, images: Tensor, labels: Tensor, factors: dict[str, np.ndarray] | None = None
+    ):
         self.images, self.labels = images, labels
         self.factors = factors or {}
 
@@ -54,8 +57,13 @@ class _Resized(Dataset):
         from torchvision.transforms import v2
 
         self.base = base
-        self.transform = v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True),
-                                     v2.ToDtype(torch.float32, scale=True)])
+        self.transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((size, size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.base)
@@ -67,10 +75,13 @@ class _Resized(Dataset):
 
 # helpers
 
+
 def _resize(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(
+        0, 1
+    )
 
 
 def dataset_labels(ds: Dataset) -> np.ndarray:
@@ -101,7 +112,9 @@ def _stratified_split(labels: np.ndarray, fractions: list[float], seed: int) -> 
     for frac in fractions:
         size = frac / remaining
         try:
-            keep, take = train_test_split(rest, test_size=size, stratify=labels[rest], random_state=seed)
+            keep, take = train_test_split(
+                rest, test_size=size, stratify=labels[rest], random_state=seed
+            )
         except ValueError:  # too few images per class to stratify: a plain random split
             keep, take = train_test_split(rest, test_size=size, random_state=seed)
         parts.append(np.sort(take))
@@ -118,6 +131,7 @@ def _subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 # data sets
 
+
 @DATASETS.register("digits")
 def _digits(root, download, image_size, num_samples, num_classes):
     from sklearn.datasets import load_digits
@@ -131,8 +145,12 @@ def _digits(root, download, image_size, num_samples, num_classes):
 SHAPE_NAMES = ["square", "ellipse", "heart"]
 SHAPE_FACTORS = ["scale", "orientation", "pos_x", "pos_y"]
 # dSprites' value grids (Matthey et al. 2017): 6 scales, 40 orientations, 32 x 32 positions
-SHAPE_GRID = {"scale": np.linspace(0.5, 1.0, 6), "orientation": np.linspace(0, 2 * np.pi, 40),
-              "pos_x": np.linspace(0, 1, 32), "pos_y": np.linspace(0, 1, 32)}
+SHAPE_GRID = {
+    "scale": np.linspace(0.5, 1.0, 6),
+    "orientation": np.linspace(0, 2 * np.pi, 40),
+    "pos_x": np.linspace(0, 1, 32),
+    "pos_y": np.linspace(0, 1, 32),
+}
 SHAPE_PERIOD = np.array([np.pi / 2, np.pi, 2 * np.pi])  # each shape's rotational symmetry
 RENDER_CHUNK = 2048
 
@@ -142,18 +160,21 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == 0:
         return np.maximum(abs(u), abs(v)) <= 0.75
     if shape == 1:
-        return u ** 2 + (v / 0.5) ** 2 <= 1.0
+        return u**2 + (v / 0.5) ** 2 <= 1.0
     h, w = 1.15 * v + 0.25, 1.15 * u  # the heart curve (x^2 + y^2 - 1)^3 <= x^2 y^3, centred
-    return (w ** 2 + h ** 2 - 1) ** 3 <= w ** 2 * h ** 3
+    return (w**2 + h**2 - 1) ** 3 <= w**2 * h**3
 
 
-def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
+def make_shapes(
+    n: int, image_size: int = 32, seed: int = 0
+) -> tuple[Tensor, Tensor, dict[str, np.ndarray]]:
     """dSprites-like shapes: square, ellipse and heart (the class), each factor drawn uniformly from
-    dSprites' grid: scale (6 values in [0.5, 1]), orientation (40 in [0, 2 pi]), pos_x and pos_y (32 each in
-    [0, 1]). Rendered at 2x and average-pooled, so edges are grey.
+    dSprites' grid: scale (6 values in [0.5, 1]), orientation (40 in [0, 2 pi]), pos_x and pos_y (32
+    each in [0, 1]). Rendered at 2x and average-pooled, so edges are grey.
 
-    ``orientation`` is recorded as a fraction of the shape's symmetry period (square 90 degrees, ellipse
-    180, heart 360), so that images which look the same have the same value, as the ``dsprites`` loader does.
+    ``orientation`` is recorded as a fraction of the shape's symmetry period (square 90 degrees,
+    ellipse 180, heart 360), so that images which look the same have the same value, as the
+    ``dsprites`` loader does.
 
     Returns:
         images (n, 1, S, S) in [0, 1], labels (n,), factors {name: (n,) float32}.
@@ -165,11 +186,11 @@ def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Te
     grid = (np.arange(s2, dtype=np.float32) + 0.5) / s2 * 2 - 1
     gy, gx = np.meshgrid(grid, grid, indexing="ij")
     inside = np.zeros((n, s2, s2), dtype=bool)
-    size = 0.34 * f["scale"]                      # half-extent in image units of [-1, 1]
+    size = 0.34 * f["scale"]  # half-extent in image units of [-1, 1]
     cx, cy = (f["pos_x"] * 2 - 1) * 0.62, (f["pos_y"] * 2 - 1) * 0.62
     for lo in range(0, n, RENDER_CHUNK):
         for c in range(len(SHAPE_NAMES)):
-            i = lo + np.flatnonzero(labels[lo:lo + RENDER_CHUNK] == c)
+            i = lo + np.flatnonzero(labels[lo : lo + RENDER_CHUNK] == c)
             dx = (gx[None] - cx[i, None, None]).astype(np.float32)
             dy = (gy[None] - cy[i, None, None]).astype(np.float32)
             cos = np.cos(f["orientation"][i]).astype(np.float32)[:, None, None]
@@ -184,7 +205,9 @@ def make_shapes(n: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Te
 
 @DATASETS.register("shapes")
 def _shapes(root, download, image_size, num_samples, num_classes):
-    images, labels, factors = make_shapes(num_samples or SHAPES_DEFAULT_SAMPLES, image_size, seed=SPLIT_SEED)
+    images, labels, factors = make_shapes(
+        num_samples or SHAPES_DEFAULT_SAMPLES, image_size, seed=SPLIT_SEED
+    )
     return {"all": ImageSet(images, labels, factors)}, list(SHAPE_NAMES), 1
 
 
@@ -193,13 +216,19 @@ SHAPES_DEFAULT_SAMPLES = 20000
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 DSPRITES_SHAPES = ["square", "ellipse", "heart"]
-DSPRITES_FACTORS = {"scale": 2, "orientation": 3, "pos_x": 4, "pos_y": 5}  # columns of latents_values
+DSPRITES_FACTORS = {
+    "scale": 2,
+    "orientation": 3,
+    "pos_x": 4,
+    "pos_y": 5,
+}  # columns of latents_values
 
 
 def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
     """(imgs, latents_values) of a fixed random subset of ``count`` images. Reading the archive
-    decompresses all 737280 images (about 3 GB), so a proper subset is cached beside it; a cache older
-    than the archive, or unreadable, is rebuilt, and a read-only folder just goes without one."""
+    decompresses all 737280 images (about 3 GB), so a proper subset is cached beside it; a cache
+    older than the archive, or unreadable, is rebuilt, and a read-only folder just goes without
+    one."""
     cache = path.with_name(f"{path.stem}.subset{count}-seed{SPLIT_SEED}.npz")
     if cache.is_file() and cache.stat().st_mtime >= path.stat().st_mtime:
         try:
@@ -228,16 +257,21 @@ def _dsprites(root, download, image_size, num_samples, num_classes):
     path = Path(root)
     path = path if path.is_file() else path / DSPRITES_FILE
     if not path.is_file():
-        raise HerdError(f"dSprites archive not found at {path}; download {DSPRITES_FILE} from "
-                        "github.com/deepmind/dsprites-dataset and pass --data-root DIR holding it")
+        raise HerdError(
+            f"dSprites archive not found at {path}; download {DSPRITES_FILE} from "
+            "github.com/deepmind/dsprites-dataset and pass --data-root DIR holding it"
+        )
     try:
         imgs, values = _dsprites_subset(path, num_samples or 20000)
     except (OSError, KeyError, ValueError) as err:
-        raise HerdError(f"cannot read dSprites archive {path} ({err}); it needs arrays imgs and latents_values") from None
+        raise HerdError(
+            f"cannot read dSprites archive {path} ({err}); it needs arrays imgs and latents_values"
+        ) from None
     images = torch.from_numpy(imgs.astype(np.float32)).unsqueeze(1)
     labels = torch.from_numpy(values[:, 1].astype(np.int64) - 1)
     factors = {name: values[:, col].astype(np.float32) for name, col in DSPRITES_FACTORS.items()}
-    # orientation as a fraction of each shape's symmetry period (square 90°, ellipse 180°, heart 360°),
+    # orientation as a fraction of each shape's symmetry period (square 90°, ellipse 180°, heart
+    # 360°),
     # so that images which look the same have the same value
     period = np.array([np.pi / 2, np.pi, 2 * np.pi], dtype=np.float32)[labels.numpy()]
     factors["orientation"] = np.mod(factors["orientation"], period) / period
@@ -254,10 +288,14 @@ def _torchvision(cls_name: str, folder: str, in_chans: int):
             test = cls(root, train=False, download=download)
         except RuntimeError as err:
             hint = "add --download" if not download else "check the network or the files"
-            raise HerdError(f"{cls_name} not found under {Path(root) / folder} ({err}); "
-                            f"pass --data-root DIR holding it or {hint}") from None
-        splits = {"train": _subsample(_Resized(train, image_size), num_samples, SPLIT_SEED),
-                  "test": _Resized(test, image_size)}
+            raise HerdError(
+                f"{cls_name} not found under {Path(root) / folder} ({err}); "
+                f"pass --data-root DIR holding it or {hint}"
+            ) from None
+        splits = {
+            "train": _subsample(_Resized(train, image_size), num_samples, SPLIT_SEED),
+            "test": _Resized(test, image_size),
+        }
         return splits, [str(c) for c in train.classes], in_chans
 
     return load
@@ -273,7 +311,10 @@ def _imagefolder(root, download, image_size, num_samples, num_classes):
     from torchvision.datasets import ImageFolder
 
     if not Path(root).is_dir():
-        raise HerdError(f"image folder {root} does not exist; pass --data-root DIR with one sub-folder per class")
+        raise HerdError(
+            f"image folder {root} does not exist; pass --data-root DIR with one sub-folder per "
+            f"class"
+        )
     try:
         base = ImageFolder(root)
     except (FileNotFoundError, RuntimeError) as err:
@@ -285,16 +326,25 @@ def _imagefolder(root, download, image_size, num_samples, num_classes):
 TEMPLATE_CLASSES, TEMPLATE_IMAGES_PER_CLASS = 100, 60
 
 
-def make_templates(num_classes: int, per_class: int, image_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A many-class image set that needs no download: each class a random smooth colour template (8 x 8 noise
-    upsampled), each image its class's template shifted by up to 1/8 of the side (wrapping around), plus pixel
-    noise. Returns images (K * per_class, 3, S, S) in [0, 1] and labels, class-major."""
+def make_templates(
+    num_classes: int, per_class: int, image_size: int = 32, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """A many-class image set that needs no download: each class a random smooth colour template (8
+    x 8 noise upsampled), each image its class's template shifted by up to 1/8 of the side (wrapping
+    around), plus pixel noise. Returns images (K * per_class, 3, S, S) in [0, 1] and labels,
+    class-major."""
     g = torch.Generator().manual_seed(seed)
-    templates = F.interpolate(torch.rand(num_classes, 3, 8, 8, generator=g), size=image_size, mode="bilinear",
-                              align_corners=False)
+    templates = F.interpolate(
+        torch.rand(num_classes, 3, 8, 8, generator=g),
+        size=image_size,
+        mode="bilinear",
+        align_corners=False,
+    )
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     shifts = torch.randint(-image_size // 8, image_size // 8 + 1, (len(labels), 2), generator=g)
-    images = torch.stack([templates[c].roll(tuple(shift.tolist()), (1, 2)) for c, shift in zip(labels, shifts)])
+    images = torch.stack(
+        [templates[c].roll(tuple(shift.tolist()), (1, 2)) for c, shift in zip(labels, shifts)]
+    )
     return (images + 0.15 * torch.randn(images.shape, generator=g)).clamp(0, 1), labels
 
 
@@ -308,33 +358,59 @@ def _templates(root, download, image_size, num_samples, num_classes):
 
 # public API
 
-DEFAULT_IMAGE_SIZE = {"digits": 32, "shapes": 32, "templates": 32, "mnist": 32, "fashion-mnist": 32, "cifar10": 32, "dsprites": 32}
+DEFAULT_IMAGE_SIZE = {
+    "digits": 32,
+    "shapes": 32,
+    "templates": 32,
+    "mnist": 32,
+    "fashion-mnist": 32,
+    "cifar10": 32,
+    "dsprites": 32,
+}
 
 
-def create_datasets(name: str, root: str | Path = "data", download: bool = False, image_size: int | None = None,
-                    num_samples: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
-                    num_classes: int | None = None) -> tuple[dict[str, Dataset], DataInfo]:
+def create_datasets(
+    name: str,
+    root: str | Path = "data",
+    download: bool = False,
+    image_size: int | None = None,
+    num_samples: int | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    num_classes: int | None = None,
+) -> tuple[dict[str, Dataset], DataInfo]:
     """Build the train/val/test splits of a data set; the split is stratified and deterministic.
 
     Sets without an official test split are split into train/val/test; the others keep their
-    test split and carve val out of train. ``num_classes``: how many classes a generated set (templates) has;
-    for the others, how many are expected (a mismatch is one HerdError).
+    test split and carve val out of train. ``num_classes``: how many classes a generated set
+    (templates) has; for the others, how many are expected (a mismatch is one HerdError).
     """
     factory = DATASETS.get(name)
     size = image_size or DEFAULT_IMAGE_SIZE.get(name, 64)
     parts, class_names, in_chans = factory(str(root), download, size, num_samples, num_classes)
     if "all" in parts:
         ds = parts["all"]
-        train, val, test = _stratified_split(dataset_labels(ds), [val_fraction, test_fraction], SPLIT_SEED)
-        splits = {"train": Subset(ds, train.tolist()), "val": Subset(ds, val.tolist()),
-                  "test": Subset(ds, test.tolist())}
+        train, val, test = _stratified_split(
+            dataset_labels(ds), [val_fraction, test_fraction], SPLIT_SEED
+        )
+        splits = {
+            "train": Subset(ds, train.tolist()),
+            "val": Subset(ds, val.tolist()),
+            "test": Subset(ds, test.tolist()),
+        }
     else:
         train, val = _stratified_split(dataset_labels(parts["train"]), [val_fraction], SPLIT_SEED)
-        splits = {"train": Subset(parts["train"], train.tolist()), "val": Subset(parts["train"], val.tolist()),
-                  "test": parts["test"]}
+        splits = {
+            "train": Subset(parts["train"], train.tolist()),
+            "val": Subset(parts["train"], val.tolist()),
+            "test": parts["test"],
+        }
     if num_classes is not None and num_classes != len(class_names):
-        raise HerdError(f"--num-classes {num_classes} does not match the {len(class_names)} classes of {name}; drop "
-                        "--num-classes or choose the matching data set")
+        raise HerdError(
+            f"--num-classes {num_classes} does not match the {len(class_names)} classes of {name}; "
+            f"drop "
+            "--num-classes or choose the matching data set"
+        )
     names = list(dataset_factors(parts.get("all", parts.get("train"))))
     return splits, DataInfo(len(class_names), class_names, in_chans, size, names)
 

@@ -26,6 +26,7 @@ score                  what it measures                             reference
 :func:`disentanglement_scores` runs them all overall (factors every sample has, plus the class) and
 per class (on that class's samples, with the factors that class has).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,6 +37,7 @@ BINS = 20
 
 
 # helpers
+
 
 def _discretise(values: np.ndarray, bins: int = BINS) -> np.ndarray:
     """(N,) -> bin indices in [0, bins), equal-width; a column with at most ``bins`` distinct values
@@ -71,9 +73,13 @@ def _as_matrix(z, factors: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise HerdError("no factors to score against; the data set records none")
     v = np.stack([np.asarray(factors[k], dtype=np.float64) for k in names], 1)
     if z.ndim != 2 or len(z) != len(v):
-        raise HerdError(f"z must be (N, d) with one row per factor row; got {z.shape} and {len(v)} rows")
+        raise HerdError(
+            f"z must be (N, d) with one row per factor row; got {z.shape} and {len(v)} rows"
+        )
     if np.isnan(v).any():
-        raise HerdError("factors contain NaN; score per class with disentanglement_scores, which drops them")
+        raise HerdError(
+            "factors contain NaN; score per class with disentanglement_scores, which drops them"
+        )
     return z, v, names
 
 
@@ -83,8 +89,11 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return order[:cut], order[cut:]
 
 
-def _fixed_factor_batches(v_binned: np.ndarray, k: int, count: int, size: int, rng) -> list[np.ndarray]:
-    """``count`` index batches of ``size`` samples that share factor k's bin (others vary freely)."""
+def _fixed_factor_batches(
+    v_binned: np.ndarray, k: int, count: int, size: int, rng
+) -> list[np.ndarray]:
+    """``count`` index batches of ``size`` samples that share factor k's bin (others vary
+    freely)."""
     levels, counts = np.unique(v_binned[:, k], return_counts=True)
     levels = levels[counts >= 2]
     batches = []
@@ -106,6 +115,7 @@ def _gap_score(scores: np.ndarray, norm: np.ndarray | None = None) -> float:
 
 
 # public API
+
 
 def mig(z, factors: dict) -> float:
     """Mutual Information Gap in [0, 1]: per factor, (I(z_a; v) - I(z_b; v)) / H(v) for the two most
@@ -132,8 +142,9 @@ def dci(z, factors: dict, test_fraction: float = 0.33, seed: int = 0, trees: int
 
     Returns:
         {"disentanglement", "completeness", "informativeness"} in [0, 1]: D weights each dim's
-        1 - entropy (base k) of its importance row by the dim's share of importance (NaN for a single
-        factor); C is the same per factor column (base d); I is the mean test R^2, clipped at 0.
+        1 - entropy (base k) of its importance row by the dim's share of importance (NaN for a
+        single factor); C is the same per factor column (base d); I is the mean test R^2, clipped at
+        0.
     """
     from sklearn.ensemble import RandomForestRegressor
 
@@ -155,10 +166,14 @@ def dci(z, factors: dict, test_fraction: float = 0.33, seed: int = 0, trees: int
     total = importance.sum()
     dim_weight = importance.sum(1) / total if total > 0 else np.full(d, 1 / d)
     factor_weight = importance.sum(0) / total if total > 0 else np.full(k, 1 / k)
-    disentanglement = float((one_minus_entropy(importance, k) * dim_weight).sum()) if k > 1 else float("nan")
-    return {"disentanglement": disentanglement,
-            "completeness": float((one_minus_entropy(importance.T, d) * factor_weight).sum()),
-            "informativeness": float(np.mean(r2))}
+    disentanglement = (
+        float((one_minus_entropy(importance, k) * dim_weight).sum()) if k > 1 else float("nan")
+    )
+    return {
+        "disentanglement": disentanglement,
+        "completeness": float((one_minus_entropy(importance.T, d) * factor_weight).sum()),
+        "informativeness": float(np.mean(r2)),
+    }
 
 
 def sap(z, factors: dict, test_fraction: float = 0.33, seed: int = 0) -> float:
@@ -169,16 +184,23 @@ def sap(z, factors: dict, test_fraction: float = 0.33, seed: int = 0) -> float:
     scores = np.zeros((z.shape[1], v.shape[1]))
     for i in range(z.shape[1]):
         for j in range(v.shape[1]):
-            a, b = np.polyfit(z[train, i], v[train, j], 1) if z[train, i].std() > 0 else (0.0, v[train, j].mean())
+            a, b = (
+                np.polyfit(z[train, i], v[train, j], 1)
+                if z[train, i].std() > 0
+                else (0.0, v[train, j].mean())
+            )
             resid = v[test, j] - (a * z[test, i] + b)
             var = v[test, j].var()
             scores[i, j] = max(0.0, 1 - resid.var() / var) if var > 0 else 0.0
     return _gap_score(scores)
 
 
-def beta_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64, seed: int = 0) -> float:
+def beta_vae_score(
+    z, factors: dict, batches: int = 500, batch_size: int = 64, seed: int = 0
+) -> float:
     """Higgins et al.: held-out accuracy of a logistic regression that names the fixed factor from
-    the mean |z1 - z2| over ``batch_size`` pairs sharing that factor's bin. Chance is 1 / #factors."""
+    the mean |z1 - z2| over ``batch_size`` pairs sharing that factor's bin. Chance is 1 /
+    #factors."""
     from sklearn.linear_model import LogisticRegression
 
     z, v, _ = _as_matrix(z, factors)
@@ -199,11 +221,13 @@ def beta_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64, s
     return float(clf.score(features[half:], targets[half:]))
 
 
-def factor_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64, seed: int = 0) -> float:
+def factor_vae_score(
+    z, factors: dict, batches: int = 500, batch_size: int = 64, seed: int = 0
+) -> float:
     """Kim & Mnih: normalise each dim by its std over the data, take the dim of least variance in a
     batch sharing factor k's bin, and score a majority-vote classifier dim -> factor on held-out
-    batches. Dims that barely vary over the data (std < 5% of the largest) are ignored, as in the paper.
-    NaN for a single factor."""
+    batches. Dims that barely vary over the data (std < 5% of the largest) are ignored, as in the
+    paper. NaN for a single factor."""
     z, v, _ = _as_matrix(z, factors)
     if v.shape[1] < 2:
         return float("nan")
@@ -221,8 +245,14 @@ def factor_vae_score(z, factors: dict, batches: int = 500, batch_size: int = 64,
     return float(test[np.arange(len(test)), train.argmax(1)].sum() / max(test.sum(), 1))
 
 
-def disentanglement_scores(z, factors: dict, labels, class_names: list[str] | None = None,
-                           min_samples: int = 50, seed: int = 0) -> dict:
+def disentanglement_scores(
+    z,
+    factors: dict,
+    labels,
+    class_names: list[str] | None = None,
+    min_samples: int = 50,
+    seed: int = 0,
+) -> dict:
     """All scores, overall and per class.
 
     Overall uses the factors every sample has plus the class itself as a factor. Per class c uses
@@ -241,8 +271,12 @@ def disentanglement_scores(z, factors: dict, labels, class_names: list[str] | No
     full = {k: np.asarray(f, dtype=np.float64) for k, f in factors.items()}
 
     def all_scores(zz, ff) -> dict:
-        out = {"mig": mig(zz, ff), "sap": sap(zz, ff, seed=seed),
-               "beta_vae": beta_vae_score(zz, ff, seed=seed), "factor_vae": factor_vae_score(zz, ff, seed=seed)}
+        out = {
+            "mig": mig(zz, ff),
+            "sap": sap(zz, ff, seed=seed),
+            "beta_vae": beta_vae_score(zz, ff, seed=seed),
+            "factor_vae": factor_vae_score(zz, ff, seed=seed),
+        }
         out.update({f"dci_{k}": val for k, val in dci(zz, ff, seed=seed).items()})
         return out
 
@@ -251,10 +285,18 @@ def disentanglement_scores(z, factors: dict, labels, class_names: list[str] | No
     per_class = {}
     for c in classes:
         rows = labels == c
-        own = {k: f[rows] for k, f in full.items() if not np.isnan(f[rows]).any() and np.ptp(f[rows]) > 0}
+        own = {
+            k: f[rows]
+            for k, f in full.items()
+            if not np.isnan(f[rows]).any() and np.ptp(f[rows]) > 0
+        }
         if rows.sum() < min_samples or not own:
             continue
         per_class[names[int(c)]] = {**all_scores(z[rows], own), "factors": list(own)}
     keys = list(overall)
-    class_mean = {k: float(np.nanmean([s[k] for s in per_class.values()])) for k in keys} if per_class else {}
+    class_mean = (
+        {k: float(np.nanmean([s[k] for s in per_class.values()])) for k in keys}
+        if per_class
+        else {}
+    )
     return {"overall": overall, "per_class": per_class, "class_mean": class_mean}

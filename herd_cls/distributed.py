@@ -1,9 +1,11 @@
 """Several processes under torchrun, on one code path: NCCL on GPUs, gloo on CPUs.
 
-Without torchrun's variables every function here is a no-op and training runs as one process, exactly
-as before. Under torchrun (even with one process) the data is sharded by a DistributedSampler, so a
-one-process torchrun run sees the same global batches as an N-process run with 1/N of the batch size.
+Without torchrun's variables every function here is a no-op and training runs as one process,
+exactly as before. Under torchrun (even with one process) the data is sharded by a
+DistributedSampler, so a one-process torchrun run sees the same global batches as an N-process run
+with 1/N of the batch size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +26,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    enabled: bool = False   # launched by torchrun
+    enabled: bool = False  # launched by torchrun
 
     @property
     def main(self) -> bool:
@@ -35,7 +37,12 @@ def start(device: str) -> Ranks:
     """Join torchrun's process group if there is one (NCCL for CUDA, gloo otherwise)."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")), True)
+    ranks = Ranks(
+        int(os.environ["RANK"]),
+        int(os.environ["WORLD_SIZE"]),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        True,
+    )
     if not dist.is_initialized():
         cuda = device != "cpu" and torch.cuda.is_available()
         if cuda:
@@ -73,7 +80,8 @@ def sum_floats(values: list[float], device) -> list[float]:
 
 
 def any_rank(flag: bool, device) -> bool:
-    """True on every process if it is true on any: lets all ranks stop together instead of hanging."""
+    """True on every process if it is true on any: lets all ranks stop together instead of
+    hanging."""
     return sum_floats([float(flag)], device)[0] > 0
 
 
@@ -95,5 +103,7 @@ def check_same(value: str, what: str) -> None:
     dist.all_gather_object(digests, digest)
     if len(set(digests)) > 1:
         bad = [r for r, d in enumerate(digests) if d != digests[0]]
-        raise HerdError(f"the processes disagree on {what} (ranks {bad} differ from rank 0); launch every rank "
-                        "with the same options and data")
+        raise HerdError(
+            f"the processes disagree on {what} (ranks {bad} differ from rank 0); launch every rank "
+            "with the same options and data"
+        )

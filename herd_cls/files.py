@@ -1,4 +1,5 @@
 """Writing files so that no reader ever sees half of one, and a full disk is one clear error."""
+
 from __future__ import annotations
 
 import errno
@@ -29,15 +30,17 @@ class DiskFullError(HerdError):
 
     def __init__(self, path: Path, needed: int):
         free = shutil.disk_usage(path.parent).free
-        super().__init__(f"no space left on the disk of {path.parent} to write {path.name}: it needs "
-                         f"{_size(needed)}, {_size(free)} are free; free some space or write to another folder "
-                         "(--out-dir, --out); nothing already written was changed")
+        super().__init__(
+            f"no space left on the disk of {path.parent} to write {path.name}: it needs "
+            f"{_size(needed)}, {_size(free)} are free; free some space or write to another folder "
+            "(--out-dir, --out); nothing already written was changed"
+        )
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[io.BytesIO], None]) -> Path:
-    """Write ``data`` (bytes, text, or a function that writes into a binary buffer) to ``path`` through a
-    temp file in the same folder and a rename, so no reader sees half a file and the old file stays whole
-    when the disk is full (a :class:`DiskFullError`)."""
+    """Write ``data`` (bytes, text, or a function that writes into a binary buffer) to ``path``
+    through a temp file in the same folder and a rename, so no reader sees half a file and the old
+    file stays whole when the disk is full (a :class:`DiskFullError`)."""
     path = Path(path)
     if callable(data):
         buffer = io.BytesIO()

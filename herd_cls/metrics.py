@@ -1,4 +1,5 @@
 """Class-specific disentanglement metrics: pure functions of tensors and arrays."""
+
 from __future__ import annotations
 
 import torch
@@ -9,7 +10,8 @@ from .purity import own_share
 
 
 def _share_in_blocks(weights: Tensor, labels: Tensor, layout: BlockLayout) -> Tensor:
-    """Per class, the share of sum |weights_i| (rows of samples of that class) inside the class's block."""
+    """Per class, the share of sum |weights_i| (rows of samples of that class) inside the class's
+    block."""
     w = weights.abs().float()
     onehot = torch.nn.functional.one_hot(labels, layout.num_classes).to(w.dtype)
     inside = onehot.T @ (w * layout.own(labels)).sum(1)
@@ -27,8 +29,10 @@ def attribution_alignment(attributions: Tensor, labels: Tensor, layout: BlockLay
         chance, for attribution spread evenly, is n / d.
     """
     per_class = _share_in_blocks(attributions, labels, layout)
-    return {"attribution_alignment": float(torch.nanmean(per_class)),
-            "attribution_alignment_per_class": per_class.tolist()}
+    return {
+        "attribution_alignment": float(torch.nanmean(per_class)),
+        "attribution_alignment_per_class": per_class.tolist(),
+    }
 
 
 def sweep_specificity(effect: Tensor) -> dict:
@@ -43,23 +47,27 @@ def sweep_specificity(effect: Tensor) -> dict:
     """
     effect = effect.abs()
     per_class = own_share(effect.diagonal(), effect.sum(1), float("nan"))
-    return {"sweep_specificity": float(torch.nanmean(per_class)), "sweep_specificity_per_class": per_class.tolist()}
+    return {
+        "sweep_specificity": float(torch.nanmean(per_class)),
+        "sweep_specificity_per_class": per_class.tolist(),
+    }
 
 
 def block_energy(z: Tensor, layout: BlockLayout) -> Tensor:
-    """(N, K) each image's activation energy in every class block: sum over the block's dims of the squared
-    standardised value ((z_j - mean_j) / std_j)^2, mean and std over the N images, so that no dim's offset
-    or scale counts (a constant dim counts 0)."""
+    """(N, K) each image's activation energy in every class block: sum over the block's dims of the
+    squared standardised value ((z_j - mean_j) / std_j)^2, mean and std over the N images, so that
+    no dim's offset or scale counts (a constant dim counts 0)."""
     z = z.detach().float()
     standard = (z - z.mean(0)) / z.std(0).where(z.std(0) > 0, torch.ones(()))
     n, k = layout.dims_per_class, layout.num_classes
-    return standard[:, :k * n].pow(2).view(len(z), k, n).sum(2)
+    return standard[:, : k * n].pow(2).view(len(z), k, n).sum(2)
 
 
 def concept_purity(scores: Tensor, labels: Tensor) -> dict:
-    """Concept Whitening's concept purity with the classes as concepts: per class c, the one-vs-rest ROC AUC of
-    ``scores[:, c]`` (N, K) telling the images of class c from all others (1: every image of c scores above
-    every other image; 0.5: chance). NaN for a class without images, or without others, or with a NaN score.
+    """Concept Whitening's concept purity with the classes as concepts: per class c, the one-vs-rest
+    ROC AUC of ``scores[:, c]`` (N, K) telling the images of class c from all others (1: every image
+    of c scores above every other image; 0.5: chance). NaN for a class without images, or without
+    others, or with a NaN score.
 
     Returns:
         {"concept_purity": mean over the measured classes, "concept_purity_per_class": [K]}.
@@ -73,14 +81,17 @@ def concept_purity(scores: Tensor, labels: Tensor) -> dict:
         measurable = 0 < is_c.sum() < len(is_c) and not (column != column).any()
         per_class.append(float(roc_auc_score(is_c, column)) if measurable else float("nan"))
     measured = [v for v in per_class if v == v]
-    return {"concept_purity": sum(measured) / len(measured) if measured else float("nan"),
-            "concept_purity_per_class": per_class}
+    return {
+        "concept_purity": sum(measured) / len(measured) if measured else float("nan"),
+        "concept_purity_per_class": per_class,
+    }
 
 
 def latent_label_information(z: Tensor, labels: Tensor, num_classes: int, bins: int = 20) -> dict:
-    """Mutual information (nats) between each latent dim, in ``bins`` equal-width bins, and the label, and
-    between each dim and each class indicator ``y == c``, from one (bins, K) contingency table per dim, so
-    the cost grows with d, not with K x d (the definition of scikit-learn's ``mutual_info_score``).
+    """Mutual information (nats) between each latent dim, in ``bins`` equal-width bins, and the
+    label, and between each dim and each class indicator ``y == c``, from one (bins, K) contingency
+    table per dim, so the cost grows with d, not with K x d (the definition of scikit-learn's
+    ``mutual_info_score``).
 
     Returns:
         {"mi_label": [d] I(z_j; y), at most log K; "mi_class": (K, d) nested lists I(z_j; y == c)}.
@@ -89,15 +100,18 @@ def latent_label_information(z: Tensor, labels: Tensor, num_classes: int, bins: 
 
     z_np, y_np = z.detach().cpu().numpy(), labels.cpu().numpy().astype(np.int64)
     n, k = len(y_np), num_classes
-    p_class = np.bincount(y_np, minlength=k) / n                                  # (K,)
+    p_class = np.bincount(y_np, minlength=k) / n  # (K,)
     mi_label, mi_class = [], []
     for col in z_np.T:
         b = np.digitize(col, np.histogram_bin_edges(col, bins)[1:-1])
-        joint = np.bincount(b * k + y_np, minlength=bins * k).reshape(bins, k) / n   # p(bin, class)
-        p_bin = joint.sum(1, keepdims=True)                                        # (bins, 1)
+        joint = np.bincount(b * k + y_np, minlength=bins * k).reshape(bins, k) / n  # p(bin, class)
+        p_bin = joint.sum(1, keepdims=True)  # (bins, 1)
         mi_label.append(float(_plogp_ratio(joint, p_bin * p_class).sum()))
-        rest = p_bin - joint                                                      # p(bin, not class)
-        mi_class.append(_plogp_ratio(joint, p_bin * p_class).sum(0) + _plogp_ratio(rest, p_bin * (1 - p_class)).sum(0))
+        rest = p_bin - joint  # p(bin, not class)
+        mi_class.append(
+            _plogp_ratio(joint, p_bin * p_class).sum(0)
+            + _plogp_ratio(rest, p_bin * (1 - p_class)).sum(0)
+        )
     return {"mi_label": mi_label, "mi_class": np.stack(mi_class, 1).tolist()}
 
 
@@ -119,7 +133,9 @@ def embedding_2d(z: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
     if method == "pca":
         return torch.tensor(PCA(2, random_state=seed).fit_transform(x))
     if method == "tsne":
-        return torch.tensor(TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(x) - 1)).fit_transform(x))
+        return torch.tensor(
+            TSNE(2, init="pca", random_state=seed, perplexity=min(30, len(x) - 1)).fit_transform(x)
+        )
     from .registry import HerdError
 
     raise HerdError(f"unknown embedding {method!r}; choose one of: pca, tsne")

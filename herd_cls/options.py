@@ -1,13 +1,15 @@
-"""User options as dataclass fields: each carries its default, its ``--help`` text and its valid values.
+"""User options as dataclass fields: each carries its default, its ``--help`` text and its valid
+values.
 
-Every group of options is a small dataclass declared where it is read (a regularizer declares its own, see
-:class:`herd_cls.regularizers.Regularizer`); :mod:`herd_cls.config` joins the groups into one ``Config``,
-from which the CLI, the YAML files and docs/configuration.md are made.
+Every group of options is a small dataclass declared where it is read (a regularizer declares its
+own, see :class:`herd_cls.regularizers.Regularizer`); :mod:`herd_cls.config` joins the groups into
+one ``Config``, from which the CLI, the YAML files and docs/configuration.md are made.
 
 >>> @dataclass
 ... class CapacityOptions:
 ...     capacity: float = option(25.0, "KL capacity in nats.")
 """
+
 from __future__ import annotations
 
 from dataclasses import Field, field, fields
@@ -18,14 +20,18 @@ from .registry import HerdError, Registry
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, choices: tuple | Registry | None = None, bound: str | None = None) -> Any:
-    """A field of a user option. ``choices``: a tuple, or a registry whose names are read when asked (so an
-    entry registered after import is a valid choice). ``bound``: "positive" or "non-negative" (None passes)."""
+def option(
+    default: Any, help: str, choices: tuple | Registry | None = None, bound: str | None = None
+) -> Any:
+    """A field of a user option. ``choices``: a tuple, or a registry whose names are read when asked
+    (so an entry registered after import is a valid choice). ``bound``: "positive" or "non-negative"
+    (None passes)."""
     return field(default=default, metadata={"help": help, "choices": choices, "bound": bound})
 
 
 def check_option(f: Field, value: Any, name: str) -> None:
-    """Raise a HerdError naming option ``name`` when ``value`` is not one of its choices or out of its bound."""
+    """Raise a HerdError naming option ``name`` when ``value`` is not one of its choices or out of
+    its bound."""
     if value is None and f.default is not None:
         raise HerdError(f"{name} needs a value, got none")
     valid = option_choices(f)
@@ -45,10 +51,12 @@ def option_choices(f: Field) -> tuple[str, ...] | None:
 
 
 def entries(registry: Registry) -> str:
-    """"'name': help; ..." for every entry of ``registry``, in registration order (for an option's help)."""
+    """ "'name': help; ..." for every entry of ``registry``, in registration order (for an option's
+    help)."""
     return "; ".join(f"'{name}': {registry.get(name).help}" for name in registry.names(sort=False))
 
 
 def options_from(group: type[T], source: Any) -> T:
-    """The ``group`` dataclass filled from the same-named attributes of ``source`` (e.g. a Config)."""
+    """The ``group`` dataclass filled from the same-named attributes of ``source`` (e.g. a
+    Config)."""
     return group(**{f.name: getattr(source, f.name) for f in fields(group)})

@@ -1,13 +1,15 @@
 """Hessian block purity: the one path by which training, analysis and the benchmarks measure it.
 
 For class c with block B_c, two views of the latent Hessians H_i of its images:
-- class mean: the share of sum_{i: y_i = c} |H_i| that lies inside B_c x B_c (docs/method.md's definition;
-  a class's least confident images dominate it, since a confident image's curvature scales with 1 - p_y);
-- per image: each image's own-block share of its own |H_i| mass, summarised per class by the mean, the
-  median and the share of images at or above 0.5.
+- class mean: the share of sum_{i: y_i = c} |H_i| that lies inside B_c x B_c (docs/method.md's
+  definition; a class's least confident images dominate it, since a confident image's curvature
+  scales with 1 - p_y);
+- per image: each image's own-block share of its own |H_i| mass, summarised per class by the mean,
+  the median and the share of images at or above 0.5.
 
 :func:`own_share` is the one place the ratio is formed; the HeRD penalties and the metrics call it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,25 +20,39 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .block_curvature import block_head_block_masses, on_blocks
-from .curvature import CURVATURE_METHODS, block_mass, curvature_method, has_closed_form, latent_hessian, sum_losses
+from .curvature import (
+    CURVATURE_METHODS,
+    block_mass,
+    curvature_method,
+    has_closed_form,
+    latent_hessian,
+    sum_losses,
+)
 from .layout import BlockLayout
 
 WRT = ("classifier", "autoencoder", "both", "decoder-output")
-EVAL_PROBES = 8  # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
-HBAR_MAX = 2 ** 25  # entries of the (K, d, d) per-class mean |H| kept for heatmaps (128 MB); above it, none
-EXACT_CHUNK = 2 ** 24  # entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
+# probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
+EVAL_PROBES = 8
+# entries of the (K, d, d) per-class mean |H| kept for heatmaps (128 MB); above it, none
+HBAR_MAX = 2**25
+# entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
+EXACT_CHUNK = 2**24
 
 
 def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
-    """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the block;
+    """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the
+    block;
     NaN: not measured)."""
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny),
-                       torch.full_like(total, empty))
+    return torch.where(
+        total > 0,
+        inside / total.clamp_min(torch.finfo(total.dtype).tiny),
+        torch.full_like(total, empty),
+    )
 
 
 def image_share(H: Tensor, labels: Tensor, layout: BlockLayout, empty: float = 1.0) -> Tensor:
-    """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d) and
-    labels (B,); ``empty`` for an image without curvature (see :func:`own_share`)."""
+    """(B,) each image's share of sum |H_i| inside its own block B_{y_i} x B_{y_i}, for H (B, d, d)
+    and labels (B,); ``empty`` for an image without curvature (see :func:`own_share`)."""
     inside = (H.abs() * layout.own_pairs(labels)).sum((1, 2))
     return own_share(inside, H.abs().sum((1, 2)), empty)
 
@@ -49,15 +65,21 @@ def class_abs_sum(H: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, 
 
 def class_block_purity(hbar: Tensor, layout: BlockLayout) -> Tensor:
     """(K,) share of each class's mean (or summed) |H| mass, hbar (K, d, d), inside its own block
-    B_c x B_c; NaN for a class with no mass. Chance, for mass spread evenly, is ``layout.chance()``."""
-    inside = (hbar.abs() * layout.own_pairs(torch.arange(layout.num_classes, device=hbar.device))).sum((1, 2))
+    B_c x B_c; NaN for a class with no mass. Chance, for mass spread evenly, is
+    ``layout.chance()``."""
+    inside = (
+        hbar.abs() * layout.own_pairs(torch.arange(layout.num_classes, device=hbar.device))
+    ).sum((1, 2))
     return own_share(inside, hbar.abs().sum((1, 2)), float("nan"))
 
 
 def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
     """(head, target, loss) whose latent Hessian ``wrt`` names: the classifier's CE, the decoder's
     reconstruction loss, or their sum."""
-    if wrt in ("classifier", "decoder-output"):  # the decoder's own curvature is no loss's: purity reads the classifier's
+    if wrt in (
+        "classifier",
+        "decoder-output",
+    ):  # the decoder's own curvature is no loss's: purity reads the classifier's
         return model.classify, y, "ce"
     if wrt == "autoencoder":
         return model.decode, x, recon_loss
@@ -71,12 +93,13 @@ class Purity:
 
     per_class: (K,) class-mean purity, NaN for a class absent from the images.
     per_image: (N,) own-block share of each image; labels: (N,) their classes.
-    hbar: (K, d, d) per-class mean |H| (for heatmaps), or None where K d^2 is above :data:`HBAR_MAX` (1000
-    classes of 2 dims would need 16 GB); purity never needs it.
+    hbar: (K, d, d) per-class mean |H| (for heatmaps), or None where K d^2 is above :data:`HBAR_MAX`
+    (1000 classes of 2 dims would need 16 GB); purity never needs it.
     method: how H was computed; samples: N.
-    per_image_mass: (N,) each image's total curvature mass, from the same H as the shares (sum |H_i|, or
-    the probe estimate of its squared Frobenius mass); a class mean is the mass-weighted mean of its
-    images' shares, so the images of largest mass decide it. None where it was not recorded.
+    per_image_mass: (N,) each image's total curvature mass, from the same H as the shares (sum
+    |H_i|, or the probe estimate of its squared Frobenius mass); a class mean is the mass-weighted
+    mean of its images' shares, so the images of largest mass decide it. None where it was not
+    recorded.
     block_shares: (N, K) each image's share of its |H_i| inside every class block B_k x B_k (its own
     block's is ``per_image``), for concept purity; None where probes estimated only the own block.
     """
@@ -95,10 +118,11 @@ class Purity:
         return float(torch.nanmean(self.per_class))
 
     def standard_error(self) -> float:
-        """Standard error of :attr:`mean` from measuring it on these images only: each class's purity is a
-        ratio of summed masses, sum a_i / sum b_i (a_i = share_i x mass_i), whose variance over images is, by
-        the delta method, n / (n - 1) sum (a_i - R b_i)^2 / (sum b_i)^2; classes are independent. NaN without
-        per-image masses or where a measured class has fewer than 2 images."""
+        """Standard error of :attr:`mean` from measuring it on these images only: each class's
+        purity is a ratio of summed masses, sum a_i / sum b_i (a_i = share_i x mass_i), whose
+        variance over images is, by the delta method, n / (n - 1) sum (a_i - R b_i)^2 / (sum b_i)^2;
+        classes are independent. NaN without per-image masses or where a measured class has fewer
+        than 2 images."""
         if self.per_image_mass is None:
             return float("nan")
         variance, classes = 0.0, 0
@@ -113,31 +137,41 @@ class Purity:
             residual = self.per_image[keep].double() * mass - ratio * mass
             variance += n / (n - 1) * float(residual.pow(2).sum()) / float(mass.sum()) ** 2
             classes += 1
-        return variance ** 0.5 / classes if classes else float("nan")
+        return variance**0.5 / classes if classes else float("nan")
 
     def image_view(self) -> dict[str, list[float]]:
-        """Per class: mean and median of the per-image purity, and the share of images at or above 0.5."""
+        """Per class: mean and median of the per-image purity, and the share of images at or above
+        0.5."""
         out = {"mean": [], "median": [], "share_at_least_half": []}
         for c in range(len(self.per_class)):
             p = self.per_image[(self.labels == c) & ~self.per_image.isnan()]
             empty = len(p) == 0
             out["mean"].append(float("nan") if empty else float(p.mean()))
             out["median"].append(float("nan") if empty else float(p.median()))
-            out["share_at_least_half"].append(float("nan") if empty else float((p >= 0.5).float().mean()))
+            out["share_at_least_half"].append(
+                float("nan") if empty else float((p >= 0.5).float().mean())
+            )
         return out
 
     def image_overall(self) -> dict[str, float]:
-        """Over every measured image of every class: mean and median per-image purity, and the share at or
-        above 0.5 (NaN without images)."""
+        """Over every measured image of every class: mean and median per-image purity, and the share
+        at or above 0.5 (NaN without images)."""
         p = self.per_image[~self.per_image.isnan()]
         if len(p) == 0:
-            return {"mean": float("nan"), "median": float("nan"), "share_at_least_half": float("nan")}
-        return {"mean": float(p.mean()), "median": float(p.median()),
-                "share_at_least_half": float((p >= 0.5).float().mean())}
+            return {
+                "mean": float("nan"),
+                "median": float("nan"),
+                "share_at_least_half": float("nan"),
+            }
+        return {
+            "mean": float(p.mean()),
+            "median": float(p.median()),
+            "share_at_least_half": float((p >= 0.5).float().mean()),
+        }
 
     def mass_share(self) -> Tensor:
-        """(N,) each image's share of its class's total curvature mass (NaN without ``per_image_mass``, or
-        for a class with no mass)."""
+        """(N,) each image's share of its class's total curvature mass (NaN without
+        ``per_image_mass``, or for a class with no mass)."""
         if self.per_image_mass is None:
             return torch.full(self.labels.shape, float("nan"))
         mass = self.per_image_mass.nan_to_num(0.0)
@@ -145,7 +179,8 @@ class Purity:
         return own_share(mass, totals[self.labels], float("nan"))
 
     def top_mass(self, c: int, k: int = 8) -> Tensor:
-        """Indices (into the measured images) of class ``c``'s at most ``k`` images of largest mass, largest
+        """Indices (into the measured images) of class ``c``'s at most ``k`` images of largest mass,
+        largest
         first: the images that decide the class mean."""
         idx = (self.labels == c).nonzero().flatten()
         if self.per_image_mass is None or len(idx) == 0:
@@ -154,8 +189,8 @@ class Purity:
         return idx[order[:k]]
 
     def mass_holders(self, c: int, fraction: float = 0.9) -> int | None:
-        """The fewest images of class ``c`` that together hold ``fraction`` of its curvature mass (None without
-        ``per_image_mass`` or without mass)."""
+        """The fewest images of class ``c`` that together hold ``fraction`` of its curvature mass
+        (None without ``per_image_mass`` or without mass)."""
         if self.per_image_mass is None:
             return None
         mass = self.per_image_mass[self.labels == c].nan_to_num(0.0).sort(descending=True).values
@@ -168,82 +203,132 @@ class Purity:
     def summary(self) -> dict:
         """The JSON-able numbers a run's summary.json and metrics rows keep."""
         view, overall = self.image_view(), self.image_overall()
-        return {"block_purity": self.mean, "block_purity_per_class": self.per_class.tolist(),
-                "image_purity_mean": overall["mean"], "image_purity_median": overall["median"],
-                "image_purity_at_least_half": overall["share_at_least_half"],
-                "image_purity_mean_per_class": view["mean"],
-                "image_purity_median_per_class": view["median"],
-                "image_purity_at_least_half_per_class": view["share_at_least_half"],
-                "block_purity_standard_error": self.standard_error(),
-                "purity_method": self.method, "purity_samples": len(self.labels)}
+        return {
+            "block_purity": self.mean,
+            "block_purity_per_class": self.per_class.tolist(),
+            "image_purity_mean": overall["mean"],
+            "image_purity_median": overall["median"],
+            "image_purity_at_least_half": overall["share_at_least_half"],
+            "image_purity_mean_per_class": view["mean"],
+            "image_purity_median_per_class": view["median"],
+            "image_purity_at_least_half_per_class": view["share_at_least_half"],
+            "block_purity_standard_error": self.standard_error(),
+            "purity_method": self.method,
+            "purity_samples": len(self.labels),
+        }
 
 
-def _image_masses(head, z: Tensor, target, y: Tensor, layout: BlockLayout, loss, method: str, keep_hbar: bool,
-                  probes: int, generator) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Each image's curvature mass inside its own block (B,), or inside every class block (B, K) where H is
-    known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed and is kept: probe
-    estimates of squared masses, a block head's closed-form |H| masses (no H formed), or |H|."""
+def _image_masses(
+    head,
+    z: Tensor,
+    target,
+    y: Tensor,
+    layout: BlockLayout,
+    loss,
+    method: str,
+    keep_hbar: bool,
+    probes: int,
+    generator,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Each image's curvature mass inside its own block (B,), or inside every class block (B, K)
+    where H is known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed and is
+    kept: probe estimates of squared masses, a block head's closed-form |H| masses (no H formed), or
+        |H|."""
     if CURVATURE_METHODS.get(method).probes:
         with torch.no_grad() if CURVATURE_METHODS.get(method).forward_only else torch.enable_grad():
-            inside, total = block_mass(head, z, target, layout.own(y), loss, method, probes, generator)
+            inside, total = block_mass(
+                head, z, target, layout.own(y), loss, method, probes, generator
+            )
         return inside.detach().float(), total.detach().float(), None
-    if not keep_hbar and method == "auto" and on_blocks(head, layout):  # O(K m^2) per image (block_curvature)
+    if (
+        not keep_hbar and method == "auto" and on_blocks(head, layout)
+    ):  # O(K m^2) per image (block_curvature)
         with torch.enable_grad():
             blocks, total = block_head_block_masses(head, z, target, loss)
         return blocks.detach().float(), total.detach().float(), None
     H = _hessians(head, z, target, loss, method).abs()
     n, k = layout.dims_per_class, layout.num_classes
-    blocks = H[:, :k * n, :k * n].reshape(len(H), k, n, k, n).diagonal(0, 1, 3).sum((1, 2))     # (B, K)
+    # (B, K)
+    blocks = H[:, : k * n, : k * n].reshape(len(H), k, n, k, n).diagonal(0, 1, 3).sum((1, 2))
     return blocks, H.sum((1, 2)), H if keep_hbar else None
 
 
 def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
     """Per-image H (B, d, d), computed in chunks of images small enough for wide latents."""
     step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
-    rows = lambda t, i: tuple(u[i:i + step] for u in t) if isinstance(t, tuple) else t[i:i + step]  # noqa: E731
-    return torch.cat([latent_hessian(head, z[i:i + step], rows(target, i), loss, method).detach().float()
-                      for i in range(0, len(z), step)])
+    rows = lambda t, i: (
+        tuple(u[i : i + step] for u in t) if isinstance(t, tuple) else t[i : i + step]
+    )  # noqa: E731
+    return torch.cat(
+        [
+            latent_hessian(head, z[i : i + step], rows(target, i), loss, method).detach().float()
+            for i in range(0, len(z), step)
+        ]
+    )
 
 
-def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: BlockLayout, wrt: str = "classifier",
-                   recon_loss: str = "mse", hessian_method: str = "auto", max_samples: int | None = None,
-                   probes: int = EVAL_PROBES, seed: int = 0) -> Purity:
-    """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples`` images),
-    for the loss ``wrt`` names. ``auto`` measures exact |H| for both views at any latent width, the one
-    definition of docs/method.md (the closed form where the head has one; :meth:`Purity.standard_error` is
-    the error of measuring it on these images only). Where a probe method is asked for, both views use the
-    squared Frobenius masses estimated with ``probes`` pairs per image, seeded, and ``Purity.method`` says it
-    is an estimate. The model's mode is left as it is."""
+def measure_purity(
+    model,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    layout: BlockLayout,
+    wrt: str = "classifier",
+    recon_loss: str = "mse",
+    hessian_method: str = "auto",
+    max_samples: int | None = None,
+    probes: int = EVAL_PROBES,
+    seed: int = 0,
+) -> Purity:
+    """Block purity of ``model`` on the (images, labels) ``batches`` (at most ``max_samples``
+    images), for the loss ``wrt`` names. ``auto`` measures exact |H| for both views at any latent
+    width, the one definition of docs/method.md (the closed form where the head has one;
+    :meth:`Purity.standard_error` is the error of measuring it on these images only). Where a probe
+    method is asked for, both views use the squared Frobenius masses estimated with ``probes`` pairs
+    per image, seeded, and ``Purity.method`` says it is an estimate. The model's mode is left as it
+    is."""
     device = next(model.parameters()).device
     K, d = layout.num_classes, layout.latent_dim
     generator = torch.Generator().manual_seed(seed)
     keep_hbar = K * d * d <= HBAR_MAX
-    hsum, counts = torch.zeros(K, d, d, device=device) if keep_hbar else None, torch.zeros(K, device=device)
+    hsum, counts = (
+        torch.zeros(K, d, d, device=device) if keep_hbar else None,
+        torch.zeros(K, device=device),
+    )
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
     per_image, mass, labels, blocks, seen, method = [], [], [], [], 0, hessian_method
     for x, y in batches:
         if max_samples is not None:
             if seen >= max_samples:
                 break
-            x, y = x[:max_samples - seen], y[:max_samples - seen]
+            x, y = x[: max_samples - seen], y[: max_samples - seen]
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
             z = model.encode(x).float()
         head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
-        method = hessian_method if hessian_method == "auto" else \
-            curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
-        masses, total, H = _image_masses(head, z, target, y, layout, loss, method, keep_hbar, probes, generator)
+        # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an
+        # estimate
+        method = (
+            hessian_method
+            if hessian_method == "auto"
+            else curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
+        )
+        masses, total, H = _image_masses(
+            head, z, target, y, layout, loss, method, keep_hbar, probes, generator
+        )
         inside = masses if masses.ndim == 1 else masses.gather(1, y[:, None])[:, 0]
         if masses.ndim == 2:
             blocks.append(own_share(masses, total[:, None], float("nan")).cpu())
         onehot = F.one_hot(y, K).to(total.dtype)
-        inside_sum, total_sum, counts = inside_sum + onehot.T @ inside, total_sum + onehot.T @ total, \
-            counts + onehot.sum(0)
+        inside_sum, total_sum, counts = (
+            inside_sum + onehot.T @ inside,
+            total_sum + onehot.T @ total,
+            counts + onehot.sum(0),
+        )
         if H is not None:
             hsum = hsum + class_abs_sum(H, y, K)[0]
         share = own_share(inside, total, float("nan"))
-        per_image.append((share.clamp(0, 1) if CURVATURE_METHODS.get(method).probes else share).cpu())
+        per_image.append(
+            (share.clamp(0, 1) if CURVATURE_METHODS.get(method).probes else share).cpu()
+        )
         mass.append(total.cpu())
         labels.append(y.cpu())
         seen += len(y)
@@ -255,4 +340,12 @@ def measure_purity(model, batches: Iterable[tuple[Tensor, Tensor]], layout: Bloc
     else:
         label = f"exact |H| ({hessian_method})"
     shares = torch.cat(blocks) if blocks and len(blocks) == len(labels) else None
-    return Purity(per_class.cpu(), torch.cat(per_image), torch.cat(labels), hbar, label, torch.cat(mass), shares)
+    return Purity(
+        per_class.cpu(),
+        torch.cat(per_image),
+        torch.cat(labels),
+        hbar,
+        label,
+        torch.cat(mass),
+        shares,
+    )

@@ -1,6 +1,7 @@
-"""One small registry per kind (data sets, heads, losses, curvature methods, HeRD forms, regularizers, metrics,
-attacks, attribution methods); each entry an object with its ``name``, ``help`` and metadata; unknown names list
-the valid ones."""
+"""One small registry per kind (data sets, heads, losses, curvature methods, HeRD forms,
+regularizers, metrics, attacks, attribution methods); each entry an object with its ``name``,
+``help`` and metadata; unknown names list the valid ones."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
@@ -34,7 +35,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise HerdError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            raise HerdError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            )
         return self._items[name]
 
     def names(self, sort: bool = True) -> list[str]:

@@ -2,6 +2,7 @@
 
 Every command starts from :func:`load_run`; the trainer writes the folder through the helpers here.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def point_latest(run_dir: Path) -> None:
-    """Make ``<out_dir>/latest`` a relative symlink to ``run_dir``, replacing the old one atomically."""
+    """Make ``<out_dir>/latest`` a relative symlink to ``run_dir``, replacing the old one
+    atomically."""
     link = run_dir.parent / "latest"
     tmp = run_dir.parent / f".latest.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
@@ -44,8 +46,10 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
     """Fill in ``latent_dim`` and ``shared_dims`` (pre-logits: the backbone's width decides)."""
     if cfg.latent == "pre-logits":
         if cfg.latent_dim is not None and cfg.latent_dim != num_features:
-            raise HerdError(f"--latent-dim {cfg.latent_dim} does not match the pre-logit width {num_features} "
-                            f"of {cfg.backbone}; drop --latent-dim")
+            raise HerdError(
+                f"--latent-dim {cfg.latent_dim} does not match the pre-logit width {num_features} "
+                f"of {cfg.backbone}; drop --latent-dim"
+            )
         d = num_features
         shared = cfg.shared_dims if cfg.shared_dims is not None else d % num_classes
     else:
@@ -54,17 +58,32 @@ def resolve_dims(cfg: Config, num_classes: int, num_features: int | None = None)
     return replace(cfg, latent_dim=d, shared_dims=shared)
 
 
-def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> tuple[Config, LatentModel]:
-    """The model a config describes (its block layout in ``model.layout``); returns the config with its
-    dims resolved."""
+def build(
+    cfg: Config, info: DataInfo, mean: list[float], std: list[float]
+) -> tuple[Config, LatentModel]:
+    """The model a config describes (its block layout in ``model.layout``); returns the config with
+    its dims resolved."""
     # a bottleneck's size is known now; pre-logit dims wait for the backbone's width
     dims = resolve_dims(cfg, info.num_classes) if cfg.latent == "bottleneck" else cfg
     reg = regularizer_class(cfg.reg)
-    model = create_model(cfg.backbone, num_classes=info.num_classes, in_chans=info.in_chans,
-                         image_size=info.image_size, latent=cfg.latent, latent_dim=dims.latent_dim, head=cfg.head,
-                         head_hidden=cfg.head_hidden, decoder=cfg.decoder, pretrained=cfg.pretrained,
-                         pretrained_file=cfg.pretrained_file, mean=mean, std=std, variational=reg.variational,
-                         shared_dims=dims.shared_dims, whitened=reg.whitened)
+    model = create_model(
+        cfg.backbone,
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        image_size=info.image_size,
+        latent=cfg.latent,
+        latent_dim=dims.latent_dim,
+        head=cfg.head,
+        head_hidden=cfg.head_hidden,
+        decoder=cfg.decoder,
+        pretrained=cfg.pretrained,
+        pretrained_file=cfg.pretrained_file,
+        mean=mean,
+        std=std,
+        variational=reg.variational,
+        shared_dims=dims.shared_dims,
+        whitened=reg.whitened,
+    )
     cfg = resolve_dims(cfg, info.num_classes, model.latent_dim)
     if model.layout is None:  # raises the error that names the fix
         BlockLayout.split(info.num_classes, cfg.latent_dim, cfg.shared_dims)
@@ -72,7 +91,10 @@ def build(cfg: Config, info: DataInfo, mean: list[float], std: list[float]) -> t
 
 
 def _damaged(path: Path, what: str) -> HerdError:
-    return HerdError(f"{path} is {what}; the run folder is damaged: retrain it, or restore the file from a backup")
+    return HerdError(
+        f"{path} is {what}; the run folder is damaged: retrain it, or restore the file from a "
+        f"backup"
+    )
 
 
 def read_json_file(path: Path) -> Any:
@@ -95,14 +117,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def load_weights(path: Path, device: str = "cpu") -> dict[str, Tensor]:
-    """A safetensors file (tensors only: nothing in it can run code); damage is one clear HerdError."""
+    """A safetensors file (tensors only: nothing in it can run code); damage is one clear
+    HerdError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(path, device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError):
-        raise _damaged(path, "not a readable safetensors file (truncated, corrupted or another format?)") from None
+        raise _damaged(
+            path, "not a readable safetensors file (truncated, corrupted or another format?)"
+        ) from None
 
 
 def load_checkpoint(path: Path, device) -> dict:
@@ -112,13 +137,15 @@ def load_checkpoint(path: Path, device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError):
-        raise _damaged(path, "not a readable checkpoint (truncated, corrupted or not written by herd-cls?)") from None
+        raise _damaged(
+            path, "not a readable checkpoint (truncated, corrupted or not written by herd-cls?)"
+        ) from None
 
 
 @dataclass
 class Run:
-    """A trained run as a Python object: the model and its verbs (encode, classify, decode), its class
-    blocks (``layout``), config, data, and what was measured on it."""
+    """A trained run as a Python object: the model and its verbs (encode, classify, decode), its
+    class blocks (``layout``), config, data, and what was measured on it."""
 
     path: Path
     config: Config
@@ -172,8 +199,14 @@ class Run:
             raise HerdError(f"unknown split {split!r}; choose one of: train, val, test")
         if self._splits is None:
             cfg = self.config
-            self._splits, _ = create_datasets(cfg.dataset, cfg.data_root, cfg.download, cfg.image_size,
-                                              cfg.num_samples, num_classes=cfg.num_classes)
+            self._splits, _ = create_datasets(
+                cfg.dataset,
+                cfg.data_root,
+                cfg.download,
+                cfg.image_size,
+                cfg.num_samples,
+                num_classes=cfg.num_classes,
+            )
         return self._splits[split]
 
 
@@ -181,7 +214,9 @@ def load_run(path: str | Path = "runs/latest", device: str = "cpu") -> Run:
     """Rebuild a finished run from its folder (``runs/latest`` by default), model in eval mode."""
     path = Path(path)
     if not (path / WEIGHTS).is_file() or not (path / "summary.json").is_file():
-        raise HerdError(f"no finished run at {path}; train one with `herd-cls train` or pass --run PATH")
+        raise HerdError(
+            f"no finished run at {path}; train one with `herd-cls train` or pass --run PATH"
+        )
     cfg = load_config(path / "config.yaml")
     data = read_json_file(path / "data.json")
     try:
@@ -192,11 +227,12 @@ def load_run(path: str | Path = "runs/latest", device: str = "cpu") -> Run:
     try:
         model.load_state_dict(load_weights(path / WEIGHTS, device))
     except RuntimeError:
-        raise _damaged(path / WEIGHTS, "weights of another model than config.yaml describes") from None
+        raise _damaged(
+            path / WEIGHTS, "weights of another model than config.yaml describes"
+        ) from None
     model.to(device).eval()
     return Run(path.resolve(), cfg, info, model, read_json_file(path / "summary.json"))
 
 
 def save_data_info(path: Path, info: DataInfo, mean: list[float], std: list[float]) -> None:
     write_json(path / "data.json", {"info": asdict(info), "mean": mean, "std": std})
-

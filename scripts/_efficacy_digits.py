@@ -2,14 +2,15 @@
 
 Trains, per backbone and seed, ``--reg none``, the shipped class default and the formulations worth
 showing on digits (default epochs, block head, no shared dims: the shipped model), then scores the
-whole test split: accuracy, and the block purity of the classifier loss's exact per-image Hessians in
-both views of :mod:`herd_cls.purity`: the class mean (share of a class's summed |H| inside its block)
-and per image (each image's own-block share; per class its mean, median and share of images at or
-above 0.5). Every run is saved to reports/benchmark_efficacy_digits.json under its own key, so the part
-resumes; the table and the target verdicts go to reports/ and docs/efficacy.md.
+whole test split: accuracy, and the block purity of the classifier loss's exact per-image Hessians
+in both views of :mod:`herd_cls.purity`: the class mean (share of a class's summed |H| inside its
+block) and per image (each image's own-block share; per class its mean, median and share of images
+at or above 0.5). Every run is saved to reports/benchmark_efficacy_digits.json under its own key, so
+the part resumes; the table and the target verdicts go to reports/ and docs/efficacy.md.
 
     python scripts/benchmark_efficacy.py --part digits [--seeds 0 1 2] [--backbones resnet18 conv]
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -19,7 +20,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import ROOT, Job, ResultStore, markdown_table, mean_std, publish, stamp, trained_run, verdict
+from _harness import (
+    ROOT,
+    Job,
+    ResultStore,
+    markdown_table,
+    mean_std,
+    publish,
+    stamp,
+    trained_run,
+    verdict,
+)
 from herd_cls.analysis.latents import collect
 from herd_cls.config import Config
 from herd_cls.curvature import latent_hessian
@@ -27,98 +38,218 @@ from herd_cls.purity import image_share, measure_purity
 
 NONE = "none"
 SHIPPED = f"class, {Config.variant} (shipped)"
-SETTINGS = {  # label -> config overrides, explicit so that rows keep their meaning when defaults change
+# label -> config overrides, explicit so that rows keep their meaning when defaults change
+SETTINGS = {
     NONE: {"reg": "none"},
     SHIPPED: {"reg": "class", "variant": Config.variant, "alpha_reg": 1.0},
     "class, purity (the former default)": {"reg": "class", "variant": "purity", "alpha_reg": 1.0},
     "class, dual-purity": {"reg": "class", "variant": "dual-purity", "alpha_reg": 1.0},
-    "class, image-purity, warmup 3, ramp 3": {"reg": "class", "variant": "image-purity", "alpha_reg": 1.0,
-                                              "warmup": 3, "ramp": 3},
+    "class, image-purity, warmup 3, ramp 3": {
+        "reg": "class",
+        "variant": "image-purity",
+        "alpha_reg": 1.0,
+        "warmup": 3,
+        "ramp": 3,
+    },
 }
 MODEL = {"dataset": "digits", "head": "block", "shared_dims": 0, "dims_per_class": 2}
 BACKBONES = ("resnet18", "conv")
-# issue 23: HeRD on a timm backbone's own pre-logit features (its defaults: the layout splits the width)
+# issue 23: HeRD on a timm backbone's own pre-logit features (its defaults: the layout splits the
+# width)
 PRELOGITS = {"dataset": "digits", "latent": "pre-logits"}
-PRELOGITS_SETTINGS = {f"{reg}, {head} head": {"reg": reg, "head": head, **({"alpha_reg": 1.0} if reg == "class" else {})}
-                      for head in ("mlp", "block") for reg in ("none", "class")}
+PRELOGITS_SETTINGS = {
+    f"{reg}, {head} head": {
+        "reg": reg,
+        "head": head,
+        **({"alpha_reg": 1.0} if reg == "class" else {}),
+    }
+    for head in ("mlp", "block")
+    for reg in ("none", "class")
+}
 PRELOGITS_BACKBONES = ("resnet18", "convnext_atto", "vit_tiny_patch16_224")
-# what was tried at 512 dims before the block head's closed form made exact Hessians the default there (one seed
-# on resnet18 first): the 1-probe forward estimate `auto` used to pick, more probes, a later start, a stronger weight;
+# what was tried at 512 dims before the block head's closed form made exact Hessians the default
+# there (one seed
+# on resnet18 first): the 1-probe forward estimate `auto` used to pick, more probes, a later start,
+# a stronger weight;
 # then, with the exact penalty, what might lift vit_tiny
 PRELOGITS_CANDIDATES = {
-    "class, block head, 16 probes": {"reg": "class", "head": "block", "alpha_reg": 1.0, "probes": 16},
-    "class, block head, forward estimate (the former default)": {"reg": "class", "head": "block", "alpha_reg": 1.0,
-                                                                 "hessian_method": "forward"},
-    "class, block head, forward estimate, warmup 3, ramp 3": {"reg": "class", "head": "block", "alpha_reg": 1.0,
-                                                              "warmup": 3, "ramp": 3, "hessian_method": "forward"},
-    "class, block head, forward estimate, weight 4": {"reg": "class", "head": "block", "alpha_reg": 4.0,
-                                                      "hessian_method": "forward"},
-    # with the exact penalty, for the backbones where it falls short (vit_tiny): more weight, longer training
+    "class, block head, 16 probes": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 1.0,
+        "probes": 16,
+    },
+    "class, block head, forward estimate (the former default)": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 1.0,
+        "hessian_method": "forward",
+    },
+    "class, block head, forward estimate, warmup 3, ramp 3": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 1.0,
+        "warmup": 3,
+        "ramp": 3,
+        "hessian_method": "forward",
+    },
+    "class, block head, forward estimate, weight 4": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 4.0,
+        "hessian_method": "forward",
+    },
+    # with the exact penalty, for the backbones where it falls short (vit_tiny): more weight, longer
+    # training
     "class, block head, weight 4": {"reg": "class", "head": "block", "alpha_reg": 4.0},
-    "class, block head, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 1.0, "epochs": 24},
-    "class, block head, weight 4, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 4.0, "epochs": 24},
-    "class, block head, weight 4, 36 epochs": {"reg": "class", "head": "block", "alpha_reg": 4.0, "epochs": 36},
-    "class, block head, weight 8, 24 epochs": {"reg": "class", "head": "block", "alpha_reg": 8.0, "epochs": 24},
-    "none, block head, 24 epochs": {"reg": "none", "head": "block", "epochs": 24},  # the same budget, for the ratio
+    "class, block head, 24 epochs": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 1.0,
+        "epochs": 24,
+    },
+    "class, block head, weight 4, 24 epochs": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 4.0,
+        "epochs": 24,
+    },
+    "class, block head, weight 4, 36 epochs": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 4.0,
+        "epochs": 36,
+    },
+    "class, block head, weight 8, 24 epochs": {
+        "reg": "class",
+        "head": "block",
+        "alpha_reg": 8.0,
+        "epochs": 24,
+    },
+    "none, block head, 24 epochs": {
+        "reg": "none",
+        "head": "block",
+        "epochs": 24,
+    },  # the same budget, for the ratio
 }
-# the scale note: a resnet18 bottleneck of each width, 10 blocks and the rest shared, none and the class default
-WIDTHS = {w: {"dataset": "digits", "backbone": "resnet18", "head": "block", "latent_dim": w,
-              "dims_per_class": w // 10, "shared_dims": w % 10} for w in (64, 128, 256, 512)}
-# "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed in
+# the scale note: a resnet18 bottleneck of each width, 10 blocks and the rest shared, none and the
+# class default
+WIDTHS = {
+    w: {
+        "dataset": "digits",
+        "backbone": "resnet18",
+        "head": "block",
+        "latent_dim": w,
+        "dims_per_class": w // 10,
+        "shared_dims": w % 10,
+    }
+    for w in (64, 128, 256, 512)
+}
+# "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed
+# in
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
 TARGETS = {"mean": 0.9, "worst_class": 0.6, "worst_median": 0.9, "accuracy_points": 1.0}
-PER_CLASS = ("class_purity", "image_mean", "image_median", "image_at_least_half", "image_median_torch_ce")
+PER_CLASS = (
+    "class_purity",
+    "image_mean",
+    "image_median",
+    "image_at_least_half",
+    "image_median_torch_ce",
+)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backbones", nargs="+", help=f"default {list(BACKBONES)}; with --prelogits "
-                                                        f"{list(PRELOGITS_BACKBONES)}")
-    parser.add_argument("--settings", nargs="+", choices=[*SETTINGS, *PRELOGITS_SETTINGS, *PRELOGITS_CANDIDATES])
-    parser.add_argument("--prelogits", action="store_true", help="the pre-logits table (issue 23); its candidates "
-                                                                "only when named in --settings")
-    parser.add_argument("--widths", action="store_true", help="the scale note: cost and purity of the class default "
-                                                              "on resnet18 bottlenecks 64-512 wide")
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        help=f"default {list(BACKBONES)}; with --prelogits {list(PRELOGITS_BACKBONES)}",
+    )
+    parser.add_argument(
+        "--settings", nargs="+", choices=[*SETTINGS, *PRELOGITS_SETTINGS, *PRELOGITS_CANDIDATES]
+    )
+    parser.add_argument(
+        "--prelogits",
+        action="store_true",
+        help="the pre-logits table (issue 23); its candidates only when named in --settings",
+    )
+    parser.add_argument(
+        "--widths",
+        action="store_true",
+        help="the scale note: cost and purity of the class default "
+        "on resnet18 bottlenecks 64-512 wide",
+    )
 
 
 def torch_ce_medians(model, data: dict, layout) -> list[float]:
-    """Per class, the median image's own purity as the Hessians of float32 ``F.cross_entropy`` read it
-    (the measurement before herd_cls rewrote the loss: it loses the own block of confident images)."""
-    H = latent_hessian(model.classify, data["z"], data["y"], lambda out, y: F.cross_entropy(out, y, reduction="none"))
+    """Per class, the median image's own purity as the Hessians of float32 ``F.cross_entropy`` read
+    it (the measurement before herd_cls rewrote the loss: it loses the own block of confident
+    images)."""
+    H = latent_hessian(
+        model.classify,
+        data["z"],
+        data["y"],
+        lambda out, y: F.cross_entropy(out, y, reduction="none"),
+    )
     share = image_share(H.detach(), data["y"], layout, empty=float("nan"))
     medians = [share[(data["y"] == c) & ~share.isnan()] for c in range(layout.num_classes)]
     return [float(m.median()) if len(m) else float("nan") for m in medians]
 
 
 def score(folder: Path, overrides: dict) -> dict:
-    """Accuracy and both purity views on every test image (exact Hessians of the classifier's CE)."""
+    """Accuracy and both purity views on every test image (exact Hessians of the classifier's
+    CE)."""
     run = trained_run(folder, overrides)
     data = collect(run.model, run.data("test"))
-    purity = measure_purity(run.model, zip(data["x"].split(256), data["y"].split(256)), run.layout, "classifier",
-                            hessian_method="exact")
+    purity = measure_purity(
+        run.model,
+        zip(data["x"].split(256), data["y"].split(256)),
+        run.layout,
+        "classifier",
+        hessian_method="exact",
+    )
     view = purity.image_view()
-    return {"test_accuracy": float((data["logits"].argmax(1) == data["y"]).float().mean()),
-            "class_purity": purity.per_class.tolist(), "image_mean": view["mean"], "image_median": view["median"],
-            "image_at_least_half": view["share_at_least_half"],
-            "image_median_torch_ce": torch_ce_medians(run.model, data, run.layout), "test_images": len(purity.labels),
-            "purity_method": purity.method, "train_seconds": run.summary["train_seconds"],
-            "chance": run.layout.chance(), "latent_dim": run.layout.latent_dim}
+    return {
+        "test_accuracy": float((data["logits"].argmax(1) == data["y"]).float().mean()),
+        "class_purity": purity.per_class.tolist(),
+        "image_mean": view["mean"],
+        "image_median": view["median"],
+        "image_at_least_half": view["share_at_least_half"],
+        "image_median_torch_ce": torch_ce_medians(run.model, data, run.layout),
+        "test_images": len(purity.labels),
+        "purity_method": purity.method,
+        "train_seconds": run.summary["train_seconds"],
+        "chance": run.layout.chance(),
+        "latent_dim": run.layout.latent_dim,
+    }
 
 
 def cells(backbones, labels, seeds, prelogits: bool = False):
     """(key, settings, backbone, label, seed) of every run, the rows the verdicts need first."""
-    model, table, part = (PRELOGITS, {**PRELOGITS_SETTINGS, **PRELOGITS_CANDIDATES}, "pre-logits") if prelogits \
+    model, table, part = (
+        (PRELOGITS, {**PRELOGITS_SETTINGS, **PRELOGITS_CANDIDATES}, "pre-logits")
+        if prelogits
         else (MODEL, SETTINGS, "classifier")
+    )
     for label in labels:
         for backbone in backbones:
             for seed in seeds:
                 settings = {**model, "backbone": backbone, **table[label]}
-                yield STORE.key(part, backbone, label, f"seed {seed}"), settings, backbone, label, seed
+                yield (
+                    STORE.key(part, backbone, label, f"seed {seed}"),
+                    settings,
+                    backbone,
+                    label,
+                    seed,
+                )
 
 
 def report(key: str, r: dict) -> str:
-    return (f"{key}: accuracy {r['test_accuracy']:.3f}, class purity {np.mean(r['class_purity']):.3f} (worst "
-            f"{min(r['class_purity']):.2f}), worst class's median image {min(r['image_median']):.2f}, "
-            f"{r['train_seconds']:.0f} s")
+    return (
+        f"{key}: accuracy {r['test_accuracy']:.3f}, class purity {np.mean(r['class_purity']):.3f} "
+        "(worst "
+        f"{min(r['class_purity']):.2f}), worst class's median image {min(r['image_median']):.2f}, "
+        f"{r['train_seconds']:.0f} s"
+    )
 
 
 def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path) -> dict:
@@ -128,58 +259,112 @@ def measure(overrides: dict, backbone: str, label: str, seed: int, folder: Path)
 def train_missing(runs) -> None:
     """Train and score every (key, settings, backbone, label, seed) of ``runs`` not saved yet."""
     torch.set_num_threads(1)
-    STORE.fill((Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
-                for key, settings, backbone, label, seed in runs), report)
+    STORE.fill(
+        (
+            Job(key, settings, partial(measure, {**settings, "seed": seed}, backbone, label, seed))
+            for key, settings, backbone, label, seed in runs
+        ),
+        report,
+    )
 
 
 def summarise(runs: list[dict]) -> dict:
     """Seed means: per class (K,) and the scalars of the table and the verdicts."""
     per_class = {k: np.mean([r[k] for r in runs], 0) for k in PER_CLASS}
     worst = int(np.argmin(per_class["image_median"]))
-    return {"accuracy": [r["test_accuracy"] for r in runs], "mean": [np.mean(r["class_purity"]) for r in runs],
-            "seed_worst_class": [min(r["class_purity"]) for r in runs],
-            "seed_worst_median": [min(r["image_median"]) for r in runs], "per_class": per_class,
-            "worst_class": float(per_class["class_purity"].min()),
-            "worst_median": float(per_class["image_median"][worst]),
-            "worst_median_class": worst, "image_mean": float(per_class["image_mean"].mean()),
-            "worst_at_least_half": float(per_class["image_at_least_half"].min()),
-            "worst_median_torch_ce": float(per_class["image_median_torch_ce"].min())}
+    return {
+        "accuracy": [r["test_accuracy"] for r in runs],
+        "mean": [np.mean(r["class_purity"]) for r in runs],
+        "seed_worst_class": [min(r["class_purity"]) for r in runs],
+        "seed_worst_median": [min(r["image_median"]) for r in runs],
+        "per_class": per_class,
+        "worst_class": float(per_class["class_purity"].min()),
+        "worst_median": float(per_class["image_median"][worst]),
+        "worst_median_class": worst,
+        "image_mean": float(per_class["image_mean"].mean()),
+        "worst_at_least_half": float(per_class["image_at_least_half"].min()),
+        "worst_median_torch_ce": float(per_class["image_median_torch_ce"].min()),
+    }
 
 
 def verdicts(backbone: str, ours: dict, none: dict) -> list[str]:
     gap = 100 * (np.mean(none["accuracy"]) - np.mean(ours["accuracy"]))
     checks = [
-        ("mean block purity ≥ 0.9", np.mean(ours["mean"]) >= TARGETS["mean"], f"{np.mean(ours['mean']):.3f}"),
-        ("every class's purity ≥ 0.6", ours["worst_class"] >= TARGETS["worst_class"],
-         f"lowest class {int(np.argmin(ours['per_class']['class_purity']))}: {ours['worst_class']:.3f}"),
-        ("in every class the median image's own purity ≥ 0.9", ours["worst_median"] >= TARGETS["worst_median"],
-         f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}"),
-        ("test accuracy within 1 point of `--reg none`", gap <= TARGETS["accuracy_points"],
-         f"{np.mean(ours['accuracy']):.4f} vs {np.mean(none['accuracy']):.4f}, {abs(gap):.2f} points "
-         + ("below" if gap >= 0 else "above")),
+        (
+            "mean block purity ≥ 0.9",
+            np.mean(ours["mean"]) >= TARGETS["mean"],
+            f"{np.mean(ours['mean']):.3f}",
+        ),
+        (
+            "every class's purity ≥ 0.6",
+            ours["worst_class"] >= TARGETS["worst_class"],
+            f"lowest class {int(np.argmin(ours['per_class']['class_purity']))}: "
+            f"{ours['worst_class']:.3f}",
+        ),
+        (
+            "in every class the median image's own purity ≥ 0.9",
+            ours["worst_median"] >= TARGETS["worst_median"],
+            f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}",
+        ),
+        (
+            "test accuracy within 1 point of `--reg none`",
+            gap <= TARGETS["accuracy_points"],
+            f"{np.mean(ours['accuracy']):.4f} vs {np.mean(none['accuracy']):.4f}, {abs(gap):.2f} "
+            "points " + ("below" if gap >= 0 else "above"),
+        ),
     ]
     return [verdict(f"{backbone}: {name}", ok, detail) for name, ok, detail in checks]
 
 
 def row(backbone: str, label: str, v: dict, seeds: int) -> list:
-    return [backbone, label, seeds, mean_std(v["accuracy"]), mean_std(v["mean"]), f"{v['worst_class']:.3f}",
-            mean_std(v["seed_worst_class"]), f"{v['image_mean']:.3f}", f"{v['worst_median']:.3f}",
-            mean_std(v["seed_worst_median"]), f"{v['worst_at_least_half']:.3f}", f"{v['worst_median_torch_ce']:.3f}"]
+    return [
+        backbone,
+        label,
+        seeds,
+        mean_std(v["accuracy"]),
+        mean_std(v["mean"]),
+        f"{v['worst_class']:.3f}",
+        mean_std(v["seed_worst_class"]),
+        f"{v['image_mean']:.3f}",
+        f"{v['worst_median']:.3f}",
+        mean_std(v["seed_worst_median"]),
+        f"{v['worst_at_least_half']:.3f}",
+        f"{v['worst_median_torch_ce']:.3f}",
+    ]
 
 
-COLUMNS = ["backbone", "setting", "seeds", "test accuracy", "class-mean purity", "lowest class",
-           "lowest class per seed", "image purity, mean", "worst class's median image", "per seed",
-           "lowest share ≥ 0.5", "worst median, float32 F.cross_entropy"]
+COLUMNS = [
+    "backbone",
+    "setting",
+    "seeds",
+    "test accuracy",
+    "class-mean purity",
+    "lowest class",
+    "lowest class per seed",
+    "image purity, mean",
+    "worst class's median image",
+    "per seed",
+    "lowest share ≥ 0.5",
+    "worst median, float32 F.cross_entropy",
+]
 INTRO = (
     "digits, block head, 2 dims per class, no shared dims, 12 epochs, seeds {seeds}; purity of the "
-    "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's share of its summed "
-    "|H| inside its block, averaged over classes (seed-mean per class; its lowest class, and the mean over seeds "
-    "of each seed's lowest class). \"image\": each image's own-block share; the worst class's median image is "
-    "that of the class with the lowest seed-mean median (and the mean over seeds of each seed's lowest); the "
-    "lowest class's share of images at or above 0.5. The last column reads the same models' lowest median "
-    "with the Hessians of torch's float32 `F.cross_entropy`, as purity was measured before herd_cls rewrote "
-    "the loss (its derivative p_y - 1 rounds to 0 on confident images, which loses their own block). "
-    "`python scripts/benchmark_efficacy.py --part digits`, {stamp}.\n\n")
+    "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's "
+    "share of its summed "
+    "|H| inside its block, averaged over classes (seed-mean per class; its lowest class, and the "
+    "mean over seeds "
+    "of each seed's lowest class). \"image\": each image's own-block share; the worst class's "
+    "median image is "
+    "that of the class with the lowest seed-mean median (and the mean over seeds of each seed's "
+    "lowest); the "
+    "lowest class's share of images at or above 0.5. The last column reads the same models' lowest "
+    "median "
+    "with the Hessians of torch's float32 `F.cross_entropy`, as purity was measured before "
+    "herd_cls rewrote "
+    "the loss (its derivative p_y - 1 rounds to 0 on confident images, which loses their own "
+    "block). "
+    "`python scripts/benchmark_efficacy.py --part digits`, {stamp}.\n\n"
+)
 
 
 def table(results: dict, seeds) -> str:
@@ -189,69 +374,126 @@ def table(results: dict, seeds) -> str:
         rows += [row(backbone, label, v, len(by_label[label])) for label, v in s.items()]
         if SHIPPED in s:
             c = s[SHIPPED]["per_class"]
-            per_class += [[backbone, view, *(f"{x:.2f}" for x in values)]
-                          for view, values in (("class mean", c["class_purity"]), ("median image", c["image_median"]))]
+            per_class += [
+                [backbone, view, *(f"{x:.2f}" for x in values)]
+                for view, values in (
+                    ("class mean", c["class_purity"]),
+                    ("median image", c["image_median"]),
+                )
+            ]
         if {SHIPPED, NONE} <= set(s):
             lines += verdicts(backbone, s[SHIPPED], s[NONE])
     runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
     classes = len(runs[0]["class_purity"])
-    return (INTRO.format(seeds=list(seeds), stamp=stamp(runs)) + markdown_table(COLUMNS, rows) + "\n\n"
-            f"Per class, `{SHIPPED}`, seed means:\n\n"
-            + markdown_table(["backbone", "view", *map(str, range(classes))], per_class) + "\n\n"
-            "Targets (efficacy issue; seed means, per class where it says so), the shipped default against "
-            "`--reg none`:\n\n" + "\n".join(lines) + "\n")
+    return (
+        INTRO.format(seeds=list(seeds), stamp=stamp(runs)) + markdown_table(COLUMNS, rows) + "\n\n"
+        f"Per class, `{SHIPPED}`, seed means:\n\n"
+        + markdown_table(["backbone", "view", *map(str, range(classes))], per_class)
+        + "\n\n"
+        "Targets (efficacy issue; seed means, per class where it says so), the shipped default "
+        "against "
+        "`--reg none`:\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def prelogits_table(results: dict, seeds) -> str:
-    """Issue 23's rows: per backbone and setting, accuracy and both purity views (seed means) against chance,
-    and its targets, class default against none with the same head."""
+    """Issue 23's rows: per backbone and setting, accuracy and both purity views (seed means)
+    against chance, and its targets, class default against none with the same head."""
     rows, lines = [], []
     for backbone, by_label in results.items():
         s = {label: summarise(runs) for label, runs in by_label.items()}
         for label, v in s.items():
             r0 = by_label[label][0]
-            rows.append([backbone, label, len(by_label[label]), mean_std(v["accuracy"]), mean_std(v["mean"]),
-                         f"{r0['chance']:.4f}", f"{v['image_mean']:.3f}", f"{v['worst_median']:.3f}",
-                         mean_std([r["train_seconds"] for r in by_label[label]])])
-        for head, label in (("mlp", "class, mlp head"), ("block", "class, block head")):  # the last: the shipped config
+            rows.append(
+                [
+                    backbone,
+                    label,
+                    len(by_label[label]),
+                    mean_std(v["accuracy"]),
+                    mean_std(v["mean"]),
+                    f"{r0['chance']:.4f}",
+                    f"{v['image_mean']:.3f}",
+                    f"{v['worst_median']:.3f}",
+                    mean_std([r["train_seconds"] for r in by_label[label]]),
+                ]
+            )
+        for head, label in (
+            ("mlp", "class, mlp head"),
+            ("block", "class, block head"),
+        ):  # the last: the shipped config
             ours, none = s.get(label), s.get(f"none, {head} head")
             if ours is None or none is None:
                 continue
             gap = 100 * (np.mean(none["accuracy"]) - np.mean(ours["accuracy"]))
             ratio = np.mean(ours["mean"]) / np.mean(none["mean"])
             for name, ok, detail in [
-                ("in every class the median image's own share ≥ 0.9", ours["worst_median"] >= 0.9,
-                 f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}"),
+                (
+                    "in every class the median image's own share ≥ 0.9",
+                    ours["worst_median"] >= 0.9,
+                    f"lowest class {ours['worst_median_class']}: {ours['worst_median']:.3f}",
+                ),
                 ("class-mean purity at least 2x `--reg none`", ratio >= 2, f"{ratio:.2f}x"),
-                ("accuracy within 1 point of `--reg none`", gap <= 1, f"{gap:+.2f} points below")]:
+                ("accuracy within 1 point of `--reg none`", gap <= 1, f"{gap:+.2f} points below"),
+            ]:
                 lines.append(verdict(f"{backbone}, {label}: {name}", ok, detail))
     runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
-    return ("digits, `--latent pre-logits` (the backbone's own features; the layout splits them into 10 blocks "
-            f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image Hessians of the "
-            "classifier loss on all test images (exact |H|, the definition of docs/method.md), both views; chance "
-            "(n/d)². Train s: wall seconds of runs that shared the 2 cores with other jobs (what the penalty costs "
-            "is measured apart, in docs/performance.md). `python scripts/benchmark_efficacy.py --part digits "
-            "--prelogits`, " + stamp(runs) + ".\n\n"
-            + markdown_table(["backbone", "setting", "seeds", "test accuracy", "class-mean purity", "chance",
-                              "image purity, mean", "worst class's median image", "train s"], rows)
-            + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the same head:\n\n"
-            + "\n".join(lines) + "\n")
+    return (
+        "digits, `--latent pre-logits` (the backbone's own features; the layout splits them into "
+        "10 blocks "
+        f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image "
+        "Hessians of the "
+        "classifier loss on all test images (exact |H|, the definition of docs/method.md), both "
+        "views; chance "
+        "(n/d)². Train s: wall seconds of runs that shared the 2 cores with other jobs (what the "
+        "penalty costs "
+        "is measured apart, in docs/performance.md). `python scripts/benchmark_efficacy.py --part "
+        "digits "
+        "--prelogits`, "
+        + stamp(runs)
+        + ".\n\n"
+        + markdown_table(
+            [
+                "backbone",
+                "setting",
+                "seeds",
+                "test accuracy",
+                "class-mean purity",
+                "chance",
+                "image purity, mean",
+                "worst class's median image",
+                "train s",
+            ],
+            rows,
+        )
+        + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the "
+        "same head:\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def prelogits_summary(results: dict) -> str:
-    """README's line: per backbone, the shipped pre-logits setting (class, block head) against none."""
+    """README's line: per backbone, the shipped pre-logits setting (class, block head) against
+    none."""
     parts = []
     for backbone, by_label in results.items():
         ours, none = by_label.get("class, block head"), by_label.get("none, block head")
         if not ours or not none:
             continue
         v, v0 = summarise(ours), summarise(none)
-        parts.append(f"{backbone} {np.mean(v['mean']):.2f} against none's {np.mean(v0['mean']):.2f} (every class's "
-                     f"median image ≥ {v['worst_median']:.2f}; accuracy {np.mean(v['accuracy']):.3f} against "
-                     f"{np.mean(v0['accuracy']):.3f}; {len(ours)} seeds)")
-    return ("HeRD on a timm backbone's own pre-logit features (`configs/timm_prelogits.yaml`, block head, digits), "
-            "class-mean purity of exact |H|: " + "; ".join(parts) + ". Chance is about 0.01. Tables and targets: "
-            "[docs/efficacy.md](docs/efficacy.md#on-a-timm-backbones-own-features---latent-pre-logits-issue-23).\n")
+        parts.append(
+            f"{backbone} {np.mean(v['mean']):.2f} against none's {np.mean(v0['mean']):.2f} (every "
+            "class's "
+            f"median image ≥ {v['worst_median']:.2f}; accuracy {np.mean(v['accuracy']):.3f} "
+            "against "
+            f"{np.mean(v0['accuracy']):.3f}; {len(ours)} seeds)"
+        )
+    return (
+        "HeRD on a timm backbone's own pre-logit features (`configs/timm_prelogits.yaml`, block "
+        "head, digits), "
+        "class-mean purity of exact |H|: "
+        + "; ".join(parts)
+        + ". Chance is about 0.01. Tables and targets: "
+        "[docs/efficacy.md](docs/efficacy.md#on-a-timm-backbones-own-features---latent-pre-logits-issue-23).\n"
+    )
 
 
 def width_cells(seeds):
@@ -263,8 +505,8 @@ def width_cells(seeds):
 
 
 def width_table(runs: list[dict]) -> str:
-    """The scale note: per width, the class default's purity, both views, and accuracy against none's (the
-    cost per width is measured apart, in interleaved runs: docs/performance.md)."""
+    """The scale note: per width, the class default's purity, both views, and accuracy against
+    none's (the cost per width is measured apart, in interleaved runs: docs/performance.md)."""
     by: dict = {}
     for r in runs:
         by.setdefault((r["backbone"], r["setting"]), []).append(r)
@@ -274,15 +516,44 @@ def width_table(runs: list[dict]) -> str:
         if not none or not ours:
             continue
         v0, v1 = summarise(none), summarise(ours)
-        rows.append([width, len(ours), f"{ours[0]['chance']:.4f}", mean_std(v0["mean"]), mean_std(v1["mean"]),
-                     f"{v1['worst_median']:.3f}", mean_std(v0["accuracy"]), mean_std(v1["accuracy"])])
-    return ("The scale note (issue 23): resnet18 on digits with a bottleneck of each width (10 blocks of width // 10 "
-            "dims, the rest shared), block head, 12 epochs, `--reg none` against the class default; exact |H| "
-            "purity on every test image. What each width costs is in docs/performance.md (training against plain "
-            "training, interleaved runs). `python scripts/benchmark_efficacy.py --part digits --widths`, "
-            + stamp(runs) + ".\n\n"
-            + markdown_table(["width", "seeds", "chance", "class-mean purity, none", "class-mean purity, class",
-                              "worst class's median image, class", "accuracy, none", "accuracy, class"], rows) + "\n")
+        rows.append(
+            [
+                width,
+                len(ours),
+                f"{ours[0]['chance']:.4f}",
+                mean_std(v0["mean"]),
+                mean_std(v1["mean"]),
+                f"{v1['worst_median']:.3f}",
+                mean_std(v0["accuracy"]),
+                mean_std(v1["accuracy"]),
+            ]
+        )
+    return (
+        "The scale note (issue 23): resnet18 on digits with a bottleneck of each width (10 blocks "
+        "of width // 10 "
+        "dims, the rest shared), block head, 12 epochs, `--reg none` against the class default; "
+        "exact |H| "
+        "purity on every test image. What each width costs is in docs/performance.md (training "
+        "against plain "
+        "training, interleaved runs). `python scripts/benchmark_efficacy.py --part digits "
+        "--widths`, "
+        + stamp(runs)
+        + ".\n\n"
+        + markdown_table(
+            [
+                "width",
+                "seeds",
+                "chance",
+                "class-mean purity, none",
+                "class-mean purity, class",
+                "worst class's median image, class",
+                "accuracy, none",
+                "accuracy, class",
+            ],
+            rows,
+        )
+        + "\n"
+    )
 
 
 def run(seeds, publish_only: bool, args) -> None:
@@ -290,7 +561,9 @@ def run(seeds, publish_only: bool, args) -> None:
         runs = list(width_cells(seeds))
         if not publish_only:
             train_missing(runs)
-        return publish("benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in runs})))
+        return publish(
+            "benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in runs}))
+        )
     args.backbones = args.backbones or list(PRELOGITS_BACKBONES if args.prelogits else BACKBONES)
     named = args.settings
     args.settings = named or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
@@ -298,12 +571,18 @@ def run(seeds, publish_only: bool, args) -> None:
         train_missing(cells(args.backbones, args.settings, seeds, args.prelogits))
     if args.prelogits and not named:  # the table also shows the candidates that were run
         args.settings += list(PRELOGITS_CANDIDATES)
-    wanted = {key: settings for key, settings, *_ in cells(args.backbones, args.settings, seeds, args.prelogits)}
+    wanted = {
+        key: settings
+        for key, settings, *_ in cells(args.backbones, args.settings, seeds, args.prelogits)
+    }
     results: dict = {}
     for r in STORE.runs(wanted):
         results.setdefault(r["backbone"], {}).setdefault(r["setting"], []).append(r)
-    results = {b: {label: results[b][label] for label in args.settings if label in results[b]}
-               for b in args.backbones if b in results}
+    results = {
+        b: {label: results[b][label] for label in args.settings if label in results[b]}
+        for b in args.backbones
+        if b in results
+    }
     if args.prelogits:
         publish("benchmark_efficacy_prelogits", prelogits_table(results, seeds))
         publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))

@@ -1,13 +1,16 @@
 """The benchmark harness, written once for every script in scripts/.
 
-* Provenance: :func:`commit` and :func:`provenance` (commit, time, machine, torch), stamped on every table.
+* Provenance: :func:`commit` and :func:`provenance` (commit, time, machine, torch), stamped on every
+  table.
 * :class:`ResultStore`: one JSON file of results per benchmark part, one record per key. It resumes
-  (finished keys are skipped), saves atomically after each run, ends every key with the part's protocol
-  tag and stores in every record a fingerprint of the settings it was measured with, so that a run whose
-  settings have changed since is measured again rather than silently reused.
-* Tables: :func:`mean_std`, :func:`markdown_table`, :func:`verdict`, :func:`stamp`, and :func:`publish`,
-  which writes reports/<name>.md and the block between <!-- name --> markers in README.md and docs/*.md.
+  (finished keys are skipped), saves atomically after each run, ends every key with the part's
+  protocol tag and stores in every record a fingerprint of the settings it was measured with, so
+  that a run whose settings have changed since is measured again rather than silently reused.
+* Tables: :func:`mean_std`, :func:`markdown_table`, :func:`verdict`, :func:`stamp`, and
+  :func:`publish`, which writes reports/<name>.md and the block between <!-- name --> markers in
+  README.md and docs/*.md.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,20 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # provenance
 
+
 def _git(*args) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "?"
 
 
 def commit() -> str:
-    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from it;
-    ``BENCH_COMMIT`` where the code runs without its git folder (a copy on a GPU machine)."""
+    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from
+    it; ``BENCH_COMMIT`` where the code runs without its git folder (a copy on a GPU machine)."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
     # reports/ holds the benchmarks' own outputs, which change while they run
-    dirty = "+uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports") else ""
+    dirty = (
+        "+uncommitted changes"
+        if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports")
+        else ""
+    )
     return _git("rev-parse", "--short", "HEAD") + dirty
 
 
@@ -51,9 +61,11 @@ def provenance() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-            f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 def machine() -> str:
@@ -65,15 +77,18 @@ def machine() -> str:
 
 
 def stamp(records: Iterable[dict]) -> str:
-    """"runs at <their commits> on <their machines>, table at <provenance>" for a table of saved records
-    (records saved before machines were recorded name none)."""
+    """ "runs at <their commits> on <their machines>, table at <provenance>" for a table of saved
+    records (records saved before machines were recorded name none)."""
     records = list(records)
     machines = sorted({r["machine"] for r in records if "machine" in r})
     on = f" on {'; '.join(machines)}" if machines else ""
-    return f"runs at {', '.join(sorted({r['commit'] for r in records}))}{on}, table at {provenance()}"
+    return (
+        f"runs at {', '.join(sorted({r['commit'] for r in records}))}{on}, table at {provenance()}"
+    )
 
 
 # the result store
+
 
 def fingerprint(settings) -> str:
     """A short hash of a run's settings (anything JSON-able)."""
@@ -83,15 +98,16 @@ def fingerprint(settings) -> str:
 class Job(NamedTuple):
     key: str
     settings: object  # what the run is measured with; its fingerprint is saved with the record
-    measure: Callable[[Path], dict]  # called with a fresh scratch folder for the run, deleted afterwards
+    # called with a fresh scratch folder for the run, deleted afterwards
+    measure: Callable[[Path], dict]
 
 
 class ResultStore:
     """Records of a benchmark's runs in one JSON file: {key: record}.
 
     A key is the run's parts joined by " | ", ending with the protocol tag (bump it when training or
-    scoring changes). A record saved with a settings fingerprint counts only while the settings match;
-    records saved before fingerprints existed count as their key says.
+    scoring changes). A record saved with a settings fingerprint counts only while the settings
+    match; records saved before fingerprints existed count as their key says.
     """
 
     def __init__(self, path: Path, protocol: str):
@@ -105,7 +121,9 @@ class ResultStore:
 
     @staticmethod
     def current(record: dict | None, settings) -> bool:
-        return record is not None and record.get("fingerprint", fingerprint(settings)) == fingerprint(settings)
+        return record is not None and record.get(
+            "fingerprint", fingerprint(settings)
+        ) == fingerprint(settings)
 
     def fill(self, jobs: Iterable[Job], report: Callable[[str, dict], str] | None = None) -> None:
         """Measure every job without a current record, saving the file after each."""
@@ -114,8 +132,12 @@ class ResultStore:
             if self.current(self.load().get(job.key), job.settings):
                 continue
             with tempfile.TemporaryDirectory() as scratch:
-                record = {**job.measure(Path(scratch) / "run"), "commit": code, "machine": machine(),
-                          "fingerprint": fingerprint(job.settings)}
+                record = {
+                    **job.measure(Path(scratch) / "run"),
+                    "commit": code,
+                    "machine": machine(),
+                    "fingerprint": fingerprint(job.settings),
+                }
             saved = self.load()  # re-read before writing: parallel invocations share the file
             saved[job.key] = record
             from herd_cls.files import atomic_write
@@ -124,7 +146,8 @@ class ResultStore:
             print(report(job.key, record) if report else job.key, flush=True)
 
     def runs(self, wanted: dict[str, object]) -> list[dict]:
-        """The current records of ``wanted`` ({key: settings}), in the file's order; stale ones are named."""
+        """The current records of ``wanted`` ({key: settings}), in the file's order; stale ones are
+        named."""
         out = []
         for key, record in self.load().items():
             if key in wanted:
@@ -135,8 +158,11 @@ class ResultStore:
         return out
 
 
-def group(records: Iterable[dict], field: str = "setting", order: Iterable | None = None) -> dict[str, list[dict]]:
-    """Records by ``field``, in ``order`` (default: first appearance), each group in the records' order."""
+def group(
+    records: Iterable[dict], field: str = "setting", order: Iterable | None = None
+) -> dict[str, list[dict]]:
+    """Records by ``field``, in ``order`` (default: first appearance), each group in the records'
+    order."""
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(r[field], []).append(r)
@@ -144,7 +170,8 @@ def group(records: Iterable[dict], field: str = "setting", order: Iterable | Non
 
 
 def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
-    """The run of ``overrides`` in ``folder``: reused when finished, else (re)trained there; loaded on ``device``."""
+    """The run of ``overrides`` in ``folder``: reused when finished, else (re)trained there; loaded
+    on ``device``."""
     from herd_cls import load_run
     from herd_cls.config import load_config
     from herd_cls.train import train
@@ -152,42 +179,67 @@ def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
     folder = Path(folder)
     if not (folder / "summary.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted run: train it again
-        train(load_config(overrides={**overrides, "out_dir": str(folder.parent), "name": folder.name}),
-              progress=False)
+        train(
+            load_config(
+                overrides={**overrides, "out_dir": str(folder.parent), "name": folder.name}
+            ),
+            progress=False,
+        )
     return load_run(folder, device)
 
 
 def herd_cli(*args: str, **run_options) -> subprocess.CompletedProcess:
     """Run ``herd-cls ARGS`` as a user would, in a process of its own; an error stops the script."""
-    return subprocess.run([sys.executable, "-m", "herd_cls", *map(str, args)], check=True, **run_options)
+    return subprocess.run(
+        [sys.executable, "-m", "herd_cls", *map(str, args)], check=True, **run_options
+    )
 
 
 def readme_run(run: str | None, folder: Path, *options: str) -> str:
-    """``run`` if given, else the README's default run (``train --backbone resnet18 --reg class``) trained
-    into ``folder``."""
+    """``run`` if given, else the README's default run (``train --backbone resnet18 --reg class``)
+    trained into ``folder``."""
     if run is None:
-        herd_cli("train", "--backbone", "resnet18", "--reg", "class", "--out-dir", folder.parent, "--name", folder.name,
-                 *options)
+        herd_cli(
+            "train",
+            "--backbone",
+            "resnet18",
+            "--reg",
+            "class",
+            "--out-dir",
+            folder.parent,
+            "--name",
+            folder.name,
+            *options,
+        )
         run = str(folder)
     return run
 
 
 # tables
 
+
 def mean_std(values) -> str:
-    """"mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
+    """ "mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
     values = [v for v in values if v is not None]
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
 
 
-def paired(base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed") -> dict:
-    """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference, its standard
-    error (NaN for fewer than 2 pairs), the number of pairs and how many differences are above and below 0."""
+def paired(
+    base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed"
+) -> dict:
+    """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference,
+    its standard error (NaN for fewer than 2 pairs), the number of pairs and how many differences
+    are above and below 0."""
     by_key = {r[key]: fn(r) for r in base}
     d = np.array([fn(r) - by_key[r[key]] for r in other if r[key] in by_key], dtype=float)
     error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {"mean": float(d.mean()) if len(d) else float("nan"), "error": float(error), "pairs": len(d),
-            "up": int((d > 0).sum()), "down": int((d < 0).sum())}
+    return {
+        "mean": float(d.mean()) if len(d) else float("nan"),
+        "error": float(error),
+        "pairs": len(d),
+        "up": int((d > 0).sum()),
+        "down": int((d < 0).sum()),
+    }
 
 
 def table_row(cells) -> str:
@@ -204,8 +256,8 @@ def verdict(name: str, ok: bool, detail: str) -> str:
 
 
 def publish(name: str, markdown: str) -> Path:
-    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers in
-    README.md and docs/*.md, wherever it is."""
+    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers
+    in README.md and docs/*.md, wherever it is."""
     print(markdown)
     out = ROOT / "reports" / f"{name}.md"
     out.write_text(markdown)

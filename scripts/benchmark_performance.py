@@ -5,18 +5,20 @@ One run, interleaved repetitions, medians, ratios taken within the run:
                     linear+CE, MLP+CE, MLP decoder+MSE and conv decoder+MSE at d in 8..512, with the
                     peak of extra CPU memory and the probe estimates' purity error against exact;
   --part train      a training epoch with the penalty on against --reg none (the README default, the
-                    conv autoencoder with --wrt both, resnet18 on its 512 pre-logit features), and the
-                    purity the trained runs show;
+                    conv autoencoder with --wrt both, resnet18 on its 512 pre-logit features), and
+                    the purity the trained runs show;
   --part distributed  2 gloo processes against 1 on this machine: throughput, and the README run's
                     accuracy and purity (torchrun issue);
-  --part device     training steps on synthetic tensors, --device cuda (or cpu): resnet18 and resnet50 at
-                    224x224, batch 256, --reg none against --reg class, and the conv and Burgess decoders
-                    with decoder-side HeRD; bf16 autocast, torch.compile off and on; images/s and peak memory.
+  --part device     training steps on synthetic tensors, --device cuda (or cpu): resnet18 and
+                    resnet50 at 224x224, batch 256, --reg none against --reg class, and the conv and
+                    Burgess decoders with decoder-side HeRD; bf16 autocast, torch.compile off and
+                    on; images/s and peak memory.
 Writes reports/benchmark_performance_<part>.md and the matching blocks of docs/performance.md.
 
     python scripts/benchmark_performance.py --part curvature|train|distributed [--repeats 5]
     python scripts/benchmark_performance.py --part device --device cuda [--compile off,on]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +39,19 @@ from herd_cls.block_curvature import block_head_masses
 from herd_cls.curvature import block_mass, latent_hessian
 from herd_cls.losses import per_sample_loss
 from herd_cls.heads import BlockHead
-from herd_cls.models import ConvDecoder
+from herd_cls.backbones import ConvDecoder
 from herd_cls.layout import BlockLayout
 
 DIMS = (8, 16, 32, 64, 128, 512)
 BATCH = 64
 MEMORY_DIMS = (16, 128, 512)  # peak memory is measured in a fresh process per cell, at these sizes
-EXACT_LIMIT = {"linear + CE": 512, "MLP + CE": 128, "block head + CE": 128, "MLP decoder + MSE": 64,
-               "conv decoder + MSE": 16}
+EXACT_LIMIT = {
+    "linear + CE": 512,
+    "MLP + CE": 128,
+    "block head + CE": 128,
+    "MLP decoder + MSE": 64,
+    "conv decoder + MSE": 16,
+}
 
 
 def _layout(d: int) -> BlockLayout:
@@ -54,12 +61,19 @@ def _layout(d: int) -> BlockLayout:
 
 def _heads(d: int) -> dict:
     y, x = torch.randint(0, 10, (BATCH,)), torch.rand(BATCH, 1, 32, 32)
-    return {"linear + CE": (nn.Linear(d, 10), y, "ce"),
-            "MLP + CE": (nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 10)), y, "ce"),
-            "block head + CE": (BlockHead(_layout(d)), y % 2, "ce"),
-            "MLP decoder + MSE": (nn.Sequential(nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 1024),
-                                                nn.Unflatten(1, (1, 32, 32))), x, "mse"),
-            "conv decoder + MSE": (ConvDecoder(d, (1, 32, 32)), x, "mse")}
+    return {
+        "linear + CE": (nn.Linear(d, 10), y, "ce"),
+        "MLP + CE": (nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 10)), y, "ce"),
+        "block head + CE": (BlockHead(_layout(d)), y % 2, "ce"),
+        "MLP decoder + MSE": (
+            nn.Sequential(
+                nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 1024), nn.Unflatten(1, (1, 32, 32))
+            ),
+            x,
+            "mse",
+        ),
+        "conv decoder + MSE": (ConvDecoder(d, (1, 32, 32)), x, "mse"),
+    }
 
 
 def _reference_hessian(head, z, target, loss):
@@ -67,8 +81,12 @@ def _reference_hessian(head, z, target, loss):
     from torch.autograd.functional import hessian
 
     fn = per_sample_loss(loss)
-    return torch.stack([hessian(lambda v: fn(head(v[None]), target[i:i + 1]).sum(), z[i], create_graph=True)
-                        for i in range(len(z))])
+    return torch.stack(
+        [
+            hessian(lambda v: fn(head(v[None]), target[i : i + 1]).sum(), z[i], create_graph=True)
+            for i in range(len(z))
+        ]
+    )
 
 
 def _penalty_fn(method: str, head, target, loss, d: int):
@@ -79,14 +97,17 @@ def _penalty_fn(method: str, head, target, loss, d: int):
     def run(z):
         if method == "plain":
             return per_sample_loss(loss)(head(z), target).sum()
-        if method == "masses":     # the block head's exact |H| masses without H: what training pays
+        if method == "masses":  # the block head's exact |H| masses without H: what training pays
             inside, total = block_head_masses(head, z, target, labels, loss)
             return inside.sum() / total.sum()
         if method in ("hvp", "forward"):
             inside, total = block_mass(head, z, target, region, loss, method, probes=2)
             return inside.sum() / total.sum()
-        H = _reference_hessian(head, z, target, loss) if method == "reference" else \
-            latent_hessian(head, z, target, loss, method)
+        H = (
+            _reference_hessian(head, z, target, loss)
+            if method == "reference"
+            else latent_hessian(head, z, target, loss, method)
+        )
         return H.abs().sum()
 
     return run
@@ -94,16 +115,23 @@ def _penalty_fn(method: str, head, target, loss, d: int):
 
 def _peak_memory_mb(name: str, d: int, method: str) -> float:
     """Extra peak memory (RSS) of one penalty step, measured in a fresh process (--cell)."""
-    out = subprocess.run([sys.executable, __file__, "--cell", name, str(d), method], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--cell", name, str(d), method],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def _cell(name: str, d: int, method: str) -> None:
     """Print the growth of this process's peak RSS (MB) over one penalty step, after a plain warm-up
     (Linux: the peak is reset through /proc/self/clear_refs just before the step)."""
+
     def status(key: str) -> float:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+        line = next(
+            x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)
+        )
         return float(line.split()[1]) / 1024
 
     torch.manual_seed(0)
@@ -143,8 +171,9 @@ def _purity_error(head, target, loss, d: int, method: str) -> float | None:
     H = latent_hessian(head, z, target, loss, "exact").detach()
     keep = region.float()
     exact = ((H * keep[:, :, None] * keep[:, None, :]).pow(2).sum() / H.pow(2).sum()).item()
-    inside, total = block_mass(head, z, target, region, loss, method, probes=8,
-                               generator=torch.Generator().manual_seed(0))
+    inside, total = block_mass(
+        head, z, target, region, loss, method, probes=8, generator=torch.Generator().manual_seed(0)
+    )
     return abs(inside.detach().sum().item() / total.detach().sum().item() - exact)
 
 
@@ -157,9 +186,9 @@ def curvature_part(repeats: int) -> str:
             methods = _methods(name, d)
             fns = {m: _penalty_fn(m, head, target, loss, d) for m in methods}
             times = {m: [] for m in methods}
-            for m in methods:   # warm-up
+            for m in methods:  # warm-up
                 fns[m](z).backward()
-            for _ in range(repeats):                 # interleaved: each repetition runs every method
+            for _ in range(repeats):  # interleaved: each repetition runs every method
                 for m in methods:
                     t0 = time.perf_counter()
                     fns[m](z).backward()
@@ -170,118 +199,233 @@ def curvature_part(repeats: int) -> str:
                 ms = statistics.median(times[m]) * 1000
                 mem = f", {_peak_memory_mb(name, d, m):.0f} MB" if d in MEMORY_DIMS else ""
                 err = _purity_error(head, target, loss, d, m)
-                cells.append(f"{m} {ms:.1f} ms ({ms / 1000 / plain:.1f}x{mem}"
-                             + (f", purity err {err:.3f}" if err is not None else "") + ")")
+                cells.append(
+                    f"{m} {ms:.1f} ms ({ms / 1000 / plain:.1f}x{mem}"
+                    + (f", purity err {err:.3f}" if err is not None else "")
+                    + ")"
+                )
             rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
             print(table_row(rows[-1]), flush=True)
-    return (f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of {repeats} "
-            "interleaved repetitions, ratio to the plain loss's forward and backward of the same head; peak of "
-            "extra resident memory (RSS) of one step in a fresh process at d = 16, 128, 512; purity err: |estimate - exact| of the "
-            "squared-Frobenius block purity of the batch with 8 probe pairs (d <= 64). `reference` is one "
-            "autograd Hessian per sample (the original code's way); exact is skipped where it takes seconds; "
-            "`closed_form` forms the block head's exact H, `masses` its exact |H| masses without H (training's path). "
-            f"`python scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
-            + markdown_table(["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows) + "\n")
+    return (
+        f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of "
+        f"{repeats} "
+        "interleaved repetitions, ratio to the plain loss's forward and backward of the same head; "
+        "peak of "
+        "extra resident memory (RSS) of one step in a fresh process at d = 16, 128, 512; purity "
+        "err: |estimate - exact| of the "
+        "squared-Frobenius block purity of the batch with 8 probe pairs (d <= 64). `reference` is "
+        "one "
+        "autograd Hessian per sample (the original code's way); exact is skipped where it takes "
+        "seconds; "
+        "`closed_form` forms the block head's exact H, `masses` its exact |H| masses without H "
+        "(training's path). "
+        f"`python scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
+        + markdown_table(
+            ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows
+        )
+        + "\n"
+    )
 
 
 TRAIN_JOBS = {  # label: (options with the penalty on; the README's flags otherwise)
     "README default: resnet18, `--reg class`": ["--backbone", "resnet18"],
-    "conv autoencoder, `--reg class --wrt both`": ["--backbone", "conv", "--decoder", "--wrt", "both"],
+    "conv autoencoder, `--reg class --wrt both`": [
+        "--backbone",
+        "conv",
+        "--decoder",
+        "--wrt",
+        "both",
+    ],
     "conv autoencoder, `--reg class --wrt both --penalty-samples 64` (every image)": [
-        "--backbone", "conv", "--decoder", "--wrt", "both", "--penalty-samples", "64"],
-    "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": ["--config", "configs/timm_prelogits.yaml"],
+        "--backbone",
+        "conv",
+        "--decoder",
+        "--wrt",
+        "both",
+        "--penalty-samples",
+        "64",
+    ],
+    "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": [
+        "--config",
+        "configs/timm_prelogits.yaml",
+    ],
 }
-# the scale note's bottlenecks (docs/efficacy.md): 10 blocks of width // 10 dims, the rest shared; fewer repeats
-WIDTH_JOBS = {f"resnet18, {w}-dim bottleneck": ["--backbone", "resnet18", "--latent-dim", str(w), "--dims-per-class",
-                                                str(w // 10), "--shared-dims", str(w % 10)] for w in (64, 128, 256, 512)}
-TRAIN_TARGETS = {"README default: resnet18, `--reg class`": 1.1, "conv autoencoder, `--reg class --wrt both`": 2.0,
-                 "conv autoencoder, `--reg class --wrt both --penalty-samples 64` (every image)": 2.0,
-                 "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": 1.2,
-                 **{f"resnet18, {w}-dim bottleneck": 1.2 for w in (64, 128, 256, 512)}}
+# the scale note's bottlenecks (docs/efficacy.md): 10 blocks of width // 10 dims, the rest shared;
+# fewer repeats
+WIDTH_JOBS = {
+    f"resnet18, {w}-dim bottleneck": [
+        "--backbone",
+        "resnet18",
+        "--latent-dim",
+        str(w),
+        "--dims-per-class",
+        str(w // 10),
+        "--shared-dims",
+        str(w % 10),
+    ]
+    for w in (64, 128, 256, 512)
+}
+TRAIN_TARGETS = {
+    "README default: resnet18, `--reg class`": 1.1,
+    "conv autoencoder, `--reg class --wrt both`": 2.0,
+    "conv autoencoder, `--reg class --wrt both --penalty-samples 64` (every image)": 2.0,
+    "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": 1.2,
+    **{f"resnet18, {w}-dim bottleneck": 1.2 for w in (64, 128, 256, 512)},
+}
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
 
 def _train(options: list[str], reg: str, out: Path, name: str, *launcher: str) -> dict:
     command = [*launcher] if launcher else [sys.executable, "-m", "herd_cls"]
-    subprocess.run([*command, "train", *options, "--reg", reg, "--out-dir", str(out), "--name", name],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*command, "train", *options, "--reg", reg, "--out-dir", str(out), "--name", name],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return json.loads((out / name / "summary.json").read_text())
 
 
 def _purity_shown(summary: dict) -> str:
-    """The purity a user reads in the trained run's summary.json: value, standard error, method, images."""
-    return (f"{summary['block_purity']:.3f} ± {summary['block_purity_standard_error']:.3f}, "
-            f"{summary['purity_method']}, {summary['purity_samples']} images")
+    """The purity a user reads in the trained run's summary.json: value, standard error, method,
+    images."""
+    return (
+        f"{summary['block_purity']:.3f} ± {summary['block_purity_standard_error']:.3f}, "
+        f"{summary['purity_method']}, {summary['purity_samples']} images"
+    )
 
 
 def train_part(repeats: int) -> str:
     rows = []
-    jobs = [(label, options, repeats) for label, options in TRAIN_JOBS.items()] + \
-        [(label, options, max(1, repeats // 2)) for label, options in WIDTH_JOBS.items()]
+    jobs = [(label, options, repeats) for label, options in TRAIN_JOBS.items()] + [
+        (label, options, max(1, repeats // 2)) for label, options in WIDTH_JOBS.items()
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for label, options, runs in jobs:
             seconds = {"none": [], "class": []}
-            for r in range(runs):                                  # interleaved
+            for r in range(runs):  # interleaved
                 for reg in ("none", "class"):
                     s = _train(options + COMMON, reg, Path(tmp), f"{len(rows)}-{reg}-{r}")
                     seconds[reg].append(s["train_seconds"])
             ratio = statistics.median(seconds["class"]) / statistics.median(seconds["none"])
             target = TRAIN_TARGETS[label]
-            purity = _purity_shown(json.loads((Path(tmp) / f"{len(rows)}-class-0" / "summary.json").read_text()))
-            rows.append([label, runs, f"{statistics.median(seconds['none']):.1f}", f"{statistics.median(seconds['class']):.1f}",
-                         f"{ratio:.2f}x", f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}", purity])
+            purity = _purity_shown(
+                json.loads((Path(tmp) / f"{len(rows)}-class-0" / "summary.json").read_text())
+            )
+            rows.append(
+                [
+                    label,
+                    runs,
+                    f"{statistics.median(seconds['none']):.1f}",
+                    f"{statistics.median(seconds['class']):.1f}",
+                    f"{ratio:.2f}x",
+                    f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}",
+                    purity,
+                ]
+            )
             print(table_row(rows[-1]), flush=True)
-    return (f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), median of "
-            "the interleaved runs (`runs` of each; the scale note's widths half as many), `--reg class` against "
-            "`--reg none` with the same options; the "
-            "curvature path is the default `--hessian-method auto`. Purity: what the trained `--reg class` run's "
-            "summary.json shows, the class-mean block purity of exact |H| on the test images with its standard "
-            "error over them (purity is never shown as a probe estimate). "
-            f"`python scripts/benchmark_performance.py --part train` at "
-            f"{provenance()}.\n\n"
-            + markdown_table(["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
-                             rows) + "\n")
+    return (
+        f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), "
+        "median of "
+        "the interleaved runs (`runs` of each; the scale note's widths half as many), `--reg "
+        "class` against "
+        "`--reg none` with the same options; the "
+        "curvature path is the default `--hessian-method auto`. Purity: what the trained `--reg "
+        "class` run's "
+        "summary.json shows, the class-mean block purity of exact |H| on the test images with its "
+        "standard "
+        "error over them (purity is never shown as a probe estimate). "
+        f"`python scripts/benchmark_performance.py --part train` at "
+        f"{provenance()}.\n\n"
+        + markdown_table(
+            ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
+            rows,
+        )
+        + "\n"
+    )
 
 
 def distributed_part(repeats: int) -> str:
-    """2 gloo processes with half the batch against 1 process: throughput and the README run's numbers."""
-    env_free = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    """2 gloo processes with half the batch against 1 process: throughput and the README run's
+    numbers."""
+    env_free = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+    }
     os.environ.clear()
     os.environ.update(env_free)
-    torchrun = lambda n: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "-m",  # noqa
-                          "herd_cls"]
+    torchrun = lambda n: [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(n),
+        "-m",  # noqa
+        "herd_cls",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = {1: [], 2: []}
         for r in range(repeats):
             for n in (1, 2):
-                runs[n].append(_train(["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"], "class",
-                                      Path(tmp), f"{n}-{r}", *torchrun(n)))
+                runs[n].append(
+                    _train(
+                        ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"],
+                        "class",
+                        Path(tmp),
+                        f"{n}-{r}",
+                        *torchrun(n),
+                    )
+                )
         for n in (1, 2):
             s = runs[n]
-            rows.append([n, 64 // n, f"{statistics.median(x['train_seconds'] for x in s):.1f}",
-                         f"{statistics.mean(x['test_accuracy'] for x in s):.4f}",
-                         f"{statistics.mean(x['block_purity'] for x in s):.3f}"])
+            rows.append(
+                [
+                    n,
+                    64 // n,
+                    f"{statistics.median(x['train_seconds'] for x in s):.1f}",
+                    f"{statistics.mean(x['test_accuracy'] for x in s):.4f}",
+                    f"{statistics.mean(x['block_purity'] for x in s):.3f}",
+                ]
+            )
         acc = abs(runs[2][0]["test_accuracy"] - runs[1][0]["test_accuracy"])
         pur = abs(runs[2][0]["block_purity"] - runs[1][0]["block_purity"])
-        speed = statistics.median(x["train_seconds"] for x in runs[1]) / \
-            statistics.median(x["train_seconds"] for x in runs[2])
-    return (f"The README job (`--backbone resnet18 --reg class`, 12 epochs) under torchrun with gloo on this CPU: "
-            f"1 process with batch 64 against 2 with batch 32 each (the same global batch), {repeats} run(s) each. "
-            f"Throughput of 2 processes: {speed:.2f}x that of 1. Accuracy differs by {acc:.4f} (target ≤ 0.01: "
-            f"{'met' if acc <= 0.01 else 'MISSED'}), block purity by {pur:.3f} (target ≤ 0.02: "
-            f"{'met' if pur <= 0.02 else 'MISSED'}). `python scripts/benchmark_performance.py --part distributed` "
-            f"at {provenance()}.\n\n" + markdown_table(["processes", "batch per process", "training s",
-                                                         "test accuracy", "block purity"], rows) + "\n")
+        speed = statistics.median(x["train_seconds"] for x in runs[1]) / statistics.median(
+            x["train_seconds"] for x in runs[2]
+        )
+    return (
+        "The README job (`--backbone resnet18 --reg class`, 12 epochs) under torchrun with gloo "
+        "on this CPU: "
+        f"1 process with batch 64 against 2 with batch 32 each (the same global batch), {repeats} "
+        "run(s) each. "
+        f"Throughput of 2 processes: {speed:.2f}x that of 1. Accuracy differs by {acc:.4f} (target "
+        "≤ 0.01: "
+        f"{'met' if acc <= 0.01 else 'MISSED'}), block purity by {pur:.3f} (target ≤ 0.02: "
+        f"{'met' if pur <= 0.02 else 'MISSED'}). `python scripts/benchmark_performance.py --part "
+        "distributed` "
+        f"at {provenance()}.\n\n"
+        + markdown_table(
+            ["processes", "batch per process", "training s", "test accuracy", "block purity"], rows
+        )
+        + "\n"
+    )
 
 
-DEVICE_JOBS = {  # label: (config overrides of the classifier or autoencoder, the regularised --reg's overrides)
+# label: (config overrides of the classifier or autoencoder, the regularised --reg's overrides)
+DEVICE_JOBS = {
     "resnet18, 20-dim bottleneck": ({"backbone": "resnet18"}, {"reg": "class"}),
     "resnet50, 20-dim bottleneck": ({"backbone": "resnet50"}, {"reg": "class"}),
     "conv autoencoder": ({"backbone": "conv", "decoder": True}, {"reg": "class", "wrt": "both"}),
-    "Burgess autoencoder": ({"backbone": "burgess", "decoder": True, "recon_loss": "bce", "alpha_cl": 0.0,
-                             "latent_dim": 10, "shared_dims": 1, "head": "mlp"},
-                            {"reg": "universal", "wrt": "decoder-output"}),
+    "Burgess autoencoder": (
+        {
+            "backbone": "burgess",
+            "decoder": True,
+            "recon_loss": "bce",
+            "alpha_cl": 0.0,
+            "latent_dim": 10,
+            "shared_dims": 1,
+            "head": "mlp",
+        },
+        {"reg": "universal", "wrt": "decoder-output"},
+    ),
 }
 
 
@@ -296,9 +440,17 @@ def _device_step(overrides: dict, args, compiled: bool):
     in_chans = 1 if overrides.get("backbone") == "burgess" else 3
     cfg = Config(**{"num_classes": 10, **overrides}).validate()
     device = torch.device(args.device)
-    model = create_model(cfg.backbone, num_classes=10, in_chans=in_chans, image_size=size, latent_dim=cfg.latent_dim,
-                         head=cfg.head, decoder=cfg.decoder, shared_dims=cfg.shared_dims,
-                         variational=regularizer_class(cfg.reg).variational).to(device)
+    model = create_model(
+        cfg.backbone,
+        num_classes=10,
+        in_chans=in_chans,
+        image_size=size,
+        latent_dim=cfg.latent_dim,
+        head=cfg.head,
+        decoder=cfg.decoder,
+        shared_dims=cfg.shared_dims,
+        variational=regularizer_class(cfg.reg).variational,
+    ).to(device)
     model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
     reg = create_regularizer(cfg, model, 10_000).to(device) if cfg.reg != "none" else None
     forward = Forward(model)
@@ -333,8 +485,11 @@ def _images_per_second(step, args) -> tuple[float, float]:
         step()
     sync()
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20 if args.device.startswith("cuda") else \
-        float(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if args.device.startswith("cuda")
+        else float(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    )
     return args.batch * args.steps / seconds, peak
 
 
@@ -346,44 +501,101 @@ def device_part(args) -> str:
             rates = {}
             for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
                 torch.manual_seed(0)
-                rates[reg] = _images_per_second(_device_step({**base, **extra}, args, compiled), args)
+                rates[reg] = _images_per_second(
+                    _device_step({**base, **extra}, args, compiled), args
+                )
             (none_rate, none_mem), (reg_rate, reg_mem) = rates["none"], rates[regularised["reg"]]
-            rows.append([label, f"--reg {regularised['reg']}" + (f" --wrt {regularised['wrt']}" if "wrt" in regularised
-                                                                  else ""), "on" if compiled else "off",
-                         f"{none_rate:.0f}", f"{reg_rate:.0f}", f"{none_rate / reg_rate:.2f}x",
-                         f"{none_mem:.0f}", f"{reg_mem:.0f}"])
+            rows.append(
+                [
+                    label,
+                    f"--reg {regularised['reg']}"
+                    + (f" --wrt {regularised['wrt']}" if "wrt" in regularised else ""),
+                    "on" if compiled else "off",
+                    f"{none_rate:.0f}",
+                    f"{reg_rate:.0f}",
+                    f"{none_rate / reg_rate:.2f}x",
+                    f"{none_mem:.0f}",
+                    f"{reg_mem:.0f}",
+                ]
+            )
             print(table_row(rows[-1]), flush=True)
-    memory = "peak allocated CUDA memory" if args.device.startswith("cuda") else "peak resident memory of the process"
-    return (f"Training steps on synthetic tensors on `{args.device}`: batch {args.batch}, {args.image_size}x"
-            f"{args.image_size} images (Burgess: at most 64x64, one channel), {args.steps} timed steps after 2 "
-            f"warm-up steps, {'bf16 autocast' if args.amp else 'float32'}, torch.compile of the backbone off/on; "
-            f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device {args.device}` at "
-            f"{provenance()}.\n\n" + markdown_table(["job", "regularised", "compile", "none img/s", "regularised img/s",
-                                                    "cost", "none MB", "regularised MB"], rows) + "\n")
+    memory = (
+        "peak allocated CUDA memory"
+        if args.device.startswith("cuda")
+        else "peak resident memory of the process"
+    )
+    return (
+        f"Training steps on synthetic tensors on `{args.device}`: batch {args.batch}, "
+        f"{args.image_size}x"
+        f"{args.image_size} images (Burgess: at most 64x64, one channel), {args.steps} timed steps "
+        "after 2 "
+        f"warm-up steps, {'bf16 autocast' if args.amp else 'float32'}, torch.compile of the "
+        "backbone off/on; "
+        f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device "
+        f"{args.device}` at "
+        f"{provenance()}.\n\n"
+        + markdown_table(
+            [
+                "job",
+                "regularised",
+                "compile",
+                "none img/s",
+                "regularised img/s",
+                "cost",
+                "none MB",
+                "regularised MB",
+            ],
+            rows,
+        )
+        + "\n"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--part", choices=["curvature", "train", "distributed", "device"])
     device = parser.add_argument_group("--part device")
     device.add_argument("--device", default="cuda", help="cuda or cpu")
     device.add_argument("--jobs", nargs="+", default=list(DEVICE_JOBS), choices=list(DEVICE_JOBS))
-    device.add_argument("--compile", default="off,on", type=lambda v: [x == "on" for x in v.split(",")],
-                        help="torch.compile of the backbone: off, on or off,on")
+    device.add_argument(
+        "--compile",
+        default="off,on",
+        type=lambda v: [x == "on" for x in v.split(",")],
+        help="torch.compile of the backbone: off, on or off,on",
+    )
     device.add_argument("--batch", type=int, default=256)
     device.add_argument("--image-size", type=int, default=224)
     device.add_argument("--steps", type=int, default=10)
-    device.add_argument("--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast")
-    device.add_argument("--print-only", action="store_true", help="print the table, publish nothing")
+    device.add_argument(
+        "--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast"
+    )
+    device.add_argument(
+        "--print-only", action="store_true", help="print the table, publish nothing"
+    )
     parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=None, help="default: 5 (curvature), 5 (train), 1 (distributed)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="default: 5 (curvature), 5 (train), 1 (distributed)",
+    )
     args = parser.parse_args()
     if args.cell:
         return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
     if args.part == "device":
         table = device_part(args)
-        return print(table) if args.print_only else publish(f"benchmark_performance_device_{args.device}", table)
-    part = {"curvature": (curvature_part, 5), "train": (train_part, 5), "distributed": (distributed_part, 1)}
+        return (
+            print(table)
+            if args.print_only
+            else publish(f"benchmark_performance_device_{args.device}", table)
+        )
+    part = {
+        "curvature": (curvature_part, 5),
+        "train": (train_part, 5),
+        "distributed": (distributed_part, 1),
+    }
     fn, default = part[args.part]
     publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
 

@@ -1,7 +1,8 @@
 """Write docs/configuration.md from the Config dataclass (the test suite checks that it is current).
 
-    python scripts/config_reference.py
+python scripts/config_reference.py
 """
+
 from pathlib import Path
 
 from herd_cls.config import reference_markdown

@@ -1,4 +1,5 @@
-"""The README's pictures, from a real run of the README's commands: train, sweep, robustness, report.
+"""The README's pictures, from a real run of the README's commands: train, sweep, robustness,
+report.
 
 Trains the default run (or uses --run), runs the analysis commands as a user would, and copies one
 picture of each step, downscaled, into docs/images/ with a caption file that records the commit. The
@@ -6,6 +7,7 @@ shapes latent grids come from the shapes benchmark's runs (``benchmark_efficacy.
 
     python scripts/readme_pictures.py [--run runs/latest]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +31,15 @@ def herd(*args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="an existing run of the README's train command (default: train one)")
-    parser.add_argument("--width", type=int, default=560, help="largest width of a picture, in pixels")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run", help="an existing run of the README's train command (default: train one)"
+    )
+    parser.add_argument(
+        "--width", type=int, default=560, help="largest width of a picture, in pixels"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = readme_run(args.run, Path(tmp) / "readme", "--quiet")
@@ -44,11 +52,15 @@ def main() -> None:
         for name, source in PICTURES.items():
             image = Image.open(out / source).convert("RGB")
             if image.width > args.width:
-                image = image.resize((args.width, round(image.height * args.width / image.width)), Image.LANCZOS)
+                image = image.resize(
+                    (args.width, round(image.height * args.width / image.width)), Image.LANCZOS
+                )
             image.save(target / name, optimize=True)
             print(target / name)
-    (target / "README.md").write_text(f"Pictures for the README, written by `python scripts/readme_pictures.py` "
-                                      f"from the README's default run, at {provenance()}.\n")
+    (target / "README.md").write_text(
+        f"Pictures for the README, written by `python scripts/readme_pictures.py` "
+        f"from the README's default run, at {provenance()}.\n"
+    )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,21 @@ import torch
 from torch import nn
 
 # a model and data small enough to train end-to-end in seconds on a CPU
-TINY = ["--dataset", "digits", "--num-samples", "300", "--image-size", "16", "--backbone", "conv",
-        "--epochs", "2", "--batch-size", "32", "--quiet"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--num-samples",
+    "300",
+    "--image-size",
+    "16",
+    "--backbone",
+    "conv",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--quiet",
+]
 
 
 @pytest.fixture
@@ -14,7 +27,8 @@ def tiny_args(tmp_path):
 
 @pytest.fixture
 def toy():
-    """(model, encoder, images, the model's own predictions): a tiny 4-class classifier on 8x8 images."""
+    """(model, encoder, images, the model's own predictions): a tiny 4-class classifier on 8x8
+    images."""
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
     model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()

@@ -1,4 +1,6 @@
-"""One HTML checker for every page test: balanced tags, relative links that exist and are not empty."""
+"""One HTML checker for every page test: balanced tags, relative links that exist and are not
+empty."""
+
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,7 +31,8 @@ def check_page(page: Path, min_bytes: int = 500) -> _Page:
     parser.feed(page.read_text())
     assert parser.stack == [], f"{page.name}: unclosed {parser.stack}"
     for ref in parser.refs:
-        assert not ref.startswith(("http", "/")), ref  # relative links only: the folder opens from file://
+        # relative links only: the folder opens from file://
+        assert not ref.startswith(("http", "/")), ref
         target = page.parent / ref
         assert target.is_file(), f"{page.name} links to missing {ref}"
         assert target.stat().st_size >= min_bytes, f"{page.name} links to a near-empty {ref}"

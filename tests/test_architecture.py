@@ -1,5 +1,6 @@
 """The package's shape: imports point down the floors only (no cycle, type-only imports included),
 modules stay under 350 lines and functions under 60, and ruff's lint rules find nothing."""
+
 import ast
 from pathlib import Path
 
@@ -9,8 +10,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "herd_cls"
 # ground floor first; a module may import its own floor or lower ones
 FLOORS = [
     {"registry", "options", "layout", "files"},
-    {"losses", "curvature", "block_curvature", "decoder_curvature", "concept_whitening", "data", "distributed"},
-    {"purity", "heads", "models", "metrics", "disentanglement"},
+    {
+        "losses",
+        "derivatives",
+        "curvature",
+        "block_curvature",
+        "decoder_curvature",
+        "concept_whitening",
+        "data",
+        "distributed",
+    },
+    {"purity", "heads", "backbones", "models", "metrics", "disentanglement"},
     {"regularizers"},
     {"config", "objective", "diagnostics"},
     {"run", "train"},
@@ -39,7 +49,7 @@ def _imports(module: str, path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 name = ".".join(base + ([node.module] if node.module else []))
             else:
                 name = node.module or ""
@@ -53,8 +63,13 @@ def _imports(module: str, path: Path) -> set[str]:
 
 def test_imports_point_down_and_have_no_cycle():
     graph = {m: _imports(m, p) for m, p in _modules()}
-    upward = [(m, n) for m, deps in graph.items() if m != "herd_cls" for n in deps
-              if n != "herd_cls" and _floor(n) > _floor(m)]
+    upward = [
+        (m, n)
+        for m, deps in graph.items()
+        if m != "herd_cls"
+        for n in deps
+        if n != "herd_cls" and _floor(n) > _floor(m)
+    ]
     assert not upward, f"modules importing a floor above their own: {upward}"
     state: dict[str, int] = {}
 
@@ -72,34 +87,54 @@ def test_imports_point_down_and_have_no_cycle():
 
 
 def test_models_import_nothing_from_the_regularizers():
-    assert not {n for n in _imports("herd_cls.models", PACKAGE / "models.py") if "regularizers" in n}
+    assert not {
+        n for n in _imports("herd_cls.models", PACKAGE / "models.py") if "regularizers" in n
+    }
 
 
-@pytest.mark.parametrize("module,path", list(_modules()), ids=lambda v: str(v) if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "module,path", list(_modules()), ids=lambda v: str(v) if isinstance(v, str) else ""
+)
 def test_modules_and_functions_stay_small(module, path):
     text = path.read_text()
     assert len(text.splitlines()) <= 350, f"{module} has {len(text.splitlines())} lines"
-    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(text))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    long = [
+        (n.name, n.end_lineno - n.lineno + 1)
+        for n in ast.walk(ast.parse(text))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.end_lineno - n.lineno + 1 > 60
+    ]
     assert not long, f"functions over 60 lines in {module}: {long}"
 
 
-def test_ruff_finds_nothing():
-    """The lint rules of pyproject.toml ([tool.ruff]) on the package, the scripts and the tests; ruff comes with the
-    test extras (``pip install -e ".[test]"``)."""
+def test_ruff_finds_nothing_and_the_code_is_formatted():
+    """ruff's lint rules and its formatter (pyproject.toml, [tool.ruff]: lines of at most 100) on the
+    package, the scripts, the research records and the tests; ruff comes with the test extras."""
     import subprocess
     import sys
 
     root = PACKAGE.parent
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "herd_cls", "scripts", "tests"], cwd=root,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    folders = [f for f in ("herd_cls", "scripts", "research", "tests") if (root / f).is_dir()]
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, *folders],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
-# modules whose tests live elsewhere, and where; every other module has tests/<its folder>/test_<its name>.py
+# modules whose tests live elsewhere, and where; every other module has tests/<its folder>/test_<its
+# name>.py
 TESTED_IN = {
-    "block_curvature": "test_curvature.py (the closed form and the block masses against the autograd oracle)",
-    "cli": "test_train.py, test_run.py, analysis/test_sweep.py, report/test_pages.py (the commands as typed)",
+    "backbones": "test_models.py (the local encoders and decoders, timm backbones and their "
+    "pre-logits)",
+    "derivatives": "test_curvature.py (every computation against the autograd oracle)",
+    "block_curvature": "test_curvature.py (the closed form and the block masses against the "
+    "autograd oracle)",
+    "cli": "test_train.py, test_run.py, analysis/test_sweep.py, report/test_pages.py (the commands "
+    "as typed)",
     "commands": "analysis/test_sweep.py, report/test_pages.py (through the CLI)",
     "objective": "test_train.py (every loss term through training runs)",
     "registry": "test_heads.py, test_data.py (an unknown name lists the valid ones)",
@@ -107,28 +142,38 @@ TESTED_IN = {
     "analysis.latents": "test_models.py, analysis/test_sweep.py (collecting latents in eval mode)",
     "analysis.posthoc": "analysis/test_sweep.py (the post-hoc decoder, fitted once and cached)",
     "regularizers.base": "regularizers/test_objects.py (the Regularizer contract)",
-    "regularizers.herd": "regularizers/test_herd_penalty.py, regularizers/test_herd_image.py (the HeRD module), "
-                         "regularizers/test_objects.py (its --reg objects)",
+    "regularizers.herd": "regularizers/test_herd_penalty.py, regularizers/test_herd_image.py (the "
+    "HeRD module), "
+    "regularizers/test_objects.py (its --reg objects)",
     "regularizers.vae": "regularizers/test_baselines.py",
     "regularizers.hessian_penalty": "regularizers/test_baselines.py",
     "regularizers.orojar": "regularizers/test_baselines.py",
-    "regularizers.concept_whitening": "test_concept_whitening.py (the layer and the run that turns it)",
+    "regularizers.concept_whitening": "test_concept_whitening.py (the layer and the run that turns "
+    "it)",
     "report.html": "test_files.py, report/test_pages.py (rendering, atomically)",
     "report.sweep_figures": "report/test_figures.py",
 }
 
 
-@pytest.mark.parametrize("module,path", [m for m in _modules() if not m[1].name.startswith("__")],
-                         ids=lambda v: str(v) if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "module,path",
+    [m for m in _modules() if not m[1].name.startswith("__")],
+    ids=lambda v: str(v) if isinstance(v, str) else "",
+)
 def test_every_module_has_its_own_tests_or_says_where_they_live(module, path):
     name = module.removeprefix("herd_cls.")
     folder = Path(*name.split(".")[:-1])
     mirror = PACKAGE.parent / "tests" / folder / f"test_{name.split('.')[-1]}.py"
     where = TESTED_IN.get(name)
-    assert mirror.is_file() or where, f"{module}: add {mirror.relative_to(PACKAGE.parent)} or say in TESTED_IN where its tests are"
+    assert mirror.is_file() or where, (
+        f"{module}: add {mirror.relative_to(PACKAGE.parent)} or say in TESTED_IN where its tests "
+        "are"
+    )
     if where:
         assert not mirror.is_file(), f"{module} has {mirror.name}: drop it from TESTED_IN"
         import re
 
         for file in re.findall(r"[\w/]+\.py", where):
-            assert (PACKAGE.parent / "tests" / file).is_file(), f"TESTED_IN names {file}, which does not exist"
+            assert (PACKAGE.parent / "tests" / file).is_file(), (
+                f"TESTED_IN names {file}, which does not exist"
+            )

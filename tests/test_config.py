@@ -12,15 +12,21 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
     assert isinstance(cfg.lr, float)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("epochs: [3\n", "not valid YAML at line"),
-    ("epoch: 3\n", "unknown keys epoch"),
-    ("epochs: three\n", "epochs must be an integer"),
-    ("- 1\n- 2\n", "must be a mapping"),
-    ("reg: classy\n", "unknown regularizer .classy.; choose one of: beta-tcvae, beta-vae, .*, universal$"),
-    ("batch_size: 0\n", "--batch-size must be positive"),
-    ("wrt: autoencoder\n", "needs a decoder; add --decoder"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("epochs: [3\n", "not valid YAML at line"),
+        ("epoch: 3\n", "unknown keys epoch"),
+        ("epochs: three\n", "epochs must be an integer"),
+        ("- 1\n- 2\n", "must be a mapping"),
+        (
+            "reg: classy\n",
+            "unknown regularizer .classy.; choose one of: beta-tcvae, beta-vae, .*, universal$",
+        ),
+        ("batch_size: 0\n", "--batch-size must be positive"),
+        ("wrt: autoencoder\n", "needs a decoder; add --decoder"),
+    ],
+)
 def test_invalid_config_files_name_the_problem(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -53,10 +59,12 @@ def test_library_defaults_equal_the_shipped_cli_defaults():
     for key in ("latent", "head", "head_hidden", "decoder", "pretrained"):
         assert params[key].default == getattr(cfg, key), key
     model = create_model("conv", num_classes=10, in_chans=1, image_size=16)
-    assert model.latent_dim == 10 * cfg.dims_per_class          # shared dims default to none, as on the CLI
+    assert model.latent_dim == 10 * cfg.dims_per_class  # shared dims default to none, as on the CLI
     herd = inspect.signature(HeRD).parameters
     assert herd["variant"].default == cfg.variant
-    assert herd["alpha_off"].default == cfg.alpha_off and herd["alpha_diag"].default == cfg.alpha_diag
+    assert (
+        herd["alpha_off"].default == cfg.alpha_off and herd["alpha_diag"].default == cfg.alpha_diag
+    )
 
 
 def test_configuration_reference_is_current():
@@ -65,4 +73,6 @@ def test_configuration_reference_is_current():
     from herd_cls.config import reference_markdown
 
     path = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-    assert path.read_text() == reference_markdown(), "regenerate it: python scripts/config_reference.py"
+    assert path.read_text() == reference_markdown(), (
+        "regenerate it: python scripts/config_reference.py"
+    )

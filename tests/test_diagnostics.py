@@ -1,4 +1,6 @@
-"""The decoder diagnostics (live dims, blank reconstructions) and the collapse warning of training."""
+"""The decoder diagnostics (live dims, blank reconstructions) and the collapse warning of
+training."""
+
 import json
 
 import pytest
@@ -28,7 +30,7 @@ def test_decoder_diagnostics_count_live_dims():
     torch.manual_seed(0)
     model, x = _AE(), torch.rand(8, 1, 4, 4)
     with torch.no_grad():
-        model.dec[0].weight[:, 2] *= 1e-3         # dim 2 hardly moves the image
+        model.dec[0].weight[:, 2] *= 1e-3  # dim 2 hardly moves the image
     out = decoder_diagnostics(model, x, "bce")
     assert out["decoder_live_dims"] == 2 and len(out["decoder_jacobian_columns"]) == 3
     assert out["decoder_jacobian_scale"] > 0 and 0 <= out["penalty_offdiag_share"] <= 1
@@ -41,31 +43,78 @@ def test_collapse_reasons():
     assert "blank-image" in collapse_reasons(0.14, 0.14, 1.0, 1.5)[0]
     assert "Jacobian scale" in collapse_reasons(0.02, 0.14, 0.001, 1.0)[0]
     images = torch.bernoulli(torch.full((50, 1, 4, 4), 0.2))
-    assert blank_recon(images.mean(0), images, "mse") == pytest.approx(float(images.var(0, unbiased=False).mean()), rel=1e-5)
+    assert blank_recon(images.mean(0), images, "mse") == pytest.approx(
+        float(images.var(0, unbiased=False).mean()), rel=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_training_warns_when_the_decoder_collapses(tmp_path):
-    """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey) reconstructs
+    """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey)
+    reconstructs
     worse than the mean image: training says so on stderr and in summary.json."""
-    args = ["train", "--dataset", "shapes", "--num-samples", "400", "--backbone", "conv", "--decoder",
-            "--recon-loss", "bce", "--reg", "none", "--alpha-ae", "0", "--epochs", "2", "--warmup", "1",
-            "--batch-size", "64", "--dims-per-class", "2", "--device", "cpu", "--out-dir", str(tmp_path), "--name", "c"]
+    args = [
+        "train",
+        "--dataset",
+        "shapes",
+        "--num-samples",
+        "400",
+        "--backbone",
+        "conv",
+        "--decoder",
+        "--recon-loss",
+        "bce",
+        "--reg",
+        "none",
+        "--alpha-ae",
+        "0",
+        "--epochs",
+        "2",
+        "--warmup",
+        "1",
+        "--batch-size",
+        "64",
+        "--dims-per-class",
+        "2",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "c",
+    ]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.stderr.count("warning: the decoder collapsed") == 1
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["decoder_collapse"] and "blank-image" in summary["decoder_collapse"][0]
-    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
-    assert summary["decoder_collapse_seen"] and rows[-1]["collapsed"] and "collapsed" not in rows[0]  # warm-up: not checked
-    assert {"decoder_jacobian_scale", "decoder_live_dims", "penalty_offdiag_share", "penalty_diag_norm"} <= set(rows[0])
+    rows = [
+        json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
+    ]
+    # warm-up: not checked
+    assert summary["decoder_collapse_seen"] and rows[-1]["collapsed"] and "collapsed" not in rows[0]
+    assert {
+        "decoder_jacobian_scale",
+        "decoder_live_dims",
+        "penalty_offdiag_share",
+        "penalty_diag_norm",
+    } <= set(rows[0])
 
 
 def test_channels_last_gives_the_same_outputs():
     from herd_cls.models import create_model
+
     torch.manual_seed(0)
-    model = create_model("burgess", num_classes=3, in_chans=1, image_size=32, latent_dim=10, shared_dims=1,
-                         head="mlp", decoder=True)
+    model = create_model(
+        "burgess",
+        num_classes=3,
+        in_chans=1,
+        image_size=32,
+        latent_dim=10,
+        shared_dims=1,
+        head="mlp",
+        decoder=True,
+    )
     x = torch.rand(4, 1, 32, 32)
     z, out = model.encode(x), model.decode(model.encode(x))
     model.to(memory_format=torch.channels_last)
@@ -76,14 +125,52 @@ def test_channels_last_gives_the_same_outputs():
 
 @pytest.mark.slow
 def test_constant_lr_schedule_and_channels_last_train(tmp_path):
-    args = ["train", "--dataset", "shapes", "--num-samples", "300", "--backbone", "burgess", "--decoder",
-            "--head", "mlp", "--latent-dim", "4", "--shared-dims", "1", "--recon-loss", "bce", "--reg", "universal",
-            "--wrt", "decoder-output", "--penalty-samples", "8", "--epochs", "2",
-            "--warmup", "1", "--ramp", "0", "--lr-schedule", "constant", "--channels-last", "--batch-size", "64",
-            "--device", "cpu", "--out-dir", str(tmp_path), "--name", "k"]
+    args = [
+        "train",
+        "--dataset",
+        "shapes",
+        "--num-samples",
+        "300",
+        "--backbone",
+        "burgess",
+        "--decoder",
+        "--head",
+        "mlp",
+        "--latent-dim",
+        "4",
+        "--shared-dims",
+        "1",
+        "--recon-loss",
+        "bce",
+        "--reg",
+        "universal",
+        "--wrt",
+        "decoder-output",
+        "--penalty-samples",
+        "8",
+        "--epochs",
+        "2",
+        "--warmup",
+        "1",
+        "--ramp",
+        "0",
+        "--lr-schedule",
+        "constant",
+        "--channels-last",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "k",
+    ]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    rows = [json.loads(line) for line in (tmp_path / "k" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "k" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert rows[1]["train_penalty"] > 0 and 0 <= rows[1]["penalty_diag_imbalance"] <= 1
     state = torch.load(tmp_path / "k" / "checkpoint.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
@@ -93,11 +180,17 @@ def test_the_early_blank_plateau_is_no_collapse_until_the_decoder_has_drawn_or_t
     from herd_cls.diagnostics import check_collapse
 
     blank = 0.14
-    rows = [{"epoch": 1, "val_recon": 0.139, "decoder_jacobian_scale": 0.3},
-            {"epoch": 2, "val_recon": 0.139, "decoder_jacobian_scale": 0.3}]
-    assert check_collapse(rows, warmup=1, blank=blank) == [] and rows[-1]["collapsed"] is False  # still learning
-    assert "blank-image" in check_collapse(rows, warmup=1, blank=blank, final=True)[0]           # never learnt
-    rows += [{"epoch": 3, "val_recon": 0.03, "decoder_jacobian_scale": 1.0},
-             {"epoch": 4, "val_recon": 0.14, "decoder_jacobian_scale": 1.0}]
+    rows = [
+        {"epoch": 1, "val_recon": 0.139, "decoder_jacobian_scale": 0.3},
+        {"epoch": 2, "val_recon": 0.139, "decoder_jacobian_scale": 0.3},
+    ]
+    # still learning
+    assert check_collapse(rows, warmup=1, blank=blank) == [] and rows[-1]["collapsed"] is False
+    # never learnt
+    assert "blank-image" in check_collapse(rows, warmup=1, blank=blank, final=True)[0]
+    rows += [
+        {"epoch": 3, "val_recon": 0.03, "decoder_jacobian_scale": 1.0},
+        {"epoch": 4, "val_recon": 0.14, "decoder_jacobian_scale": 1.0},
+    ]
     assert check_collapse(rows[:3], 1, blank) == []
-    assert "blank-image" in check_collapse(rows, 1, blank)[0]                                    # drew, then lost it
+    assert "blank-image" in check_collapse(rows, 1, blank)[0]  # drew, then lost it

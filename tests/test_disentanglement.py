@@ -1,10 +1,19 @@
 """Golden values for the ground-truth scores: a code that is the factors scores ~1, a random
 rotation of it (every dim mixes every factor) scores low, noise scores chance."""
+
 import numpy as np
 import pytest
 
-from herd_cls.disentanglement import (_discretise, beta_vae_score, dci, dim_factors, disentanglement_scores,
-                                      factor_vae_score, mig, sap)
+from herd_cls.disentanglement import (
+    _discretise,
+    beta_vae_score,
+    dci,
+    dim_factors,
+    disentanglement_scores,
+    factor_vae_score,
+    mig,
+    sap,
+)
 from herd_cls.registry import HerdError
 
 N = 3000
@@ -15,9 +24,9 @@ def code():
     rng = np.random.default_rng(0)
     factors = {name: rng.uniform(0, 1, N) for name in ("a", "b", "c")}
     perfect = np.stack(list(factors.values()), 1) + 0.001 * rng.normal(size=(N, 3))
-    perfect = np.concatenate([perfect, 0.001 * rng.normal(size=(N, 1))], 1)   # plus one inactive dim
+    perfect = np.concatenate([perfect, 0.001 * rng.normal(size=(N, 1))], 1)  # plus one inactive dim
     hadamard = 0.5 * np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])
-    rotated = (perfect - 0.5) @ hadamard     # every dim mixes every factor with equal weight
+    rotated = (perfect - 0.5) @ hadamard  # every dim mixes every factor with equal weight
     noise = rng.normal(size=(N, 4))
     return factors, perfect, rotated, noise
 
@@ -49,15 +58,22 @@ def test_dim_factors_names_each_dims_factor(code):
     assert named[3][1] < 0.05 and max(mi for _, mi in dim_factors(noise, factors)) < 0.05
     # by hand: a copy of a binary factor carries all of its entropy, a constant none
     v = np.array([0.0, 1.0] * 50)
-    assert dim_factors(np.stack([np.zeros_like(v), v], 1), {"v": v}) == [("v", 0.0), ("v", pytest.approx(1.0))]
+    assert dim_factors(np.stack([np.zeros_like(v), v], 1), {"v": v}) == [
+        ("v", 0.0),
+        ("v", pytest.approx(1.0)),
+    ]
 
 
 def test_dci_golden(code):
     factors, perfect, rotated, _ = code
     good, bad = dci(perfect, factors), dci(rotated, factors)
-    assert good["disentanglement"] > 0.9 and good["completeness"] > 0.9 and good["informativeness"] > 0.95
+    assert (
+        good["disentanglement"] > 0.9
+        and good["completeness"] > 0.9
+        and good["informativeness"] > 0.95
+    )
     assert bad["disentanglement"] < 0.5 and bad["completeness"] < 0.5
-    assert bad["informativeness"] > 0.8      # a rotation loses no information, only its alignment
+    assert bad["informativeness"] > 0.8  # a rotation loses no information, only its alignment
 
 
 def test_sap_golden(code):
@@ -81,13 +97,13 @@ def test_class_specific_factor_is_scored_only_on_its_class():
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 1000)
     shared = rng.uniform(size=2000)
-    own = np.where(labels == 1, rng.uniform(size=2000), np.nan)   # class 1 only
+    own = np.where(labels == 1, rng.uniform(size=2000), np.nan)  # class 1 only
     z = np.stack([shared, np.nan_to_num(own, nan=0.0), labels + 0.01 * rng.normal(size=2000)], 1)
     out = disentanglement_scores(z, {"shared": shared, "own": own}, labels, ["a", "b"])
     assert out["per_class"]["a"]["factors"] == ["shared"]
     assert out["per_class"]["b"]["factors"] == ["shared", "own"]
     assert out["per_class"]["b"]["mig"] > 0.8
-    assert np.isnan(out["per_class"]["a"]["beta_vae"])        # one factor: naming it is trivial
+    assert np.isnan(out["per_class"]["a"]["beta_vae"])  # one factor: naming it is trivial
     assert set(out["class_mean"]) == set(out["overall"])
 
 

@@ -1,4 +1,5 @@
 """torchrun with gloo on CPU: two processes train like one process with the same global batch."""
+
 import json
 import os
 import socket
@@ -14,16 +15,53 @@ from herd_cls import distributed
 from herd_cls.registry import HerdError
 
 pytestmark = pytest.mark.slow
-ARGS = ["--dataset", "digits", "--num-samples", "400", "--image-size", "16", "--backbone", "conv", "--epochs", "2",
-        "--warmup", "0", "--ramp", "0", "--quiet", "--seed", "3"]
+ARGS = [
+    "--dataset",
+    "digits",
+    "--num-samples",
+    "400",
+    "--image-size",
+    "16",
+    "--backbone",
+    "conv",
+    "--epochs",
+    "2",
+    "--warmup",
+    "0",
+    "--ramp",
+    "0",
+    "--quiet",
+    "--seed",
+    "3",
+]
 
 
 def _torchrun(procs: int, out, name: str, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                           "--master_port", str(_free_port()), "-m", "herd_cls", "train", *ARGS,
-                           "--out-dir", str(out), "--name", name, *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "herd_cls",
+            "train",
+            *ARGS,
+            "--out-dir",
+            str(out),
+            "--name",
+            name,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def _free_port() -> int:
@@ -38,20 +76,34 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, reg):
     assert two.returncode == 0, two.stderr[-2000:]
     one = _torchrun(1, tmp_path, "one", "--batch-size", "32", "--reg", reg)
     assert one.returncode == 0, one.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "one", "two"]   # one folder per job
-    assert two.stdout.count("test accuracy") == 1                                     # rank 0 speaks
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "latest",
+        "one",
+        "two",
+    ]  # one folder per job
+    assert two.stdout.count("test accuracy") == 1  # rank 0 speaks
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("one", "two"))
     assert b["processes"] == 2 and a["processes"] == 1
-    # the same global batches and all-reduced gradients and penalty: equal up to float summation order
-    wa, wb = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    # the same global batches and all-reduced gradients and penalty: equal up to float summation
+    # order
+    wa, wb = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
-    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1 / 81 + 1e-9   # at most one of 81 test images
+    # at most one of 81 test images
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 1 / 81 + 1e-9
     assert abs(a["block_purity"] - b["block_purity"]) < 1e-3
 
 
 def _check_same_worker(rank: int, port: int, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     distributed.start("cpu")
     try:
         distributed.check_same(f"config {rank}", "the config")
@@ -72,7 +124,10 @@ def test_ranks_that_disagree_fail_together_in_one_line():
     for p in procs:
         p.join(120)
     messages = dict(results.get(timeout=5) for _ in range(2))
-    assert all("the processes disagree on the config (ranks [1] differ from rank 0)" in m for m in messages.values())
+    assert all(
+        "the processes disagree on the config (ranks [1] differ from rank 0)" in m
+        for m in messages.values()
+    )
 
 
 def _penalty_worker(rank: int, port: int, method: str, results):
@@ -81,15 +136,29 @@ def _penalty_worker(rank: int, port: int, method: str, results):
     from herd_cls.layout import BlockLayout
     from herd_cls.regularizers.herd import HeRD
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )
     distributed.start("cpu")
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
-    z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])  # class 2 only on rank 1
+    # class 2 only on rank 1
+    z, y = (
+        torch.randn(12, 6),
+        torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2]),
+    )
     half = slice(0, 6) if rank == 0 else slice(6, 12)
-    herd = HeRD(BlockLayout.split(3, 6), method=method, probes=None if method == "auto" else 4, reduce=distributed.all_reduce_sum)
-    torch.manual_seed(1 + rank)                 # probe draws differ per rank, as in training
+    herd = HeRD(
+        BlockLayout.split(3, 6),
+        method=method,
+        probes=None if method == "auto" else 4,
+        reduce=distributed.all_reduce_sum,
+    )
+    torch.manual_seed(1 + rank)  # probe draws differ per rank, as in training
     penalty = herd(head, z[half], y[half], labels=y[half])
     penalty.backward()
     grads = [p.grad.clone() for p in head.parameters()]
@@ -117,8 +186,11 @@ def test_all_reduced_class_penalty_equals_the_single_process_one():
     z, y = torch.randn(12, 6), torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 0, 2, 1, 2])
     whole = HeRD(BlockLayout.split(3, 6))(head, z, y, labels=y)
     whole.backward()
-    assert out[0][0] == pytest.approx(whole.item(), rel=1e-5) and out[1][0] == pytest.approx(whole.item(), rel=1e-5)
-    # DistributedDataParallel averages the ranks' gradients: that average is the whole batch's gradient
+    assert out[0][0] == pytest.approx(whole.item(), rel=1e-5) and out[1][0] == pytest.approx(
+        whole.item(), rel=1e-5
+    )
+    # DistributedDataParallel averages the ranks' gradients: that average is the whole batch's
+    # gradient
     for i, p in enumerate(head.parameters()):
         mean = (torch.tensor(out[0][1][i]) + torch.tensor(out[1][1][i])) / 2
         torch.testing.assert_close(mean, p.grad, rtol=1e-4, atol=1e-6)
@@ -132,13 +204,35 @@ def test_a_distributed_run_resumes_deterministically_and_loads_like_any_other(tm
     shutil.copytree(tmp_path / "cut", tmp_path / "copy")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     for name in ("cut", "copy"):
-        resumed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                  "--master_port", str(_free_port()), "-m", "herd_cls", "train", "--resume",
-                                  str(tmp_path / name), "--epochs", "2", "--quiet"],
-                                 capture_output=True, text=True, env=env, timeout=600)
+        resumed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(_free_port()),
+                "-m",
+                "herd_cls",
+                "train",
+                "--resume",
+                str(tmp_path / name),
+                "--epochs",
+                "2",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = load_file(tmp_path / "cut" / "model.safetensors"), load_file(tmp_path / "copy" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)          # every rank restored the same state
+    a, b = (
+        load_file(tmp_path / "cut" / "model.safetensors"),
+        load_file(tmp_path / "copy" / "model.safetensors"),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)  # every rank restored the same state
     from herd_cls import load_run
 
     run = load_run(tmp_path / "cut")

@@ -1,4 +1,5 @@
 """The class-block layout: golden blocks, masks and errors."""
+
 import pytest
 import torch
 
@@ -29,7 +30,9 @@ def test_own_masks_follow_the_labels():
 
 def test_split_checks_the_dims_and_names_the_fix():
     assert BlockLayout.split(10, 22, 2) == BlockLayout(10, 2, 2)
-    with pytest.raises(HerdError, match="does not split into 3 class blocks; use latent_dim = 3 \\* dims_per_class"):
+    with pytest.raises(
+        HerdError, match="does not split into 3 class blocks; use latent_dim = 3 \\* dims_per_class"
+    ):
         BlockLayout.split(3, 8, 0)
     with pytest.raises(HerdError, match="out of range; valid classes are 0..9"):
         BlockLayout(10, 2).block(10)

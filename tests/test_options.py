@@ -1,5 +1,6 @@
-"""Option fields: their checks, and the config joined from the groups that declare them (each regularizer its
-own)."""
+"""Option fields: their checks, and the config joined from the groups that declare them (each
+regularizer its own)."""
+
 from dataclasses import dataclass, fields
 
 import pytest
@@ -19,12 +20,15 @@ def _field(name):
     return next(f for f in fields(_Toy) if f.name == name)
 
 
-@pytest.mark.parametrize("name,value,message", [
-    ("width", 0, "--width must be positive, got 0"),
-    ("width", None, "--width needs a value, got none"),
-    ("decay", -0.5, "--decay must not be negative, got -0.5"),
-    ("kind", "c", "--kind must be one of a, b, got 'c'"),
-])
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("width", 0, "--width must be positive, got 0"),
+        ("width", None, "--width needs a value, got none"),
+        ("decay", -0.5, "--decay must not be negative, got -0.5"),
+        ("kind", "c", "--kind must be one of a, b, got 'c'"),
+    ],
+)
 def test_bad_values_are_one_clear_error(name, value, message):
     with pytest.raises(HerdError, match=f"^{message}$"):
         check_option(_field(name), value, f"--{name}")

@@ -1,4 +1,6 @@
-"""Run folders: every damaged file of a run gives one line naming the file, on every command that loads it."""
+"""Run folders: every damaged file of a run gives one line naming the file, on every command that
+loads it."""
+
 import json
 
 import pytest
@@ -11,9 +13,15 @@ pytestmark = pytest.mark.slow
 
 DAMAGE = {
     "truncated weights": ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100])),
-    "corrupted weights": ("model.safetensors", lambda p: p.write_bytes(b"\xff" * 64 + p.read_bytes()[64:])),
+    "corrupted weights": (
+        "model.safetensors",
+        lambda p: p.write_bytes(b"\xff" * 64 + p.read_bytes()[64:]),
+    ),
     "foreign weights": ("model.safetensors", lambda p: _foreign_safetensors(p)),
-    "pickle instead of safetensors": ("model.safetensors", lambda p: torch.save({"w": torch.zeros(2)}, p)),
+    "pickle instead of safetensors": (
+        "model.safetensors",
+        lambda p: torch.save({"w": torch.zeros(2)}, p),
+    ),
     "corrupted config": ("config.yaml", lambda p: p.write_text("epochs: [3\n")),
     "corrupted data description": ("data.json", lambda p: p.write_text('{"info": ')),
     "foreign data description": ("data.json", lambda p: p.write_text('{"something": 1}')),
@@ -32,13 +40,19 @@ def trained(tmp_path_factory):
     from conftest import TINY
 
     out = tmp_path_factory.mktemp("runs")
-    res = CliRunner().invoke(main, ["train", *TINY, "--out-dir", str(out), "--name", "a", "--epochs", "1"])
+    res = CliRunner().invoke(
+        main, ["train", *TINY, "--out-dir", str(out), "--name", "a", "--epochs", "1"]
+    )
     assert res.exit_code == 0, res.output
     return out / "a"
 
 
-COMMANDS = {"sweep": ["sweep", "--class", "0"], "attribute": ["attribute", "--method", "saliency"],
-            "report": ["report"], "robustness": ["robustness", "--attack", "fgsm", "--eps", "0"]}
+COMMANDS = {
+    "sweep": ["sweep", "--class", "0"],
+    "attribute": ["attribute", "--method", "saliency"],
+    "report": ["report"],
+    "robustness": ["robustness", "--attack", "fgsm", "--eps", "0"],
+}
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -50,8 +64,11 @@ def test_a_damaged_run_file_gives_one_line_naming_it(trained, tmp_path, damage, 
     shutil.copytree(trained, run)
     name, spoil = DAMAGE[damage]
     spoil(run / name)
-    res = CliRunner().invoke(main, [*COMMANDS[command], "--run", str(run), "--out", str(tmp_path / "r")])
-    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output   # not an uncaught error
+    res = CliRunner().invoke(
+        main, [*COMMANDS[command], "--run", str(run), "--out", str(tmp_path / "r")]
+    )
+    # not an uncaught error
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and name in lines[0], res.output
 
@@ -76,7 +93,17 @@ def test_a_damaged_posthoc_cache_is_refitted(trained, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    args = ["sweep", "--class", "0", "--run", str(run), "--out", str(tmp_path / "r"), "--dims", "block"]
+    args = [
+        "sweep",
+        "--class",
+        "0",
+        "--run",
+        str(run),
+        "--out",
+        str(tmp_path / "r"),
+        "--dims",
+        "block",
+    ]
     assert CliRunner().invoke(main, args).exit_code == 0
     (run / "posthoc_decoder.safetensors").write_bytes(b"garbage")
     res = CliRunner().invoke(main, args)
@@ -84,11 +111,25 @@ def test_a_damaged_posthoc_cache_is_refitted(trained, tmp_path):
     assert json.loads((run / "posthoc_decoder.json").read_text())["test_mse"] > 0
     from safetensors.torch import load_file
 
-    assert load_file(run / "posthoc_decoder.safetensors")   # rewritten whole
+    assert load_file(run / "posthoc_decoder.safetensors")  # rewritten whole
 
 
 def test_progress_bars_stay_out_of_logs(trained, tmp_path):
-    res = CliRunner().invoke(main, ["robustness", "--run", str(trained), "--attack", "fgsm", "--eps", "0,0.1",
-                                    "--n-samples", "20", "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "robustness",
+            "--run",
+            str(trained),
+            "--attack",
+            "fgsm",
+            "--eps",
+            "0,0.1",
+            "--n-samples",
+            "20",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert "\r" not in res.output and "attacking" not in res.output   # stderr is not a terminal here
+    assert "\r" not in res.output and "attacking" not in res.output  # stderr is not a terminal here

@@ -1,10 +1,12 @@
-"""The attacks, one registry entry each: an :class:`Attack` says its norm, whether it reads gradients, who
-restarts it, the fewest classes it handles and whether the gradient-masking checks compare against it.
+"""The attacks, one registry entry each: an :class:`Attack` says its norm, whether it reads
+gradients, who restarts it, the fewest classes it handles and whether the gradient-masking checks
+compare against it.
 
 Images are in [0, 1]; eps is in pixel units (the L-inf norm, or the L2 norm for an ``"l2"`` attack).
-Adding an attack is one ``register(Attack(...))`` call; the CLI, the evaluation, the sanity checks and the
-report page read everything else from the entry.
+Adding an attack is one ``register(Attack(...))`` call; the CLI, the evaluation, the sanity checks
+and the report page read everything else from the entry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ RESTART_KINDS = ("none", "itself", "here")
 
 @dataclass(frozen=True)
 class Budget:
-    """What every attack may spend: iterations, restarts, gradient-free queries; and the class count."""
+    """What every attack may spend: iterations, restarts, gradient-free queries; and the class
+    count."""
 
     steps: int = 10
     restarts: int = 1
@@ -38,13 +41,14 @@ class Attack:
         build: (model, eps, budget) -> a callable (images, labels) -> adversarial images, e.g. a
             torchattacks attack.
         help: a few words for ``--help`` and the report page.
-        gradient_free: reads only the model's outputs, so masked gradients do not stop it (and it has
-            nothing to transfer from another model).
-        restarts: "itself" (takes ``budget.restarts``), "here" (random starts rerun by the evaluation, which
-            keeps per image a start that fools) or "none" (a single deterministic step).
+        gradient_free: reads only the model's outputs, so masked gradients do not stop it (and it
+            has nothing to transfer from another model).
+        restarts: "itself" (takes ``budget.restarts``), "here" (random starts rerun by the
+            evaluation, which keeps per image a start that fools) or "none" (a single deterministic
+            step).
         min_classes: the fewest classes the attack handles.
-        white_box: the masking checks compare gradient-free and transfer attacks against it, and hold it
-            to driving accuracy to about 0 at a large eps.
+        white_box: the masking checks compare gradient-free and transfer attacks against it, and
+            hold it to driving accuracy to about 0 at a large eps.
         loss: what it maximises ("ce": the cross-entropy); an iterative white-box attack must beat a
             single-step one on the same loss.
     """
@@ -61,7 +65,10 @@ class Attack:
 
     def __post_init__(self):
         if self.norm not in NORM_KINDS or self.restarts not in RESTART_KINDS:
-            raise ValueError(f"attack {self.name}: norm must be one of {NORM_KINDS}, restarts one of {RESTART_KINDS}")
+            raise ValueError(
+                f"attack {self.name}: norm must be one of {NORM_KINDS}, restarts one of "
+                f"{RESTART_KINDS}"
+            )
 
     @property
     def iterative(self) -> bool:
@@ -82,30 +89,90 @@ def _ta():
     return torchattacks
 
 
-register(Attack("fgsm", "linf", lambda m, eps, b: _ta().FGSM(m, eps=eps),
-                "one signed-gradient step", restarts="none", white_box=True))
-register(Attack("pgd-linf", "linf", lambda m, eps, b: _ta().PGD(m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps,
-                                                                   random_start=True),
-                "projected gradient descent from a random start", restarts="here", white_box=True))
-register(Attack("pgd-l2", "l2", lambda m, eps, b: _ta().PGDL2(m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps,
-                                                                 random_start=True),
-                "PGD with a true L2 step; eps is an L2 norm", restarts="here"))
-register(Attack("apgd-ce", "linf", lambda m, eps, b: _ta().APGD(m, norm="Linf", eps=eps, steps=b.steps,
-                                                                   n_restarts=b.restarts, loss="ce", seed=0),
-                "auto-PGD on the cross-entropy", white_box=True))
+register(
+    Attack(
+        "fgsm",
+        "linf",
+        lambda m, eps, b: _ta().FGSM(m, eps=eps),
+        "one signed-gradient step",
+        restarts="none",
+        white_box=True,
+    )
+)
+register(
+    Attack(
+        "pgd-linf",
+        "linf",
+        lambda m, eps, b: _ta().PGD(
+            m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps, random_start=True
+        ),
+        "projected gradient descent from a random start",
+        restarts="here",
+        white_box=True,
+    )
+)
+register(
+    Attack(
+        "pgd-l2",
+        "l2",
+        lambda m, eps, b: _ta().PGDL2(
+            m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps, random_start=True
+        ),
+        "PGD with a true L2 step; eps is an L2 norm",
+        restarts="here",
+    )
+)
+register(
+    Attack(
+        "apgd-ce",
+        "linf",
+        lambda m, eps, b: _ta().APGD(
+            m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss="ce", seed=0
+        ),
+        "auto-PGD on the cross-entropy",
+        white_box=True,
+    )
+)
 # the DLR loss reads the third-largest logit
-register(Attack("apgd-dlr", "linf", lambda m, eps, b: _ta().APGD(m, norm="Linf", eps=eps, steps=b.steps,
-                                                                    n_restarts=b.restarts, loss="dlr", seed=0),
-                "auto-PGD on the difference-of-logits ratio", min_classes=3, white_box=True, loss="dlr"))
+register(
+    Attack(
+        "apgd-dlr",
+        "linf",
+        lambda m, eps, b: _ta().APGD(
+            m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss="dlr", seed=0
+        ),
+        "auto-PGD on the difference-of-logits ratio",
+        min_classes=3,
+        white_box=True,
+        loss="dlr",
+    )
+)
 # random square updates of the margin loss, so masked gradients do not stop it
-register(Attack("square", "linf", lambda m, eps, b: _ta().Square(m, norm="Linf", eps=eps, n_queries=b.queries,
-                                                                    n_restarts=b.restarts, seed=0),
-                "random square-shaped updates, no gradients; --queries per image", gradient_free=True,
-                loss="margin"))
+register(
+    Attack(
+        "square",
+        "linf",
+        lambda m, eps, b: _ta().Square(
+            m, norm="Linf", eps=eps, n_queries=b.queries, n_restarts=b.restarts, seed=0
+        ),
+        "random square-shaped updates, no gradients; --queries per image",
+        gradient_free=True,
+        loss="margin",
+    )
+)
 # n_classes sets the targets of APGD-T and FAB-T: K - 1 of them, so small class counts work
-register(Attack("autoattack", "linf", lambda m, eps, b: _ta().AutoAttack(m, norm="Linf", eps=eps, version="standard",
-                                                                            n_classes=b.num_classes, seed=0),
-                "the standard AutoAttack ensemble, square included; slow", min_classes=3, loss="ensemble"))
+register(
+    Attack(
+        "autoattack",
+        "linf",
+        lambda m, eps, b: _ta().AutoAttack(
+            m, norm="Linf", eps=eps, version="standard", n_classes=b.num_classes, seed=0
+        ),
+        "the standard AutoAttack ensemble, square included; slow",
+        min_classes=3,
+        loss="ensemble",
+    )
+)
 
 
 def attack_of(result_name: str) -> Attack:
@@ -122,19 +189,30 @@ def gradient_free() -> list[str]:
     return [n for n in ATTACKS.names() if ATTACKS.get(n).gradient_free]
 
 
-def check_attack_request(attacks: list[str], eps: list[float], num_classes: int, transfer_attack: str | None = None,
-                         budget: Budget | None = None) -> None:
-    """Refuse unknown attacks, eps outside [0, 1], class counts an attack cannot handle, a gradient-free
-    transfer attack and budgets below 1."""
+def check_attack_request(
+    attacks: list[str],
+    eps: list[float],
+    num_classes: int,
+    transfer_attack: str | None = None,
+    budget: Budget | None = None,
+) -> None:
+    """Refuse unknown attacks, eps outside [0, 1], class counts an attack cannot handle, a
+    gradient-free transfer attack and budgets below 1."""
     for name in attacks + ([transfer_attack] if transfer_attack else []):
         attack = ATTACKS.get(name)
         if num_classes < attack.min_classes:
             usable = [n for n in ATTACKS.names() if ATTACKS.get(n).min_classes <= num_classes]
-            raise HerdError(f"attack {name} needs at least {attack.min_classes} classes, this run has {num_classes}; "
-                            f"use one of {', '.join(usable)}")
+            raise HerdError(
+                f"attack {name} needs at least {attack.min_classes} classes, this run has "
+                f"{num_classes}; "
+                f"use one of {', '.join(usable)}"
+            )
     if transfer_attack and ATTACKS.get(transfer_attack).gradient_free:
-        raise HerdError(f"--transfer-attack {transfer_attack} uses no gradients, so it has nothing to transfer; "
-                        f"use one of {', '.join(transferable())}")
+        raise HerdError(
+            f"--transfer-attack {transfer_attack} uses no gradients, so it has nothing to "
+            f"transfer; "
+            f"use one of {', '.join(transferable())}"
+        )
     bad = [e for e in eps if not 0 <= e <= 1]
     if bad:
         raise HerdError(f"eps {bad} outside [0, 1]: eps is in pixel units of images in [0, 1]")

@@ -1,4 +1,6 @@
-"""What a run with a decoder shows: every latent dim swept through it, its loss curvature, factor scores."""
+"""What a run with a decoder shows: every latent dim swept through it, its loss curvature, factor
+scores."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,21 +15,23 @@ from .latents import collect, evaluating
 from .sweep import sweep
 
 DECODER_HESSIAN_SAMPLES = 64  # test images whose exact decoder Hessians make the decoder heatmap
-FACTOR_SAMPLES = 1000   # test images the factor metrics (MIG, DCI, SAP) are scored on
+FACTOR_SAMPLES = 1000  # test images the factor metrics (MIG, DCI, SAP) are scored on
 
 
 @dataclass
 class DecoderCurvature:
-    """Mean |H| (d, d) of the reconstruction loss w.r.t. z over ``samples`` test images (exact Hessians), and
-    its off-diagonal share (0: every dim's curvature is its own; chance, spread evenly, is 1 - 1/d)."""
+    """Mean |H| (d, d) of the reconstruction loss w.r.t. z over ``samples`` test images (exact
+    Hessians), and its off-diagonal share (0: every dim's curvature is its own; chance, spread
+    evenly, is 1 - 1/d)."""
 
     hbar: Tensor
     off_diagonal: float
     samples: int
 
 
-def decoder_curvature(model, x: Tensor, z: Tensor, recon_loss: str, samples: int = DECODER_HESSIAN_SAMPLES
-                      ) -> DecoderCurvature:
+def decoder_curvature(
+    model, x: Tensor, z: Tensor, recon_loss: str, samples: int = DECODER_HESSIAN_SAMPLES
+) -> DecoderCurvature:
     from ..curvature import latent_hessian
 
     x, z = x[:samples], z[:samples]
@@ -41,13 +45,14 @@ def decoder_curvature(model, x: Tensor, z: Tensor, recon_loss: str, samples: int
 
 @dataclass
 class LatentGrid:
-    """Every latent dim swept on a few images and drawn by the run's decoder: the original work's headline
-    picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,) the mean absolute
-    pixel change between the sweep's two ends (a dim the decoder ignores has change 0); kinds: per dim,
-    "class <c>" or "shared" ("" where no class penalty or classifier shaped the blocks); source: which test
-    images were swept; factors: per dim, the generative factor it is most informative about and that
-    normalised mutual information over the test set (:func:`herd_cls.disentanglement.dim_factors`), or None
-    for a data set without recorded factors."""
+    """Every latent dim swept on a few images and drawn by the run's decoder: the original work's
+    headline picture. images: (D, T, S, C, H, W) for D dims, T offsets and S images; change: (D,)
+    the mean absolute pixel change between the sweep's two ends (a dim the decoder ignores has
+    change 0); kinds: per dim, "class <c>" or "shared" ("" where no class penalty or classifier
+    shaped the blocks); source: which test images were swept; factors: per dim, the generative
+    factor it is most informative about and that normalised mutual information over the test set
+    (:func:`herd_cls.disentanglement.dim_factors`), or None for a data set without recorded
+    factors."""
 
     images: Tensor
     offsets: Tensor
@@ -58,13 +63,23 @@ class LatentGrid:
     factors: list[tuple[str, float]] | None = None
 
 
-def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: float = 2.0,
-                steps: int = 7, test: dict | None = None) -> LatentGrid:
-    """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the whole test
-    set) through the run's own decoder. ``test``: ``collect(run.model, run.data("test"))``, if at hand."""
+def latent_grid(
+    run: Run,
+    target: int | None = None,
+    samples: int = 3,
+    span: float = 2.0,
+    steps: int = 7,
+    test: dict | None = None,
+) -> LatentGrid:
+    """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the
+    whole test set) through the run's own decoder. ``test``: ``collect(run.model,
+    run.data("test"))``, if at hand."""
     if run.decode is None:
-        raise HerdError("this run has no decoder, so no latent grid; train with --decoder, or use --class for the "
-                        "post-hoc decoder's sweeps of one class")
+        raise HerdError(
+            "this run has no decoder, so no latent grid; train with --decoder, or use --class for "
+            "the "
+            "post-hoc decoder's sweeps of one class"
+        )
     test = test if test is not None else collect(run.model, run.data("test"))
     z, y = test["z"], test["y"]
     if target is not None and not (y == target).any():
@@ -76,14 +91,25 @@ def latent_grid(run: Run, target: int | None = None, samples: int = 3, span: flo
     change = (result["images"][:, -1] - result["images"][:, 0]).abs().flatten(1).mean(1)
     # the blocks mean something only where a class penalty or classifier shaped them
     owned = "universal" not in reg_names(run.config.reg) and run.config.alpha_cl > 0
-    kinds = ["" if not owned else "shared" if layout.kind(d, 0) == "shared" else f"class {d // layout.dims_per_class}"
-             for d in dims]
+    kinds = [
+        ""
+        if not owned
+        else "shared"
+        if layout.kind(d, 0) == "shared"
+        else f"class {d // layout.dims_per_class}"
+        for d in dims
+    ]
     source = f"class {target}" if target is not None else "the whole test set"
-    return LatentGrid(result["images"], result["offsets"], dims, kinds, change, source, _dim_factors(run, z, y))
+    return LatentGrid(
+        result["images"], result["offsets"], dims, kinds, change, source, _dim_factors(run, z, y)
+    )
 
 
-def _dim_factors(run: Run, z: Tensor, y: Tensor, samples: int = FACTOR_SAMPLES) -> list[tuple[str, float]] | None:
-    """Per dim, its most informative factor over the first ``samples`` test images (None without factors)."""
+def _dim_factors(
+    run: Run, z: Tensor, y: Tensor, samples: int = FACTOR_SAMPLES
+) -> list[tuple[str, float]] | None:
+    """Per dim, its most informative factor over the first ``samples`` test images (None without
+    factors)."""
     import numpy as np
 
     from ..data import dataset_factors
@@ -94,4 +120,6 @@ def _dim_factors(run: Run, z: Tensor, y: Tensor, samples: int = FACTOR_SAMPLES) 
     common = {k: v for k, v in common.items() if not np.isnan(v).any()}
     if not common:
         return None
-    return dim_factors(z[:samples].double().numpy(), {**common, "class": y[:samples].double().numpy()})
+    return dim_factors(
+        z[:samples].double().numpy(), {**common, "class": y[:samples].double().numpy()}
+    )

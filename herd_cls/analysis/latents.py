@@ -1,4 +1,5 @@
 """Encode a data set once: images, latents, labels and logits, in memory."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from ..models import LatentModel
 
 @contextmanager
 def evaluating(fn):
-    """Eval mode for ``fn`` (if it is a module) inside the block, and the caller's mode again after it."""
+    """Eval mode for ``fn`` (if it is a module) inside the block, and the caller's mode again after
+    it."""
     if not isinstance(fn, torch.nn.Module):
         yield fn
         return
@@ -25,7 +27,9 @@ def evaluating(fn):
 
 
 @torch.no_grad()
-def collect(model: LatentModel, dataset: Dataset, batch_size: int = 256, limit: int | None = None) -> dict:
+def collect(
+    model: LatentModel, dataset: Dataset, batch_size: int = 256, limit: int | None = None
+) -> dict:
     """{"x": (N, C, H, W), "z": (N, d), "y": (N,), "logits": (N, K)} for the first ``limit`` images,
     computed in eval mode (the model's own mode is restored afterwards)."""
     with evaluating(model):

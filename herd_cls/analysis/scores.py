@@ -1,14 +1,17 @@
 """The metrics a report shows: one :class:`Metric` per entry in one registry, ``METRICS``.
 
-A metric reads the :class:`Evidence` gathered once per run (test latents, purity, attributions) and returns
-a :class:`Score` (overall and per class), or None where it does not apply to the run (image sweep
-specificity without a decoder). A metric that a run's architecture fixes whatever training does says so
-with ``constant``: ``Metric.by_construction(config)`` is then the reason, the metric is not computed for
-that run, and the pages and the CLI show the reason in place of a number. Analysis, report pages,
-``--compare`` and the CLI read the registry, so adding a metric is one entry (and its test):
+A metric reads the :class:`Evidence` gathered once per run (test latents, purity, attributions) and
+returns a :class:`Score` (overall and per class), or None where it does not apply to the run (image
+sweep specificity without a decoder). A metric that a run's architecture fixes whatever training
+does says so
+with ``constant``: ``Metric.by_construction(config)`` is then the reason, the metric is not computed
+for that run, and the pages and the CLI show the reason in place of a number. Analysis, report
+pages, ``--compare`` and the CLI read the registry, so adding a metric is one entry (and its test):
 
->>> register(Metric("latent_norm", "mean |z|", lambda ev: Score(float(ev.z.norm(dim=1).mean()), [...])))
+>>> register(Metric("latent_norm", "mean |z|", lambda ev: Score(float(ev.z.norm(dim=1).mean()),
+[...])))
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +37,10 @@ IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image swe
 
 @dataclass
 class Score:
-    """A metric's value on the test split: overall, and per class (NaN for a class it could not measure);
-    ``error``: the standard error of ``overall`` where the metric is measured on a sample of images."""
+    """A metric's value on the test split: overall, and per class (NaN for a class it could not
+    measure);
+    ``error``: the standard error of ``overall`` where the metric is measured on a sample of
+        images."""
 
     overall: float
     per_class: list[float]
@@ -44,8 +49,9 @@ class Score:
 
 @dataclass
 class Evidence:
-    """What the metrics of one run read. x (N, C, H, W), z (N, d), y (N,), logits (N, K) are the test
-    split; latent_attribution (N, d) the attribution of each image's true-class logit to each latent dim."""
+    """What the metrics of one run read. x (N, C, H, W), z (N, d), y (N,), logits (N, K) are the
+    test split; latent_attribution (N, d) the attribution of each image's true-class logit to each
+    latent dim."""
 
     model: LatentModel
     layout: BlockLayout
@@ -56,7 +62,8 @@ class Evidence:
     purity: Purity
     latent_attribution: Tensor
     config: dict | None = None  # the run's config (as a dict), for Metric.by_construction
-    factors: dict | None = None  # {name: (N,) array}: the test images' generative factors, where the data has them
+    # {name: (N,) array}: the test images' generative factors, where the data has them
+    factors: dict | None = None
 
     @property
     def std(self) -> Tensor:
@@ -64,8 +71,8 @@ class Evidence:
 
     @cached_property
     def image_block_effect(self) -> Tensor | None:
-        """(K, K) :func:`decoded_block_effect` on the first IMAGE_SWEEP_SAMPLES images: row c, how much
-        sweeping each block changes class c's decoded images; None without a decoder."""
+        """(K, K) :func:`decoded_block_effect` on the first IMAGE_SWEEP_SAMPLES images: row c, how
+        much sweeping each block changes class c's decoded images; None without a decoder."""
         if self.model.decode is None:
             return None
         n = IMAGE_SWEEP_SAMPLES
@@ -73,9 +80,9 @@ class Evidence:
 
     @cached_property
     def factor_scores(self) -> dict[str, float] | None:
-        """MIG, DCI (disentanglement, completeness, informativeness) and SAP of the first FACTOR_SAMPLES test
-        latents against every factor all of them have, plus the class (:mod:`herd_cls.disentanglement`); None
-        without factors."""
+        """MIG, DCI (disentanglement, completeness, informativeness) and SAP of the first
+        FACTOR_SAMPLES test latents against every factor all of them have, plus the class
+        (:mod:`herd_cls.disentanglement`); None without factors."""
         import numpy as np
 
         from .. import disentanglement as dis
@@ -86,15 +93,19 @@ class Evidence:
         if not found:
             return None
         z, factors = self.z[:n].double().numpy(), {**found, "class": self.y[:n].double().numpy()}
-        return {"mig": dis.mig(z, factors), "sap": dis.sap(z, factors),
-                **{f"dci_{k}": v for k, v in dis.dci(z, factors).items()}}
+        return {
+            "mig": dis.mig(z, factors),
+            "sap": dis.sap(z, factors),
+            **{f"dci_{k}": v for k, v in dis.dci(z, factors).items()},
+        }
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric: its key, label, which direction is better, its chance level for a layout (None: no
-    meaningful chance), ``compute(evidence) -> Score | None`` and ``constant(config) -> str | None``: the
-    reason the metric is fixed by the run's architecture rather than decided by training (None: it is not)."""
+    """One metric: its key, label, which direction is better, its chance level for a layout (None:
+    no meaningful chance), ``compute(evidence) -> Score | None`` and ``constant(config) -> str |
+    None``: the reason the metric is fixed by the run's architecture rather than decided by training
+        (None: it is not)."""
 
     name: str
     label: str
@@ -108,7 +119,8 @@ class Metric:
         return math.nan if self.chance is None else float(self.chance(layout))
 
     def by_construction(self, config) -> str | None:
-        """Why this metric takes one value on any run with ``config`` (a dict or a Config), or None."""
+        """Why this metric takes one value on any run with ``config`` (a dict or a Config), or
+        None."""
         if self.constant is None or config is None:
             return None
         return self.constant(config if isinstance(config, dict) else vars(config))
@@ -142,8 +154,13 @@ def score_all(evidence: Evidence) -> dict[str, Score]:
 
 def _accuracy(ev: Evidence) -> Score:
     correct = (ev.logits.argmax(1) == ev.y).float()
-    return Score(float(correct.mean()), [float(correct[ev.y == c].mean()) if (ev.y == c).any() else math.nan
-                                         for c in range(ev.layout.num_classes)])
+    return Score(
+        float(correct.mean()),
+        [
+            float(correct[ev.y == c].mean()) if (ev.y == c).any() else math.nan
+            for c in range(ev.layout.num_classes)
+        ],
+    )
 
 
 def _from_dict(result: dict, key: str) -> Score:
@@ -160,18 +177,24 @@ def _own_blocks(config: dict) -> bool:
 
 
 def _block_head(config: dict) -> str | None:
-    """Sweeping B_c changes only logit c under a head whose logits read their own blocks, whatever the weights."""
+    """Sweeping B_c changes only logit c under a head whose logits read their own blocks, whatever
+    the weights."""
     if _own_blocks(config):
-        return f"1 by construction: with the {config['head']} head each logit reads only its own block"
+        return (
+            f"1 by construction: with the {config['head']} head each logit reads only its own block"
+        )
     return None
 
 
 def _block_head_no_shared(config: dict) -> str | None:
-    """Under such a head the true-class logit has no attribution outside its block and the shared dims;
-    without shared dims all of it lies in the block."""
+    """Under such a head the true-class logit has no attribution outside its block and the shared
+    dims; without shared dims all of it lies in the block."""
     if _own_blocks(config) and not config.get("shared_dims"):
-        return (f"1 by construction: with the {config['head']} head and no shared dims each logit reads only its "
-                "own block")
+        return (
+            f"1 by construction: with the {config['head']} head and no shared dims each logit "
+            f"reads only its "
+            "own block"
+        )
     return None
 
 
@@ -186,10 +209,11 @@ LOSS_STEP = 0.5  # latent step of the loss sensitivity, in units of the mean std
 
 
 @torch.no_grad()
-def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout,
-                      step: float) -> Tensor:
-    """(N, K) mean |change| of each image's cross-entropy when one dim of block b moves by +-``step``,
-    averaged over b's dims and both signs: the same latent distance for every block."""
+def loss_block_effect(
+    head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout, step: float
+) -> Tensor:
+    """(N, K) mean |change| of each image's cross-entropy when one dim of block b moves by
+    +-``step``, averaged over b's dims and both signs: the same latent distance for every block."""
     import torch.nn.functional as F
 
     logits = head(z)
@@ -202,18 +226,23 @@ def loss_block_effect(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, la
             for sign in (1.0, -1.0):
                 moved = z.clone()
                 moved[:, dim] += sign * step
-                effect[:, b] += (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
+                effect[:, b] += (
+                    (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
+                )
     return effect / (2 * layout.dims_per_class)
 
 
-def _block_head_effect(head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor, layout: BlockLayout,
-                       step: float) -> Tensor:
-    """:func:`loss_block_effect` for a block head: moving block b's dims changes logit b only, so each move costs
-    one logit, not K (linear in the class count, not quadratic)."""
+def _block_head_effect(
+    head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor, layout: BlockLayout, step: float
+) -> Tensor:
+    """:func:`loss_block_effect` for a block head: moving block b's dims changes logit b only, so
+    each move costs one logit, not K (linear in the class count, not quadratic)."""
     effect = torch.zeros(len(z), layout.num_classes)
     rows = torch.arange(len(z))
     for b in range(layout.num_classes):
-        others = torch.logsumexp(logits.index_fill(1, torch.tensor([b], device=z.device), float("-inf")), 1)
+        others = torch.logsumexp(
+            logits.index_fill(1, torch.tensor([b], device=z.device), float("-inf")), 1
+        )
         for dim in layout.block(b).tolist():
             for sign in (1.0, -1.0):
                 moved = z.clone()
@@ -224,16 +253,20 @@ def _block_head_effect(head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor,
     return effect / (2 * layout.dims_per_class)
 
 
-def loss_block_sensitivity(head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout,
-                           step: float) -> Score:
-    """Per class, the share of its images whose loss changes more when their own block moves than when any
-    other block moves by the same ``step`` (see :func:`loss_block_effect`); ties count as not more.
-    Chance, for blocks that matter alike, is 1 / K."""
+def loss_block_sensitivity(
+    head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout, step: float
+) -> Score:
+    """Per class, the share of its images whose loss changes more when their own block moves than
+    when any other block moves by the same ``step`` (see :func:`loss_block_effect`); ties count as
+    not more. Chance, for blocks that matter alike, is 1 / K."""
     effect = loss_block_effect(head, z, y, layout, step)
     own = effect.gather(1, y.view(-1, 1)).squeeze(1)
     others = effect.masked_fill(torch.nn.functional.one_hot(y, layout.num_classes).bool(), -1.0)
     wins = (own > others.max(1).values).float()
-    per_class = [float(wins[y == c].mean()) if (y == c).any() else math.nan for c in range(layout.num_classes)]
+    per_class = [
+        float(wins[y == c].mean()) if (y == c).any() else math.nan
+        for c in range(layout.num_classes)
+    ]
     return Score(float(wins.mean()), per_class)
 
 
@@ -242,49 +275,125 @@ def _loss_block_sensitivity(ev: Evidence) -> Score:
     return loss_block_sensitivity(ev.model.classify, ev.z, ev.y, ev.layout, step)
 
 
-register(Metric("accuracy", "test accuracy", _accuracy, chance=lambda layout: 1 / layout.num_classes))
-register(Metric("block_purity", "Hessian block purity (class mean)",
-                lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist(), ev.purity.standard_error()),
-                chance=BlockLayout.chance,
-                help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block; its images of "
-                     "largest curvature (often misclassified ones) decide it"))
-register(Metric("image_purity_mean", "image purity, mean", _image_view("mean"), chance=BlockLayout.chance,
-                help="each image's own-block share of its own |Hessian|, averaged over the class's images"))
-register(Metric("image_purity_median", "image purity, median", _image_view("median"), chance=BlockLayout.chance,
-                help="the median image's own-block share of its own |Hessian|"))
-register(Metric("image_purity_at_least_half", "images with purity >= 0.5", _image_view("share_at_least_half"),
-                chance=lambda layout: float(layout.chance() >= 0.5),
-                help="share of images keeping at least half their |Hessian| in their own block (curvature spread "
-                     "evenly keeps (n/d)^2 < 0.5 there, so chance is 0)"))
-register(Metric("loss_block_sensitivity", "own-block loss sensitivity", _loss_block_sensitivity,
-                chance=lambda layout: 1 / layout.num_classes,
-                help=f"share of images whose loss changes more when their own block moves than when any other "
-                     f"block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)"))
-register(Metric("attribution_alignment", "latent attribution alignment",
-                lambda ev: _from_dict(attribution_alignment(ev.latent_attribution, ev.y, ev.layout),
-                                      "attribution_alignment"),
-                chance=lambda layout: layout.dims_per_class / layout.latent_dim, constant=_block_head_no_shared,
-                help="share of the true-class logit's latent attribution inside the class's block"))
-register(Metric("sweep_specificity", "sweep specificity",
-                lambda ev: _from_dict(sweep_specificity(block_sweep_effect(ev.model, ev.z, ev.y, ev.layout, ev.std)),
-                                      "sweep_specificity"),
-                chance=lambda layout: 1 / layout.num_classes, constant=_block_head,
-                help="how much sweeping a class's block moves that class's logit rather than the others"))
-register(Metric("image_sweep_specificity", "image sweep specificity", _image_sweep_specificity,
-                chance=lambda layout: 1 / layout.num_classes,
-                help="share of a class's decoded image change made by its own block (decoder runs)"))
+register(
+    Metric("accuracy", "test accuracy", _accuracy, chance=lambda layout: 1 / layout.num_classes)
+)
+register(
+    Metric(
+        "block_purity",
+        "Hessian block purity (class mean)",
+        lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist(), ev.purity.standard_error()),
+        chance=BlockLayout.chance,
+        help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block; its "
+        "images of "
+        "largest curvature (often misclassified ones) decide it",
+    )
+)
+register(
+    Metric(
+        "image_purity_mean",
+        "image purity, mean",
+        _image_view("mean"),
+        chance=BlockLayout.chance,
+        help="each image's own-block share of its own |Hessian|, averaged over the class's images",
+    )
+)
+register(
+    Metric(
+        "image_purity_median",
+        "image purity, median",
+        _image_view("median"),
+        chance=BlockLayout.chance,
+        help="the median image's own-block share of its own |Hessian|",
+    )
+)
+register(
+    Metric(
+        "image_purity_at_least_half",
+        "images with purity >= 0.5",
+        _image_view("share_at_least_half"),
+        chance=lambda layout: float(layout.chance() >= 0.5),
+        help="share of images keeping at least half their |Hessian| in their own block (curvature "
+        "spread "
+        "evenly keeps (n/d)^2 < 0.5 there, so chance is 0)",
+    )
+)
+register(
+    Metric(
+        "loss_block_sensitivity",
+        "own-block loss sensitivity",
+        _loss_block_sensitivity,
+        chance=lambda layout: 1 / layout.num_classes,
+        help=f"share of images whose loss changes more when their own block moves than when any "
+        f"other "
+        f"block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)",
+    )
+)
+register(
+    Metric(
+        "attribution_alignment",
+        "latent attribution alignment",
+        lambda ev: _from_dict(
+            attribution_alignment(ev.latent_attribution, ev.y, ev.layout), "attribution_alignment"
+        ),
+        chance=lambda layout: layout.dims_per_class / layout.latent_dim,
+        constant=_block_head_no_shared,
+        help="share of the true-class logit's latent attribution inside the class's block",
+    )
+)
+register(
+    Metric(
+        "sweep_specificity",
+        "sweep specificity",
+        lambda ev: _from_dict(
+            sweep_specificity(block_sweep_effect(ev.model, ev.z, ev.y, ev.layout, ev.std)),
+            "sweep_specificity",
+        ),
+        chance=lambda layout: 1 / layout.num_classes,
+        constant=_block_head,
+        help="how much sweeping a class's block moves that class's logit rather than the others",
+    )
+)
+register(
+    Metric(
+        "image_sweep_specificity",
+        "image sweep specificity",
+        _image_sweep_specificity,
+        chance=lambda layout: 1 / layout.num_classes,
+        help="share of a class's decoded image change made by its own block (decoder runs)",
+    )
+)
 
-register(Metric("concept_purity", "concept purity (activation AUC)",
-                lambda ev: _from_dict(concept_purity(block_energy(ev.z, ev.layout), ev.y), "concept_purity"),
-                chance=lambda layout: 0.5,
-                help="Concept Whitening's measure, classes as concepts: per class, the one-vs-rest AUC of its block's "
-                     "activation energy (standardised dims, squared, summed) on held-out images"))
-register(Metric("concept_purity_hessian", "concept purity (Hessian AUC)",
-                lambda ev: None if ev.purity.block_shares is None else _from_dict(
-                    concept_purity(ev.purity.block_shares, ev.purity.labels), "concept_purity"),
-                chance=lambda layout: 0.5,
-                help="per class, the one-vs-rest AUC of the share of each image's loss |Hessian| inside the class's "
-                     "block"))
+register(
+    Metric(
+        "concept_purity",
+        "concept purity (activation AUC)",
+        lambda ev: _from_dict(
+            concept_purity(block_energy(ev.z, ev.layout), ev.y), "concept_purity"
+        ),
+        chance=lambda layout: 0.5,
+        help="Concept Whitening's measure, classes as concepts: per class, the one-vs-rest AUC of "
+        "its block's "
+        "activation energy (standardised dims, squared, summed) on held-out images",
+    )
+)
+register(
+    Metric(
+        "concept_purity_hessian",
+        "concept purity (Hessian AUC)",
+        lambda ev: (
+            None
+            if ev.purity.block_shares is None
+            else _from_dict(
+                concept_purity(ev.purity.block_shares, ev.purity.labels), "concept_purity"
+            )
+        ),
+        chance=lambda layout: 0.5,
+        help="per class, the one-vs-rest AUC of the share of each image's loss |Hessian| inside "
+        "the class's "
+        "block",
+    )
+)
 
 
 def _factor_metric(key: str) -> Callable[[Evidence], Score | None]:
@@ -296,14 +405,38 @@ def _factor_metric(key: str) -> Callable[[Evidence], Score | None]:
 
 
 for _key, _label, _help in [
-        ("mig", "MIG", "mutual information gap: per factor, the gap between the two latent dims most informative "
-                       "about it, over its entropy, averaged (Chen et al. 2018)"),
-        ("dci_disentanglement", "DCI disentanglement", "how much each dim's importance (random-forest "
-                                                       "regressors) concentrates on one factor (Eastwood and "
-                                                       "Williams 2018)"),
-        ("dci_completeness", "DCI completeness", "how much each factor is captured by one dim"),
-        ("dci_informativeness", "DCI informativeness", "the forests' mean test R^2 predicting the factors"),
-        ("sap", "SAP", "separated attribute predictability: per factor, the gap between the two dims that predict "
-                       "it best (Kumar et al. 2018)")]:
-    register(Metric(_key, _label, _factor_metric(_key), help=f"{_help}; on the first {FACTOR_SAMPLES} test images, "
-                    "against the data set's factors and the class (data with recorded factors only)"))
+    (
+        "mig",
+        "MIG",
+        "mutual information gap: per factor, the gap between the two latent dims most informative "
+        "about it, over its entropy, averaged (Chen et al. 2018)",
+    ),
+    (
+        "dci_disentanglement",
+        "DCI disentanglement",
+        "how much each dim's importance (random-forest "
+        "regressors) concentrates on one factor (Eastwood and "
+        "Williams 2018)",
+    ),
+    ("dci_completeness", "DCI completeness", "how much each factor is captured by one dim"),
+    (
+        "dci_informativeness",
+        "DCI informativeness",
+        "the forests' mean test R^2 predicting the factors",
+    ),
+    (
+        "sap",
+        "SAP",
+        "separated attribute predictability: per factor, the gap between the two dims that predict "
+        "it best (Kumar et al. 2018)",
+    ),
+]:
+    register(
+        Metric(
+            _key,
+            _label,
+            _factor_metric(_key),
+            help=f"{_help}; on the first {FACTOR_SAMPLES} test images, "
+            "against the data set's factors and the class (data with recorded factors only)",
+        )
+    )

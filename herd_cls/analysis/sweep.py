@@ -1,4 +1,5 @@
 """Class-conditional latent sweeps: move one latent dim of real samples and watch the outputs."""
+
 from __future__ import annotations
 
 import torch
@@ -15,23 +16,32 @@ def sweep_offsets(span: float, steps: int) -> Tensor:
 
 
 def _device(model, z: Tensor) -> torch.device:
-    """Where the model's weights are (the latents may have been gathered on the CPU); z's device for a model
-    without weights."""
+    """Where the model's weights are (the latents may have been gathered on the CPU); z's device for
+    a model without weights."""
     first = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     return z.device if first is None else first.device
 
 
 def _swept(z: Tensor, dims: Tensor, std: Tensor, offsets: Tensor) -> Tensor:
-    """(D * T * S, d): every sample of z (S, d) with dim dims[i] moved by each offset (T,) times std[dims[i]],
-    ordered dim, offset, sample."""
-    zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), len(offsets), 1, 1)                # (D, T, S, d)
-    zs[torch.arange(len(dims)), :, :, dims] += offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(z)
+    """(D * T * S, d): every sample of z (S, d) with dim dims[i] moved by each offset (T,) times
+    std[dims[i]], ordered dim, offset, sample."""
+    zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), len(offsets), 1, 1)  # (D, T, S, d)
+    zs[torch.arange(len(dims)), :, :, dims] += offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(
+        z
+    )
     return zs.reshape(-1, z.shape[1])
 
 
 @torch.no_grad()
-def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: float = 2.0, steps: int = 7,
-          decoder=None) -> dict:
+def sweep(
+    model: LatentModel,
+    z: Tensor,
+    dims: list[int],
+    std: Tensor,
+    span: float = 2.0,
+    steps: int = 7,
+    decoder=None,
+) -> dict:
     """Sweep each dim in ``dims`` around every sample's own value.
 
     Args:
@@ -50,17 +60,29 @@ def sweep(model: LatentModel, z: Tensor, dims: list[int], std: Tensor, span: flo
         if decoder is not None:
             out = decoder(flat)
             images = out.view(len(dims), steps, z.shape[0], *out.shape[1:])
-    return {"offsets": offsets.cpu(), "dims": list(dims), "logits": logits.cpu(),
-            "probs": logits.softmax(-1).cpu(), "images": None if images is None else images.cpu()}
+    return {
+        "offsets": offsets.cpu(),
+        "dims": list(dims),
+        "logits": logits.cpu(),
+        "probs": logits.softmax(-1).cpu(),
+        "images": None if images is None else images.cpu(),
+    }
 
 
 @torch.no_grad()
-def dim_pull(model: LatentModel, z: Tensor, target: int, std: Tensor, span: float = 2.0, steps: int = 7,
-             chunk: int = 64) -> Tensor:
-    """(d,) how much each latent dim moves class ``target``'s probability: moving dim j of each sample of z (S, d)
-    from -span to +span of std[j] in ``steps`` steps, the mean over samples and steps of |p_target(moved) -
-    p_target(z)|. Only the classifier runs (no decoder), ``chunk`` dims at a time, so every dim of a wide latent
-    costs one small batch."""
+def dim_pull(
+    model: LatentModel,
+    z: Tensor,
+    target: int,
+    std: Tensor,
+    span: float = 2.0,
+    steps: int = 7,
+    chunk: int = 64,
+) -> Tensor:
+    """(d,) how much each latent dim moves class ``target``'s probability: moving dim j of each
+    sample of z (S, d) from -span to +span of std[j] in ``steps`` steps, the mean over samples and
+    steps of |p_target(moved) - p_target(z)|. Only the classifier runs (no decoder), ``chunk`` dims
+    at a time, so every dim of a wide latent costs one small batch."""
     offsets = sweep_offsets(span, steps).to(z)
     device = _device(model, z)
     with evaluating(model):
@@ -68,14 +90,25 @@ def dim_pull(model: LatentModel, z: Tensor, target: int, std: Tensor, span: floa
         pull = []
         for lo in range(0, z.shape[1], chunk):
             dims = torch.arange(lo, min(lo + chunk, z.shape[1]))
-            probs = model.classify(_swept(z, dims, std, offsets).to(device)).softmax(-1)[:, target].cpu()
+            probs = (
+                model.classify(_swept(z, dims, std, offsets).to(device))
+                .softmax(-1)[:, target]
+                .cpu()
+            )
             pull.append((probs.view(len(dims), steps, -1) - base).abs().mean((1, 2)))
     return torch.cat(pull)
 
 
 @torch.no_grad()
-def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor,
-                       span: float = 2.0, steps: int = 7) -> Tensor:
+def block_sweep_effect(
+    model: LatentModel,
+    z: Tensor,
+    y: Tensor,
+    layout: BlockLayout,
+    std: Tensor,
+    span: float = 2.0,
+    steps: int = 7,
+) -> Tensor:
     """(K, K) effect matrix for :func:`herd_cls.metrics.sweep_specificity`.
 
     Row c: sweeping each dim of B_c on the samples of class c, the mean |change| of every class's
@@ -96,13 +129,14 @@ def block_sweep_effect(model: LatentModel, z: Tensor, y: Tensor, layout: BlockLa
 
 
 @torch.no_grad()
-def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor,
-                         span: float = 2.0) -> Tensor:
+def decoded_block_effect(
+    model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor, span: float = 2.0
+) -> Tensor:
     """(K, K) effect matrix of the decoder, for :func:`herd_cls.metrics.sweep_specificity`.
 
-    Row c: on the samples of class c, moving one dim of block B_b from -span to +span of its std, the
-    mean absolute change of the decoded image, averaged over B_b's dims. A class whose images change
-    only when its own block moves scores specificity 1.
+    Row c: on the samples of class c, moving one dim of block B_b from -span to +span of its std,
+    the mean absolute change of the decoded image, averaged over B_b's dims. A class whose images
+    change only when its own block moves scores specificity 1.
     """
     num_classes, d = layout.num_classes, layout.latent_dim
     effect = torch.full((num_classes, num_classes), float("nan"))
@@ -110,15 +144,16 @@ def decoded_block_effect(model: LatentModel, z: Tensor, y: Tensor, layout: Block
         zc = z[y == c]
         if len(zc) == 0:
             continue
-        images = sweep(model, zc, list(range(d)), std, span, steps=2)["images"]          # (d, 2, S, C, H, W)
-        change = (images[:, 1] - images[:, 0]).abs().flatten(1).mean(1)                 # (d,)
+        # (d, 2, S, C, H, W)
+        images = sweep(model, zc, list(range(d)), std, span, steps=2)["images"]
+        change = (images[:, 1] - images[:, 0]).abs().flatten(1).mean(1)  # (d,)
         effect[c] = torch.stack([change[layout.block(b)].mean() for b in range(num_classes)])
     return effect
 
 
 def exemplars(x: Tensor, z: Tensor, dims: list[int], count: int = 10) -> dict:
-    """For each dim, ``count`` of the given images ordered by that dim's value, from lowest to highest
-    (evenly spaced in rank), so a reader sees what the dim tracks in real data.
+    """For each dim, ``count`` of the given images ordered by that dim's value, from lowest to
+    highest (evenly spaced in rank), so a reader sees what the dim tracks in real data.
 
     Args:
         x: (N, C, H, W) images, z: (N, d) their latents (e.g. the test images of one class).
@@ -127,5 +162,5 @@ def exemplars(x: Tensor, z: Tensor, dims: list[int], count: int = 10) -> dict:
     """
     count = min(count, len(z))
     ranks = torch.linspace(0, len(z) - 1, count).round().long()
-    order = z[:, dims].argsort(0)[ranks].T                                    # (D, count)
+    order = z[:, dims].argsort(0)[ranks].T  # (D, count)
     return {"dims": list(dims), "images": x[order], "values": torch.gather(z[:, dims].T, 1, order)}

@@ -1,4 +1,6 @@
-"""What every ``--reg`` is: a small object that says what it needs and gives its loss for a batch."""
+"""What every ``--reg`` is: a small object that says what it needs and gives its loss for a
+batch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +17,8 @@ Reduce = Callable[[Tensor], Tensor]
 
 
 def penalty_ramp(epoch: int, warmup: int = 0, ramp: int = 0) -> float:
-    """Fraction of the penalty in force at ``epoch`` (0-based): 0 before warm-up, then a linear ramp."""
+    """Fraction of the penalty in force at ``epoch`` (0-based): 0 before warm-up, then a linear
+    ramp."""
     if epoch < warmup:
         return 0.0
     return min(1.0, (epoch - warmup + 1) / ramp) if ramp > 0 else 1.0
@@ -45,33 +48,50 @@ class Batch:
 
 @dataclass
 class PenaltyOptions:
-    """The options every regularizer reads: its weight, when it switches on and on how many samples."""
+    """The options every regularizer reads: its weight, when it switches on and on how many
+    samples."""
 
-    alpha_reg: float | None = option(None, "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
-                                           "factor-vae and beta-vae-capacity); default: the --reg's own, listed with "
-                                           "--reg. HeRD on a decoder's Hessian (--wrt autoencoder or both) is weighted "
-                                           "per image: the trainer divides it by the pixel count.", bound="non-negative")
-    warmup: int = option(1, "Epochs trained without the penalty before it switches on.", bound="non-negative")
-    ramp: int = option(2, "Epochs over which the penalty then ramps linearly to full weight (0: at once).",
-                       bound="non-negative")
-    penalty_samples: int | None = option(None, "Compute a curvature or Jacobian regularizer (class, universal, "
-                                               "hessian-penalty, orojar) on the first N samples of each batch "
-                                               "(default: all, or the --reg's own: 16 for HeRD with --wrt "
-                                               "autoencoder or both); its cost grows with N.", bound="positive")
+    alpha_reg: float | None = option(
+        None,
+        "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
+        "factor-vae and beta-vae-capacity); default: the --reg's own, listed with "
+        "--reg. HeRD on a decoder's Hessian (--wrt autoencoder or both) is weighted "
+        "per image: the trainer divides it by the pixel count.",
+        bound="non-negative",
+    )
+    warmup: int = option(
+        1, "Epochs trained without the penalty before it switches on.", bound="non-negative"
+    )
+    ramp: int = option(
+        2,
+        "Epochs over which the penalty then ramps linearly to full weight (0: at once).",
+        bound="non-negative",
+    )
+    penalty_samples: int | None = option(
+        None,
+        "Compute a curvature or Jacobian regularizer (class, universal, "
+        "hessian-penalty, orojar) on the first N samples of each batch "
+        "(default: all, or the --reg's own: 16 for HeRD with --wrt "
+        "autoencoder or both); its cost grows with N.",
+        bound="positive",
+    )
 
 
 class Regularizer:
-    """One ``--reg``. Subclasses set the class attributes, register with ``@REGULARIZERS.register(name)``
-    and implement :meth:`loss`; state kept between batches lives in the object (see ``state_dict``).
+    """One ``--reg``. Subclasses set the class attributes, register with
+    ``@REGULARIZERS.register(name)`` and implement :meth:`loss`; state kept between batches lives in
+    the object (see ``state_dict``).
 
-    Built from the run's config (a :class:`herd_cls.config.Config`; config imports this package for its
-    choices, so it is not imported here), the model, the training set's size and ``reduce``, which sums
-    batch statistics over processes under torchrun (None in one process). ``self.options`` holds the
-    regularizer's own options, the ``Options`` dataclass filled from the config.
+    Built from the run's config (a :class:`herd_cls.config.Config`; config imports this package for
+    its choices, so it is not imported here), the model, the training set's size and ``reduce``,
+    which sums batch statistics over processes under torchrun (None in one process).
+    ``self.options`` holds the regularizer's own options, the ``Options`` dataclass filled from the
+    config.
 
     Class attributes, asked by config validation and model building:
-        Options: the dataclass of the options only this regularizer (or its family) reads, declared with
-            :func:`herd_cls.options.option`; the config offers them as CLI options and YAML keys.
+        Options: the dataclass of the options only this regularizer (or its family) reads, declared
+            with :func:`herd_cls.options.option`; the config offers them as CLI options and YAML
+            keys.
         default_weight: ``--alpha-reg`` when none is given.
         needs_decoder: the loss reads a decoder.
         variational: the model needs a variational bottleneck (q(z | x) with a log-variance).
@@ -88,7 +108,9 @@ class Regularizer:
     family: ClassVar[str] = ""
     Options: ClassVar[type | None] = None
 
-    def __init__(self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None):
+    def __init__(
+        self, cfg: Any, model: LatentModel, dataset_size: int, reduce: Reduce | None = None
+    ):
         self.cfg, self.dataset_size = cfg, dataset_size
         self.options = options_from(self.Options, cfg) if self.Options is not None else None
         self.weight = cfg.alpha_reg if cfg.alpha_reg is not None else self.default_weight
@@ -111,7 +133,9 @@ class Regularizer:
         if cls.needs_decoder and not cfg.decoder:
             raise HerdError(f"--reg {cls.name} regularizes a decoder; add --decoder")
         if cls.variational and cfg.latent != "bottleneck":
-            raise HerdError(f"--reg {cls.name} needs a variational bottleneck; use --latent bottleneck")
+            raise HerdError(
+                f"--reg {cls.name} needs a variational bottleneck; use --latent bottleneck"
+            )
 
     def schedule(self, epoch: int) -> float:
         """Fraction of the term in force at ``epoch`` (0-based): warm-up, then a linear ramp."""
@@ -121,8 +145,8 @@ class Regularizer:
         """Called before every training epoch."""
 
     def loss(self, model: LatentModel, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(penalty to log, term added to the training loss), both scalars; the trainer multiplies the
-        term by :meth:`schedule` and computes it in float32."""
+        """(penalty to log, term added to the training loss), both scalars; the trainer multiplies
+        the term by :meth:`schedule` and computes it in float32."""
         raise NotImplementedError
 
     def after_step(self, batch: Batch) -> None:
@@ -140,8 +164,9 @@ class Regularizer:
 
 
 class DecoderPenalty(Regularizer):
-    """A penalty ``penalty_fn(decode, z, scale=...)`` of the decoder around each latent of the batch's first
-    ``--penalty-samples`` samples, with z measured in its batch std (an encoder's z has no unit prior)."""
+    """A penalty ``penalty_fn(decode, z, scale=...)`` of the decoder around each latent of the
+    batch's first ``--penalty-samples`` samples, with z measured in its batch std (an encoder's z
+    has no unit prior)."""
 
     needs_decoder = True
     family = "decoder Jacobian or Hessian penalty"
@@ -149,7 +174,9 @@ class DecoderPenalty(Regularizer):
 
     def loss(self, model, batch):
         batch = batch.head(self.penalty_samples)
-        penalty = self.penalty_fn(model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6))
+        penalty = self.penalty_fn(
+            model.decode, batch.z, scale=batch.z.detach().std(0).clamp_min(1e-6)
+        )
         return penalty, self.weight * penalty
 
 

@@ -1,10 +1,13 @@
-"""``--reg concept-whitening``: the Concept Whitening baseline (Chen, Bei and Rudin 2020), classes as concepts.
+"""``--reg concept-whitening``: the Concept Whitening baseline (Chen, Bei and Rudin 2020), classes
+as concepts.
 
-The model gets a :class:`herd_cls.concept_whitening.ConceptWhitening` layer on its latent (``whitened``);
-this regularizer adds no loss term. After every optimiser step it sums the concept gradient of the batch and,
-every :data:`ALIGN_EVERY` steps once the warm-up is over, turns the layer's rotation so that each class's
-block fires for its images (the paper alternates the same way between the task loss and the rotation).
+The model gets a :class:`herd_cls.concept_whitening.ConceptWhitening` layer on its latent
+(``whitened``); this regularizer adds no loss term. After every optimiser step it sums the concept
+gradient of the batch and, every :data:`ALIGN_EVERY` steps once the warm-up is over, turns the
+layer's rotation so that each class's block fires for its images (the paper alternates the same way
+between the task loss and the rotation).
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +16,8 @@ from ..concept_whitening import ConceptWhitening
 from ..registry import HerdError
 from .base import REGULARIZERS, Batch, Regularizer
 
-# optimiser steps between rotation updates: the paper's code turns every 20 batches of ImageNet; a small
+# optimiser steps between rotation updates: the paper's code turns every 20 batches of ImageNet; a
+# small
 # data set has a few hundred steps in all, so it turns every 5 by at most MAX_TURN radians
 ALIGN_EVERY = 5
 
@@ -21,8 +25,11 @@ ALIGN_EVERY = 5
 @REGULARIZERS.register("concept-whitening")
 class ConceptWhiteningAlignment(Regularizer):
     name = "concept-whitening"
-    help = ("Concept Whitening (Chen et al. 2020): the latent whitened, then rotated so that each class's block "
-            "fires for its images; no loss term (a baseline)")
+    help = (
+        "Concept Whitening (Chen et al. 2020): the latent whitened, then rotated so that each "
+        "class's block "
+        "fires for its images; no loss term (a baseline)"
+    )
     family = "concept alignment"
     whitened = True
 
@@ -51,7 +58,7 @@ class ConceptWhiteningAlignment(Regularizer):
     def after_step(self, batch: Batch) -> None:
         if not self.active:
             return
-        x_hat = batch.z.detach().float() @ self.layer.rotation.T   # the rotation is orthogonal
+        x_hat = batch.z.detach().float() @ self.layer.rotation.T  # the rotation is orthogonal
         grad, counts = self.layer.concept_gradient(x_hat, batch.y)
         if self.reduce is not None:
             grad, counts = self.reduce(grad), self.reduce(counts)

@@ -1,7 +1,8 @@
-"""The VAE family on a variational bottleneck: beta-VAE, beta-VAE with annealed capacity, FactorVAE and
-beta-TCVAE. The KL terms are per sample in nats; the trainer's reconstruction loss is a per-pixel mean,
-so each term is divided by the pixel count, which keeps the ELBO's balance (with ``--recon-loss bce``
-the objective is the ELBO's, scaled by 1 / pixels)."""
+"""The VAE family on a variational bottleneck: beta-VAE, beta-VAE with annealed capacity, FactorVAE
+and beta-TCVAE. The KL terms are per sample in nats; the trainer's reconstruction loss is a
+per-pixel mean, so each term is divided by the pixel count, which keeps the ELBO's balance (with
+``--recon-loss bce`` the objective is the ELBO's, scaled by 1 / pixels)."""
+
 from __future__ import annotations
 
 import math
@@ -67,7 +68,8 @@ class FactorDiscriminator(nn.Module):
         return (logits[:, 0] - logits[:, 1]).mean()
 
     def loss(self, z: Tensor) -> Tensor:
-        """Cross-entropy telling z (label 0) from its dim-wise permutation (label 1); z is detached."""
+        """Cross-entropy telling z (label 0) from its dim-wise permutation (label 1); z is
+        detached."""
         z = z.detach()
         both = torch.cat([z, permute_dims(z)])
         target = torch.cat([torch.zeros(len(z)), torch.ones(len(z))]).long().to(z.device)
@@ -103,13 +105,19 @@ class BetaVAE(_VAERegularizer):
 class CapacityOptions:
     """The option of ``--reg beta-vae-capacity``."""
 
-    capacity: float = option(25.0, "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.",
-                             bound="non-negative")
+    capacity: float = option(
+        25.0,
+        "KL capacity in nats that beta-vae-capacity anneals to, linearly over the epochs.",
+        bound="non-negative",
+    )
 
 
 @REGULARIZERS.register("beta-vae-capacity")
 class BetaVAECapacity(_VAERegularizer):
-    name, help = "beta-vae-capacity", "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)"
+    name, help = (
+        "beta-vae-capacity",
+        "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)",
+    )
     default_weight = 1000.0
 
     Options = CapacityOptions
@@ -124,14 +132,19 @@ class BetaVAECapacity(_VAERegularizer):
 
 @REGULARIZERS.register("factor-vae")
 class FactorVAE(_VAERegularizer):
-    name, help = "factor-vae", "FactorVAE: KL + gamma * a discriminator's TC estimate (Kim & Mnih 2018)"
+    name, help = (
+        "factor-vae",
+        "FactorVAE: KL + gamma * a discriminator's TC estimate (Kim & Mnih 2018)",
+    )
     default_weight = 10.0
 
     def __init__(self, cfg, model, dataset_size, reduce=None):
         super().__init__(cfg, model, dataset_size, reduce)
         self.discriminator = FactorDiscriminator(model.latent_dim)
         # the paper's discriminator optimiser: Adam, lr 1e-4, betas (0.5, 0.9)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        self.optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=1e-4, betas=(0.5, 0.9)
+        )
 
     def term(self, kl, batch):
         return kl + self.weight * self.discriminator.total_correlation(batch.z)
@@ -146,7 +159,10 @@ class FactorVAE(_VAERegularizer):
         return self
 
     def state_dict(self):
-        return {"discriminator": self.discriminator.state_dict(), "discriminator_optimizer": self.optimizer.state_dict()}
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "discriminator_optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state):
         self.discriminator.load_state_dict(state["discriminator"])
@@ -155,8 +171,13 @@ class FactorVAE(_VAERegularizer):
 
 @REGULARIZERS.register("beta-tcvae")
 class BetaTCVAE(_VAERegularizer):
-    name, help = "beta-tcvae", "beta-TCVAE: KL + (beta - 1) * TC, minibatch-weighted sampling (Chen et al. 2018)"
+    name, help = (
+        "beta-tcvae",
+        "beta-TCVAE: KL + (beta - 1) * TC, minibatch-weighted sampling (Chen et al. 2018)",
+    )
     default_weight = 6.0
 
     def term(self, kl, batch):  # the decomposition with alpha = gamma = 1
-        return kl + (self.weight - 1) * total_correlation(batch.z, batch.mu, batch.logvar, self.dataset_size)
+        return kl + (self.weight - 1) * total_correlation(
+            batch.z, batch.mu, batch.logvar, self.dataset_size
+        )

@@ -1,4 +1,5 @@
 """Figures as PNG files (matplotlib with the Agg backend, imported lazily)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,7 +51,9 @@ def training_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def _outline_blocks(ax, layout: BlockLayout, highlight: int | None = None, square: bool = True) -> None:
+def _outline_blocks(
+    ax, layout: BlockLayout, highlight: int | None = None, square: bool = True
+) -> None:
     from matplotlib.patches import Rectangle
 
     for c in range(layout.num_classes):
@@ -63,8 +66,9 @@ def _outline_blocks(ax, layout: BlockLayout, highlight: int | None = None, squar
 
 
 def _hessian_figure(hbar: Tensor, layout: BlockLayout, target: int, title: str):
-    """The Figure of :func:`hessian_heatmap`: pixel (i, j) is dim pair (i, j), so dims lo..lo+n-1 span
-    [lo - 0.5, lo + n - 0.5] in data coordinates. Other class blocks: thin white; the target's own
+    """The Figure of :func:`hessian_heatmap`: pixel (i, j) is dim pair (i, j), so dims lo..lo+n-1
+    span [lo - 0.5, lo + n - 0.5] in data coordinates. Other class blocks: thin white; the target's
+    own
     block: red on top; the shared dims (in no block): a dashed cyan square."""
     from matplotlib.patches import Rectangle
 
@@ -78,7 +82,9 @@ def _hessian_figure(hbar: Tensor, layout: BlockLayout, target: int, title: str):
         ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), n, n, fill=False, ec=ec, lw=lw, zorder=z))
     if layout.shared_dims:
         lo, s = int(layout.shared[0]), layout.shared_dims
-        ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), s, s, fill=False, ec="cyan", lw=1.4, ls="--", zorder=3))
+        ax.add_patch(
+            Rectangle((lo - 0.5, lo - 0.5), s, s, fill=False, ec="cyan", lw=1.4, ls="--", zorder=3)
+        )
     ax.set_title(title, fontsize=9), ax.set_ylabel("latent dim")
     ax.set_xlabel("latent dim (red: own block, dashed: shared dims)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -86,20 +92,26 @@ def _hessian_figure(hbar: Tensor, layout: BlockLayout, target: int, title: str):
 
 
 def hessian_heatmap(hbar: Tensor, layout: BlockLayout, target: int, title: str, path: Path) -> Path:
-    """Mean |H| (d, d) of one class: its own block outlined in red, the shared dims dashed, the other
-    class blocks in thin white."""
+    """Mean |H| (d, d) of one class: its own block outlined in red, the shared dims dashed, the
+    other class blocks in thin white."""
     return _save(_hessian_figure(hbar, layout, target, title), path)
 
 
 LABELLED_CLASSES = 40  # above this many classes, figures drop per-class labels and legends
 
 
-def class_dim_matrix(matrix: Tensor, layout: BlockLayout, class_names: list[str], title: str, path: Path) -> Path:
-    """A (K, d) class x latent-dim matrix (e.g. mean |attribution|), each row normalised, blocks outlined."""
+def class_dim_matrix(
+    matrix: Tensor, layout: BlockLayout, class_names: list[str], title: str, path: Path
+) -> Path:
+    """A (K, d) class x latent-dim matrix (e.g. mean |attribution|), each row normalised, blocks
+    outlined."""
     plt = _plt()
     m = matrix / matrix.max(1, keepdim=True).values.clamp_min(1e-12)
-    many = m.shape[0] > LABELLED_CLASSES  # then one row a class, unlabelled, in a figure of bounded height
-    fig, ax = plt.subplots(figsize=(min(12, 1.5 + 0.3 * m.shape[1]), min(10.0, 0.9 + 0.3 * m.shape[0])))
+    # then one row a class, unlabelled, in a figure of bounded height
+    many = m.shape[0] > LABELLED_CLASSES
+    fig, ax = plt.subplots(
+        figsize=(min(12, 1.5 + 0.3 * m.shape[1]), min(10.0, 0.9 + 0.3 * m.shape[0]))
+    )
     ax.imshow(m.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=1, interpolation="nearest")
     if not many:
         _outline_blocks(ax, layout, square=False)
@@ -112,7 +124,9 @@ def class_dim_matrix(matrix: Tensor, layout: BlockLayout, class_names: list[str]
     return _save(fig, path)
 
 
-def embedding_scatter(points: Tensor, labels: Tensor, class_names: list[str], title: str, path: Path) -> Path:
+def embedding_scatter(
+    points: Tensor, labels: Tensor, class_names: list[str], title: str, path: Path
+) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.8, 3.4))
     if len(class_names) <= LABELLED_CLASSES:
@@ -151,38 +165,68 @@ def robustness_curves(result: dict, class_index: int | None, title: str, path: P
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.8, 2.8))
-    clean = result["clean"]["accuracy"] if class_index is None else result["clean"]["per_class"][class_index]
+    clean = (
+        result["clean"]["accuracy"]
+        if class_index is None
+        else result["clean"]["per_class"][class_index]
+    )
     for i, (name, table) in enumerate(result["attacks"].items()):
         eps = sorted(table, key=float)
-        acc = [table[e]["robust_accuracy"] if class_index is None else table[e]["per_class"][class_index] for e in eps]
-        ax.plot([float(e) for e in eps], [a if a is not None else float("nan") for a in acc], marker="o", ms=3,
-                label=name, color=f"C{i}")
+        acc = [
+            table[e]["robust_accuracy"]
+            if class_index is None
+            else table[e]["per_class"][class_index]
+            for e in eps
+        ]
+        ax.plot(
+            [float(e) for e in eps],
+            [a if a is not None else float("nan") for a in acc],
+            marker="o",
+            ms=3,
+            label=name,
+            color=f"C{i}",
+        )
     if clean is not None:
         ax.axhline(clean, ls="--", color="0.5", lw=0.8, label="clean")
-    ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7), ax.set_ylabel("accuracy")
+    (
+        ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7),
+        ax.set_ylabel("accuracy"),
+    )
     ax.set_ylim(-0.02, 1.02), ax.set_title(title, fontsize=9), ax.legend(fontsize=6)
     return _save(fig, path)
 
 
 def gradient_norm_curves(result: dict, title: str, path: Path) -> Path:
-    """Median per-image L2 norm of d margin / d x against eps, one line per attack, at the attacked images
-    (the clean images' median dashed; the tiny threshold dotted). A masked model's lines sit at the bottom."""
+    """Median per-image L2 norm of d margin / d x against eps, one line per attack, at the attacked
+    images (the clean images' median dashed; the tiny threshold dotted). A masked model's lines sit
+    at the bottom."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3.8, 2.8))
     for i, (name, table) in enumerate(result["attacks"].items()):
         eps = sorted(table, key=float)
-        ax.plot([float(e) for e in eps], [max(table[e]["gradients"]["margin_median"], 1e-12) for e in eps],
-                marker="o", ms=3, label=name, color=f"C{i}")
+        ax.plot(
+            [float(e) for e in eps],
+            [max(table[e]["gradients"]["margin_median"], 1e-12) for e in eps],
+            marker="o",
+            ms=3,
+            label=name,
+            color=f"C{i}",
+        )
     g = result["gradients"]
     ax.axhline(max(g["margin_median"], 1e-12), ls="--", color="0.5", lw=0.8, label="clean")
     ax.axhline(g["tiny"], ls=":", color="C3", lw=0.8, label="tiny")
     ax.set_yscale("log"), ax.set_xlabel("eps (pixels in [0, 1]; L2 norm for pgd-l2)", fontsize=7)
-    ax.set_ylabel("median |d margin / dx|", fontsize=8), ax.set_title(title, fontsize=9), ax.legend(fontsize=6)
+    (
+        ax.set_ylabel("median |d margin / dx|", fontsize=8),
+        ax.set_title(title, fontsize=9),
+        ax.legend(fontsize=6),
+    )
     return _save(fig, path)
 
 
 def confusion_heatmap(confusion: list, class_names: list[str], title: str, path: Path) -> Path:
-    """Where adversarial examples land: true class (rows) against adversarial prediction (columns)."""
+    """Where adversarial examples land: true class (rows) against adversarial prediction
+    (columns)."""
     import numpy as np
 
     plt = _plt()
@@ -191,33 +235,49 @@ def confusion_heatmap(confusion: list, class_names: list[str], title: str, path:
     ax.imshow(m / np.maximum(m.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(class_names)), class_names, fontsize=6)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=6)
-    ax.set_xlabel("adversarial prediction"), ax.set_ylabel("true class"), ax.set_title(title, fontsize=8)
+    (
+        ax.set_xlabel("adversarial prediction"),
+        ax.set_ylabel("true class"),
+        ax.set_title(title, fontsize=8),
+    )
     return _save(fig, path)
 
 
-def purity_histogram(shares: Tensor, chance: float, class_mean: float, title: str, path: Path) -> Path:
-    """Histogram of a class's per-image own-block shares (N,) in [0, 1], NaN dropped; the median (solid),
-    the class-mean purity (dashed) and chance (dotted) marked."""
+def purity_histogram(
+    shares: Tensor, chance: float, class_mean: float, title: str, path: Path
+) -> Path:
+    """Histogram of a class's per-image own-block shares (N,) in [0, 1], NaN dropped; the median
+    (solid), the class-mean purity (dashed) and chance (dotted) marked."""
     plt = _plt()
     p = shares[~shares.isnan()].numpy()
     fig, ax = plt.subplots(figsize=(3.8, 2.6))
     ax.hist(p, bins=20, range=(0, 1), color="C0")
     if len(p):
-        ax.axvline(float(shares[~shares.isnan()].median()), color="C0", lw=1.8, label="median image")
+        ax.axvline(
+            float(shares[~shares.isnan()].median()), color="C0", lw=1.8, label="median image"
+        )
     if class_mean == class_mean:
         ax.axvline(class_mean, color="C3", lw=1.5, ls="--", label="class mean")
     ax.axvline(chance, color="0.4", lw=1, ls=":", label="chance")
     ax.set_xlim(0, 1), ax.set_xlabel("own-block share of the image's |H|", fontsize=8)
-    ax.set_ylabel("images", fontsize=8), ax.set_title(title, fontsize=9), ax.legend(fontsize=6, loc="upper left")
+    (
+        ax.set_ylabel("images", fontsize=8),
+        ax.set_title(title, fontsize=9),
+        ax.legend(fontsize=6, loc="upper left"),
+    )
     return _save(fig, path)
 
 
 def block_effect_bars(effect: Tensor, own: int, title: str, path: Path) -> Path:
-    """One class's row of the decoded block effect (K,): the mean image change when each block is swept,
-    the class's own block in red."""
+    """One class's row of the decoded block effect (K,): the mean image change when each block is
+    swept, the class's own block in red."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(0.5 + 0.45 * len(effect), 2.4))
-    ax.bar(range(len(effect)), effect.numpy(), color=["C3" if b == own else "0.6" for b in range(len(effect))])
+    ax.bar(
+        range(len(effect)),
+        effect.numpy(),
+        color=["C3" if b == own else "0.6" for b in range(len(effect))],
+    )
     ax.set_xticks(range(len(effect)), [f"B{b}" for b in range(len(effect))], fontsize=7)
     ax.set_xlabel("swept block", fontsize=8), ax.set_ylabel("mean |image change|", fontsize=8)
     ax.set_title(title, fontsize=9)
@@ -240,5 +300,6 @@ def carrier_strip(images: Tensor, captions: list[str], title: str, path: Path) -
 
 
 def decoder_hessian_heatmap(hbar: Tensor, layout: BlockLayout, title: str, path: Path) -> Path:
-    """Mean |H| (d, d) of the reconstruction loss w.r.t. z, class blocks outlined in white, shared dims dashed."""
+    """Mean |H| (d, d) of the reconstruction loss w.r.t. z, class blocks outlined in white, shared
+    dims dashed."""
     return _save(_hessian_figure(hbar, layout, -1, title), path)

@@ -1,4 +1,5 @@
 """HTML pages from Jinja2 templates shipped in the package; relative links, no JavaScript."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,11 @@ def render(template: str, path: Path, **context) -> Path:
     """Render ``templates/<template>`` with ``context`` to ``path`` (written atomically)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    env = Environment(loader=PackageLoader("herd_cls.report", "templates"), autoescape=select_autoescape(),
-                      undefined=StrictUndefined)
+    env = Environment(
+        loader=PackageLoader("herd_cls.report", "templates"),
+        autoescape=select_autoescape(),
+        undefined=StrictUndefined,
+    )
     env.filters["number"] = number
     html = env.get_template(template).render(**context)
     atomic_write(path, html)

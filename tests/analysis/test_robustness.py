@@ -27,7 +27,9 @@ def pgd_reference(model, x, y, eps, steps, seed):
     for _ in range(steps):
         adv.requires_grad_(True)
         (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(adv), y), adv)
-        adv = torch.min(torch.max(adv.detach() + 2.5 * eps / steps * g.sign(), x - eps), x + eps).clamp(0, 1)
+        adv = torch.min(
+            torch.max(adv.detach() + 2.5 * eps / steps * g.sign(), x - eps), x + eps
+        ).clamp(0, 1)
     return adv
 
 
@@ -42,15 +44,27 @@ def test_fgsm_agrees_exactly_with_independent_implementation(toy):
 def test_pgd_agrees_with_independent_implementation_within_tolerance(toy):
     # random starts differ, so the two may disagree on a few samples: tolerance 5 points
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, BlockLayout(4, 2), ["pgd-linf"], [0.05], steps=10)
-    ours = (model(pgd_reference(model, x, y, 0.05, 10, seed=1)).argmax(1) == y).float().mean().item()
+    res = evaluate_robustness(
+        model, encoder, x, y, BlockLayout(4, 2), ["pgd-linf"], [0.05], steps=10
+    )
+    ours = (
+        (model(pgd_reference(model, x, y, 0.05, 10, seed=1)).argmax(1) == y).float().mean().item()
+    )
     assert abs(res["attacks"]["pgd-linf"]["0.05"]["robust_accuracy"] - ours) <= 0.05
 
 
 def test_sanity_checks_hold_and_latent_shares_add_up(toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, BlockLayout(4, 2), ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"],
-                              [0, 0.05, 0.3, 1.0], steps=5)
+    res = evaluate_robustness(
+        model,
+        encoder,
+        x,
+        y,
+        BlockLayout(4, 2),
+        ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"],
+        [0, 0.05, 0.3, 1.0],
+        steps=5,
+    )
     failed = [c for c in res["checks"] if c["verdict"] != "pass"]
     assert not failed, failed
     row = res["attacks"]["pgd-linf"]["0.05"]
@@ -61,7 +75,8 @@ def test_sanity_checks_hold_and_latent_shares_add_up(toy):
         assert sum(parts) == pytest.approx(1.0)
     assert sum(map(sum, row["confusion"])) == len(y)
     assert res["worst_case"]["linf"]["0.05"]["robust_accuracy"] <= min(
-        res["attacks"][a]["0.05"]["robust_accuracy"] for a in ("fgsm", "pgd-linf", "apgd-ce"))
+        res["attacks"][a]["0.05"]["robust_accuracy"] for a in ("fgsm", "pgd-linf", "apgd-ce")
+    )
 
 
 @pytest.mark.slow
@@ -69,9 +84,28 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "a", "--epochs", "3"]).exit_code == 0
     run_dir = tmp_path / "runs" / "a"
-    res = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "0,0.05,0.3", "--n-samples", "40",
-                               "--steps", "5", "--attack", "fgsm,pgd-linf,apgd-ce,square", "--queries", "100",
-                               "--transfer-from", str(run_dir), "--out", str(tmp_path / "r")])
+    res = runner.invoke(
+        main,
+        [
+            "robustness",
+            "--run",
+            str(run_dir),
+            "--eps",
+            "0,0.05,0.3",
+            "--n-samples",
+            "40",
+            "--steps",
+            "5",
+            "--attack",
+            "fgsm,pgd-linf,apgd-ce,square",
+            "--queries",
+            "100",
+            "--transfer-from",
+            str(run_dir),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "pass, 0 FLAG" in res.output and "    FLAG  " not in res.output
     assert "pass  unbounded pgd-linf (eps 1) leaves no image correct" in res.output
@@ -79,14 +113,18 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
     assert saved["attacks"]["pgd-linf"]["0.0"]["robust_accuracy"] == saved["clean"]["accuracy"]
     assert saved["attacks"]["apgd-ce"]["0.3"]["robust_accuracy"] <= 0.1
     # crafted on the run itself, the transfer attack is the white-box one
-    assert saved["attacks"]["transfer-pgd-linf"]["0.05"]["correct"] == saved["attacks"]["pgd-linf"]["0.05"]["correct"]
+    assert (
+        saved["attacks"]["transfer-pgd-linf"]["0.05"]["correct"]
+        == saved["attacks"]["pgd-linf"]["0.05"]["correct"]
+    )
     assert saved["settings"]["transfer_from"] == str(run_dir.resolve())
     # the classifier a run exposes is what was attacked: images in [0, 1] -> logits, eval mode
     run = load_run(run_dir)
     assert not run.classifier().training
     page = Path(res.output.strip().splitlines()[-1])
 
-    assert len(check_page(page).images) == 3 + 10  # overall curves, gradient norms, confusion, one curve per class
+    # overall curves, gradient norms, confusion, one curve per class
+    assert len(check_page(page).images) == 3 + 10
 
     bad = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "-0.1"])
     assert bad.exit_code != 0 and "outside [0, 1]" in bad.output and "Traceback" not in bad.output

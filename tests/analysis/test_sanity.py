@@ -1,11 +1,16 @@
 """The gradient-masking checks on synthetic numbers: each flags what it should, by id."""
+
 from herd_cls.analysis.sanity import Tolerances, sanity_checks
 
 
 def synthetic(accs: dict, clean: float = 0.9) -> dict:
     """A result with only robust accuracies: {attack: {eps: accuracy}}."""
-    return {"clean": {"accuracy": clean},
-            "attacks": {a: {e: {"robust_accuracy": v} for e, v in table.items()} for a, table in accs.items()}}
+    return {
+        "clean": {"accuracy": clean},
+        "attacks": {
+            a: {e: {"robust_accuracy": v} for e, v in table.items()} for a, table in accs.items()
+        },
+    }
 
 
 def verdicts(checks):
@@ -19,13 +24,24 @@ def test_every_check_carries_an_id_a_verdict_and_the_human_message():
         assert set(c) == {"id", "attack", "verdict", "passed", "check", "detail"}
         assert c["verdict"] == ("pass" if c["passed"] else "flag")
     falls = next(c for c in checks if c["id"] == "falls-with-eps")
-    assert falls["check"] == "apgd-ce: accuracy falls as eps grows" and falls["detail"] == "0.900 → 0.010 → 0.020"
+    assert (
+        falls["check"] == "apgd-ce: accuracy falls as eps grows"
+        and falls["detail"] == "0.900 → 0.010 → 0.020"
+    )
 
 
 def test_monotonicity_and_large_eps_on_synthetic_numbers():
     # the issue's pattern: more images correct at eps 0.3 than at 0.1
-    v = verdicts(sanity_checks(synthetic({"apgd-ce": {"0": 0.9, "0.1": 0.01, "0.3": 0.02},
-                                          "pgd-linf": {"0": 0.9, "0.1": 0.3, "0.3": 0.3}})))
+    v = verdicts(
+        sanity_checks(
+            synthetic(
+                {
+                    "apgd-ce": {"0": 0.9, "0.1": 0.01, "0.3": 0.02},
+                    "pgd-linf": {"0": 0.9, "0.1": 0.3, "0.3": 0.3},
+                }
+            )
+        )
+    )
     assert v["falls-with-eps", "apgd-ce"] == "flag"
     assert v["falls-with-eps", "pgd-linf"] == "pass"  # flat is allowed
     assert v["large-eps", "apgd-ce"] == "pass"
@@ -35,7 +51,11 @@ def test_monotonicity_and_large_eps_on_synthetic_numbers():
 
 
 def test_large_eps_holds_only_white_box_linf_attacks():
-    v = verdicts(sanity_checks(synthetic({"pgd-l2": {"0.3": 0.8}, "square": {"0.3": 0.8}, "fgsm": {"0.3": 0.8}})))
+    v = verdicts(
+        sanity_checks(
+            synthetic({"pgd-l2": {"0.3": 0.8}, "square": {"0.3": 0.8}, "fgsm": {"0.3": 0.8}})
+        )
+    )
     assert ("large-eps", "pgd-l2") not in v and ("large-eps", "square") not in v
     assert v["large-eps", "fgsm"] == "flag"
 
@@ -43,17 +63,36 @@ def test_large_eps_holds_only_white_box_linf_attacks():
 def test_square_stronger_than_white_box_is_flagged_beyond_tolerance():
     ok = verdicts(sanity_checks(synthetic({"pgd-linf": {"0.1": 0.40}, "square": {"0.1": 0.395}})))
     assert ok["gradient-free-not-stronger", "square"] == "pass"  # within the 0.01 tolerance
-    bad = verdicts(sanity_checks(synthetic({"pgd-linf": {"0.1": 0.40, "0.3": 0.2},
-                                            "square": {"0.1": 0.45, "0.3": 0.1}})))
-    assert bad["gradient-free-not-stronger", "square"] == "flag"  # weaker at 0.1, but stronger at 0.3
-    strict = verdicts(sanity_checks(synthetic({"pgd-linf": {"0.1": 0.40}, "square": {"0.1": 0.395}}),
-                                    Tolerances(transfer=0.001)))
+    bad = verdicts(
+        sanity_checks(
+            synthetic({"pgd-linf": {"0.1": 0.40, "0.3": 0.2}, "square": {"0.1": 0.45, "0.3": 0.1}})
+        )
+    )
+    # weaker at 0.1, but stronger at 0.3
+    assert bad["gradient-free-not-stronger", "square"] == "flag"
+    strict = verdicts(
+        sanity_checks(
+            synthetic({"pgd-linf": {"0.1": 0.40}, "square": {"0.1": 0.395}}),
+            Tolerances(transfer=0.001),
+        )
+    )
     assert strict["gradient-free-not-stronger", "square"] == "flag"
 
 
 def test_transfer_and_iterative_against_single_step():
-    v = verdicts(sanity_checks(synthetic({"fgsm": {"0.1": 0.30}, "pgd-linf": {"0.1": 0.35}, "apgd-ce": {"0.1": 0.31},
-                                          "apgd-dlr": {"0.1": 0.5}, "transfer-pgd-linf": {"0.1": 0.2}})))
+    v = verdicts(
+        sanity_checks(
+            synthetic(
+                {
+                    "fgsm": {"0.1": 0.30},
+                    "pgd-linf": {"0.1": 0.35},
+                    "apgd-ce": {"0.1": 0.31},
+                    "apgd-dlr": {"0.1": 0.5},
+                    "transfer-pgd-linf": {"0.1": 0.2},
+                }
+            )
+        )
+    )
     assert v["beats-single-step", "pgd-linf"] == "flag"  # 5 points worse than one step
     assert v["beats-single-step", "apgd-ce"] == "pass"  # within 2 points
     assert ("beats-single-step", "apgd-dlr") not in v  # another loss than fgsm's
@@ -64,7 +103,12 @@ def test_transfer_and_iterative_against_single_step():
 def test_model_checks_and_attacks_no_longer_registered():
     result = synthetic({"gone": {"0": 0.9, "0.1": 0.95}})
     result["unbounded"] = {"attack": "pgd-linf", "eps": 1.0, "robust_accuracy": 0.5}
-    result["gradients"] = {"tiny": 1e-6, "tiny_share": 0.0, "zero_share": 0.1, "nonfinite_share": 0.0}
+    result["gradients"] = {
+        "tiny": 1e-6,
+        "tiny_share": 0.0,
+        "zero_share": 0.1,
+        "nonfinite_share": 0.0,
+    }
     v = verdicts(sanity_checks(result))
     assert v["falls-with-eps", "gone"] == "flag" and v["not-above-clean", "gone"] == "flag"
     assert v["unbounded", "pgd-linf"] == "flag"

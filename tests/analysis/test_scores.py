@@ -1,5 +1,7 @@
-"""The metric registry's additions: per-image purity views, the images of largest curvature, by-construction
-reasons, and own-block loss sensitivity (golden values on heads whose answer is known from their wiring)."""
+"""The metric registry's additions: per-image purity views, the images of largest curvature,
+by-construction reasons, and own-block loss sensitivity (golden values on heads whose answer is
+known from their wiring)."""
+
 import math
 
 import pytest
@@ -25,17 +27,29 @@ Z = torch.zeros(9, 3)
 Y = torch.tensor([0, 1, 2] * 3)
 
 
-@pytest.mark.parametrize("reads, per_class", [
-    ([0, 1, 2], [1.0, 1.0, 1.0]),  # each logit reads its own block: moving it moves the true logit
-    ([1, 2, 0], [0.0, 0.0, 0.0]),  # logit k reads block k+1: the true logit moves with another block
-])
+@pytest.mark.parametrize(
+    "reads, per_class",
+    [
+        # each logit reads its own block: moving it moves the true logit
+        (
+            [0, 1, 2],
+            [1.0, 1.0, 1.0],
+        ),
+        # logit k reads block k+1: the true logit moves with another block
+        (
+            [1, 2, 0],
+            [0.0, 0.0, 0.0],
+        ),
+    ],
+)
 def test_loss_block_sensitivity_follows_the_wiring(reads, per_class):
     score = loss_block_sensitivity(routed_head(reads), Z, Y, LAYOUT, step=1.0)
     assert score.per_class == per_class and score.overall == sum(per_class) / 3
 
 
 def test_loss_block_sensitivity_when_one_block_carries_every_loss():
-    # only block 0 moves any logit: class 0 wins, classes 1 and 2 lose (their own blocks change nothing,
+    # only block 0 moves any logit: class 0 wins, classes 1 and 2 lose (their own blocks change
+    # nothing,
     # and a tie at zero against block 2's zero does not count as more)
     head = lambda z: torch.stack([z[:, 0], -z[:, 0], torch.zeros(len(z))], 1)  # noqa: E731
     score = loss_block_sensitivity(head, Z, Y, LAYOUT, step=1.0)
@@ -64,14 +78,25 @@ def test_block_head_makes_the_marked_metrics_one_whatever_the_weights():
     assert "by construction" in METRICS.get("sweep_specificity").by_construction(block)
     assert "by construction" in METRICS.get("attribution_alignment").by_construction(block)
     # an mlp head, or shared dims for the alignment, leave them to training
-    assert METRICS.get("sweep_specificity").by_construction({"head": "mlp", "shared_dims": 0}) is None
-    assert METRICS.get("attribution_alignment").by_construction({"head": "block", "shared_dims": 2}) is None
+    assert (
+        METRICS.get("sweep_specificity").by_construction({"head": "mlp", "shared_dims": 0}) is None
+    )
+    assert (
+        METRICS.get("attribution_alignment").by_construction({"head": "block", "shared_dims": 2})
+        is None
+    )
     assert METRICS.get("loss_block_sensitivity").by_construction(block) is None
 
 
 def _purity(per_image, mass, labels, per_class=(0.5, 0.5)):
-    return Purity(torch.tensor(per_class), torch.tensor(per_image), torch.tensor(labels), torch.zeros(2, 2, 2),
-                  "exact", None if mass is None else torch.tensor(mass))
+    return Purity(
+        torch.tensor(per_class),
+        torch.tensor(per_image),
+        torch.tensor(labels),
+        torch.zeros(2, 2, 2),
+        "exact",
+        None if mass is None else torch.tensor(mass),
+    )
 
 
 def test_images_of_largest_mass_and_how_many_hold_ninety_percent():
@@ -79,16 +104,24 @@ def test_images_of_largest_mass_and_how_many_hold_ninety_percent():
     p = _purity([0.9, 0.1, 0.95, 0.6, 0.7, 0.2], [1.0, 8.0, 1.0, 5.0, 5.0, 0.0], [0, 0, 0, 1, 1, 1])
     assert p.top_mass(0, 2).tolist() == [1, 0] and p.top_mass(1, 8).tolist() == [3, 4, 5]
     assert p.mass_share().tolist() == pytest.approx([0.1, 0.8, 0.1, 0.5, 0.5, 0.0])
-    assert p.mass_holders(0, 0.9) == 2 and p.mass_holders(1, 0.9) == 2 and p.mass_holders(1, 0.5) == 1
+    assert (
+        p.mass_holders(0, 0.9) == 2 and p.mass_holders(1, 0.9) == 2 and p.mass_holders(1, 0.5) == 1
+    )
     overall = p.image_overall()
-    assert overall["share_at_least_half"] == pytest.approx(4 / 6) and overall["median"] == pytest.approx(0.6)
+    assert overall["share_at_least_half"] == pytest.approx(4 / 6) and overall[
+        "median"
+    ] == pytest.approx(0.6)
     old = _purity([0.9, 0.1], None, [0, 1])  # a Purity made before per_image_mass existed
-    assert old.top_mass(0).tolist() == [] and old.mass_holders(0) is None and math.isnan(old.mass_share()[0])
+    assert (
+        old.top_mass(0).tolist() == []
+        and old.mass_holders(0) is None
+        and math.isnan(old.mass_share()[0])
+    )
 
 
 def test_class_mean_is_the_mass_weighted_mean_of_the_measured_images():
-    """measure_purity's per_image_mass comes from the same H as the shares: weighting each image's own share
-    by its mass gives back the class-mean purity."""
+    """measure_purity's per_image_mass comes from the same H as the shares: weighting each image's
+    own share by its mass gives back the class-mean purity."""
     torch.manual_seed(1)
     layout = BlockLayout(3, 2)
     model = _Encoded(nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 3)))
@@ -120,8 +153,17 @@ def test_score_all_skips_metrics_fixed_by_construction():
     model = _Encoded(BlockHead(layout, hidden=3))
     model.decode = None
     purity = measure_purity(model, [(z, y)], layout, hessian_method="exact")
-    ev = Evidence(model, layout, z.view(20, 1, 2, 2), z, y, model.classify(z).detach(), purity, torch.rand(20, 4),
-                  {"head": "block", "shared_dims": 0})
+    ev = Evidence(
+        model,
+        layout,
+        z.view(20, 1, 2, 2),
+        z,
+        y,
+        model.classify(z).detach(),
+        purity,
+        torch.rand(20, 4),
+        {"head": "block", "shared_dims": 0},
+    )
     scores = score_all(ev)
     assert "sweep_specificity" not in scores and "attribution_alignment" not in scores
     assert {"image_purity_median", "loss_block_sensitivity", "block_purity"} <= set(scores)
@@ -139,14 +181,16 @@ def test_a_block_heads_loss_block_effect_moves_one_logit_and_equals_the_generic_
     head = BlockHead(layout, hidden=8)
     z, y = torch.randn(40, layout.latent_dim), torch.arange(40) % 5
     fast = loss_block_effect(head, z, y, layout, 0.3)
-    generic = loss_block_effect(lambda v: head(v), z, y, layout, 0.3)   # a plain callable: every logit recomputed
+    # a plain callable: every logit recomputed
+    generic = loss_block_effect(lambda v: head(v), z, y, layout, 0.3)
     torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-6)
     assert fast.shape == (40, 5) and (fast > 0).all()
 
 
-def test_factor_metrics_are_registry_entries_that_score_the_test_latents_against_the_factors_and_the_class():
-    """MIG, DCI and SAP come from METRICS like every other score: the library's functions on the test latents, the
-    factors every image has (one with a NaN is left out) and the class; no factors, no score."""
+def test_factor_metrics_are_registry_entries_scoring_latents_against_factors_and_class():
+    """MIG, DCI and SAP come from METRICS like every other score: the library's functions on the
+    test latents, the factors every image has (one with a NaN is left out) and the class; no
+    factors, no score."""
     import numpy as np
 
     from herd_cls import disentanglement as dis
@@ -163,9 +207,16 @@ def test_factor_metrics_are_registry_entries_that_score_the_test_latents_against
 
     expected = {"size": factors["size"], "class": y.double().numpy()}
     zz = z.double().numpy()
-    assert METRICS.get("mig").compute(evidence(factors)).overall == pytest.approx(dis.mig(zz, expected))
-    assert METRICS.get("sap").compute(evidence(factors)).overall == pytest.approx(dis.sap(zz, expected))
+    assert METRICS.get("mig").compute(evidence(factors)).overall == pytest.approx(
+        dis.mig(zz, expected)
+    )
+    assert METRICS.get("sap").compute(evidence(factors)).overall == pytest.approx(
+        dis.sap(zz, expected)
+    )
     dci = dis.dci(zz, expected)
-    assert METRICS.get("dci_disentanglement").compute(evidence(factors)).overall == pytest.approx(dci["disentanglement"])
-    assert METRICS.get("mig").compute(evidence(factors)).overall > 0.5      # one dim per factor: well separated
+    assert METRICS.get("dci_disentanglement").compute(evidence(factors)).overall == pytest.approx(
+        dci["disentanglement"]
+    )
+    # one dim per factor: well separated
+    assert METRICS.get("mig").compute(evidence(factors)).overall > 0.5
     assert METRICS.get("mig").compute(evidence(None)) is None

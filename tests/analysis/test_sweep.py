@@ -50,7 +50,12 @@ def test_block_sweep_effect_of_block_aligned_logits_is_perfectly_specific():
     # and a head that mixes all dims into every logit is far from specific
     mix = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     model.classify = lambda z: z @ mix
-    assert sweep_specificity(block_sweep_effect(model, z, y, blocks, torch.ones(6)))["sweep_specificity"] < 0.7
+    assert (
+        sweep_specificity(block_sweep_effect(model, z, y, blocks, torch.ones(6)))[
+            "sweep_specificity"
+        ]
+        < 0.7
+    )
 
 
 @pytest.mark.slow
@@ -58,25 +63,52 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "a", "--decoder"]).exit_code == 0
     run, out = str(tmp_path / "runs" / "a"), tmp_path / "rep"
-    res = runner.invoke(main, ["sweep", "--class", "3", "--run", run, "--samples", "2", "--steps", "3",
-                               "--dims", "block", "--out", str(out)])
+    res = runner.invoke(
+        main,
+        [
+            "sweep",
+            "--class",
+            "3",
+            "--run",
+            run,
+            "--samples",
+            "2",
+            "--steps",
+            "3",
+            "--dims",
+            "block",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     page = Path(res.output.strip().splitlines()[-1])
     assert page == out / "sweep_class_3.html" and "block dims [6, 7]" in res.output
     parser = check_page(page, min_bytes=1000)
-    # every dim's pull on the class (one figure), per block dim: exemplars + decoded sweep, then an image grid
+    # every dim's pull on the class (one figure), per block dim: exemplars + decoded sweep, then an
+    # image grid
     # and a probability plot
     assert len(parser.images) == 1 + 2 + 4
     assert "with the <strong>trained decoder</strong>" in page.read_text()
 
     bad = runner.invoke(main, ["sweep", "--class", "12", "--run", run])
-    assert bad.exit_code != 0 and "valid classes: 0 (0), 1 (1)" in bad.output and "Traceback" not in bad.output
+    assert (
+        bad.exit_code != 0
+        and "valid classes: 0 (0), 1 (1)" in bad.output
+        and "Traceback" not in bad.output
+    )
 
-    # without --class, a decoder run gets the grid of every latent dim (one row each) on a few test images
-    res = runner.invoke(main, ["sweep", "--run", run, "--samples", "2", "--steps", "3", "--out", str(out)])
+    # without --class, a decoder run gets the grid of every latent dim (one row each) on a few test
+    # images
+    res = runner.invoke(
+        main, ["sweep", "--run", run, "--samples", "2", "--steps", "3", "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     page = Path(res.output.strip().splitlines()[-1])
-    assert page == out / "sweep_grid.html" and "every latent dim swept on 2 images from the whole test set" in res.output
+    assert (
+        page == out / "sweep_grid.html"
+        and "every latent dim swept on 2 images from the whole test set" in res.output
+    )
     assert len(check_page(page).images) == 1
     rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>", page.read_text())
     assert [int(r[0]) for r in rows] == list(range(20)) and rows[6][1] == "class 3"
@@ -97,26 +129,36 @@ def test_latent_grid_rows_follow_the_dims_the_decoder_reads():
         config = SimpleNamespace(reg="class", alpha_cl=1.0)
 
         def __init__(self):
-            self.model = torch.nn.Linear(1, 1)   # a module with a parameter, as collect() expects
-            self.model.encode, self.model.classify, self.model.decode = (lambda x: x.flatten(1)[:, :3]), \
-                (lambda z: z[:, :2]), self.decode
+            self.model = torch.nn.Linear(1, 1)  # a module with a parameter, as collect() expects
+            self.model.encode, self.model.classify, self.model.decode = (
+                (lambda x: x.flatten(1)[:, :3]),
+                (lambda z: z[:, :2]),
+                self.decode,
+            )
 
         def data(self, split):
             g = torch.Generator().manual_seed(0)
             return TensorDataset(torch.randn(12, 1, 2, 2, generator=g), torch.arange(12) % 2)
 
     grid = latent_grid(FakeRun(), None, samples=2, span=1.0, steps=3)
-    assert grid.images.shape == (3, 3, 2, 1, 2, 2) and grid.kinds == ["class 0", "class 1", "shared"]
-    moved = (grid.images[:, -1] - grid.images[:, 0]).abs().amax((1, 2))   # (dims, H, W): which pixel moved
+    assert grid.images.shape == (3, 3, 2, 1, 2, 2) and grid.kinds == [
+        "class 0",
+        "class 1",
+        "shared",
+    ]
+    # (dims, H, W): which pixel moved
+    moved = (grid.images[:, -1] - grid.images[:, 0]).abs().amax((1, 2))
     assert (moved.flatten(1).argmax(1) == torch.arange(3)).all()
     assert (moved.flatten(1).gt(0).sum(1) == 1).all() and (grid.change > 0).all()
-    assert grid.factors is None   # a data set without recorded factors
-    FakeRun.config = SimpleNamespace(reg="universal", alpha_cl=0.0)   # blocks shaped by nothing: no owners named
+    assert grid.factors is None  # a data set without recorded factors
+    # blocks shaped by nothing: no owners named
+    FakeRun.config = SimpleNamespace(reg="universal", alpha_cl=0.0)
     assert latent_grid(FakeRun(), None, samples=1, steps=3).kinds == ["", "", ""]
 
 
 def test_latent_grid_names_the_factor_each_dim_carries():
-    """Images whose first three pixels are the factors (x, y, the class): the identity encoder's dims name them."""
+    """Images whose first three pixels are the factors (x, y, the class): the identity encoder's
+    dims name them."""
     from herd_cls.analysis.decoder import latent_grid
     from herd_cls.data import ImageSet
 
@@ -133,8 +175,11 @@ def test_latent_grid_names_the_factor_each_dim_carries():
 
         def __init__(self):
             self.model = torch.nn.Linear(1, 1)
-            self.model.encode, self.model.classify, self.model.decode = (lambda v: v.flatten(1)[:, :3]), \
-                (lambda z: z[:, :2]), self.decode
+            self.model.encode, self.model.classify, self.model.decode = (
+                (lambda v: v.flatten(1)[:, :3]),
+                (lambda z: z[:, :2]),
+                self.decode,
+            )
 
         def data(self, split):
             return data
@@ -148,23 +193,44 @@ def test_sweep_without_decoder_fits_a_posthoc_decoder_once(tiny_args, tmp_path, 
     runner = CliRunner()
     assert runner.invoke(main, ["train", *tiny_args, "--name", "b", "--epochs", "1"]).exit_code == 0
     run_dir = tmp_path / "runs" / "b"
-    args = ["sweep", "--class", "0", "--run", str(run_dir), "--samples", "2", "--steps", "3", "--dims", "0,19",
-            "--out", str(tmp_path / "rep")]
+    args = [
+        "sweep",
+        "--class",
+        "0",
+        "--run",
+        str(run_dir),
+        "--samples",
+        "2",
+        "--steps",
+        "3",
+        "--dims",
+        "0,19",
+        "--out",
+        str(tmp_path / "rep"),
+    ]
     res = runner.invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "probability sweeps only" in res.output
     files = sorted(p.name for p in (tmp_path / "rep" / "sweep_class_0").iterdir())
     # pictures of the class's own dims 0 and 1; probabilities only for the swept dims 0 and 19
-    assert files == ["dim0_probs.png", "dim19_probs.png", "pictures_dim0.png", "pictures_dim1.png", "pull.png"]
+    assert files == [
+        "dim0_probs.png",
+        "dim19_probs.png",
+        "pictures_dim0.png",
+        "pictures_dim1.png",
+        "pull.png",
+    ]
     info = json.loads((run_dir / "posthoc_decoder.json").read_text())
-    assert 0 < info["test_mse"] < info["mean_image_mse"]       # it explains more than the mean image
+    assert 0 < info["test_mse"] < info["mean_image_mse"]  # it explains more than the mean image
     text = (tmp_path / "rep" / "sweep_class_0.html").read_text()
     assert "post-hoc decoder" in text and f"{info['test_mse']:.4f}" in text
 
     # the second sweep reads the cached decoder instead of fitting again
     import herd_cls.analysis.posthoc as posthoc
 
-    monkeypatch.setattr(posthoc, "fit_decoder", lambda *a, **k: pytest.fail("refitted a cached decoder"))
+    monkeypatch.setattr(
+        posthoc, "fit_decoder", lambda *a, **k: pytest.fail("refitted a cached decoder")
+    )
     assert runner.invoke(main, args).exit_code == 0
 
 
@@ -172,7 +238,7 @@ def test_exemplars_are_ordered_by_the_dim_and_span_its_range():
     from herd_cls.analysis.sweep import exemplars
 
     z = torch.tensor([[3.0, 0.0], [1.0, 5.0], [2.0, -1.0], [0.0, 2.0], [4.0, 1.0]])
-    x = torch.arange(5.0).view(5, 1, 1, 1)                     # image i is the constant i
+    x = torch.arange(5.0).view(5, 1, 1, 1)  # image i is the constant i
     out = exemplars(x, z, [0, 1], count=3)
     assert out["values"].tolist() == [[0.0, 2.0, 4.0], [-1.0, 1.0, 5.0]]
     assert out["images"].flatten(1).tolist() == [[3.0, 2.0, 4.0], [2.0, 4.0, 1.0]]
@@ -184,15 +250,15 @@ def test_posthoc_decoder_fit_beats_the_mean_image():
     torch.manual_seed(0)
     z = torch.randn(400, 3)
     basis = torch.rand(3, 1, 6, 6)
-    x = torch.sigmoid(torch.einsum("nk,kchw->nchw", z, basis))   # images that z determines
+    x = torch.sigmoid(torch.einsum("nk,kchw->nchw", z, basis))  # images that z determines
     decoder, info = fit_decoder(z[:300], x[:300], z[300:], x[300:], steps=300)
     assert info["test_mse"] < 0.2 * info["mean_image_mse"]
     assert decoder(z[:2]).shape == (2, 1, 6, 6) and not decoder.training
 
 
 def test_decoded_block_effect_sees_which_block_moves_the_image():
-    """A decoder that draws class 0's block into the image and ignores class 1's block: class 0's images
-    change only through their own block, class 1's only through the other one."""
+    """A decoder that draws class 0's block into the image and ignores class 1's block: class 0's
+    images change only through their own block, class 1's only through the other one."""
     from herd_cls.analysis.sweep import decoded_block_effect
 
     class Toy(torch.nn.Module):
@@ -211,8 +277,9 @@ def test_decoded_block_effect_sees_which_block_moves_the_image():
 
 
 def test_dim_pull_golden():
-    """Only dim 0 drives class 0 (logits (z_0, 0)): at z = 0, p_0 = 1/2, and moving dim 0 to -2, 0, +2 gives
-    sigmoid(-2), 1/2, sigmoid(2), a mean |change| of (2 sigmoid(2) - 1) / 3; every other dim pulls 0."""
+    """Only dim 0 drives class 0 (logits (z_0, 0)): at z = 0, p_0 = 1/2, and moving dim 0 to -2, 0,
+    +2 gives sigmoid(-2), 1/2, sigmoid(2), a mean |change| of (2 sigmoid(2) - 1) / 3; every other
+    dim pulls 0."""
     import math
 
     from herd_cls.analysis.sweep import dim_pull
@@ -232,9 +299,11 @@ def test_dim_pull_golden():
 
 
 @pytest.mark.parametrize("classes,expected", [(10, list(range(20))), (100, [14, 15])])
-def test_auto_dims_draw_every_dim_of_a_small_latent_and_the_class_block_of_a_wide_one(classes, expected):
-    """--dims auto: 10 classes of 2 dims (20 <= 32) draws every dim; 100 classes draws class 7's block only (no
-    shared dims), so the page costs the same at 100 classes as at 10."""
+def test_auto_dims_draw_every_dim_of_a_small_latent_and_the_class_block_of_a_wide_one(
+    classes, expected
+):
+    """--dims auto: 10 classes of 2 dims (20 <= 32) draws every dim; 100 classes draws class 7's
+    block only (no shared dims), so the page costs the same at 100 classes as at 10."""
     from herd_cls.commands import parse_dims
 
     run = SimpleNamespace(layout=BlockLayout(classes, 2))

@@ -1,11 +1,17 @@
-"""HeRD's forms: the class variants' free regions and probe support, and the universal penalty (one form:
-balanced); a form registered from outside is in tests/test_guide.py (the guide's example)."""
+"""HeRD's forms: the class variants' free regions and probe support, and the universal penalty (one
+form: balanced); a form registered from outside is in tests/test_guide.py (the guide's example)."""
+
 import pytest
 import torch
 
 from herd_cls.layout import BlockLayout
 from herd_cls.regularizers.herd import HeRD
-from herd_cls.regularizers.herd_forms import CLASS_VARIANTS, free_region, probe_variants, universal_penalty
+from herd_cls.regularizers.herd_forms import (
+    CLASS_VARIANTS,
+    free_region,
+    probe_variants,
+    universal_penalty,
+)
 from herd_cls.regularizers.herd_penalty import universal_terms
 
 
@@ -16,15 +22,20 @@ def _psd(b=6, d=4, seed=0):
 
 
 def _balanced_by_hand(H, scale, alpha_off):
-    """alpha_off x the off-diagonal share of mean |S H S| + (||diag||_2 / ||diag||_1 - d^-1/2) / (1 - d^-1/2)."""
+    """alpha_off x the off-diagonal share of mean |S H S| + (||diag||_2 / ||diag||_1 - d^-1/2) / (1
+    - d^-1/2)."""
     hbar = (H * scale.view(1, -1, 1) * scale.view(1, 1, -1)).abs().mean(0)
     diag, root = torch.diagonal(hbar), hbar.shape[0] ** 0.5
-    return alpha_off * (hbar.sum() - diag.sum()) / hbar.sum() + (diag.norm() / diag.sum() - 1 / root) / (1 - 1 / root)
+    return alpha_off * (hbar.sum() - diag.sum()) / hbar.sum() + (
+        diag.norm() / diag.sum() - 1 / root
+    ) / (1 - 1 / root)
 
 
 def test_the_universal_penalty_by_hand():
     H, scale = _psd(), torch.tensor([1.0, 2.0, 0.5, 1.5])
-    assert universal_penalty(H, 0.7, scale=scale).item() == pytest.approx(_balanced_by_hand(H, scale, 0.7).item(), rel=1e-6)
+    assert universal_penalty(H, 0.7, scale=scale).item() == pytest.approx(
+        _balanced_by_hand(H, scale, 0.7).item(), rel=1e-6
+    )
 
 
 def test_terms_at_their_extremes():
@@ -40,13 +51,20 @@ def test_terms_at_their_extremes():
 
 
 def test_a_rescaled_latent_dim_changes_nothing():
-    """Rescaling z_j by c (the decoder compensating) multiplies H's row and column j by 1/c and the dim's
-    std by c: the penalty must not change (else it could be lowered without changing the decoder's function)."""
+    """Rescaling z_j by c (the decoder compensating) multiplies H's row and column j by 1/c and the
+    dim's
+    std by c: the penalty must not change (else it could be lowered without changing the decoder's
+        function)."""
     H, scale = _psd(), torch.tensor([1.0, 2.0, 0.5, 1.5])
     c = torch.tensor([1.0, 30.0, 1.0, 0.1])
     H2 = H / c.view(1, -1, 1) / c.view(1, 1, -1)
-    assert universal_penalty(H2, 1.0, scale=scale * c).item() == pytest.approx(universal_penalty(H, 1.0, scale=scale).item(), rel=1e-4)
-    assert universal_penalty(H2, 1.0).item() != pytest.approx(universal_penalty(H, 1.0).item(), rel=1e-2)  # raw units
+    assert universal_penalty(H2, 1.0, scale=scale * c).item() == pytest.approx(
+        universal_penalty(H, 1.0, scale=scale).item(), rel=1e-4
+    )
+    # raw units
+    assert universal_penalty(H2, 1.0).item() != pytest.approx(
+        universal_penalty(H, 1.0).item(), rel=1e-2
+    )
 
 
 def test_one_live_dim_is_no_minimum():
@@ -59,7 +77,9 @@ def test_one_live_dim_is_no_minimum():
 
 def test_universal_herd_trains_a_decoder_head():
     torch.manual_seed(3)
-    head = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 12), torch.nn.Sigmoid())
+    head = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 12), torch.nn.Sigmoid()
+    )
     z, x = torch.randn(16, 4, requires_grad=True), torch.rand(16, 12)
     p = HeRD(BlockLayout(2, 2), mode="universal")(head, z, x, loss="bce")
     assert torch.isfinite(p) and p.item() >= 0
@@ -72,18 +92,36 @@ def test_a_saved_config_with_a_retired_form_is_one_clear_error(tmp_path):
     from herd_cls.registry import HerdError
 
     (tmp_path / "ok.yaml").write_text("reg: universal\nuniversal_form: balanced\n")
-    assert load_config(tmp_path / "ok.yaml").reg == "universal"   # the form that is now built in
+    assert load_config(tmp_path / "ok.yaml").reg == "universal"  # the form that is now built in
     (tmp_path / "old.yaml").write_text("reg: universal\nuniversal_form: share\n")
-    with pytest.raises(HerdError, match="sets universal_form, which is retired: .* delete the line"):
+    with pytest.raises(
+        HerdError, match="sets universal_form, which is retired: .* delete the line"
+    ):
         load_config(tmp_path / "old.yaml")
 
 
 def test_each_class_variant_frees_its_region():
-    """K = 2 blocks of 2 dims and 1 shared dim (d = 5): the free entries of class 0, counted by hand."""
+    """K = 2 blocks of 2 dims and 1 shared dim (d = 5): the free entries of class 0, counted by
+    hand."""
     layout = BlockLayout(2, 2, shared_dims=1)
-    count = {name: int(free_region(layout, name)[0].sum()) for name in CLASS_VARIANTS.names(sort=False)}
-    assert count == {"reference": 3, "block": 5, "purity": 4, "log-purity": 4, "image-purity": 4, "dual-purity": 4}
-    assert free_region(layout, "reference")[0].diagonal().tolist() == [True, True, False, False, True]
+    count = {
+        name: int(free_region(layout, name)[0].sum()) for name in CLASS_VARIANTS.names(sort=False)
+    }
+    assert count == {
+        "reference": 3,
+        "block": 5,
+        "purity": 4,
+        "log-purity": 4,
+        "image-purity": 4,
+        "dual-purity": 4,
+    }
+    assert free_region(layout, "reference")[0].diagonal().tolist() == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_probes_serve_only_the_variants_that_are_functions_of_block_masses():
@@ -94,7 +132,11 @@ def test_probes_serve_only_the_variants_that_are_functions_of_block_masses():
 def test_an_unknown_form_lists_the_registered_ones():
     from herd_cls.registry import HerdError
 
-    with pytest.raises(HerdError, match="unknown universal HeRD form 'share'; choose one of: balanced"):
+    with pytest.raises(
+        HerdError, match="unknown universal HeRD form 'share'; choose one of: balanced"
+    ):
         HeRD(BlockLayout(2, 2), mode="universal", form="share")
-    with pytest.raises(HerdError, match="unknown HeRD variant 'nope'; choose one of: block, dual-purity"):
+    with pytest.raises(
+        HerdError, match="unknown HeRD variant 'nope'; choose one of: block, dual-purity"
+    ):
         HeRD(BlockLayout(2, 2), variant="nope")

@@ -14,7 +14,9 @@ from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse f
 
 def test_reference_mask_hand_worked():
     # K=2, d=5, n=2, one shared dim (the reference's own tiny setting)
-    m = class_mask(BlockLayout(2, 2, shared_dims=1), alpha_off=0.5, alpha_diag=1.0, variant="reference")
+    m = class_mask(
+        BlockLayout(2, 2, shared_dims=1), alpha_off=0.5, alpha_diag=1.0, variant="reference"
+    )
     off, dg = 0.5 / 20, 1.0 / 5
     assert m.shape == (2, 5, 5)
     assert torch.diagonal(m[0]).tolist() == pytest.approx([0, 0, dg, dg, 0])
@@ -34,8 +36,8 @@ def test_class_penalty_golden_values():
     d = 5
     labels = torch.tensor([0, 0, 1])
     H = torch.zeros(3, d, d)
-    H[0, 0, 0], H[1, 0, 0] = 2.0, 4.0        # class 0: all mass on its own diagonal -> 0
-    H[2, 0, 1] = H[2, 1, 0] = -1.0            # class 1: off-diagonal mass only
+    H[0, 0, 0], H[1, 0, 0] = 2.0, 4.0  # class 0: all mass on its own diagonal -> 0
+    H[2, 0, 1] = H[2, 1, 0] = -1.0  # class 1: off-diagonal mass only
     mask = class_mask(BlockLayout.split(2, d, 1), variant="reference")
     # class 1: sum(M*H) = 2 * 0.5/20 ; mean(|H|) = 2/25
     assert class_penalty(H, labels, mask).item() == pytest.approx(2 * 0.025 / (2 / 25))
@@ -50,7 +52,9 @@ def test_universal_penalty_golden_value():
     assert universal_penalty(H, 0.5).item() == pytest.approx(0.5 * 2 / 5 + 1.0)
 
 
-@pytest.mark.parametrize("variant", ["reference", "block", "purity", "log-purity", "image-purity", "dual-purity"])
+@pytest.mark.parametrize(
+    "variant", ["reference", "block", "purity", "log-purity", "image-purity", "dual-purity"]
+)
 def test_gradient_step_lowers_penalty(variant):
     torch.manual_seed(7)
     herd = HeRD(BlockLayout.split(3, 7, 1), variant=variant)
@@ -70,14 +74,22 @@ def test_probe_penalty_tracks_exact_purity():
     head, z, y = mlp(6, 3), torch.randn(30, 6), torch.arange(30) % 3
     H = oracle(head, z, y, "ce")
     blocks = BlockLayout.split(3, 6).masks
-    want = torch.stack([1 - H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
-                        for c in range(3)]).mean()
+    want = torch.stack(
+        [
+            1 - H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
+            for c in range(3)
+        ]
+    ).mean()
     herd = HeRD(BlockLayout.split(3, 6), variant="purity", probes=2000)
     assert herd(head, z, y, labels=y).item() == pytest.approx(want.item(), abs=0.03)
     torch.manual_seed(8)
     log_herd = HeRD(BlockLayout.split(3, 6), variant="log-purity", probes=2000)
-    impurity = 1 - torch.stack([H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
-                                for c in range(3)])
+    impurity = 1 - torch.stack(
+        [
+            H[y == c][:, blocks[c]][:, :, blocks[c]].pow(2).sum() / H[y == c].pow(2).sum()
+            for c in range(3)
+        ]
+    )
     want_log = -torch.log((1 - impurity + 0.01) / 1.01).mean()
     assert log_herd(head, z, y, labels=y).item() == pytest.approx(want_log.item(), rel=0.1)
 
@@ -91,7 +103,9 @@ def test_herd_module_api():
         HeRD(BlockLayout.split(10, 22, 2), probes=2, variant="reference")
     with pytest.raises(HerdError, match="probes"):
         HeRD(BlockLayout.split(10, 22, 2), method="forward", mode="universal")
-    with pytest.raises(HerdError, match="unknown curvature method 'jvp'; choose one of: auto, closed_form, exact"):
+    with pytest.raises(
+        HerdError, match="unknown curvature method 'jvp'; choose one of: auto, closed_form, exact"
+    ):
         HeRD(BlockLayout.split(10, 22, 2), method="jvp")
 
 
@@ -120,8 +134,12 @@ def test_log_purity_penalty_golden_values():
     mask = class_mask(BlockLayout.split(2, 4), variant="log-purity")
     want = -(math.log(1.01 / 1.01) + math.log(0.26 / 1.01)) / 2
     assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(want)
-    assert HeRD(BlockLayout.split(2, 4), variant="log-purity").penalty(H, y).item() == pytest.approx(want)
+    assert HeRD(BlockLayout.split(2, 4), variant="log-purity").penalty(
+        H, y
+    ).item() == pytest.approx(want)
     # a collapsed class (purity 0) costs log(101) ~ 4.6, where plain purity charges it at most 1
     H[1, 2, 2] = 0.0
     assert class_penalty(H, y, mask, log_purity=True).item() == pytest.approx(math.log(101) / 2)
-    assert class_penalty(H, y, class_mask(BlockLayout.split(2, 4), variant="purity")).item() == pytest.approx(0.5)
+    assert class_penalty(
+        H, y, class_mask(BlockLayout.split(2, 4), variant="purity")
+    ).item() == pytest.approx(0.5)
