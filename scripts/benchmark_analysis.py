@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import herd_cli, markdown_table, provenance, publish, readme_run
+from herd_cls.benchmarking import herd_cli, markdown_table, provenance, publish, readme_run
 
 TARGETS = {
     "first sweep": 20.0,
@@ -121,13 +121,10 @@ def many_classes(counts: list[int]) -> None:
             )
     md = (
         "`herd-cls report` (default `--classes worst`) and `herd-cls sweep --class 1` (default "
-        "`--dims auto`, "
-        "the post-hoc decoder already fitted) on generated image folders of K classes x 12 images "
-        "(32x32), each "
-        "trained one epoch (conv backbone, class HeRD); whole process, one run each, peak "
-        "resident memory of "
-        "the process; `python scripts/benchmark_analysis.py --classes "
-        f"{' '.join(map(str, counts))}` at "
+        "`--dims auto`, the post-hoc decoder already fitted) on generated image folders of K "
+        "classes x 12 images (32x32), each trained one epoch (conv backbone, class HeRD); whole "
+        "process, one run each, peak resident memory of the process; `python "
+        f"scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at "
         f"{provenance()}.\n\n"
         + markdown_table(
             [

@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _harness import markdown_table, provenance, publish, table_row
-from herd_cls.block_curvature import block_head_masses
-from herd_cls.curvature import block_mass, latent_hessian
-from herd_cls.losses import per_sample_loss
+from herd_cls.benchmarking import markdown_table, provenance, publish, table_row
+from herd_cls.block_curvature import block_head_masses, on_blocks
+from herd_cls.curvature import block_mass, latent_hessian, method_names
+from herd_cls.derivatives import has_closed_form
+from herd_cls.losses import LOSSES, per_sample_loss
 from herd_cls.heads import BlockHead
 from herd_cls.backbones import ConvDecoder
 from herd_cls.layout import BlockLayout
@@ -100,7 +101,7 @@ def _penalty_fn(method: str, head, target, loss, d: int):
         if method == "masses":  # the block head's exact |H| masses without H: what training pays
             inside, total = block_head_masses(head, z, target, labels, loss)
             return inside.sum() / total.sum()
-        if method in ("hvp", "forward"):
+        if method in method_names(probes=True):
             inside, total = block_mass(head, z, target, region, loss, method, probes=2)
             return inside.sum() / total.sum()
         H = (
@@ -144,25 +145,24 @@ def _cell(name: str, d: int, method: str) -> None:
     print(status("VmHWM") - before)
 
 
-def _methods(name: str, d: int) -> list[str]:
-    exact_ok = d <= EXACT_LIMIT[name]
-    methods = ["plain"]
-    if d <= (32 if "CE" in name else 16):
-        methods.append("reference")
-    if name in ("linear + CE", "block head + CE"):
-        methods.append("closed_form")
-    if name == "block head + CE":
-        methods.append("masses")
-    if "MSE" in name and exact_ok:
-        methods.append("gauss_newton")
-    if exact_ok:
-        methods.append("exact")
-    return methods + ["hvp", "forward"]
+def _methods(name: str, head, loss: str, d: int) -> list[str]:
+    """plain, the per-sample reference at small d, then every registered method that applies to
+    the head and loss (exact and Gauss-Newton up to EXACT_LIMIT, where they take under seconds)."""
+    small = d <= EXACT_LIMIT[name]
+    applies = {
+        "closed_form": has_closed_form(head, loss),
+        "exact": small,
+        "gauss_newton": small and LOSSES.get(loss).reconstruction,
+    }
+    hessians = [m for m in method_names(probes=False) if applies.get(m, False)]
+    reference = ["reference"] if d <= (16 if LOSSES.get(loss).reconstruction else 32) else []
+    masses = ["masses"] if on_blocks(head, _layout(d)) else []
+    return ["plain", *reference, *hessians, *masses, *method_names(probes=True)]
 
 
 def _purity_error(head, target, loss, d: int, method: str) -> float | None:
     """|estimated - exact| squared-Frobenius block purity over the batch (probes: 8 pairs)."""
-    if method not in ("hvp", "forward") or d > 64:
+    if method not in method_names(probes=True) or d > 64:
         return None
     torch.manual_seed(0)
     z = torch.randn(BATCH, d)
@@ -183,7 +183,7 @@ def curvature_part(repeats: int) -> str:
     for d in DIMS:
         for name, (head, target, loss) in _heads(d).items():
             z = torch.randn(BATCH, d, requires_grad=True)
-            methods = _methods(name, d)
+            methods = _methods(name, head, loss, d)
             fns = {m: _penalty_fn(m, head, target, loss, d) for m in methods}
             times = {m: [] for m in methods}
             for m in methods:  # warm-up
@@ -208,18 +208,13 @@ def curvature_part(repeats: int) -> str:
             print(table_row(rows[-1]), flush=True)
     return (
         f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of "
-        f"{repeats} "
-        "interleaved repetitions, ratio to the plain loss's forward and backward of the same head; "
-        "peak of "
-        "extra resident memory (RSS) of one step in a fresh process at d = 16, 128, 512; purity "
-        "err: |estimate - exact| of the "
-        "squared-Frobenius block purity of the batch with 8 probe pairs (d <= 64). `reference` is "
-        "one "
-        "autograd Hessian per sample (the original code's way); exact is skipped where it takes "
-        "seconds; "
-        "`closed_form` forms the block head's exact H, `masses` its exact |H| masses without H "
-        "(training's path). "
-        f"`python scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
+        f"{repeats} interleaved repetitions, ratio to the plain loss's forward and backward of the "
+        "same head; peak of extra resident memory (RSS) of one step in a fresh process at d = 16, "
+        "128, 512; purity err: |estimate - exact| of the squared-Frobenius block purity of the "
+        "batch with 8 probe pairs (d <= 64). `reference` is one autograd Hessian per sample (the "
+        "original code's way); exact is skipped where it takes seconds; `closed_form` forms the "
+        "block head's exact H, `masses` its exact |H| masses without H (training's path). `python "
+        f"scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
         + markdown_table(
             ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows
         )
@@ -325,17 +320,12 @@ def train_part(repeats: int) -> str:
             print(table_row(rows[-1]), flush=True)
     return (
         f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), "
-        "median of "
-        "the interleaved runs (`runs` of each; the scale note's widths half as many), `--reg "
-        "class` against "
-        "`--reg none` with the same options; the "
-        "curvature path is the default `--hessian-method auto`. Purity: what the trained `--reg "
-        "class` run's "
+        "median of the interleaved runs (`runs` of each; the scale note's widths half as many), "
+        "`--reg class` against `--reg none` with the same options; the curvature path is the "
+        "default `--hessian-method auto`. Purity: what the trained `--reg class` run's "
         "summary.json shows, the class-mean block purity of exact |H| on the test images with its "
-        "standard "
-        "error over them (purity is never shown as a probe estimate). "
-        f"`python scripts/benchmark_performance.py --part train` at "
-        f"{provenance()}.\n\n"
+        "standard error over them (purity is never shown as a probe estimate). `python "
+        f"scripts/benchmark_performance.py --part train` at {provenance()}.\n\n"
         + markdown_table(
             ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
             rows,
@@ -393,15 +383,11 @@ def distributed_part(repeats: int) -> str:
         )
     return (
         "The README job (`--backbone resnet18 --reg class`, 12 epochs) under torchrun with gloo "
-        "on this CPU: "
-        f"1 process with batch 64 against 2 with batch 32 each (the same global batch), {repeats} "
-        "run(s) each. "
-        f"Throughput of 2 processes: {speed:.2f}x that of 1. Accuracy differs by {acc:.4f} (target "
-        "≤ 0.01: "
-        f"{'met' if acc <= 0.01 else 'MISSED'}), block purity by {pur:.3f} (target ≤ 0.02: "
-        f"{'met' if pur <= 0.02 else 'MISSED'}). `python scripts/benchmark_performance.py --part "
-        "distributed` "
-        f"at {provenance()}.\n\n"
+        "on this CPU: 1 process with batch 64 against 2 with batch 32 each (the same global "
+        f"batch), {repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
+        f"Accuracy differs by {acc:.4f} (target ≤ 0.01: {'met' if acc <= 0.01 else 'MISSED'}), "
+        f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). `python "
+        f"scripts/benchmark_performance.py --part distributed` at {provenance()}.\n\n"
         + markdown_table(
             ["processes", "batch per process", "training s", "test accuracy", "block purity"], rows
         )
@@ -526,14 +512,11 @@ def device_part(args) -> str:
     )
     return (
         f"Training steps on synthetic tensors on `{args.device}`: batch {args.batch}, "
-        f"{args.image_size}x"
-        f"{args.image_size} images (Burgess: at most 64x64, one channel), {args.steps} timed steps "
-        "after 2 "
-        f"warm-up steps, {'bf16 autocast' if args.amp else 'float32'}, torch.compile of the "
-        "backbone off/on; "
+        f"{args.image_size}x{args.image_size} images (Burgess: at most 64x64, one channel), "
+        f"{args.steps} timed steps after 2 warm-up steps, "
+        f"{'bf16 autocast' if args.amp else 'float32'}, torch.compile of the backbone off/on; "
         f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device "
-        f"{args.device}` at "
-        f"{provenance()}.\n\n"
+        f"{args.device}` at {provenance()}.\n\n"
         + markdown_table(
             [
                 "job",

@@ -3,7 +3,7 @@ report.
 
 Trains the default run (or uses --run), runs the analysis commands as a user would, and copies one
 picture of each step, downscaled, into docs/images/ with a caption file that records the commit. The
-shapes latent grids come from the shapes benchmark's runs (``benchmark_efficacy.py --part shapes``).
+shapes latent grids come from the shapes benchmark's runs (``efficacy_shapes.py``).
 
     python scripts/readme_pictures.py [--run runs/latest]
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from _harness import ROOT, herd_cli, provenance, readme_run
+from herd_cls.benchmarking import ROOT, herd_cli, provenance, readme_run
 
 PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the report folder
     "train_curves.png": "figures/run0_curves.png",
@@ -58,8 +58,8 @@ def main() -> None:
             image.save(target / name, optimize=True)
             print(target / name)
     (target / "README.md").write_text(
-        f"Pictures for the README, written by `python scripts/readme_pictures.py` "
-        f"from the README's default run, at {provenance()}.\n"
+        "Pictures for the README, written by `python scripts/readme_pictures.py` from the "
+        f"README's default run, at {provenance()}.\n"
     )
 
 

@@ -26,7 +26,7 @@ FLOORS = [
     {"run", "train"},
     {"analysis"},
     {"report"},
-    {"commands", "cli", "__main__", "__init__"},
+    {"commands", "cli", "benchmarking", "__main__", "__init__"},
 ]
 
 
@@ -107,14 +107,34 @@ def test_modules_and_functions_stay_small(module, path):
     assert not long, f"functions over 60 lines in {module}: {long}"
 
 
+def test_scripts_are_clients_of_the_public_library():
+    """A script imports no other script and no private name of herd_cls: what scripts share lives in
+    herd_cls.benchmarking, which this test's floors and tests/test_benchmarking.py cover."""
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    names = {p.stem for p in scripts}
+    found = []
+    for path in scripts:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [(path.name, a.name) for a in node.names if a.name.split(".")[0] in names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.split(".")[0] in names:
+                    found.append((path.name, node.module))
+                if node.module.startswith("herd_cls"):
+                    private = [a.name for a in node.names if a.name.startswith("_")]
+                    private += [p for p in node.module.split(".") if p.startswith("_")]
+                    found += [(path.name, f"{node.module}.{p}") for p in private]
+    assert not found, f"scripts importing another script or a private name: {found}"
+
+
 def test_ruff_finds_nothing_and_the_code_is_formatted():
-    """ruff's lint rules and its formatter (pyproject.toml, [tool.ruff]: lines of at most 100) on the
-    package, the scripts, the research records and the tests; ruff comes with the test extras."""
+    """ruff's lint rules and its formatter (pyproject.toml, [tool.ruff]: lines of at most 100) on
+    the package, the scripts and the tests; ruff comes with the test extras."""
     import subprocess
     import sys
 
     root = PACKAGE.parent
-    folders = [f for f in ("herd_cls", "scripts", "research", "tests") if (root / f).is_dir()]
+    folders = ["herd_cls", "scripts", "tests"]
     for command in (["check"], ["format", "--check"]):
         done = subprocess.run(
             [sys.executable, "-m", "ruff", *command, *folders],

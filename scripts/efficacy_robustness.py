@@ -1,5 +1,4 @@
-"""Robustness side by side, gradient masking ruled in or out (`benchmark_efficacy.py --part
-robustness`).
+"""Robustness side by side, gradient masking ruled in or out (`efficacy_robustness.py`).
 
 Trains `--reg none`, the class default and beta-TCVAE (with a decoder) on digits per seed, then
 attacks each run as `herd-cls robustness` does on its class-balanced test images: FGSM, PGD, APGD-CE
@@ -18,7 +17,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from _harness import (
+from herd_cls.benchmarking import (
+    seeds_parser,
     ROOT,
     Job,
     ResultStore,
@@ -350,10 +350,9 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
             lines.append(
                 f"- eps {e}: class vs none, worst case of the 10-step attacks, Square and transfer "
                 f"{default[ours]:.3f} vs {default[base]:.3f}; worst of all attacks "
-                f"{full[ours]:.3f} vs "
-                f"{full[base]:.3f}: class is **{'more' if full[ours] > full[base] else 'not more'} "
-                "robust** "
-                f"than none once every attack is counted"
+                f"{full[ours]:.3f} vs {full[base]:.3f}: class is "
+                f"**{'more' if full[ours] > full[base] else 'not more'} robust** than none once "
+                "every attack is counted"
             )
     return lines
 
@@ -366,27 +365,20 @@ def publish_table(seeds: list[int], args) -> None:
     seeds_done = {label: sorted(r["seed"] for r in runs) for label, runs in results.items()}
     md = (
         f"Digits, `--backbone {args.backbone}`, each `--reg` at its defaults (beta-TCVAE with "
-        "`--decoder`), "
-        f"seeds {seeds_done}; {args.n_samples} class-balanced test images per run, L-inf eps in "
-        "pixels of "
-        "[0, 1]; robust accuracy, mean ± std over seeds. Transfer attacks are crafted on the "
-        f"`--reg {SOURCE}` "
-        f"run of the next seed. `python scripts/benchmark_efficacy.py --part robustness`, "
+        f"`--decoder`), seeds {seeds_done}; {args.n_samples} class-balanced test images per run, "
+        "L-inf eps in pixels of [0, 1]; robust accuracy, mean ± std over seeds. Transfer attacks "
+        f"are crafted on the `--reg {SOURCE}` run of the next seed. `python "
+        "scripts/efficacy_robustness.py`, "
         f"{stamp(r for runs in results.values() for r in runs)}.\n\n"
         + table(results, eps, args)
         + "\n\nMasking diagnostics: per-image L2 norm of the input gradient of the logit margin "
-        "(true logit minus "
-        f"the largest other), on clean images and at APGD's adversarial images at eps {mid}; the "
-        "share of "
-        "images whose norm is below 1e-6; accuracy under PGD at eps 1, where any image is "
-        "reachable; and which "
-        f"sanity checks failed in how many seeds.\n\n"
+        "(true logit minus the largest other), on clean images and at APGD's adversarial images "
+        f"at eps {mid}; the share of images whose norm is below 1e-6; accuracy under PGD at eps 1, "
+        "where any image is reachable; and which sanity checks failed in how many seeds.\n\n"
         + diagnostics(results, mid)
         + f"\n\nPer class: worst case over the default attacks at eps {eps[0]}, and where APGD at "
-        "that eps moves z "
-        "(share of the squared displacement in the true class's block, other classes' blocks, "
-        "shared dims; "
-        f"mean over classes).\n\n"
+        "that eps moves z (share of the squared displacement in the true class's block, other "
+        "classes' blocks, shared dims; mean over classes).\n\n"
         + per_class(results, eps[0])
         + "\n\n"
         + "\n".join(verdicts(results, eps))
@@ -399,3 +391,14 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
     if not publish_only:
         attack_runs(seeds, args)
     publish_table(seeds, args)
+
+
+def main() -> None:
+    parser = seeds_parser(__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    run(args.seeds, args.publish_only, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,6 @@
-"""The benchmark harness in scripts/: the result store resumes and refuses stale settings; tables;
-the shapes part's per-class MIG through the library equals the hand-written one it replaced."""
+"""The benchmark scripts' own logic: the shapes part's per-class MIG and verdicts, and the GPU
+benchmark's compiled bf16 path run on the CPU. Scripts are imported from scripts/ here; no script
+imports another."""
 
 import sys
 from pathlib import Path
@@ -7,57 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from _harness import Job, ResultStore, group, markdown_table, mean_std  # noqa: E402
-
-
-def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
-    import _harness
-
-    monkeypatch.setattr(_harness, "commit", lambda: "abc")
-    store = ResultStore(tmp_path / "r.json", "p1")
-    calls = []
-
-    def job(seed, settings):
-        return Job(
-            store.key("row", f"seed {seed}"),
-            settings,
-            lambda folder: calls.append(seed) or {"setting": "row", "v": seed},
-        )
-
-    store.fill([job(0, {"a": 1}), job(1, {"a": 1})])
-    store.fill([job(0, {"a": 1}), job(1, {"a": 1})])  # finished: skipped
-    assert calls == [0, 1] and list(store.load()) == ["row | seed 0 | p1", "row | seed 1 | p1"]
-    assert store.load()["row | seed 0 | p1"]["commit"] == "abc"
-    wanted = {store.key("row", f"seed {s}"): {"a": 1} for s in (0, 1)}
-    assert [r["v"] for r in store.runs(wanted)] == [0, 1]
-    assert store.runs({k: {"a": 2} for k in wanted}) == []  # changed settings: not reused
-    store.fill([job(0, {"a": 2})])
-    assert calls == [0, 1, 0]
-
-
-def test_store_reads_records_saved_without_a_fingerprint(tmp_path):
-    store = ResultStore(tmp_path / "r.json", "p1")
-    store.path.write_text('{"x | p1": {"setting": "x", "commit": "c"}}')
-    assert store.runs({"x | p1": {"anything": 1}}) == [{"setting": "x", "commit": "c"}]
-
-
-def test_tables():
-    assert mean_std([1.0, None, 3.0]) == "2.000 ± 1.000" and mean_std([None]) == "–"
-    assert (
-        markdown_table(["a", "b"], [[1, ""], ["x", "y"]])
-        == "| a | b |\n|---|---|\n| 1 | |\n| x | y |"
-    )
-    records = [{"setting": "b", "i": 0}, {"setting": "a", "i": 1}, {"setting": "b", "i": 2}]
-    assert {k: [r["i"] for r in v] for k, v in group(records, order=["a", "b", "c"]).items()} == {
-        "a": [1],
-        "b": [0, 2],
-    }
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
 
 
 def test_shapes_per_class_mig_matches_the_hand_written_one():
     pytest.importorskip("sklearn")
-    from _efficacy_shapes import class_migs
+    from efficacy_shapes import class_migs
     from herd_cls.disentanglement import mig
     from herd_cls.layout import BlockLayout
 
@@ -84,7 +41,7 @@ def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
     CPU, so the script is known to work before a GPU is at hand."""
     import subprocess
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_performance.py"
+    script = SCRIPTS / "benchmark_performance.py"
     out = subprocess.run(
         [
             sys.executable,
@@ -125,7 +82,7 @@ def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
 def test_shapes_collapse_verdicts_read_every_seed():
     """Issue 22's no-collapse targets hold only if every seed reconstructs within 1.5x of the
     autoencoder's mean and keeps at least 5 live dims."""
-    from _efficacy_shapes import UNIVERSAL, UNIVERSAL_ROWS, verdicts
+    from efficacy_shapes import UNIVERSAL, UNIVERSAL_ROWS, verdicts
 
     ae = [{"seed": 0, "recon_bce": 0.02, "mig": 0.1}, {"seed": 1, "recon_bce": 0.02, "mig": 0.1}]
     alive = [
@@ -151,7 +108,7 @@ def test_shapes_collapse_verdicts_read_every_seed():
 
 
 def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_error():
-    from _efficacy_shapes import UNIVERSAL, verdicts
+    from efficacy_shapes import UNIVERSAL, verdicts
 
     ae = [{"seed": s, "recon_bce": 0.02, "mig": m} for s, m in enumerate([0.10, 0.20, 0.05])]
 
@@ -168,15 +125,3 @@ def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_erro
     assert not floor([0.30, 0.19, 0.04])[0]  # one seed far up, two down: the mean is not enough
     ok, line = floor([0.11, 0.19, 0.30])  # 2 up, 1 down, mean +0.083 ± 0.084
     assert not ok and "+0.083 ± 0.084 over 3 seeds, 2 up, 1 down" in line
-
-
-def test_paired_differences_match_records_by_seed_golden():
-    """other - base on the seeds both have (seed 3 has no partner): differences +1, -1, +3, mean 1,
-    standard error std([1, -1, 3], ddof=1) / sqrt(3) = 2 / sqrt(3); two up, one down."""
-    from _harness import paired
-
-    base = [{"seed": s, "v": v} for s, v in ((0, 1.0), (1, 2.0), (2, 0.0))]
-    other = [{"seed": s, "v": v} for s, v in ((0, 2.0), (1, 1.0), (2, 3.0), (3, 9.0))]
-    d = paired(base, other, lambda r: r["v"])
-    assert (d["pairs"], d["up"], d["down"]) == (3, 2, 1)
-    assert d["mean"] == pytest.approx(1.0) and d["error"] == pytest.approx(2 / 3**0.5)

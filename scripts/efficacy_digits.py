@@ -8,7 +8,7 @@ block) and per image (each image's own-block share; per class its mean, median a
 at or above 0.5). Every run is saved to reports/benchmark_efficacy_digits.json under its own key, so
 the part resumes; the table and the target verdicts go to reports/ and docs/efficacy.md.
 
-    python scripts/benchmark_efficacy.py --part digits [--seeds 0 1 2] [--backbones resnet18 conv]
+    python scripts/efficacy_digits.py [--seeds 0 1 2] [--backbones resnet18 conv]
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import (
+from herd_cls.benchmarking import (
+    seeds_parser,
     ROOT,
     Job,
     ResultStore,
@@ -68,10 +69,8 @@ PRELOGITS_SETTINGS = {
 }
 PRELOGITS_BACKBONES = ("resnet18", "convnext_atto", "vit_tiny_patch16_224")
 # what was tried at 512 dims before the block head's closed form made exact Hessians the default
-# there (one seed
-# on resnet18 first): the 1-probe forward estimate `auto` used to pick, more probes, a later start,
-# a stronger weight;
-# then, with the exact penalty, what might lift vit_tiny
+# there (one seed on resnet18 first): the 1-probe forward estimate `auto` used to pick, more probes,
+# a later start, a stronger weight; then, with the exact penalty, what might lift vit_tiny
 PRELOGITS_CANDIDATES = {
     "class, block head, 16 probes": {
         "reg": "class",
@@ -132,19 +131,6 @@ PRELOGITS_CANDIDATES = {
         "epochs": 24,
     },  # the same budget, for the ratio
 }
-# the scale note: a resnet18 bottleneck of each width, 10 blocks and the rest shared, none and the
-# class default
-WIDTHS = {
-    w: {
-        "dataset": "digits",
-        "backbone": "resnet18",
-        "head": "block",
-        "latent_dim": w,
-        "dims_per_class": w // 10,
-        "shared_dims": w % 10,
-    }
-    for w in (64, 128, 256, 512)
-}
 # "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed
 # in
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
@@ -171,12 +157,6 @@ def add_arguments(parser) -> None:
         "--prelogits",
         action="store_true",
         help="the pre-logits table (issue 23); its candidates only when named in --settings",
-    )
-    parser.add_argument(
-        "--widths",
-        action="store_true",
-        help="the scale note: cost and purity of the class default "
-        "on resnet18 bottlenecks 64-512 wide",
     )
 
 
@@ -246,9 +226,8 @@ def cells(backbones, labels, seeds, prelogits: bool = False):
 def report(key: str, r: dict) -> str:
     return (
         f"{key}: accuracy {r['test_accuracy']:.3f}, class purity {np.mean(r['class_purity']):.3f} "
-        "(worst "
-        f"{min(r['class_purity']):.2f}), worst class's median image {min(r['image_median']):.2f}, "
-        f"{r['train_seconds']:.0f} s"
+        f"(worst {min(r['class_purity']):.2f}), worst class's median image "
+        f"{min(r['image_median']):.2f}, {r['train_seconds']:.0f} s"
     )
 
 
@@ -350,20 +329,14 @@ COLUMNS = [
 INTRO = (
     "digits, block head, 2 dims per class, no shared dims, 12 epochs, seeds {seeds}; purity of the "
     "classifier loss's exact per-image Hessians on all test images. \"class mean\": a class's "
-    "share of its summed "
-    "|H| inside its block, averaged over classes (seed-mean per class; its lowest class, and the "
-    "mean over seeds "
-    "of each seed's lowest class). \"image\": each image's own-block share; the worst class's "
-    "median image is "
-    "that of the class with the lowest seed-mean median (and the mean over seeds of each seed's "
-    "lowest); the "
-    "lowest class's share of images at or above 0.5. The last column reads the same models' lowest "
-    "median "
-    "with the Hessians of torch's float32 `F.cross_entropy`, as purity was measured before "
-    "herd_cls rewrote "
+    "share of its summed |H| inside its block, averaged over classes (seed-mean per class; its "
+    "lowest class, and the mean over seeds of each seed's lowest class). \"image\": each image's "
+    "own-block share; the worst class's median image is that of the class with the lowest "
+    "seed-mean median (and the mean over seeds of each seed's lowest); the lowest class's share of "
+    "images at or above 0.5. The last column reads the same models' lowest median with the "
+    "Hessians of torch's float32 `F.cross_entropy`, as purity was measured before herd_cls rewrote "
     "the loss (its derivative p_y - 1 rounds to 0 on confident images, which loses their own "
-    "block). "
-    "`python scripts/benchmark_efficacy.py --part digits`, {stamp}.\n\n"
+    "block). `python scripts/efficacy_digits.py`, {stamp}.\n\n"
 )
 
 
@@ -391,8 +364,7 @@ def table(results: dict, seeds) -> str:
         + markdown_table(["backbone", "view", *map(str, range(classes))], per_class)
         + "\n\n"
         "Targets (efficacy issue; seed means, per class where it says so), the shipped default "
-        "against "
-        "`--reg none`:\n\n" + "\n".join(lines) + "\n"
+        "against `--reg none`:\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -439,16 +411,11 @@ def prelogits_table(results: dict, seeds) -> str:
     runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
     return (
         "digits, `--latent pre-logits` (the backbone's own features; the layout splits them into "
-        "10 blocks "
-        f"and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact per-image "
-        "Hessians of the "
-        "classifier loss on all test images (exact |H|, the definition of docs/method.md), both "
-        "views; chance "
-        "(n/d)². Train s: wall seconds of runs that shared the 2 cores with other jobs (what the "
-        "penalty costs "
-        "is measured apart, in docs/performance.md). `python scripts/benchmark_efficacy.py --part "
-        "digits "
-        "--prelogits`, "
+        f"10 blocks and the rest shared), 12 epochs, seeds {list(seeds)}; purity from the exact "
+        "per-image Hessians of the classifier loss on all test images (exact |H|, the definition "
+        "of docs/method.md), both views; chance (n/d)². Train s: wall seconds of runs that shared "
+        "the 2 cores with other jobs (what the penalty costs is measured apart, in "
+        "docs/performance.md). `python scripts/efficacy_digits.py --prelogits`, "
         + stamp(runs)
         + ".\n\n"
         + markdown_table(
@@ -481,89 +448,20 @@ def prelogits_summary(results: dict) -> str:
         v, v0 = summarise(ours), summarise(none)
         parts.append(
             f"{backbone} {np.mean(v['mean']):.2f} against none's {np.mean(v0['mean']):.2f} (every "
-            "class's "
-            f"median image ≥ {v['worst_median']:.2f}; accuracy {np.mean(v['accuracy']):.3f} "
-            "against "
-            f"{np.mean(v0['accuracy']):.3f}; {len(ours)} seeds)"
+            f"class's median image ≥ {v['worst_median']:.2f}; accuracy "
+            f"{np.mean(v['accuracy']):.3f} against {np.mean(v0['accuracy']):.3f}; {len(ours)} "
+            "seeds)"
         )
     return (
         "HeRD on a timm backbone's own pre-logit features (`configs/timm_prelogits.yaml`, block "
-        "head, digits), "
-        "class-mean purity of exact |H|: "
+        "head, digits), class-mean purity of exact |H|: "
         + "; ".join(parts)
         + ". Chance is about 0.01. Tables and targets: "
         "[docs/efficacy.md](docs/efficacy.md#on-a-timm-backbones-own-features---latent-pre-logits-issue-23).\n"
     )
 
 
-def width_cells(seeds):
-    for width, model in WIDTHS.items():
-        for reg in ("none", "class"):
-            for seed in seeds:
-                settings = {**model, "reg": reg, **({"alpha_reg": 1.0} if reg == "class" else {})}
-                yield STORE.key("width", width, reg, f"seed {seed}"), settings, width, reg, seed
-
-
-def width_table(runs: list[dict]) -> str:
-    """The scale note: per width, the class default's purity, both views, and accuracy against
-    none's (the cost per width is measured apart, in interleaved runs: docs/performance.md)."""
-    by: dict = {}
-    for r in runs:
-        by.setdefault((r["backbone"], r["setting"]), []).append(r)
-    rows = []
-    for width in WIDTHS:
-        none, ours = by.get((width, "none")), by.get((width, "class"))
-        if not none or not ours:
-            continue
-        v0, v1 = summarise(none), summarise(ours)
-        rows.append(
-            [
-                width,
-                len(ours),
-                f"{ours[0]['chance']:.4f}",
-                mean_std(v0["mean"]),
-                mean_std(v1["mean"]),
-                f"{v1['worst_median']:.3f}",
-                mean_std(v0["accuracy"]),
-                mean_std(v1["accuracy"]),
-            ]
-        )
-    return (
-        "The scale note (issue 23): resnet18 on digits with a bottleneck of each width (10 blocks "
-        "of width // 10 "
-        "dims, the rest shared), block head, 12 epochs, `--reg none` against the class default; "
-        "exact |H| "
-        "purity on every test image. What each width costs is in docs/performance.md (training "
-        "against plain "
-        "training, interleaved runs). `python scripts/benchmark_efficacy.py --part digits "
-        "--widths`, "
-        + stamp(runs)
-        + ".\n\n"
-        + markdown_table(
-            [
-                "width",
-                "seeds",
-                "chance",
-                "class-mean purity, none",
-                "class-mean purity, class",
-                "worst class's median image, class",
-                "accuracy, none",
-                "accuracy, class",
-            ],
-            rows,
-        )
-        + "\n"
-    )
-
-
 def run(seeds, publish_only: bool, args) -> None:
-    if args.widths:
-        runs = list(width_cells(seeds))
-        if not publish_only:
-            train_missing(runs)
-        return publish(
-            "benchmark_efficacy_widths", width_table(STORE.runs({k: st for k, st, *_ in runs}))
-        )
     args.backbones = args.backbones or list(PRELOGITS_BACKBONES if args.prelogits else BACKBONES)
     named = args.settings
     args.settings = named or list(PRELOGITS_SETTINGS if args.prelogits else SETTINGS)
@@ -588,3 +486,14 @@ def run(seeds, publish_only: bool, args) -> None:
         publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))
     else:
         publish("benchmark_efficacy_digits", table(results, seeds))
+
+
+def main() -> None:
+    parser = seeds_parser(__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    run(args.seeds, args.publish_only, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""``benchmark_efficacy.py --part shapes``: dSprites-like shapes, scored against their generative
+"""``efficacy_shapes.py``: dSprites-like shapes, scored against their generative
 factors.
 
 Two tables, every run on the same footing: the 4-conv encoder and decoder of Burgess et al.
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from _harness import (
+from herd_cls.benchmarking import (
+    seeds_parser,
     ROOT,
     Job,
     ResultStore,
@@ -114,25 +115,6 @@ CLASS = {
         "reg": "beta-tcvae,class:32",
         "wrt": "decoder-output",
     },
-}
-# rows of earlier protocols, shown in docs/what-did-not-work.md: HeRD weighted against the
-# per-pixel-mean
-# reconstruction (and the original `share` form), which blanked the decoder; the original work's own
-# setting
-# (the retired configs/shapes_reference.yaml: d = 4, per-pixel-mean MSE, batch 64, Adam at a
-# constant 5e-4, 10
-# epochs of 10000 shapes, the `share` form), which trained no decoder here
-RETIRED = {
-    "thesis": [
-        "universal HeRD, alpha 5 (the classifier's default)",
-        "universal HeRD, alpha 0.2",
-        "universal HeRD, alpha 0.05",
-        # issue 22's shipped form on the reconstruction loss's Hessian (retired with that target)
-        "universal HeRD (the default)",
-        "universal HeRD, 4x the default weight",
-    ],
-    "class": ["class HeRD (decoder + classifier Hessian), per-pixel weight"],
-    "reference": ["plain autoencoder (reference setting)", "universal HeRD (reference setting)"],
 }
 # the shipped form (configs/shapes_universal.yaml): the thesis targets
 UNIVERSAL = "universal HeRD, decoder output"
@@ -256,8 +238,7 @@ def add_arguments(parser) -> None:
         "--grids",
         action="store_true",
         help="only redraw the published latent grids: retrain seed 0 of each GRIDS row (CPU "
-        "training "
-        "is deterministic, so it is the table's seed-0 run) and draw it",
+        "training is deterministic, so it is the table's seed-0 run) and draw it",
     )
 
 
@@ -360,9 +341,10 @@ def paired_table(rows: dict, base: str, keys: list[tuple[str, str]]) -> str:
         diffs = [paired(rows[base], rs, lambda r, k=key: r[k]) for key, _ in keys]
         if label == base or diffs[0]["pairs"] < 2:
             continue
+        unclear = ", within its standard error: no difference shown"
         cells = [
-            f"{d['mean']:+.3f} ± {d['error']:.3f} ({d['up']} up, {d['down']} down"
-            f"{'' if abs(d['mean']) > d['error'] else ', within its standard error: no difference shown'})"
+            f"{d['mean']:+.3f} ± {d['error']:.3f} ({d['up']} up, {d['down']} "
+            f"down{'' if abs(d['mean']) > d['error'] else unclear})"
             for d in diffs
         ]
         out.append([label, diffs[0]["pairs"], *cells])
@@ -418,8 +400,7 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
             d = paired(thesis[base], thesis[label], lambda r: r["mig"])
             check(
                 f"issue 28 floor: {label} MIG above {base}'s, paired (more seeds up than down, "
-                "mean difference "
-                "above its standard error)",
+                "mean difference above its standard error)",
                 d["up"] > d["down"] and d["mean"] > d["error"],
                 f"{d['mean']:+.3f} ± {d['error']:.3f} over {d['pairs']} seeds, {d['up']} up, "
                 f"{d['down']} down",
@@ -476,8 +457,7 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
         }
         check(
             "class-specific: per-class MIG inside the own block above none and beta-TCVAE (their "
-            "better of own "
-            "block and all dims)",
+            "better of own block and all dims)",
             all(own > v for v in others.values()),
             f"{own:.3f} vs " + ", ".join(f"{k} {v:.3f}" for k, v in others.items()),
         )
@@ -504,71 +484,6 @@ def summary(thesis: dict, classes: dict) -> str:
     )
 
 
-def retired_tables(steps: int) -> str:
-    """The RETIRED rows from their saved records (whatever seeds they have), with the autoencoder's
-    and none's rows for scale."""
-    records = [r for key, r in STORE.load().items() if f"| steps {steps} |" in key]
-    out = []
-    for table, labels in RETIRED.items():
-        keep = ["autoencoder" if table == "thesis" else "none", *labels]
-        rows = group(
-            (r for r in records if r["table"] == table and r["setting"] in keep), order=keep
-        )
-        columns = (
-            [("mig", "MIG"), ("recon_bce", "recon BCE")]
-            if table != "class"
-            else [
-                ("test_accuracy", "accuracy"),
-                ("image_sweep_specificity", "image sweep specificity"),
-                ("recon_bce", "recon BCE"),
-            ]
-        )
-        out.append(table_markdown(rows, columns))
-    return (
-        f"Retired rows of the shapes benchmark (`benchmark_efficacy.py --part shapes`, {steps} "
-        "steps; every "
-        "seed that was run): HeRD's weight against the per-pixel-mean reconstruction and, for "
-        "universal "
-        "HeRD, the original `share` form (thesis and class tables); the original work's own "
-        "setting "
-        "(d = 4, per-pixel-mean MSE, batch 64, Adam at a constant 5e-4, 10 epochs of 10000 shapes, "
-        "the "
-        "`share` form at alpha_off 1, exact Hessians; its config is retired with the form):\n\n"
-        + "\n\n".join(out)
-        + "\n"
-    )
-
-
-# issue 28's one-seed screen of the decoder-output candidates, before the 5-seed table
-SCREEN_STEPS = 1000
-
-
-def screen_tables() -> str:
-    """Every record at the screen's budget, one row per setting (whatever seeds it has)."""
-    records = [r for key, r in STORE.load().items() if f"| steps {SCREEN_STEPS} |" in key]
-    out = []
-    for table, columns in (
-        ("thesis", [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("recon_bce", "recon BCE")]),
-        (
-            "class",
-            [
-                ("test_accuracy", "accuracy"),
-                ("class_mig_own_block", "per-class MIG, own block"),
-                ("image_sweep_specificity", "image sweep specificity"),
-                ("recon_bce", "recon BCE"),
-            ],
-        ),
-    ):
-        out.append(table_markdown(group(r for r in records if r["table"] == table), columns))
-    return (
-        f"The screen before the table (`benchmark_efficacy.py --part shapes --steps {SCREEN_STEPS} "
-        "--seeds 0`, "
-        f"one seed at a third of the table's budget; {stamp(records)}):\n\n"
-        + "\n\n".join(out)
-        + "\n"
-    )
-
-
 def redraw_grids(steps: int) -> None:
     import tempfile
 
@@ -583,27 +498,21 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
         return redraw_grids(args.steps)
     if not publish_only:
         train_all(seeds, args)
-    if args.steps != DEFAULT_STEPS:  # a screen at another budget publishes only its own table
-        publish("benchmark_efficacy_shapes_screen", screen_tables())
+    if args.steps != DEFAULT_STEPS:  # a screen at another budget publishes no table
         return
     rows = {}
     for table, (_, settings) in TABLES.items():
         wanted = {key: cfg for key, cfg, *_ in cells([table], None, seeds, args.steps)}
         rows[table] = group(STORE.runs(wanted), order=settings)
     md = (
-        f"`python scripts/benchmark_efficacy.py --part shapes --steps {args.steps}`, seeds "
-        f"{seeds}, mean ± std; "
+        f"`python scripts/efficacy_shapes.py --steps {args.steps}`, seeds {seeds}, mean ± std; "
         f"{stamp(r for t in rows.values() for rs in t.values() for r in rs)}. Burgess 4-conv "
-        "encoder and decoder, "
-        f"BCE, batch 128, lr 1e-3, {args.steps} steps on {COMMON['num_samples']} generated shapes "
-        "(65% for "
-        f"training), curvature and Jacobian terms on {COMMON['penalty_samples']} samples per "
-        "batch, each method at "
-        f"its default weight unless the row says otherwise; scores on {HELD_OUT} fresh held-out "
-        "shapes.\n\n"
-        "**Benchmark validity and the thesis** (unsupervised, d = 10; MIG, DCI-D and SAP over "
-        "shape, scale, "
-        "orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
+        f"encoder and decoder, BCE, batch 128, lr 1e-3, {args.steps} steps on "
+        f"{COMMON['num_samples']} generated shapes (65% for training), curvature and Jacobian "
+        f"terms on {COMMON['penalty_samples']} samples per batch, each method at its default "
+        f"weight unless the row says otherwise; scores on {HELD_OUT} fresh held-out "
+        "shapes.\n\n**Benchmark validity and the thesis** (unsupervised, d = 10; MIG, DCI-D and "
+        "SAP over shape, scale, orientation, x and y; reconstruction as mean BCE per pixel):\n\n"
         + table_markdown(
             rows["thesis"],
             [
@@ -621,10 +530,8 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
             [("mig", "MIG"), ("dci_disentanglement", "DCI-D"), ("sap", "SAP")],
         )
         + "\n\n**Class-specific on an autoencoder** (class = shape, 3 blocks of 4 dims; per-class "
-        "MIG over a "
-        "class's own factors on its own images; image sweep specificity: the share of a class's "
-        "image change "
-        "that moving its own block makes):\n\n"
+        "MIG over a class's own factors on its own images; image sweep specificity: the share of a "
+        "class's image change that moving its own block makes):\n\n"
         + table_markdown(
             rows["class"],
             [
@@ -645,11 +552,20 @@ def run(seeds: list[int], publish_only: bool, args) -> None:
             ],
         )
         + f"\n\nTargets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and "
-        f"{CLASS_HERD}), "
-        "computed from the rows above:\n\n"
+        f"{CLASS_HERD}), computed from the rows above:\n\n"
         + "\n".join(verdicts(rows["thesis"], rows["class"]))
         + "\n"
     )
     publish("benchmark_efficacy_shapes", md)
-    publish("benchmark_efficacy_shapes_retired", retired_tables(args.steps))
     publish("benchmark_efficacy_shapes_summary", summary(rows["thesis"], rows["class"]))
+
+
+def main() -> None:
+    parser = seeds_parser(__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    run(args.seeds, args.publish_only, args)
+
+
+if __name__ == "__main__":
+    main()

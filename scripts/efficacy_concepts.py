@@ -11,7 +11,7 @@ metrics:
 * ``--table scale``: the 100-class set at the default budget (no decoder), `--reg none` against
   class HeRD: accuracy, both purity views and their spread over the classes, and issue 29's targets.
 
-    python scripts/benchmark_efficacy.py --part concepts --table concepts [--seeds 0 1 2]
+    python scripts/efficacy_concepts.py --table concepts [--seeds 0 1 2]
     [--backbone resnet18]
 """
 
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _harness import (
+from herd_cls.benchmarking import (
+    seeds_parser,
     ROOT,
     Job,
     ResultStore,
@@ -160,11 +161,10 @@ def _against(name: str, other: str, theirs: list[dict], ours: list[dict], strict
     )
     return verdict(
         f"{name}: class HeRD's concept purity {'above' if strictly else 'at or above'} {other}'s "
-        "at equal "
-        "accuracy",
+        "at equal accuracy",
         ok,
-        f"paired difference {diff['mean']:+.3f} ± {diff['error']:.3f} over "
-        f"{diff['pairs']} seeds, {words}; accuracy {gap:+.2f} points below {other}'s",
+        f"paired difference {diff['mean']:+.3f} ± {diff['error']:.3f} over {diff['pairs']} seeds, "
+        f"{words}; accuracy {gap:+.2f} points below {other}'s",
     )
 
 
@@ -191,16 +191,12 @@ def concepts_table(runs: list[dict], backbone: str) -> str:
                 lines.append(_against(name, other, by[other], ours, strictly))
     return (
         f"{backbone} with a decoder, 12 epochs; every test image; `python "
-        "scripts/benchmark_efficacy.py --part "
-        f"concepts --table concepts`, {stamp(runs)}. Concept purity: per class, the one-vs-rest "
-        "AUC of its "
-        "block's activation energy (Concept Whitening's measure, classes as concepts) and of each "
-        "image's "
-        "|Hessian| share in the block; chance 0.5. Hessian purity: class mean and the median "
-        "image, both "
-        "from exact |H| of the classifier's loss. Image sweep specificity: share of a class's "
-        "decoded image "
-        "change made by its own block.\n\n"
+        f"scripts/efficacy_concepts.py --table concepts`, {stamp(runs)}. Concept purity: per "
+        "class, the one-vs-rest AUC of its block's activation energy (Concept Whitening's "
+        "measure, classes as concepts) and of each image's |Hessian| share in the block; chance "
+        "0.5. Hessian purity: class mean and the median image, both from exact |H| of the "
+        "classifier's loss. Image sweep specificity: share of a class's decoded image change made "
+        "by its own block.\n\n"
         + markdown_table(
             [
                 "data",
@@ -257,10 +253,8 @@ def scale_table(runs: list[dict], backbone: str) -> str:
             ]
     return (
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
-        "default "
-        "budget (12 epochs, block head, no decoder); purity from exact |H| on every test image, "
-        "seed means "
-        "per class. `python scripts/benchmark_efficacy.py --part concepts --table scale`, "
+        "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
+        "image, seed means per class. `python scripts/efficacy_concepts.py --table scale`, "
         f"{stamp(runs)}.\n\n"
         + markdown_table(
             [
@@ -302,3 +296,14 @@ def run(seeds, publish_only: bool, args) -> None:
     if runs:
         table = concepts_table if args.table == "concepts" else scale_table
         publish(f"benchmark_efficacy_{args.table}", table(runs, args.backbone))
+
+
+def main() -> None:
+    parser = seeds_parser(__doc__)
+    add_arguments(parser)
+    args = parser.parse_args()
+    run(args.seeds, args.publish_only, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The benchmark harness, written once for every script in scripts/.
+"""What every benchmark in scripts/ shares: provenance, a resumable result store, tables.
 
 * Provenance: :func:`commit` and :func:`provenance` (commit, time, machine, torch), stamped on every
   table.
@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+# the checkout the package runs from (an editable install, as README's first command makes)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -213,6 +215,18 @@ def readme_run(run: str | None, folder: Path, *options: str) -> str:
         )
         run = str(folder)
     return run
+
+
+def seeds_parser(description: str, seeds=(0, 1, 2)) -> argparse.ArgumentParser:
+    """The options every efficacy benchmark takes: ``--seeds`` and ``--publish-only``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument(
+        "--publish-only", action="store_true", help="write the tables from the saved runs"
+    )
+    return parser
 
 
 # tables
