@@ -1,7 +1,8 @@
 """herd_cls: HeRD, a Hessian regularizer for class-specific disentanglement, for timm classifiers
 and autoencoders."""
 
-from .data import DATASETS, create_datasets, make_shapes
+from .builtin_data import make_shapes
+from .data import DATASETS, create_datasets
 from .curvature import hessian_block_mass, latent_hessian
 from .layout import BlockLayout
 from .backbones import ConvDecoder, ConvEncoder

@@ -177,8 +177,7 @@ def timm_backbone(
         hint = f"did you mean: {', '.join(close)}? " if close else ""
         raise HerdError(
             f"unknown backbone {name!r}; {hint}use "
-            f"{' or '.join(map(repr, LOCAL_BACKBONES.names()))} or any name "
-            "in timm.list_models()"
+            f"{' or '.join(map(repr, LOCAL_BACKBONES.names()))} or any name in timm.list_models()"
         )
     kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
     if pretrained_file is not None:
@@ -201,8 +200,8 @@ def timm_backbone(
             ) from None
         if pretrained:
             raise HerdError(
-                f"cannot fetch pretrained weights for {name} ({type(err).__name__}); "
-                "without network use --pretrained-file PATH"
+                f"cannot fetch pretrained weights for {name} ({type(err).__name__}); without "
+                "network use --pretrained-file PATH"
             ) from None
         raise
 
@@ -253,8 +252,7 @@ def pre_logits_width(net: nn.Module, name: str, in_chans: int, image_size: int) 
     if out.ndim != 2:
         raise HerdError(
             f"backbone {name} returns features of shape {tuple(out.shape[1:])} after "
-            f"reset_classifier(0), "
-            "not pooled (F,) pre-logits; choose another backbone"
+            "reset_classifier(0), not pooled (F,) pre-logits; choose another backbone"
         )
     return out.shape[1]
 

@@ -64,9 +64,9 @@ def provenance() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"commit {commit()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} "
+        f"{os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, {torch.get_num_threads()} "
+        "threads"
     )
 
 

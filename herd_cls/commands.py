@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .analysis import runs as analysis
+from .analysis.class_views import AttributionResult, ClassSweep, attribute_classes, sweep_class
 from .analysis.decoder import LatentGrid, latent_grid
+from .analysis.run_attacks import attack_run
+from .analysis.runs import RunAnalysis, analyse
 from .registry import HerdError
-from .report import pages
+from .report import command_pages, pages
 from .run import Run, write_json
 
 
@@ -88,26 +90,26 @@ def sweep(
     dims: str,
     out: str | None,
     quiet: bool = False,
-) -> tuple[Path, analysis.ClassSweep | LatentGrid]:
+) -> tuple[Path, ClassSweep | LatentGrid]:
     """The class sweep page of ``class_``; without a class (decoder runs), the grid of every latent
     dim."""
     if class_ is None:
         if run.decode is None:
             raise HerdError(
                 "this run has no decoder: name a class to sweep with --class (its dims are drawn "
-                "by "
-                "a post-hoc decoder)"
+                "by a post-hoc decoder)"
             )
         with progress_bar("sweep", 1, quiet) as bar:
             grid = latent_grid(run, None, min(samples, 4), span, steps)
             bar.update()
-            return pages.write_grid_page(run.path.name, grid, span, report_dir(run, out)), grid
+            page = command_pages.write_grid_page(run.path.name, grid, span, report_dir(run, out))
+            return page, grid
     target = resolve_class(run, class_)
     dim_list = parse_dims(run, dims, target)
     with progress_bar("sweep", 2, quiet) as bar:
-        result = analysis.sweep_class(run, target, dim_list, samples, span, steps)
+        result = sweep_class(run, target, dim_list, samples, span, steps)
         bar.update()
-        page = pages.write_sweep_page(
+        page = command_pages.write_sweep_page(
             run.path.name, run.class_names, run.layout, result, report_dir(run, out)
         )
     return page, result
@@ -115,14 +117,14 @@ def sweep(
 
 def attribute(
     run: Run, class_: str | None, method: str, samples: int, out: str | None, quiet: bool = False
-) -> tuple[Path, analysis.AttributionResult]:
+) -> tuple[Path, AttributionResult]:
     classes = (
         [resolve_class(run, class_)] if class_ is not None else list(range(len(run.class_names)))
     )
     with progress_bar("attribute", 2, quiet) as bar:
-        result = analysis.attribute_classes(run, classes, method, samples)
+        result = attribute_classes(run, classes, method, samples)
         bar.update()
-        page = pages.write_attribution_page(
+        page = command_pages.write_attribution_page(
             run.path.name, run.class_names, run.layout, result, report_dir(run, out)
         )
     return page, result
@@ -140,7 +142,7 @@ def parse_classes(run: Run, spec: str) -> list[int] | None:
 
 def report(
     runs: list[Run], method: str, out: str | None, quiet: bool = False, classes: str = "worst"
-) -> tuple[Path, list[analysis.RunAnalysis]]:
+) -> tuple[Path, list[RunAnalysis]]:
     """Analyse the runs (a second one for --compare gets the first one's class pages) and write the
     report."""
     _same_classes(runs)
@@ -148,7 +150,7 @@ def report(
     chosen = parse_classes(runs[0], classes)
     with progress_bar("report", len(runs) + 1, quiet) as bar:
         for r in runs:
-            analyses.append(analysis.analyse(r, method, classes=chosen))
+            analyses.append(analyse(r, method, classes=chosen))
             chosen = (
                 chosen
                 if chosen is not None or not analyses[-1].class_pages
@@ -180,7 +182,7 @@ def robustness(
         total = (len(attacks) + (transfer_from is not None)) * len(eps)
         with progress_bar(f"attacking {run.path.name}", total, quiet) as bar:
             results.append(
-                analysis.attack_run(
+                attack_run(
                     run,
                     attacks,
                     eps,
@@ -194,7 +196,7 @@ def robustness(
                 )
             )
         write_json(run.path / "robustness.json", results[-1])
-    page = pages.write_robustness_page(
+    page = command_pages.write_robustness_page(
         [r.path.name for r in runs],
         [r.layout for r in runs],
         results,

@@ -24,8 +24,8 @@ GROUP_DIMS = 32
 NEWTON_STEPS = 10  # IterNorm's T (the paper's setting)
 SEARCH_STEPS = 10  # halvings of the Cayley step before giving up on a rotation update
 # radians one rotation update turns at most: the layers after the latent must follow the turn (the
-# paper
-# fine-tunes ImageNet models for many more updates than a small data set's few hundred steps give)
+# paper fine-tunes ImageNet models for many more updates than a small data set's few hundred steps
+# give)
 MAX_TURN = 0.1
 
 

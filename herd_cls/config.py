@@ -48,14 +48,14 @@ def _reg_help() -> str:
 class DataOptions:
     dataset: str = option(
         "digits",
-        "Data set (mnist, fashion-mnist and cifar10 via torchvision; imagefolder: "
-        "a folder of class folders; templates: generated, many classes, no download).",
+        "Data set (mnist, fashion-mnist and cifar10 via torchvision; imagefolder: a folder of "
+        "class folders; templates: generated, many classes, no download).",
         tuple(DATASETS.names()),
     )
     num_classes: int | None = option(
         None,
-        "Expected number of classes, checked against the data set; for templates, "
-        "how many classes to generate (default 100).",
+        "Expected number of classes, checked against the data set; for templates, how many classes "
+        "to generate (default 100).",
         bound="positive",
     )
     data_root: str = option(
@@ -69,15 +69,14 @@ class DataOptions:
     )
     num_samples: int | None = option(
         None,
-        "Use at most this many training images (shapes: how many to generate; "
-        "dsprites: how many to draw, default 20000; templates: how many "
-        "to generate, default 60 per class).",
+        "Use at most this many training images (shapes: how many to generate; dsprites: how many "
+        "to draw, default 20000; templates: how many to generate, default 60 per class).",
         bound="positive",
     )
     batch_size: int = option(
         64,
-        "Training batch size of each process (under torchrun the global batch is this "
-        "times the number of processes).",
+        "Training batch size of each process (under torchrun the global batch is this times the "
+        "number of processes).",
         bound="positive",
     )
     num_workers: int = option(0, "DataLoader worker processes.", bound="non-negative")
@@ -87,8 +86,8 @@ class DataOptions:
 class ModelOptions:
     backbone: str = option(
         "resnet18",
-        "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) "
-        "or a timm-free encoder: " + entries(LOCAL_BACKBONES) + ".",
+        "Any timm model name (resnet18, convnext_atto, vit_tiny_patch16_224, ...) or a timm-free "
+        "encoder: " + entries(LOCAL_BACKBONES) + ".",
     )
     pretrained: bool = option(False, "Start from timm's pretrained weights (needs network).")
     pretrained_file: str | None = option(
@@ -100,8 +99,8 @@ class ModelOptions:
     )
     shared_dims: int | None = option(
         None,
-        "Latent dims shared by all classes, at the end of z (default 0, so every "
-        "dim belongs to one class; for pre-logits, whatever is left over).",
+        "Latent dims shared by all classes, at the end of z (default 0, so every dim belongs to "
+        "one class; for pre-logits, whatever is left over).",
         bound="non-negative",
     )
     latent_dim: int | None = option(
@@ -129,8 +128,8 @@ class TrainingOptions:
     epochs: int = option(12, "Training epochs.", bound="positive")
     steps: int | None = option(
         None,
-        "Training budget in optimiser steps, instead of --epochs: the run trains "
-        "ceil(steps / batches per epoch) epochs and stops at the budget.",
+        "Training budget in optimiser steps, instead of --epochs: the run trains ceil(steps / "
+        "batches per epoch) epochs and stops at the budget.",
         bound="positive",
     )
     lr: float = option(2e-3, "AdamW learning rate (cosine schedule).", bound="positive")
@@ -142,8 +141,8 @@ class TrainingOptions:
     )
     channels_last: bool = option(
         False,
-        "Keep images and conv weights in channels-last memory format (faster conv "
-        "kernels on some CPUs and GPUs; docs/performance.md).",
+        "Keep images and conv weights in channels-last memory format (faster conv kernels on some "
+        "CPUs and GPUs; docs/performance.md).",
     )
     lr_schedule: str = option(
         "cosine",
@@ -306,19 +305,14 @@ def reference_markdown() -> str:
                 f"{f.metadata['help']} |"
             )
         sections.append(
-            f"## {title[0].upper() + title[1:]}\n\n"
-            "| option | YAML key | default | choices | meaning |\n|---|---|---|---|---|\n"
-            + "\n".join(rows)
+            f"## {title[0].upper() + title[1:]}\n\n| option | YAML key | default | choices | "
+            "meaning |\n|---|---|---|---|---|\n" + "\n".join(rows)
         )
     return (
-        "# Configuration reference\n\n"
-        "Generated from the option groups of `herd_cls.config` (each regularizer declares its own) "
-        "by "
-        "`python scripts/config_reference.py` (a test checks it is current). Every option can be "
-        "given on the "
-        "command line of `herd-cls train` or as a key of a YAML file passed with `--config`; the "
-        "command line "
-        "wins, and the resolved config is saved as `config.yaml` in the run folder. The files in "
-        "`configs/` hold "
-        "only what differs from these defaults.\n\n" + "\n\n".join(sections) + "\n"
+        "# Configuration reference\n\nGenerated from the option groups of `herd_cls.config` (each "
+        "regularizer declares its own) by `python scripts/config_reference.py` (a test checks it "
+        "is current). Every option can be given on the command line of `herd-cls train` or as a "
+        "key of a YAML file passed with `--config`; the command line wins, and the resolved config "
+        "is saved as `config.yaml` in the run folder. The files in `configs/` hold only what "
+        "differs from these defaults.\n\n" + "\n\n".join(sections) + "\n"
     )

@@ -1,7 +1,8 @@
 """How latent curvature is computed: one :class:`CurvatureMethod` per ``--hessian-method`` in
 ``CURVATURE_METHODS`` (exact per-sample Hessians, closed forms, Gauss-Newton, and unbiased
 block-mass estimates from probes, one of them forward-only; the computations are in
-:mod:`herd_cls.derivatives`), and the calls that pick one by name.
+:mod:`herd_cls.derivatives`), and the calls that pick one by name, down to each image's curvature
+mass in the class blocks (:func:`image_block_masses`, what purity reads).
 :mod:`herd_cls.regularizers.herd_penalty` turns the results into penalties.
 """
 
@@ -23,11 +24,15 @@ from .derivatives import (
     hessian_block_mass,
     linear_ce_hessian,
 )
+from .block_curvature import block_head_block_masses, on_blocks
+from .layout import BlockLayout
 from .losses import Loss, per_sample_loss
 from .registry import HerdError, Registry
 
 # "auto": exact CE Hessians up to this latent size, the forward estimate above it
 AUTO_EXACT_MAX_DIM = 64
+# entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
+EXACT_CHUNK = 2**24
 
 
 # public API: Hessians
@@ -157,9 +162,8 @@ CURVATURE_METHODS: Registry[CurvatureMethod] = Registry("curvature method")
 CURVATURE_METHODS.add(
     CurvatureMethod(
         "auto",
-        "the block head's closed form at any latent size, exact for another "
-        "classifier head at latent size <= 64, forward for decoder losses and wider "
-        "mlp heads",
+        "the block head's closed form at any latent size, exact for another classifier head at "
+        "latent size <= 64, forward for decoder losses and wider mlp heads",
         _auto_hessian,
     )
 )
@@ -173,8 +177,8 @@ CURVATURE_METHODS.add(
 CURVATURE_METHODS.add(
     CurvatureMethod(
         "closed_form",
-        "exact Hessians in closed form: a linear head with "
-        "cross-entropy, or the block head at any width",
+        "exact Hessians in closed form: a linear head with cross-entropy, or the block head at any "
+        "width",
         _closed_form_any,
     )
 )
@@ -198,8 +202,8 @@ CURVATURE_METHODS.add(
 CURVATURE_METHODS.add(
     CurvatureMethod(
         "forward",
-        "probe estimates of block masses from extra forward passes "
-        "(Gauss-Newton, no double backward)",
+        "probe estimates of block masses from extra forward passes (Gauss-Newton, no double "
+        "backward)",
         block_mass=forward_block_mass,
         default_probes=1,
         whole="gauss_newton",
@@ -226,3 +230,52 @@ def _method(name: str, probes: bool) -> CurvatureMethod:
             f"{', '.join(method_names(probes))}"
         )
     return CURVATURE_METHODS.get(name)
+
+
+def image_block_masses(
+    head,
+    z: Tensor,
+    target,
+    y: Tensor,
+    layout: BlockLayout,
+    loss,
+    method: str,
+    keep_hessians: bool,
+    probes: int,
+    generator,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Each of the B images' curvature mass inside its own block (B,), or inside every class block
+    (B, K) where H is known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed
+    and ``keep_hessians``. By ``method``: probe estimates of squared masses (own block only), a
+    block head's closed-form |H| masses under "auto" (no H formed), or |H| formed in chunks."""
+    if CURVATURE_METHODS.get(method).probes:
+        with torch.no_grad() if CURVATURE_METHODS.get(method).forward_only else torch.enable_grad():
+            inside, total = block_mass(
+                head, z, target, layout.own(y), loss, method, probes, generator
+            )
+        return inside.detach().float(), total.detach().float(), None
+    if (
+        not keep_hessians and method == "auto" and on_blocks(head, layout)
+    ):  # O(K m^2) per image (block_curvature)
+        with torch.enable_grad():
+            blocks, total = block_head_block_masses(head, z, target, loss)
+        return blocks.detach().float(), total.detach().float(), None
+    H = _chunked_hessians(head, z, target, loss, method).abs()
+    n, k = layout.dims_per_class, layout.num_classes
+    # (B, K)
+    blocks = H[:, : k * n, : k * n].reshape(len(H), k, n, k, n).diagonal(0, 1, 3).sum((1, 2))
+    return blocks, H.sum((1, 2)), H if keep_hessians else None
+
+
+def _chunked_hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
+    """Per-image H (B, d, d), computed in chunks of images small enough for wide latents."""
+    step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
+    rows = lambda t, i: (
+        tuple(u[i : i + step] for u in t) if isinstance(t, tuple) else t[i : i + step]
+    )  # noqa: E731
+    return torch.cat(
+        [
+            latent_hessian(head, z[i : i + step], rows(target, i), loss, method).detach().float()
+            for i in range(0, len(z), step)
+        ]
+    )

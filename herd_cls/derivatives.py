@@ -40,8 +40,8 @@ def check_per_sample(head: Callable) -> None:
     if norm is not None:
         raise HerdError(
             f"the head contains {type(norm).__name__} using batch statistics, which couples "
-            f"samples and "
-            "makes per-sample Hessians wrong; put the head in eval mode or use LayerNorm/GroupNorm"
+            "samples and makes per-sample Hessians wrong; put the head in eval mode or use "
+            "LayerNorm/GroupNorm"
         )
 
 

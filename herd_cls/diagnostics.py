@@ -75,8 +75,8 @@ def collapse_reasons(
     reasons = []
     if recon is not None and blank is not None and recon >= 0.95 * blank:
         reasons.append(
-            f"reconstruction {recon:.4g} has reached the blank-image level {blank:.4g} "
-            "(predicting the mean image)"
+            f"reconstruction {recon:.4g} has reached the blank-image level {blank:.4g} (predicting "
+            "the mean image)"
         )
     if (
         scale is not None
@@ -86,8 +86,7 @@ def collapse_reasons(
     ):
         reasons.append(
             f"the decoder's Jacobian scale {scale:.3g} fell over {COLLAPSE_SCALE_DROP:g}x below "
-            f"its "
-            f"end-of-warm-up value {warm_scale:.3g}"
+            f"its end-of-warm-up value {warm_scale:.3g}"
         )
     return reasons
 

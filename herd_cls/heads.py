@@ -152,9 +152,8 @@ register_head(
             nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, k)
         ),
         class_herd_warning="--reg class with --head mlp keeps purity low: every logit reads every "
-        "latent dim, so "
-        "curvature leaks across blocks (near chance on pre-logits, docs/what-did-not-work.md); use "
-        "--head block",
+        "latent dim, so curvature leaks across blocks (near chance on pre-logits, "
+        "docs/what-did-not-work.md); use --head block",
     )
 )
 register_head(
@@ -163,8 +162,8 @@ register_head(
         "a linear map (cannot carry class-specific curvature)",
         lambda d, k, layout, hidden: nn.Linear(d, k),
         class_herd_warning="--reg class with --head linear cannot give each class its own "
-        "curvature: a linear head's "
-        "Hessian W^T (diag p - p p^T) W spans every block (docs/method.md); use --head block",
+        "curvature: a linear head's Hessian W^T (diag p - p p^T) W spans every block "
+        "(docs/method.md); use --head block",
     )
 )
 register_head(

@@ -13,19 +13,17 @@ For class c with block B_c, two views of the latent Hessians H_i of its images:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .block_curvature import block_head_block_masses, on_blocks
 from .curvature import (
     CURVATURE_METHODS,
-    block_mass,
     curvature_method,
     has_closed_form,
-    latent_hessian,
+    image_block_masses,
     sum_losses,
 )
 from .layout import BlockLayout
@@ -35,8 +33,6 @@ WRT = ("classifier", "autoencoder", "both", "decoder-output")
 EVAL_PROBES = 8
 # entries of the (K, d, d) per-class mean |H| kept for heatmaps (128 MB); above it, none
 HBAR_MAX = 2**25
-# entries of the (d, B, d) Hessian products of one exact chunk of images: 64 MB in float32
-EXACT_CHUNK = 2**24
 
 
 def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
@@ -218,55 +214,6 @@ class Purity:
         }
 
 
-def _image_masses(
-    head,
-    z: Tensor,
-    target,
-    y: Tensor,
-    layout: BlockLayout,
-    loss,
-    method: str,
-    keep_hbar: bool,
-    probes: int,
-    generator,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Each image's curvature mass inside its own block (B,), or inside every class block (B, K)
-    where H is known exactly; its total mass (B,); and its |H| (B, d, d) where it was formed and is
-    kept: probe estimates of squared masses, a block head's closed-form |H| masses (no H formed), or
-        |H|."""
-    if CURVATURE_METHODS.get(method).probes:
-        with torch.no_grad() if CURVATURE_METHODS.get(method).forward_only else torch.enable_grad():
-            inside, total = block_mass(
-                head, z, target, layout.own(y), loss, method, probes, generator
-            )
-        return inside.detach().float(), total.detach().float(), None
-    if (
-        not keep_hbar and method == "auto" and on_blocks(head, layout)
-    ):  # O(K m^2) per image (block_curvature)
-        with torch.enable_grad():
-            blocks, total = block_head_block_masses(head, z, target, loss)
-        return blocks.detach().float(), total.detach().float(), None
-    H = _hessians(head, z, target, loss, method).abs()
-    n, k = layout.dims_per_class, layout.num_classes
-    # (B, K)
-    blocks = H[:, : k * n, : k * n].reshape(len(H), k, n, k, n).diagonal(0, 1, 3).sum((1, 2))
-    return blocks, H.sum((1, 2)), H if keep_hbar else None
-
-
-def _hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
-    """Per-image H (B, d, d), computed in chunks of images small enough for wide latents."""
-    step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
-    rows = lambda t, i: (
-        tuple(u[i : i + step] for u in t) if isinstance(t, tuple) else t[i : i + step]
-    )  # noqa: E731
-    return torch.cat(
-        [
-            latent_hessian(head, z[i : i + step], rows(target, i), loss, method).detach().float()
-            for i in range(0, len(z), step)
-        ]
-    )
-
-
 def measure_purity(
     model,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -294,29 +241,14 @@ def measure_purity(
         torch.zeros(K, device=device),
     )
     inside_sum, total_sum = torch.zeros(K, device=device), torch.zeros(K, device=device)
-    per_image, mass, labels, blocks, seen, method = [], [], [], [], 0, hessian_method
-    for x, y in batches:
-        if max_samples is not None:
-            if seen >= max_samples:
-                break
-            x, y = x[: max_samples - seen], y[: max_samples - seen]
+    per_image, mass, labels, blocks, method = [], [], [], [], hessian_method
+    for x, y in _first(batches, max_samples):
         x, y = x.to(device), y.to(device)
-        with torch.no_grad():
-            z = model.encode(x).float()
-        head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
-        # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an
-        # estimate
-        method = (
-            hessian_method
-            if hessian_method == "auto"
-            else curvature_method(hessian_method, loss, d, None, has_closed_form(head, loss))[0]
+        method, inside, total, share, H, block_share = _batch_masses(
+            model, x, y, layout, wrt, recon_loss, hessian_method, keep_hbar, probes, generator
         )
-        masses, total, H = _image_masses(
-            head, z, target, y, layout, loss, method, keep_hbar, probes, generator
-        )
-        inside = masses if masses.ndim == 1 else masses.gather(1, y[:, None])[:, 0]
-        if masses.ndim == 2:
-            blocks.append(own_share(masses, total[:, None], float("nan")).cpu())
+        if block_share is not None:
+            blocks.append(block_share)
         onehot = F.one_hot(y, K).to(total.dtype)
         inside_sum, total_sum, counts = (
             inside_sum + onehot.T @ inside,
@@ -325,20 +257,11 @@ def measure_purity(
         )
         if H is not None:
             hsum = hsum + class_abs_sum(H, y, K)[0]
-        share = own_share(inside, total, float("nan"))
-        per_image.append(
-            (share.clamp(0, 1) if CURVATURE_METHODS.get(method).probes else share).cpu()
-        )
+        per_image.append(share.cpu())
         mass.append(total.cpu())
         labels.append(y.cpu())
-        seen += len(y)
     hbar = None if hsum is None else (hsum / counts.clamp_min(1).view(-1, 1, 1)).cpu()
-    per_class = torch.where(counts > 0, own_share(inside_sum, total_sum, float("nan")), torch.nan)
-    if CURVATURE_METHODS.get(method).probes:
-        per_class = per_class.clamp(0, 1)
-        label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
-    else:
-        label = f"exact |H| ({hessian_method})"
+    per_class, label = _class_purity(inside_sum, total_sum, counts, method, hessian_method, probes)
     shares = torch.cat(blocks) if blocks and len(blocks) == len(labels) else None
     return Purity(
         per_class.cpu(),
@@ -349,3 +272,69 @@ def measure_purity(
         torch.cat(mass),
         shares,
     )
+
+
+def _first(
+    batches: Iterable[tuple[Tensor, Tensor]], max_samples: int | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The (images, labels) ``batches`` up to their first ``max_samples`` images (None: all), the
+    last one cut to fit."""
+    seen = 0
+    for x, y in batches:
+        if max_samples is not None:
+            if seen >= max_samples:
+                break
+            x, y = x[: max_samples - seen], y[: max_samples - seen]
+        yield x, y
+        seen += len(y)
+
+
+def _batch_masses(
+    model,
+    x: Tensor,
+    y: Tensor,
+    layout: BlockLayout,
+    wrt: str,
+    recon_loss: str,
+    hessian_method: str,
+    keep_hbar: bool,
+    probes: int,
+    generator: torch.Generator,
+) -> tuple[str, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The curvature of one batch, images x (B, ...) and labels y (B,), for the loss ``wrt`` names:
+    the method used; each image's mass inside its own block (B,), in all (B,) and their ratio (B,);
+    its |H| (B, d, d) where kept (see :func:`image_block_masses`); and its share in every class
+    block (B, K) where known."""
+    with torch.no_grad():
+        z = model.encode(x).float()
+    head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
+    # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
+    method = (
+        hessian_method
+        if hessian_method == "auto"
+        else curvature_method(
+            hessian_method, loss, layout.latent_dim, None, has_closed_form(head, loss)
+        )[0]
+    )
+    masses, total, H = image_block_masses(
+        head, z, target, y, layout, loss, method, keep_hbar, probes, generator
+    )
+    inside = masses if masses.ndim == 1 else masses.gather(1, y[:, None])[:, 0]
+    block_shares = (
+        own_share(masses, total[:, None], float("nan")).cpu() if masses.ndim == 2 else None
+    )
+    own = own_share(inside, total, float("nan"))
+    own = own.clamp(0, 1) if CURVATURE_METHODS.get(method).probes else own
+    return method, inside, total, own, H, block_shares
+
+
+def _class_purity(
+    inside: Tensor, total: Tensor, counts: Tensor, method: str, hessian_method: str, probes: int
+) -> tuple[Tensor, str]:
+    """(K,) class-mean purity from each class's summed own-block and total masses (K,), NaN for a
+    class without images (``counts`` (K,)), and how the masses were measured."""
+    per_class = torch.where(counts > 0, own_share(inside, total, float("nan")), torch.nan)
+    if CURVATURE_METHODS.get(method).probes:
+        label = f"{method} estimate of squared Frobenius masses, {probes} probe pairs per image"
+        return per_class.clamp(0, 1), label
+    return per_class, f"exact |H| ({hessian_method})"

@@ -142,6 +142,18 @@ def load_checkpoint(path: Path, device) -> dict:
         ) from None
 
 
+def config_datasets(cfg: Config) -> tuple[dict, DataInfo]:
+    """The train/val/test splits of ``cfg``'s data set, and what a model needs to know about it."""
+    return create_datasets(
+        cfg.dataset,
+        cfg.data_root,
+        cfg.download,
+        cfg.image_size,
+        cfg.num_samples,
+        num_classes=cfg.num_classes,
+    )
+
+
 @dataclass
 class Run:
     """A trained run as a Python object: the model and its verbs (encode, classify, decode), its
@@ -198,15 +210,7 @@ class Run:
         if split not in ("train", "val", "test"):
             raise HerdError(f"unknown split {split!r}; choose one of: train, val, test")
         if self._splits is None:
-            cfg = self.config
-            self._splits, _ = create_datasets(
-                cfg.dataset,
-                cfg.data_root,
-                cfg.download,
-                cfg.image_size,
-                cfg.num_samples,
-                num_classes=cfg.num_classes,
-            )
+            self._splits, _ = config_datasets(self.config)
         return self._splits[split]
 
 

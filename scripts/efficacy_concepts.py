@@ -38,7 +38,8 @@ from herd_cls.benchmarking import (
     verdict,
 )
 from herd_cls.analysis.latents import collect, evaluating
-from herd_cls.analysis.scores import METRICS, Evidence
+from herd_cls.analysis.evidence import Evidence
+from herd_cls.analysis.scores import METRICS
 from herd_cls.purity import measure_purity
 
 HERD = "class HeRD"

@@ -30,7 +30,7 @@ from herd_cls.benchmarking import (
     trained_run,
 )
 from herd_cls.analysis.attacks import ATTACKS as REGISTRY
-from herd_cls.analysis.runs import attack_run
+from herd_cls.analysis.run_attacks import attack_run
 from herd_cls.analysis.sanity import sanity_checks
 
 SETTINGS = {

@@ -42,7 +42,7 @@ from herd_cls.benchmarking import (
     verdict,
 )
 from herd_cls.analysis.sweep import decoded_block_effect
-from herd_cls.data import make_shapes
+from herd_cls.builtin_data import make_shapes
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model

@@ -17,16 +17,18 @@ FLOORS = [
         "block_curvature",
         "decoder_curvature",
         "concept_whitening",
+        "image_sets",
+        "builtin_data",
         "data",
         "distributed",
     },
     {"purity", "heads", "backbones", "models", "metrics", "disentanglement"},
     {"regularizers"},
-    {"config", "objective", "diagnostics"},
-    {"run", "train"},
+    {"config", "objective", "diagnostics", "evaluation"},
+    {"run", "session", "train"},
     {"analysis"},
     {"report"},
-    {"commands", "cli", "benchmarking", "__main__", "__init__"},
+    {"commands", "cli", "cli_analysis", "cli_options", "benchmarking", "__main__", "__init__"},
 ]
 
 
@@ -153,8 +155,14 @@ TESTED_IN = {
     "derivatives": "test_curvature.py (every computation against the autograd oracle)",
     "block_curvature": "test_curvature.py (the closed form and the block masses against the "
     "autograd oracle)",
-    "cli": "test_train.py, test_run.py, analysis/test_sweep.py, report/test_pages.py (the commands "
-    "as typed)",
+    "cli": "test_train.py, test_run.py, report/test_views.py (the group and the train command as "
+    "typed)",
+    "cli_analysis": "analysis/test_sweep.py, analysis/test_robustness.py, test_run.py, "
+    "report/test_pages.py, report/test_command_pages.py (the analysis commands as typed)",
+    "analysis.class_views": "analysis/test_sweep.py, report/test_pages.py (the sweep and attribute "
+    "commands)",
+    "analysis.evidence": "analysis/test_scores.py (the metrics that read it: image block effect, "
+    "factor scores)",
     "commands": "analysis/test_sweep.py, report/test_pages.py (through the CLI)",
     "objective": "test_train.py (every loss term through training runs)",
     "registry": "test_heads.py, test_data.py (an unknown name lists the valid ones)",
@@ -163,8 +171,7 @@ TESTED_IN = {
     "analysis.posthoc": "analysis/test_sweep.py (the post-hoc decoder, fitted once and cached)",
     "regularizers.base": "regularizers/test_objects.py (the Regularizer contract)",
     "regularizers.herd": "regularizers/test_herd_penalty.py, regularizers/test_herd_image.py (the "
-    "HeRD module), "
-    "regularizers/test_objects.py (its --reg objects)",
+    "HeRD module)",
     "regularizers.vae": "regularizers/test_baselines.py",
     "regularizers.hessian_penalty": "regularizers/test_baselines.py",
     "regularizers.orojar": "regularizers/test_baselines.py",

@@ -21,7 +21,8 @@ def _examples() -> list[str]:
 
 def test_the_guides_extension_examples_register_their_entries():
     from herd_cls.analysis.attacks import ATTACKS
-    from herd_cls.analysis.scores import METRICS, Evidence
+    from herd_cls.analysis.evidence import Evidence
+    from herd_cls.analysis.scores import METRICS
     from herd_cls.config import load_config
     from herd_cls.heads import HEADS, make_head
     from herd_cls.layout import BlockLayout

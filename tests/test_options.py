@@ -56,7 +56,7 @@ def test_options_from_reads_the_groups_fields():
 def test_the_config_joins_every_group_once_and_regularizers_read_their_own():
     from herd_cls.config import Config, load_config, option_groups
     from herd_cls.regularizers import REGULARIZERS
-    from herd_cls.regularizers.herd import HeRDOptions
+    from herd_cls.regularizers.herd_objects import HeRDOptions
 
     groups = dict(option_groups())
     assert groups["--reg class and universal"] is HeRDOptions

@@ -84,9 +84,9 @@ def test_measure_purity_matches_per_sample_autograd_hessians():
 def test_wide_latents_are_measured_exactly_in_chunks(monkeypatch):
     """Above the training path's exact limit (d = 64) measuring still uses exact |H|, one definition
     for every run, in chunks of images."""
-    import herd_cls.purity as purity
+    import herd_cls.curvature as curvature
 
-    monkeypatch.setattr(purity, "EXACT_CHUNK", 3 * 96 * 96)  # 3 images per chunk
+    monkeypatch.setattr(curvature, "EXACT_CHUNK", 3 * 96 * 96)  # 3 images per chunk
     torch.manual_seed(1)
     d, K = 96, 3
     model = _Model()
@@ -160,6 +160,7 @@ def test_standard_error_of_class_mean_purity_golden_values():
 def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hessians(monkeypatch):
     """Above HBAR_MAX no (K, d, d) mean |H| is kept, and a block head's purity comes from its
     closed-form masses: the same per-class and per-image values as the oracle's |H|."""
+    import herd_cls.curvature as curvature
     import herd_cls.purity as purity
     from herd_cls.heads import BlockHead
 
@@ -170,7 +171,7 @@ def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hess
     x, y = torch.randn(9, 5), torch.arange(9) % 3
     exact = measure_purity(model, [(x, y)], layout)
     monkeypatch.setattr(purity, "HBAR_MAX", 0)
-    monkeypatch.setattr(purity, "_hessians", lambda *a: pytest.fail("formed H"))
+    monkeypatch.setattr(curvature, "_chunked_hessians", lambda *a: pytest.fail("formed H"))
     fast = measure_purity(model, [(x, y)], layout)
     assert exact.hbar is not None and fast.hbar is None
     torch.testing.assert_close(fast.per_class, exact.per_class, rtol=1e-4, atol=1e-6)

@@ -60,7 +60,7 @@ def test_train_writes_a_complete_run_folder(tiny_args, tmp_path):
     assert {"test_accuracy", "block_purity", "train_seconds"} <= set(summary)
     assert 0 <= summary["block_purity"] <= 1 and summary["train_seconds"] > 0
     # HeRD with the decoder's Hessian takes its penalty on 16 images of a batch, saved resolved
-    from herd_cls.regularizers.herd import DECODER_PENALTY_SAMPLES
+    from herd_cls.regularizers.herd_objects import DECODER_PENALTY_SAMPLES
 
     assert load_run(run).config.penalty_samples == DECODER_PENALTY_SAMPLES == 16
 
@@ -205,7 +205,7 @@ def test_pre_logits_latent_with_probes(tiny_args, tmp_path):
 def test_pre_logits_block_head_trains_and_measures_exactly(tiny_args, tmp_path):
     """A 256-wide block-head latent: the penalty is the exact one (no probes), and summary.json's
     purity is exact |H| on as many test images as a narrow run's, with its standard error."""
-    from herd_cls.train import EVAL_HESSIAN_SAMPLES
+    from herd_cls.evaluation import EVAL_HESSIAN_SAMPLES
 
     res = run_cli(
         "train",

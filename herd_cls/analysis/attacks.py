@@ -204,14 +204,12 @@ def check_attack_request(
             usable = [n for n in ATTACKS.names() if ATTACKS.get(n).min_classes <= num_classes]
             raise HerdError(
                 f"attack {name} needs at least {attack.min_classes} classes, this run has "
-                f"{num_classes}; "
-                f"use one of {', '.join(usable)}"
+                f"{num_classes}; use one of {', '.join(usable)}"
             )
     if transfer_attack and ATTACKS.get(transfer_attack).gradient_free:
         raise HerdError(
             f"--transfer-attack {transfer_attack} uses no gradients, so it has nothing to "
-            f"transfer; "
-            f"use one of {', '.join(transferable())}"
+            f"transfer; use one of {', '.join(transferable())}"
         )
     bad = [e for e in eps if not 0 <= e <= 1]
     if bad:

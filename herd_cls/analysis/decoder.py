@@ -77,8 +77,7 @@ def latent_grid(
     if run.decode is None:
         raise HerdError(
             "this run has no decoder, so no latent grid; train with --decoder, or use --class for "
-            "the "
-            "post-hoc decoder's sweeps of one class"
+            "the post-hoc decoder's sweeps of one class"
         )
     test = test if test is not None else collect(run.model, run.data("test"))
     z, y = test["z"], test["y"]

@@ -273,17 +273,30 @@ def _evaluate(
             )
             if progress:
                 progress()
+    result["worst_case"] = _worst_case(worst, y, num_classes)
+    result["unbounded"] = _unbounded(model, x, y, budget, batch_size)
+    result["checks"] = sanity_checks(result)
+    return result
+
+
+def _worst_case(worst: dict[tuple[str, str], Tensor], y: Tensor, num_classes: int) -> dict:
+    """norm -> eps -> robust accuracy, overall and per class, of ``worst``: (norm, eps) -> (N,)
+    whether an image survived every attack of that norm at that eps."""
+    out: dict = {}
     for (norm, e), ok in worst.items():
-        result["worst_case"].setdefault(norm, {})[e] = {
+        out.setdefault(norm, {})[e] = {
             "robust_accuracy": float(ok.float().mean()),
             "per_class": _per_class_mean(ok, y, num_classes),
         }
+    return out
+
+
+def _unbounded(model: nn.Module, x: Tensor, y: Tensor, budget: Budget, batch_size: int) -> dict:
+    """The probe at an eps that reaches every image: a working attack leaves none correct."""
     adv = craft(UNBOUNDED_ATTACK, model, x, y, UNBOUNDED_EPS, budget, batch_size)
     unbounded = _predict(model, adv, batch_size) == y
-    result["unbounded"] = {
+    return {
         "attack": UNBOUNDED_ATTACK,
         "eps": UNBOUNDED_EPS,
         "robust_accuracy": float(unbounded.float().mean()),
     }
-    result["checks"] = sanity_checks(result)
-    return result

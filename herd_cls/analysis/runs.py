@@ -1,5 +1,6 @@
-"""Analyses of a whole run for the commands: data in, typed results out (only herd_cls.report
-draws)."""
+"""The analysis of a whole run for the report: data in, typed results out (only herd_cls.report
+draws). One class's views for the sweep and attribute commands are in class_views.py, attacks in
+run_attacks.py."""
 
 from __future__ import annotations
 
@@ -10,21 +11,15 @@ from torch import Tensor
 
 from ..data import dataset_factors
 from ..layout import BlockLayout
-from ..metrics import (
-    attribution_alignment,
-    embedding_2d,
-    latent_label_information,
-    sweep_specificity,
-)
+from ..metrics import embedding_2d, latent_label_information
 from ..purity import Purity, measure_purity
-from ..registry import HerdError
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
+from .class_views import ImageSweeps, image_sweeps
 from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, latent_grid
 from .latents import collect
-from .posthoc import posthoc_decoder
 from .scores import Evidence, Score, constant_metrics, score_all
-from .sweep import block_sweep_effect, dim_pull, exemplars, sweep
+from .sweep import sweep
 
 
 @dataclass
@@ -191,38 +186,13 @@ def analyse(
     )
     latent = class_latent_attribution(model.classify, z, y, len(names), method)
     config = run.config_dict()
-    evidence = Evidence(
-        model,
-        layout,
-        x,
-        z,
-        y,
-        data["logits"],
-        purity,
-        latent["per_sample"],
-        config,
-        dataset_factors(run.data("test")) or None,
-    )
+    evidence = _evidence(run, data, purity, latent["per_sample"], config)
     if not classes_meaningful(config):
         classes = []
     drawn = worst_classes(purity) if classes is None else classes
     chosen = {c: (y == c).nonzero().flatten()[:per_class] for c in drawn}
     chosen = {c: idx for c, idx in chosen.items() if len(idx)}
-    maps = (
-        attribute(
-            model,
-            x[torch.cat(list(chosen.values()))],
-            y[torch.cat(list(chosen.values()))],
-            method,
-            batch_size=32,
-        ).split([len(i) for i in chosen.values()])
-        if chosen
-        else []
-    )
-    examples = {
-        c: ClassExamples(x[idx], m, sweep(model, z[idx], layout.block(c).tolist(), std))
-        for (c, idx), m in zip(chosen.items(), maps)
-    }
+    examples = _class_examples(model, data, layout, chosen, method, std)
     pictures = {c: image_sweeps(run, c, test=data) for c in chosen}
     decoder = run.decode is not None
     return RunAnalysis(
@@ -251,236 +221,43 @@ def analyse(
     )
 
 
-@dataclass
-class ImageSweeps:
-    """What the dims of one class's block and the shared dims mean in pixels.
-
-    exemplars: test images of the class ordered by each dim's value (see ``sweep.exemplars``).
-    decoded: the dims swept on a few of the class's images and drawn by ``decoder`` (see
-        ``sweep.sweep``).
-    decoder: "trained decoder" or "post-hoc decoder"; decoder_info: the post-hoc decoder's test MSE
-        etc.
-    """
-
-    target: int
-    dims: list[int]
-    exemplars: dict
-    decoded: dict
-    decoder: str
-    decoder_info: dict | None
-
-
-def image_sweeps(
-    run: Run,
-    target: int,
-    samples: int = 3,
-    span: float = 2.0,
-    steps: int = 7,
-    count: int = 10,
-    test: dict | None = None,
-    progress=None,
-) -> ImageSweeps:
-    """Exemplar rows and decoded sweeps for class ``target``'s block and the shared dims; runs
-    without a decoder use the post-hoc one (fitted and cached in the run folder on first use).
-
-    ``test``: the output of ``collect(run.model, run.data("test"))``, if already at hand.
-
-    >>> pictures = image_sweeps(load_run(), 3)     # then
-    herd_cls.report.sweep_figures.image_sweep(...)
-    """
-    test = test if test is not None else collect(run.model, run.data("test"))
-    if run.decode is not None:
-        decoder, name, info = run.decode, "trained decoder", None
-    else:
-        decoder, info = posthoc_decoder(run, progress)
-        name = "post-hoc decoder"
-    own = test["y"] == target
-    if not own.any():
-        raise HerdError(f"the test split has no image of class {target}; pick another class")
-    dims = run.layout.block(target).tolist() + run.layout.shared.tolist()
-    x, z = test["x"][own], test["z"][own]
-    decoded = sweep(run.model, z[:samples], dims, test["z"].std(0), span, steps, decoder=decoder)
-    return ImageSweeps(target, dims, exemplars(x, z, dims, count), decoded, name, info)
-
-
-@dataclass
-class ClassSweep:
-    """Sweeps of some latent dims of ``samples`` test images of one class (see ``sweep`` for
-    ``result``)."""
-
-    target: int
-    dims: list[int]
-    block: list[int]
-    shared: list[int]
-    samples: int
-    span: float
-    steps: int
-    result: dict
-    specificity: dict
-    images: ImageSweeps
-    pull: Tensor | None = None  # (d,) every dim's pull on the class's probability (sweep.dim_pull)
-
-    def kind(self, dim: int) -> str:
-        """'own' (the class's block), 'shared' or 'other'."""
-        return "own" if dim in self.block else "shared" if dim in self.shared else "other"
-
-
-def sweep_class(
-    run: Run,
-    target: int,
-    dims: list[int],
-    samples: int = 8,
-    span: float = 2.0,
-    steps: int = 7,
-    progress=None,
-) -> ClassSweep:
-    """Sweep ``dims`` of ``samples`` test images of class ``target`` (class probabilities, and
-    images with a decoder), every class's block specificity, and :func:`image_sweeps` of the
-    class."""
-    if samples < 1 or steps < 2 or span <= 0:
-        raise HerdError("--samples must be >= 1, --steps >= 2 and --range > 0")
-    data = collect(run.model, run.data("test"))
-    z, y = data["z"], data["y"]
-    chosen = z[y == target][:samples]
-    if len(chosen) == 0:
-        raise HerdError(f"the test split has no image of class {target}; pick another class")
-    std, layout = z.std(0), run.layout
-    return ClassSweep(
-        target,
-        dims,
-        layout.block(target).tolist(),
-        layout.shared.tolist(),
-        len(chosen),
-        span,
-        steps,
-        sweep(run.model, chosen, dims, std, span, steps),
-        sweep_specificity(block_sweep_effect(run.model, z, y, layout, std, span, steps)),
-        image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress),
-        dim_pull(run.model, chosen, target, std, span, steps),
-    )
-
-
-@dataclass
-class AttributionResult:
-    """Latent attribution matrix (K, d) and alignment, and input attributions of a few images per
-    class."""
-
-    method: str
-    matrix: Tensor
-    alignment: dict
-    images: dict[int, Tensor]
-    maps: dict[int, Tensor]
-
-
-def attribute_classes(
-    run: Run, classes: list[int], method: str = "integrated-gradients", samples: int = 8
-) -> AttributionResult:
-    """Attributions of ``samples`` test images of each of ``classes``, plus the latent view of
-    all."""
-    if samples < 1:
-        raise HerdError("--samples must be at least 1")
-    data = collect(run.model, run.data("test"))
-    x, z, y = data["x"], data["z"], data["y"]
-    latent = class_latent_attribution(run.model.classify, z, y, len(run.class_names), method)
-    images, maps = {}, {}
-    for c in classes:
-        idx = (y == c).nonzero().flatten()[:samples]
-        if len(idx):
-            images[c], maps[c] = x[idx], attribute(run.model, x[idx], y[idx], method, batch_size=32)
-    return AttributionResult(
-        method,
-        latent["matrix"],
-        attribution_alignment(latent["per_sample"], y, run.layout),
-        images,
-        maps,
-    )
-
-
-def balanced_test_batch(run: Run, n_samples: int) -> tuple[Tensor, Tensor]:
-    """About ``n_samples`` test images (B, C, H, W) and labels (B,), the same number from every
-    class."""
-    from ..data import dataset_labels
-
-    data = run.data("test")
-    labels = torch.as_tensor(dataset_labels(data))
-    per = max(1, n_samples // len(run.class_names))
-    idx = (
-        torch.cat([(labels == c).nonzero().flatten()[:per] for c in range(len(run.class_names))])
-        .sort()
-        .values
-    )
-    return torch.stack([data[int(i)][0] for i in idx]), labels[idx]
-
-
-def attack_run(
-    run: Run,
-    attacks: list[str],
-    eps: list[float],
-    steps: int = 10,
-    restarts: int = 1,
-    n_samples: int = 200,
-    queries: int = 1000,
-    transfer_from: Run | None = None,
-    transfer_attack: str = "pgd-linf",
-    progress=None,
-) -> dict:
-    """Robust accuracy of one run per attack, eps and class, with latent displacement, gradient
-    norms and sanity checks (see :func:`herd_cls.analysis.robustness.evaluate_robustness`); with
-    ``transfer_from``, also ``transfer_attack`` crafted on that run's model. ``settings`` records
-    the request."""
-    from .attacks import Budget, check_attack_request
-    from .robustness import evaluate_robustness
-
-    budget = Budget(steps, restarts, queries, len(run.class_names))
-    check_attack_request(
-        attacks, eps, budget.num_classes, transfer_attack if transfer_from else None, budget
-    )
-    if n_samples < 1:
-        raise HerdError("--n-samples must be at least 1")
-    if transfer_from is not None:
-        check_transfer_source(run, transfer_from)
-    x, y = balanced_test_batch(run, n_samples)
-    result = evaluate_robustness(
-        run.classifier(),
-        run.encode,
-        x,
-        y,
+def _evidence(
+    run: Run, test: dict, purity: Purity, latent_attribution: Tensor, config: dict
+) -> Evidence:
+    """What the metrics read: the test split ``test`` (see ``collect``) with its purity and latent
+    attribution (N, d), the run's config and the test images' factors."""
+    return Evidence(
+        run.model,
         run.layout,
-        attacks,
-        eps,
-        steps,
-        restarts,
-        queries,
-        transfer_from.classifier() if transfer_from else None,
-        transfer_attack,
-        progress=progress,
+        test["x"],
+        test["z"],
+        test["y"],
+        test["logits"],
+        purity,
+        latent_attribution,
+        config,
+        dataset_factors(run.data("test")) or None,
     )
-    result["settings"] = {
-        "attacks": attacks,
-        "eps": eps,
-        "steps": steps,
-        "restarts": restarts,
-        "queries": queries,
-        "n_samples": len(y),
-        "run": str(run.path),
-        "transfer_from": str(transfer_from.path) if transfer_from else None,
-        "transfer_attack": transfer_attack if transfer_from else None,
+
+
+def _class_examples(
+    model, test: dict, layout: BlockLayout, chosen: dict[int, Tensor], method: str, std: Tensor
+) -> dict[int, ClassExamples]:
+    """Input attributions and own-block sweeps (``std``: (d,) the latents' spread) of the
+    ``chosen`` test images of each class: class -> indices (S,) into the test split ``test``."""
+    x, z, y = test["x"], test["z"], test["y"]
+    maps = (
+        attribute(
+            model,
+            x[torch.cat(list(chosen.values()))],
+            y[torch.cat(list(chosen.values()))],
+            method,
+            batch_size=32,
+        ).split([len(i) for i in chosen.values()])
+        if chosen
+        else []
+    )
+    return {
+        c: ClassExamples(x[idx], m, sweep(model, z[idx], layout.block(c).tolist(), std))
+        for (c, idx), m in zip(chosen.items(), maps)
     }
-    return result
-
-
-def check_transfer_source(run: Run, source: Run) -> None:
-    """A transfer source must read the same images and name the same classes as the attacked run."""
-    ours, theirs = run.info, source.info
-    if theirs.class_names != ours.class_names:
-        raise HerdError(
-            f"--transfer-from {source.path.name} has classes {theirs.class_names}, this run has "
-            f"{ours.class_names}; craft transfer attacks on a run of the same data set"
-        )
-    if (theirs.in_chans, theirs.image_size) != (ours.in_chans, ours.image_size):
-        raise HerdError(
-            f"--transfer-from {source.path.name} takes {theirs.in_chans}x{theirs.image_size}x"
-            f"{theirs.image_size} images, this run "
-            f"{ours.in_chans}x{ours.image_size}x{ours.image_size}; "
-            "train the source with the same --image-size"
-        )

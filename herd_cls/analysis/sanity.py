@@ -176,8 +176,8 @@ def _not_stronger(
             if "correct" in table[e] and all("correct" in r for r, _ in white):
                 white_ok = torch.tensor([r["correct"] for r, _ in white]).all(0)
                 only = (
-                    f", {int((white_ok & ~torch.tensor(table[e]['correct'])).sum())} images "
-                    f"fooled only by {name}"
+                    f", {int((white_ok & ~torch.tensor(table[e]['correct'])).sum())} images fooled "
+                    f"only by {name}"
                 )
             rows.append((e, table[e]["robust_accuracy"], best["robust_accuracy"], label, only))
     if not rows:

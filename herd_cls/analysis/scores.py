@@ -1,12 +1,12 @@
 """The metrics a report shows: one :class:`Metric` per entry in one registry, ``METRICS``.
 
-A metric reads the :class:`Evidence` gathered once per run (test latents, purity, attributions) and
-returns a :class:`Score` (overall and per class), or None where it does not apply to the run (image
-sweep specificity without a decoder). A metric that a run's architecture fixes whatever training
-does says so
-with ``constant``: ``Metric.by_construction(config)`` is then the reason, the metric is not computed
-for that run, and the pages and the CLI show the reason in place of a number. Analysis, report
-pages, ``--compare`` and the CLI read the registry, so adding a metric is one entry (and its test):
+A metric reads the :class:`~herd_cls.analysis.evidence.Evidence` gathered once per run (test
+latents, purity, attributions) and returns a :class:`Score` (overall and per class), or None where
+it does not apply to the run (image sweep specificity without a decoder). A metric that a run's
+architecture fixes whatever training does says so with ``constant``:
+``Metric.by_construction(config)`` is then the reason, the metric is not computed for that run, and
+the pages and the CLI show the reason in place of a number. Analysis, report pages, ``--compare``
+and the CLI read the registry, so adding a metric is one entry (and its test):
 
 >>> register(Metric("latent_norm", "mean |z|", lambda ev: Score(float(ev.z.norm(dim=1).mean()),
 [...])))
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Callable
 
 import torch
@@ -25,14 +24,10 @@ from torch import Tensor
 from ..heads import HEADS
 from ..layout import BlockLayout
 from ..metrics import attribution_alignment, block_energy, concept_purity, sweep_specificity
-from ..models import LatentModel
-from ..block_curvature import on_blocks
-from ..purity import Purity
 from ..registry import Registry
 from .decoder import FACTOR_SAMPLES
-from .sweep import block_sweep_effect, decoded_block_effect
-
-IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image sweep specificity
+from .evidence import Evidence
+from .sweep import block_sweep_effect, loss_block_effect
 
 
 @dataclass
@@ -45,59 +40,6 @@ class Score:
     overall: float
     per_class: list[float]
     error: float | None = None
-
-
-@dataclass
-class Evidence:
-    """What the metrics of one run read. x (N, C, H, W), z (N, d), y (N,), logits (N, K) are the
-    test split; latent_attribution (N, d) the attribution of each image's true-class logit to each
-    latent dim."""
-
-    model: LatentModel
-    layout: BlockLayout
-    x: Tensor
-    z: Tensor
-    y: Tensor
-    logits: Tensor
-    purity: Purity
-    latent_attribution: Tensor
-    config: dict | None = None  # the run's config (as a dict), for Metric.by_construction
-    # {name: (N,) array}: the test images' generative factors, where the data has them
-    factors: dict | None = None
-
-    @property
-    def std(self) -> Tensor:
-        return self.z.std(0)
-
-    @cached_property
-    def image_block_effect(self) -> Tensor | None:
-        """(K, K) :func:`decoded_block_effect` on the first IMAGE_SWEEP_SAMPLES images: row c, how
-        much sweeping each block changes class c's decoded images; None without a decoder."""
-        if self.model.decode is None:
-            return None
-        n = IMAGE_SWEEP_SAMPLES
-        return decoded_block_effect(self.model, self.z[:n], self.y[:n], self.layout, self.std)
-
-    @cached_property
-    def factor_scores(self) -> dict[str, float] | None:
-        """MIG, DCI (disentanglement, completeness, informativeness) and SAP of the first
-        FACTOR_SAMPLES test latents against every factor all of them have, plus the class
-        (:mod:`herd_cls.disentanglement`); None without factors."""
-        import numpy as np
-
-        from .. import disentanglement as dis
-
-        n = FACTOR_SAMPLES
-        found = {k: np.asarray(v[:n], dtype=np.float64) for k, v in (self.factors or {}).items()}
-        found = {k: v for k, v in found.items() if not np.isnan(v).any()}
-        if not found:
-            return None
-        z, factors = self.z[:n].double().numpy(), {**found, "class": self.y[:n].double().numpy()}
-        return {
-            "mig": dis.mig(z, factors),
-            "sap": dis.sap(z, factors),
-            **{f"dci_{k}": v for k, v in dis.dci(z, factors).items()},
-        }
 
 
 @dataclass(frozen=True)
@@ -192,8 +134,7 @@ def _block_head_no_shared(config: dict) -> str | None:
     if _own_blocks(config) and not config.get("shared_dims"):
         return (
             f"1 by construction: with the {config['head']} head and no shared dims each logit "
-            f"reads only its "
-            "own block"
+            "reads only its own block"
         )
     return None
 
@@ -206,51 +147,6 @@ def _image_view(key: str) -> Callable[[Evidence], Score]:
 
 
 LOSS_STEP = 0.5  # latent step of the loss sensitivity, in units of the mean std of the test latents
-
-
-@torch.no_grad()
-def loss_block_effect(
-    head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout, step: float
-) -> Tensor:
-    """(N, K) mean |change| of each image's cross-entropy when one dim of block b moves by
-    +-``step``, averaged over b's dims and both signs: the same latent distance for every block."""
-    import torch.nn.functional as F
-
-    logits = head(z)
-    base = F.cross_entropy(logits, y, reduction="none")
-    if on_blocks(head, layout):
-        return _block_head_effect(head, z, y, logits, base, layout, step)
-    effect = torch.zeros(len(z), layout.num_classes)
-    for b in range(layout.num_classes):
-        for dim in layout.block(b).tolist():
-            for sign in (1.0, -1.0):
-                moved = z.clone()
-                moved[:, dim] += sign * step
-                effect[:, b] += (
-                    (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
-                )
-    return effect / (2 * layout.dims_per_class)
-
-
-def _block_head_effect(
-    head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor, layout: BlockLayout, step: float
-) -> Tensor:
-    """:func:`loss_block_effect` for a block head: moving block b's dims changes logit b only, so
-    each move costs one logit, not K (linear in the class count, not quadratic)."""
-    effect = torch.zeros(len(z), layout.num_classes)
-    rows = torch.arange(len(z))
-    for b in range(layout.num_classes):
-        others = torch.logsumexp(
-            logits.index_fill(1, torch.tensor([b], device=z.device), float("-inf")), 1
-        )
-        for dim in layout.block(b).tolist():
-            for sign in (1.0, -1.0):
-                moved = z.clone()
-                moved[:, dim] += sign * step
-                new = head.logit(moved, b)
-                own = torch.where(y == b, new, logits[rows, y])
-                effect[:, b] += (torch.logaddexp(others, new) - own - base).abs().cpu()
-    return effect / (2 * layout.dims_per_class)
 
 
 def loss_block_sensitivity(
@@ -285,8 +181,7 @@ register(
         lambda ev: Score(ev.purity.mean, ev.purity.per_class.tolist(), ev.purity.standard_error()),
         chance=BlockLayout.chance,
         help="share of each class's mean |Hessian| of the loss w.r.t. z inside its own block; its "
-        "images of "
-        "largest curvature (often misclassified ones) decide it",
+        "images of largest curvature (often misclassified ones) decide it",
     )
 )
 register(
@@ -314,8 +209,7 @@ register(
         _image_view("share_at_least_half"),
         chance=lambda layout: float(layout.chance() >= 0.5),
         help="share of images keeping at least half their |Hessian| in their own block (curvature "
-        "spread "
-        "evenly keeps (n/d)^2 < 0.5 there, so chance is 0)",
+        "spread evenly keeps (n/d)^2 < 0.5 there, so chance is 0)",
     )
 )
 register(
@@ -325,8 +219,7 @@ register(
         _loss_block_sensitivity,
         chance=lambda layout: 1 / layout.num_classes,
         help=f"share of images whose loss changes more when their own block moves than when any "
-        f"other "
-        f"block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)",
+        f"other block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)",
     )
 )
 register(
@@ -373,8 +266,7 @@ register(
         ),
         chance=lambda layout: 0.5,
         help="Concept Whitening's measure, classes as concepts: per class, the one-vs-rest AUC of "
-        "its block's "
-        "activation energy (standardised dims, squared, summed) on held-out images",
+        "its block's activation energy (standardised dims, squared, summed) on held-out images",
     )
 )
 register(
@@ -390,8 +282,7 @@ register(
         ),
         chance=lambda layout: 0.5,
         help="per class, the one-vs-rest AUC of the share of each image's loss |Hessian| inside "
-        "the class's "
-        "block",
+        "the class's block",
     )
 )
 
@@ -414,9 +305,8 @@ for _key, _label, _help in [
     (
         "dci_disentanglement",
         "DCI disentanglement",
-        "how much each dim's importance (random-forest "
-        "regressors) concentrates on one factor (Eastwood and "
-        "Williams 2018)",
+        "how much each dim's importance (random-forest regressors) concentrates on one factor "
+        "(Eastwood and Williams 2018)",
     ),
     ("dci_completeness", "DCI completeness", "how much each factor is captured by one dim"),
     (

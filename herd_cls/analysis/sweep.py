@@ -1,10 +1,14 @@
-"""Class-conditional latent sweeps: move one latent dim of real samples and watch the outputs."""
+"""Class-conditional latent sweeps: move one latent dim of real samples and watch the outputs (class
+probabilities, logits, decoded images, the loss)."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ..block_curvature import on_blocks
 from ..layout import BlockLayout
 from ..models import LatentModel
 from .latents import evaluating
@@ -164,3 +168,48 @@ def exemplars(x: Tensor, z: Tensor, dims: list[int], count: int = 10) -> dict:
     ranks = torch.linspace(0, len(z) - 1, count).round().long()
     order = z[:, dims].argsort(0)[ranks].T  # (D, count)
     return {"dims": list(dims), "images": x[order], "values": torch.gather(z[:, dims].T, 1, order)}
+
+
+@torch.no_grad()
+def loss_block_effect(
+    head: Callable[[Tensor], Tensor], z: Tensor, y: Tensor, layout: BlockLayout, step: float
+) -> Tensor:
+    """(N, K) mean |change| of each image's cross-entropy when one dim of block b moves by
+    +-``step``, averaged over b's dims and both signs: the same latent distance for every block."""
+    import torch.nn.functional as F
+
+    logits = head(z)
+    base = F.cross_entropy(logits, y, reduction="none")
+    if on_blocks(head, layout):
+        return _block_head_effect(head, z, y, logits, base, layout, step)
+    effect = torch.zeros(len(z), layout.num_classes)
+    for b in range(layout.num_classes):
+        for dim in layout.block(b).tolist():
+            for sign in (1.0, -1.0):
+                moved = z.clone()
+                moved[:, dim] += sign * step
+                effect[:, b] += (
+                    (F.cross_entropy(head(moved), y, reduction="none") - base).abs().cpu()
+                )
+    return effect / (2 * layout.dims_per_class)
+
+
+def _block_head_effect(
+    head, z: Tensor, y: Tensor, logits: Tensor, base: Tensor, layout: BlockLayout, step: float
+) -> Tensor:
+    """:func:`loss_block_effect` for a block head: moving block b's dims changes logit b only, so
+    each move costs one logit, not K (linear in the class count, not quadratic)."""
+    effect = torch.zeros(len(z), layout.num_classes)
+    rows = torch.arange(len(z))
+    for b in range(layout.num_classes):
+        others = torch.logsumexp(
+            logits.index_fill(1, torch.tensor([b], device=z.device), float("-inf")), 1
+        )
+        for dim in layout.block(b).tolist():
+            for sign in (1.0, -1.0):
+                moved = z.clone()
+                moved[:, dim] += sign * step
+                new = head.logit(moved, b)
+                own = torch.where(y == b, new, logits[rows, y])
+                effect[:, b] += (torch.logaddexp(others, new) - own - base).abs().cpu()
+    return effect / (2 * layout.dims_per_class)

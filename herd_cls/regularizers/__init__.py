@@ -5,7 +5,9 @@ import below, and its test; config, CLI, model building and the trainer ask the 
 """
 
 from .base import REGULARIZERS, Batch, PenaltyOptions, Regularizer
-from . import concept_whitening, herd, hessian_penalty, orojar, vae  # noqa: F401  (registers them)
+
+# imported to register their --reg entries
+from . import concept_whitening, herd_objects, hessian_penalty, orojar, vae  # noqa: F401
 from .compose import create_regularizer, reg_names, regularizer_class, resolved_reg
 from .vae import FactorDiscriminator, gaussian_kl, permute_dims, reparameterise, total_correlation
 

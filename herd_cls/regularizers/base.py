@@ -53,10 +53,10 @@ class PenaltyOptions:
 
     alpha_reg: float | None = option(
         None,
-        "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for "
-        "factor-vae and beta-vae-capacity); default: the --reg's own, listed with "
-        "--reg. HeRD on a decoder's Hessian (--wrt autoencoder or both) is weighted "
-        "per image: the trainer divides it by the pixel count.",
+        "Weight of the regularizer (beta for beta-vae and beta-tcvae, gamma for factor-vae and "
+        "beta-vae-capacity); default: the --reg's own, listed with --reg. HeRD on a decoder's "
+        "Hessian (--wrt autoencoder or both) is weighted per image: the trainer divides it by the "
+        "pixel count.",
         bound="non-negative",
     )
     warmup: int = option(
@@ -69,10 +69,9 @@ class PenaltyOptions:
     )
     penalty_samples: int | None = option(
         None,
-        "Compute a curvature or Jacobian regularizer (class, universal, "
-        "hessian-penalty, orojar) on the first N samples of each batch "
-        "(default: all, or the --reg's own: 16 for HeRD with --wrt "
-        "autoencoder or both); its cost grows with N.",
+        "Compute a curvature or Jacobian regularizer (class, universal, hessian-penalty, orojar) "
+        "on the first N samples of each batch (default: all, or the --reg's own: 16 for HeRD with "
+        "--wrt autoencoder or both); its cost grows with N.",
         bound="positive",
     )
 

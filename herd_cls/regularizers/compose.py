@@ -63,15 +63,13 @@ class Composite(Regularizer):
             if family in families:
                 raise HerdError(
                     f"--reg {cfg.reg}: {families[family]} and {name} are both {family} "
-                    f"regularizers; "
-                    "combine at most one of each family"
+                    "regularizers; combine at most one of each family"
                 )
             families[family] = name
         if cfg.alpha_reg is not None:
             raise HerdError(
                 f"--alpha-reg weighs a single regularizer; with --reg {cfg.reg} give each its "
-                f"weight "
-                "as name:weight"
+                "weight as name:weight"
             )
         for name, weight in cls.parts:
             REGULARIZERS.get(name).check(_part_config(cfg, name, weight))

@@ -17,8 +17,7 @@ from ..registry import HerdError
 from .base import REGULARIZERS, Batch, Regularizer
 
 # optimiser steps between rotation updates: the paper's code turns every 20 batches of ImageNet; a
-# small
-# data set has a few hundred steps in all, so it turns every 5 by at most MAX_TURN radians
+# small data set has a few hundred steps in all, so it turns every 5 by at most MAX_TURN radians
 ALIGN_EVERY = 5
 
 
@@ -27,8 +26,7 @@ class ConceptWhiteningAlignment(Regularizer):
     name = "concept-whitening"
     help = (
         "Concept Whitening (Chen et al. 2020): the latent whitened, then rotated so that each "
-        "class's block "
-        "fires for its images; no loss term (a baseline)"
+        "class's block fires for its images; no loss term (a baseline)"
     )
     family = "concept alignment"
     whitened = True

@@ -185,8 +185,7 @@ UNIVERSAL_FORMS.add(
     UniversalForm(
         "balanced",
         "alpha_off times the off-diagonal share of mean |H_i|, plus the diagonal's imbalance, so "
-        "that one "
-        "live dim is no minimum",
+        "that one live dim is no minimum",
         _balanced,
     )
 )

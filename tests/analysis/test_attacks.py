@@ -15,7 +15,7 @@ from herd_cls.analysis.attacks import (
 from herd_cls.analysis.robustness import evaluate_robustness
 from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
-from herd_cls.report.pages import write_robustness_page
+from herd_cls.report.command_pages import write_robustness_page
 from html_pages import check_page
 
 

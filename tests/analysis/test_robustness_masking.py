@@ -1,17 +1,10 @@
 """The gradient-masking checks: a model whose gradients are masked is flagged, a plain one
 passes."""
 
-from pathlib import Path
-from types import SimpleNamespace
-
-import pytest
 import torch
 from torch import nn
 
 from herd_cls.analysis.robustness import evaluate_robustness
-from herd_cls.analysis.runs import check_transfer_source
-from herd_cls.data import DataInfo
-from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
 
 EPS = [0, 0.05, 0.1, 0.3]
@@ -109,16 +102,3 @@ def test_pgd_restarts_never_leave_more_images_correct(toy):
     )
     # the first start is the same; restarts only add fooled images
     assert all(b <= a for a, b in zip(one, five))
-
-
-def fake_run(name, classes, size, chans=1):
-    return SimpleNamespace(path=Path(name), info=DataInfo(len(classes), classes, chans, size))
-
-
-def test_transfer_source_must_match_classes_and_image_shape():
-    target = fake_run("target", ["a", "b"], 16)
-    check_transfer_source(target, fake_run("same", ["a", "b"], 16))
-    with pytest.raises(HerdError, match="--transfer-from other has classes \\['a', 'c'\\]"):
-        check_transfer_source(target, fake_run("other", ["a", "c"], 16))
-    with pytest.raises(HerdError, match="takes 1x32x32 images, this run 1x16x16"):
-        check_transfer_source(target, fake_run("big", ["a", "b"], 32))

@@ -86,8 +86,7 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     assert page == out / "sweep_class_3.html" and "block dims [6, 7]" in res.output
     parser = check_page(page, min_bytes=1000)
     # every dim's pull on the class (one figure), per block dim: exemplars + decoded sweep, then an
-    # image grid
-    # and a probability plot
+    # image grid and a probability plot
     assert len(parser.images) == 1 + 2 + 4
     assert "with the <strong>trained decoder</strong>" in page.read_text()
 
@@ -160,7 +159,7 @@ def test_latent_grid_names_the_factor_each_dim_carries():
     """Images whose first three pixels are the factors (x, y, the class): the identity encoder's
     dims name them."""
     from herd_cls.analysis.decoder import latent_grid
-    from herd_cls.data import ImageSet
+    from herd_cls.image_sets import ImageSet
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(200, 1, 2, 2, generator=g)
@@ -308,3 +307,18 @@ def test_auto_dims_draw_every_dim_of_a_small_latent_and_the_class_block_of_a_wid
 
     run = SimpleNamespace(layout=BlockLayout(classes, 2))
     assert parse_dims(run, "auto", 7) == expected
+
+
+def test_a_block_heads_loss_block_effect_moves_one_logit_and_equals_the_generic_computation():
+    from herd_cls.analysis.sweep import loss_block_effect
+    from herd_cls.heads import BlockHead
+
+    torch.manual_seed(0)
+    layout = BlockLayout(5, 2, shared_dims=1)
+    head = BlockHead(layout, hidden=8)
+    z, y = torch.randn(40, layout.latent_dim), torch.arange(40) % 5
+    fast = loss_block_effect(head, z, y, layout, 0.3)
+    # a plain callable: every logit recomputed
+    generic = loss_block_effect(lambda v: head(v), z, y, layout, 0.3)
+    torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-6)
+    assert fast.shape == (40, 5) and (fast > 0).all()

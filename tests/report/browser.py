@@ -21,8 +21,8 @@ FLAGS = [
 ]
 
 # appended to a copy of the page: records resource errors, uncaught errors and console.error calls,
-# and after
-# load every <img> that did not decode (naturalWidth 0), into an attribute that --dump-dom prints
+# and after load every <img> that did not decode (naturalWidth 0), into an attribute that --dump-dom
+# prints
 PROBE = """<script>
 (function () {
   var found = {errors: [], broken: [], images: 0};

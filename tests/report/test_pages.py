@@ -121,30 +121,6 @@ def test_report_refuses_runs_on_different_classes(tiny_args, tmp_path):
     assert res.exit_code != 0 and "same classes" in res.output and "Traceback" not in res.output
 
 
-def test_attribute_command_page_and_alignment(tiny_args, tmp_path):
-    runner = CliRunner()
-    assert runner.invoke(main, ["train", *tiny_args, "--name", "a", "--epochs", "1"]).exit_code == 0
-    res = runner.invoke(
-        main,
-        [
-            "attribute",
-            "--run",
-            str(tmp_path / "runs" / "a"),
-            "--method",
-            "saliency",
-            "--samples",
-            "2",
-            "--out",
-            str(tmp_path / "r"),
-        ],
-    )
-    assert res.exit_code == 0, res.output
-    page = Path(res.output.strip().splitlines()[-1])
-    overall = float(res.output.strip().splitlines()[-2].split()[-1])
-    assert 0 <= overall <= 1
-    assert len(check_page(page).refs) == 1 + 10  # the latent matrix and one overlay strip per class
-
-
 def test_report_draws_chosen_classes_and_lists_every_class_worst_first(tiny_args, tmp_path):
     from herd_cls import commands
     from herd_cls.run import load_run
