@@ -136,11 +136,11 @@ PRELOGITS_CANDIDATES = {
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
 TARGETS = {"mean": 0.9, "worst_class": 0.6, "worst_median": 0.9, "accuracy_points": 1.0}
 PER_CLASS = (
-    "class_purity",
-    "image_mean",
-    "image_median",
-    "image_at_least_half",
-    "image_median_torch_ce",
+    "block_purity_per_class",
+    "image_purity_mean_per_class",
+    "image_purity_median_per_class",
+    "image_purity_at_least_half_per_class",
+    "image_purity_median_torch_ce_per_class",
 )
 
 
@@ -190,11 +190,11 @@ def score(folder: Path, overrides: dict) -> dict:
     view = purity.image_view()
     return {
         "test_accuracy": float((data["logits"].argmax(1) == data["y"]).float().mean()),
-        "class_purity": purity.per_class.tolist(),
-        "image_mean": view["mean"],
-        "image_median": view["median"],
-        "image_at_least_half": view["share_at_least_half"],
-        "image_median_torch_ce": torch_ce_medians(run.model, data, run.layout),
+        "block_purity_per_class": purity.per_class.tolist(),
+        "image_purity_mean_per_class": view["mean"],
+        "image_purity_median_per_class": view["median"],
+        "image_purity_at_least_half_per_class": view["share_at_least_half"],
+        "image_purity_median_torch_ce_per_class": torch_ce_medians(run.model, data, run.layout),
         "test_images": len(purity.labels),
         "purity_method": purity.method,
         "train_seconds": run.summary["train_seconds"],
@@ -225,9 +225,10 @@ def cells(backbones, labels, seeds, prelogits: bool = False):
 
 def report(key: str, r: dict) -> str:
     return (
-        f"{key}: accuracy {r['test_accuracy']:.3f}, class purity {np.mean(r['class_purity']):.3f} "
-        f"(worst {min(r['class_purity']):.2f}), worst class's median image "
-        f"{min(r['image_median']):.2f}, {r['train_seconds']:.0f} s"
+        f"{key}: accuracy {r['test_accuracy']:.3f}, class purity "
+        f"{np.mean(r['block_purity_per_class']):.3f} (worst "
+        f"{min(r['block_purity_per_class']):.2f}), worst class's median image "
+        f"{min(r['image_purity_median_per_class']):.2f}, {r['train_seconds']:.0f} s"
     )
 
 
@@ -250,19 +251,19 @@ def train_missing(runs) -> None:
 def summarise(runs: list[dict]) -> dict:
     """Seed means: per class (K,) and the scalars of the table and the verdicts."""
     per_class = {k: np.mean([r[k] for r in runs], 0) for k in PER_CLASS}
-    worst = int(np.argmin(per_class["image_median"]))
+    worst = int(np.argmin(per_class["image_purity_median_per_class"]))
     return {
         "accuracy": [r["test_accuracy"] for r in runs],
-        "mean": [np.mean(r["class_purity"]) for r in runs],
-        "seed_worst_class": [min(r["class_purity"]) for r in runs],
-        "seed_worst_median": [min(r["image_median"]) for r in runs],
+        "mean": [np.mean(r["block_purity_per_class"]) for r in runs],
+        "seed_worst_class": [min(r["block_purity_per_class"]) for r in runs],
+        "seed_worst_median": [min(r["image_purity_median_per_class"]) for r in runs],
         "per_class": per_class,
-        "worst_class": float(per_class["class_purity"].min()),
-        "worst_median": float(per_class["image_median"][worst]),
+        "worst_class": float(per_class["block_purity_per_class"].min()),
+        "worst_median": float(per_class["image_purity_median_per_class"][worst]),
         "worst_median_class": worst,
-        "image_mean": float(per_class["image_mean"].mean()),
-        "worst_at_least_half": float(per_class["image_at_least_half"].min()),
-        "worst_median_torch_ce": float(per_class["image_median_torch_ce"].min()),
+        "image_mean": float(per_class["image_purity_mean_per_class"].mean()),
+        "worst_at_least_half": float(per_class["image_purity_at_least_half_per_class"].min()),
+        "worst_median_torch_ce": float(per_class["image_purity_median_torch_ce_per_class"].min()),
     }
 
 
@@ -277,7 +278,7 @@ def verdicts(backbone: str, ours: dict, none: dict) -> list[str]:
         (
             "every class's purity ≥ 0.6",
             ours["worst_class"] >= TARGETS["worst_class"],
-            f"lowest class {int(np.argmin(ours['per_class']['class_purity']))}: "
+            f"lowest class {int(np.argmin(ours['per_class']['block_purity_per_class']))}: "
             f"{ours['worst_class']:.3f}",
         ),
         (
@@ -350,14 +351,14 @@ def table(results: dict, seeds) -> str:
             per_class += [
                 [backbone, view, *(f"{x:.2f}" for x in values)]
                 for view, values in (
-                    ("class mean", c["class_purity"]),
-                    ("median image", c["image_median"]),
+                    ("class mean", c["block_purity_per_class"]),
+                    ("median image", c["image_purity_median_per_class"]),
                 )
             ]
         if {SHIPPED, NONE} <= set(s):
             lines += verdicts(backbone, s[SHIPPED], s[NONE])
     runs = [r for by_label in results.values() for rs in by_label.values() for r in rs]
-    classes = len(runs[0]["class_purity"])
+    classes = len(runs[0]["block_purity_per_class"])
     return (
         INTRO.format(seeds=list(seeds), stamp=stamp(runs)) + markdown_table(COLUMNS, rows) + "\n\n"
         f"Per class, `{SHIPPED}`, seed means:\n\n"
