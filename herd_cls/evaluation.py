@@ -11,6 +11,7 @@ from .curvature import AUTO_EXACT_MAX_DIM, has_closed_form
 from .models import LatentModel
 from .objective import batch_losses
 from .purity import measure_purity
+from .targets import TARGETS
 
 EVAL_HESSIAN_SAMPLES = 512  # Hessians for block purity are measured on at most this many samples
 # exact Hessians cost d products per image (none for a block head's closed form): a decoder or wide
@@ -22,12 +23,12 @@ WIDE_HESSIAN_SAMPLES = {"val": 32, "test": 256}
 def hessian_samples(model: LatentModel, cfg: Config, split: str) -> int:
     """How many images of ``split`` ("val" or "test") purity is measured on."""
     if model.latent_dim > AUTO_EXACT_MAX_DIM and not (
-        cfg.wrt == "classifier" and has_closed_form(model.classify, "ce")
+        not TARGETS.get(cfg.wrt).decoder and has_closed_form(model.classify, "ce")
     ):
         return WIDE_HESSIAN_SAMPLES[split]
     return (
         EVAL_HESSIAN_SAMPLES
-        if split == "test" or cfg.wrt == "classifier"
+        if split == "test" or not TARGETS.get(cfg.wrt).decoder
         else VAL_DECODER_HESSIAN_SAMPLES
     )
 

@@ -24,11 +24,10 @@ from .curvature import (
     curvature_method,
     has_closed_form,
     image_block_masses,
-    sum_losses,
 )
 from .layout import BlockLayout
+from .targets import TARGETS
 
-WRT = ("classifier", "autoencoder", "both", "decoder-output")
 # probe pairs per image when purity is estimated: 64 products each (see docs/performance.md)
 EVAL_PROBES = 8
 # entries of the (K, d, d) per-class mean |H| kept for heatmaps (128 MB); above it, none
@@ -67,20 +66,6 @@ def class_block_purity(hbar: Tensor, layout: BlockLayout) -> Tensor:
         hbar.abs() * layout.own_pairs(torch.arange(layout.num_classes, device=hbar.device))
     ).sum((1, 2))
     return own_share(inside, hbar.abs().sum((1, 2)), float("nan"))
-
-
-def hessian_target(model, wrt: str, recon_loss: str, x: Tensor, y: Tensor):
-    """(head, target, loss) whose latent Hessian ``wrt`` names: the classifier's CE, the decoder's
-    reconstruction loss, or their sum."""
-    if wrt in (
-        "classifier",
-        "decoder-output",
-    ):  # the decoder's own curvature is no loss's: purity reads the classifier's
-        return model.classify, y, "ce"
-    if wrt == "autoencoder":
-        return model.decode, x, recon_loss
-    head, loss = sum_losses([model.classify, model.decode], ["ce", recon_loss])
-    return head, (y, x), loss
 
 
 @dataclass
@@ -307,7 +292,7 @@ def _batch_masses(
     block (B, K) where known."""
     with torch.no_grad():
         z = model.encode(x).float()
-    head, target, loss = hessian_target(model, wrt, recon_loss, x, y)
+    head, target, loss = TARGETS.get(wrt).loss_hessian(model, recon_loss, x, y)
     # measuring needs no penalty gradient, so "auto" is exact |H| at any width, never an estimate
     method = (
         hessian_method

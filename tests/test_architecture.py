@@ -22,7 +22,7 @@ FLOORS = [
         "data",
         "distributed",
     },
-    {"purity", "heads", "backbones", "models", "metrics", "disentanglement"},
+    {"targets", "purity", "heads", "backbones", "models", "metrics", "disentanglement"},
     {"regularizers"},
     {"config", "objective", "diagnostics", "evaluation"},
     {"run", "session", "train"},

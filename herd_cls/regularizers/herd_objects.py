@@ -13,8 +13,8 @@ from ..decoder_curvature import DEFAULT_PROBES, LAYERS as DECODER_LAYERS
 from ..derivatives import coupling_norm
 from ..heads import HEADS
 from ..options import entries, option
-from ..purity import WRT, hessian_target
 from ..registry import HerdError
+from ..targets import TARGETS
 from .base import REGULARIZERS, Regularizer
 from .herd import HeRD
 from .herd_forms import CLASS_VARIANTS, UNIVERSAL_FORMS, probe_variants
@@ -46,11 +46,8 @@ class HeRDOptions:
     )
     wrt: str = option(
         "classifier",
-        "Whose curvature HeRD shapes: the latent Hessian of the classifier's loss, of the "
-        "decoder's reconstruction loss (autoencoder), of their sum (both), or the decoder's own "
-        "curvature (decoder-output: the Hessians of its activations, in units of each latent dim's "
-        "batch std; docs/method.md).",
-        WRT,
+        "Whose curvature HeRD shapes: " + entries(TARGETS) + ".",
+        TARGETS,
     )
     decoder_layers: str = option(
         "output",
@@ -100,7 +97,8 @@ class _HeRDRegularizer(Regularizer):
         super().__init__(cfg, model, dataset_size, reduce)
         o = self.options
         # the decoder's own curvature: its method and probes are read here
-        own = o.wrt == "decoder-output"
+        self.target = TARGETS.get(o.wrt)
+        own = self.target.own
         self.herd = HeRD(
             model.layout,
             mode=self.mode,
@@ -116,8 +114,8 @@ class _HeRDRegularizer(Regularizer):
         self.decoder_probes = o.probes or DEFAULT_PROBES
         self.wrt, self.recon_loss, self.decoder_layers = o.wrt, cfg.recon_loss, o.decoder_layers
         heads = {
-            "classifier": model.classify if self.wrt in ("classifier", "both") else None,
-            "decoder": model.decode if self.wrt != "classifier" else None,
+            "classifier": model.classify if self.target.classifier else None,
+            "decoder": model.decode if self.target.decoder else None,
         }
         for which, head in heads.items():
             if head is None:
@@ -134,22 +132,21 @@ class _HeRDRegularizer(Regularizer):
 
     @classmethod
     def default_penalty_samples(cls, cfg) -> int | None:
-        return DECODER_PENALTY_SAMPLES if cfg.wrt != "classifier" else None
+        return DECODER_PENALTY_SAMPLES if TARGETS.get(cfg.wrt).decoder else None
 
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        if cfg.wrt not in WRT:
-            raise HerdError(f"--wrt must be one of {', '.join(WRT)}, got {cfg.wrt!r}")
-        if cfg.wrt != "classifier" and not cfg.decoder:
+        target = TARGETS.get(cfg.wrt)
+        if target.decoder and not cfg.decoder:
             raise HerdError(f"--wrt {cfg.wrt} needs a decoder; add --decoder")
-        if cfg.wrt == "decoder-output" and cfg.hessian_method not in DECODER_METHODS:
+        if target.own and cfg.hessian_method not in DECODER_METHODS:
             raise HerdError(
                 "--wrt decoder-output computes its curvature exactly (exact) or from second "
                 f"differences (auto or forward), not {cfg.hessian_method}; use one of "
                 f"{', '.join(DECODER_METHODS)}"
             )
-        if cfg.wrt == "decoder-output" and cfg.probes is not None and cfg.probes < 2:
+        if target.own and cfg.probes is not None and cfg.probes < 2:
             raise HerdError(
                 f"--probes with --wrt decoder-output needs at least 2 directions of each kind, got "
                 f"{cfg.probes}"
@@ -157,8 +154,8 @@ class _HeRDRegularizer(Regularizer):
 
     def loss(self, model, batch):
         batch = batch.head(self.penalty_samples)
-        per_image = batch.x[0].numel() if self.wrt != "classifier" else 1
-        if self.wrt == "decoder-output":
+        per_image = batch.x[0].numel() if self.target.decoder else 1
+        if self.target.own:
             penalty = self.herd.decoder_penalty(
                 model.decode,
                 batch.z,
@@ -168,7 +165,7 @@ class _HeRDRegularizer(Regularizer):
                 self.decoder_probes,
             )
             return penalty, self.weight * penalty / per_image
-        head, target, loss = hessian_target(model, self.wrt, self.recon_loss, batch.x, batch.y)
+        head, target, loss = self.target.loss_hessian(model, self.recon_loss, batch.x, batch.y)
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
         return penalty, self.weight * penalty / per_image
 
@@ -185,7 +182,7 @@ class ClassHeRD(_HeRDRegularizer):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        if cfg.wrt == "decoder-output":
+        if TARGETS.get(cfg.wrt).own:
             if cfg.variant != "image-purity":
                 raise HerdError(
                     "--wrt decoder-output penalises each image's own-block share of the decoder's "
@@ -201,7 +198,7 @@ class ClassHeRD(_HeRDRegularizer):
 
     @classmethod
     def warnings(cls, cfg) -> list[str]:
-        if cfg.wrt == "autoencoder":
+        if not TARGETS.get(cfg.wrt).classifier:
             return []
         warning = HEADS.get(cfg.head).class_herd_warning
         if warning:
@@ -218,10 +215,6 @@ class UniversalHeRD(_HeRDRegularizer):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        if cfg.wrt in ("autoencoder", "both"):
-            raise HerdError(
-                f"--reg universal --wrt {cfg.wrt} is retired: on the reconstruction loss's Hessian "
-                "(about 2 J^T J) every form measured lowered MIG below the plain autoencoder's "
-                "(docs/what-did-not-work.md); use --wrt decoder-output, the decoder's own "
-                "curvature"
-            )
+        retired = TARGETS.get(cfg.wrt).universal_retired
+        if retired:
+            raise HerdError(f"--reg universal --wrt {cfg.wrt} is retired: {retired}")
