@@ -3,7 +3,8 @@ and autoencoders."""
 
 from .builtin_data import make_shapes
 from .data import DATASETS, create_datasets
-from .curvature import hessian_block_mass, latent_hessian
+from .curvature import latent_hessian
+from .derivatives import hessian_block_mass
 from .layout import BlockLayout
 from .backbones import ConvDecoder, ConvEncoder
 from .models import LatentModel, create_model

@@ -50,7 +50,7 @@ class DataOptions:
         "digits",
         "Data set (mnist, fashion-mnist and cifar10 via torchvision; imagefolder: a folder of "
         "class folders; templates: generated, many classes, no download).",
-        tuple(DATASETS.names()),
+        DATASETS,
     )
     num_classes: int | None = option(
         None,

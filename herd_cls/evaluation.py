@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import Config
-from .curvature import AUTO_EXACT_MAX_DIM, has_closed_form
+from .curvature import AUTO_EXACT_MAX_DIM
+from .derivatives import has_closed_form
 from .models import LatentModel
 from .objective import batch_losses
 from .purity import measure_purity

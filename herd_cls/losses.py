@@ -135,6 +135,10 @@ def per_sample_loss(loss: Loss) -> LossFn:
         return lambda outs, targets: sum(fn(o, t) for fn, o, t in zip(fns, outs, targets))
     if callable(loss):
         return loss
+    if loss not in LOSSES:
+        raise HerdError(
+            f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES.names())}, or pass a callable"
+        )
     return LOSSES.get(loss).per_sample
 
 

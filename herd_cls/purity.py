@@ -19,12 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .curvature import (
-    CURVATURE_METHODS,
-    curvature_method,
-    has_closed_form,
-    image_block_masses,
-)
+from .curvature import CURVATURE_METHODS, curvature_method, image_block_masses
+from .derivatives import has_closed_form
 from .layout import BlockLayout
 from .targets import TARGETS
 

@@ -24,11 +24,17 @@ class CurvatureTarget:
     own: bool = False
     universal_retired: str | None = None
 
+    @property
+    def reads_classifier(self) -> bool:
+        """Purity reads the classifier's curvature (its loss is in the Hessian, or the target is the
+        decoder's own curvature, which is no loss's)."""
+        return self.classifier or self.own
+
     def loss_hessian(self, model, recon_loss: str, x: Tensor, y: Tensor):
         """(head, target, loss) of the loss whose latent Hessian this target reads: the
         classifier's CE, the decoder's reconstruction loss, or their sum. The decoder's own
         curvature is no loss's: purity reads the classifier's there."""
-        if self.own or not self.decoder:
+        if self.own or not self.decoder:  # the classifier's alone
             return model.classify, y, "ce"
         if not self.classifier:
             return model.decode, x, recon_loss

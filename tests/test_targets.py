@@ -53,3 +53,20 @@ def test_what_each_target_needs_is_on_its_entry():
         HerdError, match="--wrt must be one of classifier, autoencoder, both, decoder"
     ):
         Config(reg="class", wrt="decoder").validate()
+
+
+def test_the_head_warning_stands_wherever_purity_reads_the_classifier():
+    """--head mlp keeps class purity low wherever purity is the classifier's curvature: every
+    target but the reconstruction loss alone."""
+    from herd_cls.regularizers import regularizer_class
+
+    def warned(wrt):
+        cfg = Config(reg="class", head="mlp", decoder=True, wrt=wrt)
+        return any("keeps purity low" in w for w in regularizer_class("class").warnings(cfg))
+
+    assert {n: warned(n) for n in TARGETS.names()} == {
+        "autoencoder": False,
+        "both": True,
+        "classifier": True,
+        "decoder-output": True,
+    }

@@ -14,13 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..block_curvature import block_head_masses, on_blocks
-from ..curvature import (
-    CURVATURE_METHODS,
-    block_mass,
-    curvature_method,
-    has_closed_form,
-    latent_hessian,
-)
+from ..curvature import CURVATURE_METHODS, block_mass, curvature_method, latent_hessian
+from ..derivatives import has_closed_form
 from ..decoder_curvature import DEFAULT_PROBES, curvature_shares
 from ..layout import BlockLayout
 from ..losses import Loss
@@ -84,10 +79,9 @@ class HeRD(nn.Module):
                 "probes estimate block purity: use them with mode 'class' and a variant of: "
                 + ", ".join(probe_variants())
             )
-        self.layout, self.mode, self.variant, self.probes, self.method = (
+        self.layout, self.mode, self.probes, self.method = (
             layout,
             mode,
-            variant,
             probes,
             method,
         )

@@ -96,9 +96,9 @@ class _HeRDRegularizer(Regularizer):
     def __init__(self, cfg, model, dataset_size, reduce=None):
         super().__init__(cfg, model, dataset_size, reduce)
         o = self.options
-        # the decoder's own curvature: its method and probes are read here
-        self.target = TARGETS.get(o.wrt)
-        own = self.target.own
+        self.wrt = TARGETS.get(o.wrt)
+        # on the decoder's own curvature, its method and probes are read here, not by HeRD's
+        own = self.wrt.own
         self.herd = HeRD(
             model.layout,
             mode=self.mode,
@@ -112,10 +112,10 @@ class _HeRDRegularizer(Regularizer):
         )
         self.decoder_method = "exact" if o.hessian_method == "exact" else "forward"
         self.decoder_probes = o.probes or DEFAULT_PROBES
-        self.wrt, self.recon_loss, self.decoder_layers = o.wrt, cfg.recon_loss, o.decoder_layers
+        self.recon_loss, self.decoder_layers = cfg.recon_loss, o.decoder_layers
         heads = {
-            "classifier": model.classify if self.target.classifier else None,
-            "decoder": model.decode if self.target.decoder else None,
+            "classifier": model.classify if self.wrt.classifier else None,
+            "decoder": model.decode if self.wrt.decoder else None,
         }
         for which, head in heads.items():
             if head is None:
@@ -154,8 +154,8 @@ class _HeRDRegularizer(Regularizer):
 
     def loss(self, model, batch):
         batch = batch.head(self.penalty_samples)
-        per_image = batch.x[0].numel() if self.target.decoder else 1
-        if self.target.own:
+        per_image = batch.x[0].numel() if self.wrt.decoder else 1
+        if self.wrt.own:
             penalty = self.herd.decoder_penalty(
                 model.decode,
                 batch.z,
@@ -165,7 +165,7 @@ class _HeRDRegularizer(Regularizer):
                 self.decoder_probes,
             )
             return penalty, self.weight * penalty / per_image
-        head, target, loss = self.target.loss_hessian(model, self.recon_loss, batch.x, batch.y)
+        head, target, loss = self.wrt.loss_hessian(model, self.recon_loss, batch.x, batch.y)
         penalty = self.herd(head, batch.z, target, labels=batch.y, loss=loss)
         return penalty, self.weight * penalty / per_image
 
@@ -198,7 +198,7 @@ class ClassHeRD(_HeRDRegularizer):
 
     @classmethod
     def warnings(cls, cfg) -> list[str]:
-        if not TARGETS.get(cfg.wrt).classifier:
+        if not TARGETS.get(cfg.wrt).reads_classifier:
             return []
         warning = HEADS.get(cfg.head).class_herd_warning
         if warning:
