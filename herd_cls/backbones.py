@@ -283,7 +283,7 @@ def build_backbone(
     net.reset_classifier(0)  # forward() now returns pooled pre-logit features
     return (
         net,
-        pre_logits_width(net, name, in_chans, image_size),
+        pre_logits_width(net, name, in_chans, image_size),  # not net.num_features
         classifier,
         ConvDecoder,
-    )  # not net.num_features
+    )

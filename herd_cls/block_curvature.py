@@ -47,8 +47,8 @@ def block_closed_form(head: nn.Module, z: Tensor, target, loss_fn: LossFn) -> Te
 
 def on_blocks(head, layout) -> bool:
     """Whether ``head`` is a block head on ``layout``'s blocks (a
-    :class:`~herd_cls.layout.BlockLayout`): its
-    |H| masses then have the closed form of :func:`block_head_masses`."""
+    :class:`~herd_cls.layout.BlockLayout`): its |H| masses then have the closed form of
+    :func:`block_head_masses`."""
     if (
         not hasattr(head, "logit_derivatives")
         or getattr(head, "shared_dims", None) != layout.shared_dims

@@ -1,7 +1,7 @@
 """The data sets that need no files: ``digits`` (scikit-learn's bundled 8x8 digits), ``shapes``
 (dSprites-like, generated with its factors) and ``templates`` (generated, any number of classes).
-Each factory returns ({"all": data set}, class names, channels); :mod:`herd_cls.data` registers
-them and splits them."""
+Each factory returns ({"all": data set}, class names, channels); :mod:`herd_cls.data` registers them
+and splits them."""
 
 from __future__ import annotations
 

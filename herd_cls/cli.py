@@ -1,6 +1,6 @@
-"""The ``herd-cls`` command line: the group, the train command and where the analysis commands
-join it. Only the CLI modules know about flags, files and the order of stages; the analysis
-commands are in cli_analysis.py, the options and error handling they share in cli_options.py."""
+"""The ``herd-cls`` command line: the group, the train command and where the analysis commands join
+it. Only the CLI modules know about flags, files and the order of stages; the analysis commands are
+in cli_analysis.py, the options and error handling they share in cli_options.py."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def train(config_path, resume, quiet, **options):
     """Train a model with HeRD and write a run folder.
 
     The folder holds the resolved config.yaml, metrics.jsonl/metrics.csv per epoch, an atomic
-    checkpoint.pt (for --resume), model.safetensors and summary.json; <out-dir>/latest points at
-    it once training has finished. The last line printed is the run folder and test accuracy.
+    checkpoint.pt (for --resume), model.safetensors and summary.json; <out-dir>/latest points at it
+    once training has finished. The last line printed is the run folder and test accuracy.
 
     \b
     On several processes or GPUs, launch the same command with torchrun:

@@ -59,10 +59,10 @@ def whitening_matrix(xc: Tensor, eps: float = 1e-5, steps: int = NEWTON_STEPS) -
 
 
 def cayley_step(q: Tensor, grad: Tensor, turn: float) -> Tensor:
-    """Q moved against ``grad`` (the gradient of a loss in Q) on the orthogonal group:
-    (I + tau/2 A)^{-1} (I - tau/2 A) Q with A = G Q^T - Q G^T skew, so the result stays orthogonal,
-    and tau = turn / |A|_F, so that one step turns Q by about ``turn`` radians whatever the
-    gradient's scale."""
+    """Q moved against ``grad`` (the gradient of a loss in Q) on the orthogonal group: (I + tau/2
+    A)^{-1} (I - tau/2 A) Q with A = G Q^T - Q G^T skew, so the result stays orthogonal, and tau
+    = turn / |A|_F, so that one step turns Q by about ``turn`` radians whatever the gradient's
+    scale."""
     a = grad @ q.T - q @ grad.T
     tau = turn / float(a.norm()) if float(a.norm()) > 0 else 0.0
     eye = torch.eye(len(q), dtype=q.dtype, device=q.device)
@@ -142,7 +142,7 @@ class ConceptWhitening(nn.Module):
         grad = grad_sum / counts.clamp_min(1)
         # the objective is linear in Q: -sum(G * Q)
         batch_grad = self.concept_gradient(x_hat, labels)[0]
-        objective = lambda q: -(batch_grad * q).sum()  # noqa: E731
+        objective = lambda q: -(batch_grad * q).sum()
         before = float(objective(self.rotation))
         for _ in range(SEARCH_STEPS):
             q = self.rotation.clone()

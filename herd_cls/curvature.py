@@ -3,7 +3,8 @@
 block-mass estimates from probes, one of them forward-only; the computations are in
 :mod:`herd_cls.derivatives`), and the calls that pick one by name, down to each image's curvature
 mass in the class blocks (:func:`image_block_masses`, what purity reads).
-:mod:`herd_cls.regularizers.herd_penalty` turns the results into penalties.
+:mod:`herd_cls.regularizers` turns the results into penalties (HeRD's in ``herd.py`` and
+``herd_forms.py``).
 """
 
 from __future__ import annotations
@@ -94,9 +95,8 @@ def block_mass(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-sample (inside, total) squared Frobenius masses of the latent curvature, each (B,), by a
-    probe
-    method: ``forward`` (:func:`forward_block_mass`, Gauss-Newton, no double backward) or ``hvp``
-    (:func:`hessian_block_mass`, the exact Hessian, 2k Hessian-vector products)."""
+    probe method: ``forward`` (:func:`forward_block_mass`, Gauss-Newton, no double backward) or
+    ``hvp`` (:func:`hessian_block_mass`, the exact Hessian, 2k Hessian-vector products)."""
     return _method(method, probes=True).block_mass(head, z, target, region, loss, probes, generator)
 
 
@@ -254,9 +254,8 @@ def image_block_masses(
                 head, z, target, layout.own(y), loss, method, probes, generator
             )
         return inside.detach().float(), total.detach().float(), None
-    if (
-        not keep_hessians and method == "auto" and on_blocks(head, layout)
-    ):  # O(K m^2) per image (block_curvature)
+    # O(K m^2) per image (block_curvature)
+    if not keep_hessians and method == "auto" and on_blocks(head, layout):
         with torch.enable_grad():
             blocks, total = block_head_block_masses(head, z, target, loss)
         return blocks.detach().float(), total.detach().float(), None
@@ -272,7 +271,7 @@ def _chunked_hessians(head, z: Tensor, target, loss, method: str) -> Tensor:
     step = max(1, EXACT_CHUNK // z.shape[1] ** 2)
     rows = lambda t, i: (
         tuple(u[i : i + step] for u in t) if isinstance(t, tuple) else t[i : i + step]
-    )  # noqa: E731
+    )
     return torch.cat(
         [
             latent_hessian(head, z[i : i + step], rows(target, i), loss, method).detach().float()

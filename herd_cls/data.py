@@ -1,7 +1,7 @@
 """Image data sets, offline by default: every set yields (x in [0, 1] of shape (C, H, W), label).
 
-``digits``, ``shapes`` and ``templates`` need no files (:mod:`herd_cls.builtin_data`); the sets
-here read them from ``root``: ``dsprites`` DeepMind's archive, ``mnist``, ``fashion-mnist`` and
+``digits``, ``shapes`` and ``templates`` need no files (:mod:`herd_cls.builtin_data`); the sets here
+read them from ``root``: ``dsprites`` DeepMind's archive, ``mnist``, ``fashion-mnist`` and
 ``cifar10`` torchvision's files (downloading only when asked), ``imagefolder`` any class-per-folder
 tree. :func:`create_datasets` splits each the same way every time.
 """
@@ -120,8 +120,8 @@ def _dsprites_subset(path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
 
 @DATASETS.register("dsprites")
 def _dsprites(root, download, image_size, num_samples, num_classes):
-    """DeepMind's dSprites archive (Matthey et al. 2017) from ``root`` (the .npz or its folder):
-    the class is the shape; scale, orientation and position are the recorded factors."""
+    """DeepMind's dSprites archive (Matthey et al. 2017) from ``root`` (the .npz or its folder): the
+    class is the shape; scale, orientation and position are the recorded factors."""
     path = Path(root)
     path = path if path.is_file() else path / DSPRITES_FILE
     if not path.is_file():
@@ -219,9 +219,9 @@ def create_datasets(
 ) -> tuple[dict[str, Dataset], DataInfo]:
     """Build the train/val/test splits of a data set; the split is stratified and deterministic.
 
-    Sets without an official test split are split into train/val/test; the others keep their
-    test split and carve val out of train. ``num_classes``: how many classes a generated set
-    (templates) has; for the others, how many are expected (a mismatch is one HerdError).
+    Sets without an official test split are split into train/val/test; the others keep their test
+    split and carve val out of train. ``num_classes``: how many classes a generated set (templates)
+    has; for the others, how many are expected (a mismatch is one HerdError).
     """
     factory = DATASETS.get(name)
     size = image_size or DEFAULT_IMAGE_SIZE.get(name, 64)

@@ -5,9 +5,8 @@ For a decoder g and a set of its activations a(z) (the image it draws, or its hi
 has the Hessian H_u = d^2 a_u / dz^2, with z measured in units of each dim's batch std s (H_u -> S
 H_u S, S = diag(s)), so that rescaling a latent dim changes nothing. Per image and layer:
 
-    off-diagonal share  = sum_u sum_{j != k} H_ujk^2 / sum_u ||H_u||_F^2   (universal HeRD penalises
-    it) own-block share     = sum_u ||H_u[B_y, B_y]||_F^2 / sum_u ||H_u||_F^2   (class HeRD
-    penalises 1 - it)
+    off-diagonal share = sum_u sum_{j != k} H_ujk^2 / sum_u ||H_u||_F^2   (universal HeRD: it)
+    own-block share    = sum_u ||H_u[B_y, B_y]||_F^2 / sum_u ||H_u||_F^2   (class HeRD: 1 - it)
 
 and an image's share is the mean over the chosen layers. Unlike the Hessian of a loss (about 2 J^T J
 at a good reconstruction, blind to how the decoder mixes dims), this curvature is zero exactly when
@@ -16,12 +15,11 @@ et al. 2020, normalised as in Tripod, Hsu et al. 2024).
 
 Two ways to compute it: ``exact`` (forward-over-forward autodiff, d^2 products per image: small
 decoders, tests) and ``forward`` (second central differences along random directions, 4 probes of 2
-forward passes
-each: what training uses). For a direction v, D(v) = (a(z + eps S v) - 2 a(z) + a(z - eps S v)) /
-eps^2 is v^T H v up to O(eps^2); over Rademacher v its variance is 2 sum_{j != k} H_jk^2, over
-Gaussian v 2 ||H||_F^2, and over Gaussian v restricted to a block B, 2 ||H_BB||_F^2. On a ReLU
-decoder the hidden layers are piecewise linear (exact Hessians vanish almost everywhere) and ``eps``
-sets the scale at which their kinks count as curvature.
+forward passes each: what training uses). For a direction v, D(v) = (a(z + eps S v) - 2 a(z) + a(z -
+eps S v)) / eps^2 is v^T H v up to O(eps^2); over Rademacher v its variance is 2 sum_{j != k}
+H_jk^2, over Gaussian v 2 ||H||_F^2, and over Gaussian v restricted to a block B, 2 ||H_BB||_F^2. On
+a ReLU decoder the hidden layers are piecewise linear (exact Hessians vanish almost everywhere) and
+``eps`` sets the scale at which their kinks count as curvature.
 
 >>> shares = curvature_shares(model.decode, z, scale=z.std(0))          # (B,) off-diagonal shares
 >>> penalty = shares.mean()

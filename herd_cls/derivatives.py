@@ -98,8 +98,7 @@ def linear_ce_hessian(head: nn.Linear, z: Tensor) -> Tensor:
 def has_closed_form(head: Callable, loss: Loss) -> bool:
     """Whether ``latent_hessian`` computes this head's curvature in closed form: a linear head with
     cross-entropy, or any loss on a head that gives its own, ``head.closed_form_hessian(z, target,
-    loss_fn)``
-    (the block head: :mod:`herd_cls.block_curvature`)."""
+    loss_fn)`` (the block head: :mod:`herd_cls.block_curvature`)."""
     return (isinstance(head, nn.Linear) and loss == "ce") or hasattr(head, "closed_form_hessian")
 
 
@@ -169,7 +168,7 @@ def forward_block_mass(
     for out, ju, name in zip(outs, jvs, losses):
         form = output_loss(name).form(out)
         v_in, v_out, w_in, w_out = ju.split(probes)
-        pair = lambda a, b: form(a.unsqueeze(1), b.unsqueeze(0))  # noqa: E731  (k, k, B)
+        pair = lambda a, b: form(a.unsqueeze(1), b.unsqueeze(0))  # (k, k, B)
         inside = inside + pair(v_in, w_in)
         total = total + pair(v_in + v_out, w_in + w_out)
     return inside.pow(2).mean((0, 1)), total.pow(2).mean((0, 1))

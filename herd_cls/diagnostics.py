@@ -33,8 +33,7 @@ def live_dims(columns) -> int:
 def decoder_diagnostics(model, x: Tensor, recon_loss: str) -> dict:
     """For images ``x`` (B, C, H, W): ``decoder_jacobian_scale`` (mean over images of ||J_i||_F, J_i
     the decoder's Jacobian at z_i), ``decoder_jacobian_columns`` (per latent dim, the mean over
-    images of
-    ||J_i e_j||), ``decoder_live_dims`` (columns within LIVE_RATIO of the largest),
+    images of ||J_i e_j||), ``decoder_live_dims`` (columns within LIVE_RATIO of the largest),
     ``decoder_live_dims_std_units`` (the same count with each column times the dim's std of z, so a
     rescaled dim is not counted as dead) and the universal penalty's terms on the Gauss-Newton
     matrices of the reconstruction loss (``penalty_offdiag_share``, ``penalty_diag_norm``, ...)."""

@@ -1,5 +1,5 @@
-"""Evaluation after every epoch and at the end of training: loss, accuracy, reconstruction error
-and block purity on a split, and how many of its images purity is measured on."""
+"""Evaluation after every epoch and at the end of training: loss, accuracy, reconstruction error and
+block purity on a split, and how many of its images purity is measured on."""
 
 from __future__ import annotations
 

@@ -53,10 +53,9 @@ class BlockHead(nn.Module):
 
     def logit_derivatives(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Logits (B, K) with each logit's gradient (B, K, m) and Hessian (B, K, m, m) with respect
-        to its own
-        dims ``index`` (K, m): in closed form, so that curvature needs no Hessian-vector products at
-        any width (:func:`herd_cls.curvature.latent_hessian`). GELU here is the exact (erf) one, as
-        in :meth:`forward`."""
+        to its own dims ``index`` (K, m): in closed form, so that curvature needs no Hessian-vector
+        products at any width (:func:`herd_cls.curvature.latent_hessian`). GELU here is the exact
+        (erf) one, as in :meth:`forward`."""
         a = torch.einsum("bki,kih->bkh", z[:, self.index], self.w1) + self.b1  # (B, K, hidden)
         cdf = 0.5 * (1 + torch.erf(a / math.sqrt(2)))
         pdf = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
@@ -116,10 +115,6 @@ class HeadKind:
 HEADS: Registry[HeadKind] = Registry("head")
 
 
-def register_head(kind: HeadKind) -> HeadKind:
-    return HEADS.register(kind.name)(kind)
-
-
 def make_head(
     kind: str,
     latent_dim: int,
@@ -136,7 +131,7 @@ def _blocks(d: int, k: int, layout: BlockLayout | None) -> BlockLayout:
     return layout or BlockLayout.split(k, d)
 
 
-register_head(
+HEADS.add(
     HeadKind(
         "block",
         "one small MLP per class that sees only its own block and the shared dims",
@@ -144,7 +139,7 @@ register_head(
         own_blocks=True,
     )
 )
-register_head(
+HEADS.add(
     HeadKind(
         "mlp",
         "an MLP on the whole latent",
@@ -156,7 +151,7 @@ register_head(
         "docs/what-did-not-work.md); use --head block",
     )
 )
-register_head(
+HEADS.add(
     HeadKind(
         "linear",
         "a linear map (cannot carry class-specific curvature)",
@@ -166,7 +161,7 @@ register_head(
         "(docs/method.md); use --head block",
     )
 )
-register_head(
+HEADS.add(
     HeadKind(
         "capsule",
         "logit k = the length of class k's block, no parameters (a control for what the block "

@@ -48,8 +48,8 @@ LOSSES: Registry[OutputLoss] = Registry("loss")
 
 
 def margin_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy (B,) of logits (B, K), written as softplus(m) with the soft margin
-    m = logsumexp_{k != y} f_k - f_y, so that its derivatives stay accurate for confident samples.
+    """Cross-entropy (B,) of logits (B, K), written as softplus(m) with the soft margin m =
+    logsumexp_{k != y} f_k - f_y, so that its derivatives stay accurate for confident samples.
 
     ``F.cross_entropy`` differentiates to p_y - 1, which float32 rounds to 0 once p_y rounds to 1 (a
     margin of about 17): the own class's terms of the Hessian vanish while the other classes' terms,

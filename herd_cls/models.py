@@ -1,9 +1,9 @@
 """Latent models: an encoder x -> z and heads z -> logits (``classify``) and z -> x_hat
 (``decode``).
 
-Every model honours one contract, so the regularizer, captum and the sweeps use the same
-callables: ``encode(x)``, ``classify(z)``, ``decode`` (a module, or None), ``latent_dim``.
-Inputs are images in [0, 1]; the normalisation lives inside the model.
+Every model honours one contract, so the regularizer, captum and the sweeps use the same callables:
+``encode(x)``, ``classify(z)``, ``decode`` (a module, or None), ``latent_dim``. Inputs are images in
+[0, 1]; the normalisation lives inside the model.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def batch_losses(
                 else x_hat.new_tensor(float("nan"))
             )
     loss = cfg.alpha_cl * ce + (cfg.alpha_ae * recon if recon is not None else 0.0)
-    as_float = lambda t: None if t is None else t.float()  # noqa: E731
+    as_float = lambda t: None if t is None else t.float()
     batch = Batch(x, y, z.float(), as_float(mu), as_float(logvar))
     penalty = None
     # a non-finite loss skips the regularizer, which may run the decoder's loss again on NaN images

@@ -32,8 +32,7 @@ HBAR_MAX = 2**25
 
 def own_share(inside: Tensor, total: Tensor, empty: float = 1.0) -> Tensor:
     """inside / total elementwise, and ``empty`` where total is 0 (1: nothing lies outside the
-    block;
-    NaN: not measured)."""
+    block; NaN: not measured)."""
     return torch.where(
         total > 0,
         inside / total.clamp_min(torch.finfo(total.dtype).tiny),
@@ -157,8 +156,7 @@ class Purity:
 
     def top_mass(self, c: int, k: int = 8) -> Tensor:
         """Indices (into the measured images) of class ``c``'s at most ``k`` images of largest mass,
-        largest
-        first: the images that decide the class mean."""
+        largest first: the images that decide the class mean."""
         idx = (self.labels == c).nonzero().flatten()
         if self.per_image_mass is None or len(idx) == 0:
             return idx[:0]

@@ -1,6 +1,6 @@
-"""One small registry per kind (data sets, heads, losses, curvature methods, HeRD forms,
-regularizers, metrics, attacks, attribution methods); each entry an object with its ``name``,
-``help`` and metadata; unknown names list the valid ones."""
+"""One small registry per kind (data sets, heads, latents, local backbones, losses, curvature
+methods, --wrt targets, HeRD forms, regularizers, metrics, attacks, attribution methods); each entry
+an object with its ``name``, ``help`` and metadata; unknown names list the valid ones."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ class HerdError(ValueError):
 
 
 class Registry(Generic[T]):
-    """A name -> factory dict with a ``register`` decorator and a ``get`` that explains misses."""
+    """Entries by name: ``add(entry)`` registers an object under its ``name`` (``register(name)``
+    is the decorator form, for classes and functions); ``get`` explains misses."""
 
     def __init__(self, kind: str):
         self.kind = kind

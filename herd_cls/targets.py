@@ -14,8 +14,8 @@ from .registry import Registry
 class CurvatureTarget:
     """One ``--wrt``. classifier: the classifier's cross-entropy is in the Hessian; decoder: it
     needs a decoder (its reconstruction loss is in the Hessian, or, with ``own``, the decoder's own
-    curvature: the Hessians of its activations, no loss's); universal_retired: why universal HeRD
-    no longer takes it (None: it does)."""
+    curvature: the Hessians of its activations, no loss's); universal_retired: why universal HeRD no
+    longer takes it (None: it does)."""
 
     name: str
     help: str
@@ -31,9 +31,9 @@ class CurvatureTarget:
         return self.classifier or self.own
 
     def loss_hessian(self, model, recon_loss: str, x: Tensor, y: Tensor):
-        """(head, target, loss) of the loss whose latent Hessian this target reads: the
-        classifier's CE, the decoder's reconstruction loss, or their sum. The decoder's own
-        curvature is no loss's: purity reads the classifier's there."""
+        """(head, target, loss) of the loss whose latent Hessian this target reads: the classifier's
+        CE, the decoder's reconstruction loss, or their sum. The decoder's own curvature is no
+        loss's: purity reads the classifier's there."""
         if self.own or not self.decoder:  # the classifier's alone
             return model.classify, y, "ce"
         if not self.classifier:

@@ -66,9 +66,8 @@ def train_epoch(s: Session, epoch: int, progress: bool | None = None) -> dict:
         if s.cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out = batch_losses(s.model, s.cfg, x, y, s.amp, s.reg, ramp, s.forward)
-        if distributed.any_rank(
-            not torch.isfinite(out["loss"]), s.device
-        ):  # every rank stops together
+        # every rank stops together
+        if distributed.any_rank(not torch.isfinite(out["loss"]), s.device):
             raise HerdError(
                 f"the loss became non-finite at epoch {epoch + 1}; lower --lr or --alpha-reg, or "
                 f"lengthen --warmup/--ramp (run folder {s.run_dir} kept for inspection)"

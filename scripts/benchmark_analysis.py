@@ -1,15 +1,14 @@
 """Time the analysis commands on the default run: sweep, attribute, report and robustness.
 
 Targets: `herd-cls sweep --class 3` at most 20 s the first time (it fits the post-hoc decoder) and
-at most 10 s after that (sweeps issue), `herd-cls report` at most 60 s (analysis issue),
-`herd-cls robustness` at most 60 s (robustness issue), on a 2-core CPU,
-after the default `herd-cls train --backbone resnet18 --reg class`. Each command is timed as a whole
-process (Python start-up and imports included), best and worst of --repeats runs. Writes
-reports/benchmark_analysis.md and the matching block of docs/performance.md.
+at most 10 s after that (sweeps issue), `herd-cls report` at most 60 s (analysis issue), `herd-cls
+robustness` at most 60 s (robustness issue), on a 2-core CPU, after the default `herd-cls train
+--backbone resnet18 --reg class`. Each command is timed as a whole process (Python start-up and
+imports included), best and worst of --repeats runs. Writes reports/benchmark_analysis.md and the
+matching block of docs/performance.md.
 
     python scripts/benchmark_analysis.py [--run RUN_DIR] [--repeats 3]
-    python scripts/benchmark_analysis.py --classes 10 100 1000   # the report at many classes (issue
-    29)
+    python scripts/benchmark_analysis.py --classes 10 100 1000   # many classes (issue 29)
 
 ``--classes``: for each class count K, a generated image folder (K classes of 12 32x32 images: a
 random template per class plus noise) is trained for one epoch (conv backbone, class HeRD) and
@@ -170,9 +169,8 @@ def main() -> None:
         for name, cmd in commands.items():
             times = []
             for _ in range(args.repeats):
-                if (
-                    name == "first sweep"
-                ):  # a run as train leaves it: no post-hoc decoder cached yet
+                # a run as train leaves it: no post-hoc decoder cached yet
+                if name == "first sweep":
                     for cached in Path(run).glob("posthoc_decoder.*"):
                         cached.unlink()
                 t0 = time.perf_counter()

@@ -146,8 +146,8 @@ def _cell(name: str, d: int, method: str) -> None:
 
 
 def _methods(name: str, head, loss: str, d: int) -> list[str]:
-    """plain, the per-sample reference at small d, then every registered method that applies to
-    the head and loss (exact and Gauss-Newton up to EXACT_LIMIT, where they take under seconds)."""
+    """plain, the per-sample reference at small d, then every registered method that applies to the
+    head and loss (exact and Gauss-Newton up to EXACT_LIMIT, where they take under seconds)."""
     small = d <= EXACT_LIMIT[name]
     applies = {
         "closed_form": has_closed_form(head, loss),

@@ -1,6 +1,7 @@
-"""Write docs/configuration.md from the Config dataclass (the test suite checks that it is current).
+"""Write docs/configuration.md from the option groups that make Config (the test suite checks that
+it is current).
 
-python scripts/config_reference.py
+    python scripts/config_reference.py
 """
 
 from pathlib import Path

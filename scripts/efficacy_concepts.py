@@ -11,8 +11,7 @@ metrics:
 * ``--table scale``: the 100-class set at the default budget (no decoder), `--reg none` against
   class HeRD: accuracy, both purity views and their spread over the classes, and issue 29's targets.
 
-    python scripts/efficacy_concepts.py --table concepts [--seeds 0 1 2]
-    [--backbone resnet18]
+    python scripts/efficacy_concepts.py --table concepts [--seeds 0 1 2] [--backbone resnet18]
 """
 
 from __future__ import annotations

@@ -390,10 +390,11 @@ def prelogits_table(results: dict, seeds) -> str:
                     mean_std([r["train_seconds"] for r in by_label[label]]),
                 ]
             )
+        # the last: the shipped config
         for head, label in (
             ("mlp", "class, mlp head"),
             ("block", "class, block head"),
-        ):  # the last: the shipped config
+        ):
             ours, none = s.get(label), s.get(f"none, {head} head")
             if ours is None or none is None:
                 continue

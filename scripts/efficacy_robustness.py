@@ -1,4 +1,4 @@
-"""Robustness side by side, gradient masking ruled in or out (`efficacy_robustness.py`).
+"""Efficacy under attack: robustness side by side, gradient masking ruled in or out.
 
 Trains `--reg none`, the class default and beta-TCVAE (with a decoder) on digits per seed, then
 attacks each run as `herd-cls robustness` does on its class-balanced test images: FGSM, PGD, APGD-CE

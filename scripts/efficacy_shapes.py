@@ -1,5 +1,4 @@
-"""``efficacy_shapes.py``: dSprites-like shapes, scored against their generative
-factors.
+"""Efficacy on dSprites-like shapes, scored against their generative factors.
 
 Two tables, every run on the same footing: the 4-conv encoder and decoder of Burgess et al.
 (``--backbone burgess``), a Bernoulli likelihood (``--recon-loss bce``), Adam-style training at lr
@@ -354,7 +353,7 @@ def paired_table(rows: dict, base: str, keys: list[tuple[str, str]]) -> str:
 
 
 def verdicts(thesis: dict, classes: dict) -> list[str]:
-    m = lambda rows, label, key: float(np.mean([r[key] for r in rows[label]]))  # noqa: E731
+    m = lambda rows, label, key: float(np.mean([r[key] for r in rows[label]]))
     lines = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -466,7 +465,7 @@ def verdicts(thesis: dict, classes: dict) -> list[str]:
 
 def summary(thesis: dict, classes: dict) -> str:
     """README's one paragraph: the measured means, named, with no verdict beyond the numbers."""
-    m = lambda rows, label, key: np.mean([r[key] for r in rows[label]])  # noqa: E731
+    m = lambda rows, label, key: np.mean([r[key] for r in rows[label]])
     parts = [f"{label} {m(thesis, label, 'mig'):.2f}" for label in thesis if label != RANDOM]
     text = "Shapes (dSprites-like, Burgess autoencoder, overall MIG): " + ", ".join(parts) + "."
     ours = CLASS_HERD

@@ -1,5 +1,5 @@
-"""The data sets that need no files: dSprites-like shapes with their factor grids, and the
-factories create_datasets splits."""
+"""The data sets that need no files: dSprites-like shapes with their factor grids, and the factories
+create_datasets splits."""
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ def test_shapes_orientation_is_a_fraction_of_the_symmetry_period():
         labels[i].item(),
         factors["scale"][i],
         factors["pos_x"][i],
-        factors["pos_y"][i],  # noqa: E731
+        factors["pos_y"][i],
         factors["orientation"][i],
     )
     seen = {}

@@ -215,8 +215,7 @@ def test_gauss_newton_method_equals_the_explicit_gauss_newton_matrix(case):
 
 def test_gauss_newton_is_the_hessian_of_bce_through_a_relu_decoder_and_sigmoid():
     """BCE on a sigmoid output is linear in the logits' curvature, so a piecewise-linear decoder has
-    no
-    residual term: the Burgess decoder's BCE Hessian is exactly its Gauss-Newton matrix."""
+    no residual term: the Burgess decoder's BCE Hessian is exactly its Gauss-Newton matrix."""
     torch.manual_seed(8)
     head = nn.Sequential(
         nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 12), nn.Sigmoid(), nn.Unflatten(1, (3, 4))
@@ -280,7 +279,7 @@ def test_forward_estimate_needs_no_double_backward():
             return g * (1 - torch.tanh(x) ** 2)
 
     lin1, lin2 = nn.Linear(5, 7), nn.Linear(7, 3)
-    head = lambda z: lin2(FirstOrderOnly.apply(lin1(z)))  # noqa: E731
+    head = lambda z: lin2(FirstOrderOnly.apply(lin1(z)))
     z, y = torch.randn(8, 5, requires_grad=True), torch.arange(8) % 3
     region = BlockLayout.split(3, 6).own(y)[:, :5]
     inside, total = block_mass(head, z, y, region, "ce", "forward", probes=2)
@@ -388,7 +387,7 @@ def test_float32_cross_entropy_hessian_of_confident_samples_matches_float64_orac
     assert ((H32 - H64).abs() / scale).max() < 1e-3
     own = BlockLayout.split(3, 6).own(y)
     inside = own[:, :, None] & own[:, None, :]
-    share = lambda H: (H.abs() * inside).sum((1, 2)) / H.abs().sum((1, 2))  # noqa: E731
+    share = lambda H: (H.abs() * inside).sum((1, 2)) / H.abs().sum((1, 2))
     torch.testing.assert_close(share(H32), share(H64), rtol=1e-3, atol=1e-4)
     # what torch's own cross-entropy gives in float32: the own block of the sure samples is lost
     naive = latent_hessian(

@@ -104,7 +104,7 @@ def test_rescaling_a_latent_dim_changes_nothing_in_std_units():
 def test_an_additive_decoder_has_no_off_diagonal_curvature_and_a_product_has_little_else():
     z = _z()
     additive = lambda v: torch.stack([v[:, 0] ** 2 + torch.sin(v[:, 1]), v[:, 2] ** 3], 1)
-    product = lambda v: (v[:, 0] * v[:, 1]).unsqueeze(1)  # noqa: E731
+    product = lambda v: (v[:, 0] * v[:, 1]).unsqueeze(1)
     assert torch.allclose(
         dc.curvature_shares(additive, z, method="exact"), torch.zeros(3, dtype=torch.double)
     )

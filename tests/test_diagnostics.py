@@ -51,8 +51,7 @@ def test_collapse_reasons():
 @pytest.mark.slow
 def test_training_warns_when_the_decoder_collapses(tmp_path):
     """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey)
-    reconstructs
-    worse than the mean image: training says so on stderr and in summary.json."""
+    reconstructs worse than the mean image: training says so on stderr and in summary.json."""
     args = [
         "train",
         "--dataset",

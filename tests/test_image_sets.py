@@ -1,5 +1,5 @@
-"""The pieces the data sets are made of: in-memory sets, PIL images resized to tensors, resizing
-and a fixed subsample."""
+"""The pieces the data sets are made of: in-memory sets, PIL images resized to tensors, resizing and
+a fixed subsample."""
 
 import numpy as np
 import torch

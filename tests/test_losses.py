@@ -27,12 +27,10 @@ def _output_curvature(name: str, out, target, i: int):
         diag(1 / (p(1 - p)))."""
     if name == "bce":
         p = out[i].flatten()
-        fn = (
-            lambda logit: per_sample_loss("bce")(
-                torch.sigmoid(logit).view_as(out[i : i + 1]),  # noqa: E731
-                target[i : i + 1],
-            ).sum()
-        )
+        fn = lambda logit: per_sample_loss("bce")(
+            torch.sigmoid(logit).view_as(out[i : i + 1]),
+            target[i : i + 1],
+        ).sum()
         D = torch.diag(1 / (p * (1 - p)))
         return D @ hessian(fn, torch.log(p / (1 - p))) @ D
     fn = lambda o: per_sample_loss(name)(o.view_as(out[i : i + 1]), target[i : i + 1]).sum()

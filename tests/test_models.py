@@ -181,8 +181,8 @@ FAMILIES = [
     "vit_tiny_patch16_224",  # ViT, built for the input size
     "efficientvit_b0",  # hybrid conv/attention, a hidden head layer after the pooling
     "levit_128s",  # hybrid, distilled: two heads with BatchNorm1d
-    "poolformer_s12",
-]  # MetaFormer (the smallest)
+    "poolformer_s12",  # MetaFormer (the smallest)
+]
 
 
 @pytest.mark.parametrize("latent", ["bottleneck", "pre-logits"])

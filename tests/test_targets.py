@@ -56,8 +56,8 @@ def test_what_each_target_needs_is_on_its_entry():
 
 
 def test_the_head_warning_stands_wherever_purity_reads_the_classifier():
-    """--head mlp keeps class purity low wherever purity is the classifier's curvature: every
-    target but the reconstruction loss alone."""
+    """--head mlp keeps class purity low wherever purity is the classifier's curvature: every target
+    but the reconstruction loss alone."""
     from herd_cls.regularizers import regularizer_class
 
     def warned(wrt):

@@ -133,7 +133,7 @@ def test_class_herd_on_a_head_that_cannot_carry_it_warns_in_one_line(
     "extra,message",
     [
         (["--backbone", "resnet_18"], "unknown backbone 'resnet_18'; did you mean: resnet18"),
-        (["--dataset", "imagenet"], "'imagenet' is not one of 'cifar10', 'digits'"),
+        (["--dataset", "imagenet"], "'imagenet' is not one of 'digits', 'shapes'"),
         (["--latent-dim", "23"], "does not split into 10 class blocks"),
         (["--num-classes", "4"], "--num-classes 4 does not match the 10 classes of digits"),
         (["--dataset", "mnist", "--data-root", "/nonexistent"], "add --download"),

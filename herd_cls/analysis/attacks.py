@@ -3,8 +3,8 @@ gradients, who restarts it, the fewest classes it handles and whether the gradie
 compare against it.
 
 Images are in [0, 1]; eps is in pixel units (the L-inf norm, or the L2 norm for an ``"l2"`` attack).
-Adding an attack is one ``register(Attack(...))`` call; the CLI, the evaluation, the sanity checks
-and the report page read everything else from the entry.
+Adding an attack is one ``ATTACKS.add(Attack(...))`` call; the CLI, the evaluation, the sanity
+checks and the report page read everything else from the entry.
 """
 
 from __future__ import annotations
@@ -78,18 +78,13 @@ class Attack:
 ATTACKS: Registry[Attack] = Registry("attack")
 
 
-def register(attack: Attack) -> Attack:
-    """Add ``attack`` to :data:`ATTACKS` under its name."""
-    return ATTACKS.register(attack.name)(attack)
-
-
 def _ta():
     import torchattacks  # slow to import: only when an attack is built
 
     return torchattacks
 
 
-register(
+ATTACKS.add(
     Attack(
         "fgsm",
         "linf",
@@ -99,7 +94,7 @@ register(
         white_box=True,
     )
 )
-register(
+ATTACKS.add(
     Attack(
         "pgd-linf",
         "linf",
@@ -111,7 +106,7 @@ register(
         white_box=True,
     )
 )
-register(
+ATTACKS.add(
     Attack(
         "pgd-l2",
         "l2",
@@ -122,7 +117,7 @@ register(
         restarts="here",
     )
 )
-register(
+ATTACKS.add(
     Attack(
         "apgd-ce",
         "linf",
@@ -134,7 +129,7 @@ register(
     )
 )
 # the DLR loss reads the third-largest logit
-register(
+ATTACKS.add(
     Attack(
         "apgd-dlr",
         "linf",
@@ -148,7 +143,7 @@ register(
     )
 )
 # random square updates of the margin loss, so masked gradients do not stop it
-register(
+ATTACKS.add(
     Attack(
         "square",
         "linf",
@@ -161,7 +156,7 @@ register(
     )
 )
 # n_classes sets the targets of APGD-T and FAB-T: K - 1 of them, so small class counts work
-register(
+ATTACKS.add(
     Attack(
         "autoattack",
         "linf",

@@ -50,8 +50,8 @@ def image_sweeps(
 
     ``test``: the output of ``collect(run.model, run.data("test"))``, if already at hand.
 
-    >>> pictures = image_sweeps(load_run(), 3)     # then
-    herd_cls.report.sweep_figures.image_sweep(...)
+    >>> pictures = image_sweeps(load_run(), 3)
+    >>> # then draw them: herd_cls.report.sweep_figures.image_sweep(...)
     """
     test = test if test is not None else collect(run.model, run.data("test"))
     if run.decode is not None:

@@ -1,5 +1,5 @@
-"""Attacking a trained run for the robustness command: a class-balanced test batch, the check
-that a transfer source matches the run, and the robustness result with the request it answers."""
+"""Attacking a trained run for the robustness command: a class-balanced test batch, the check that a
+transfer source matches the run, and the robustness result with the request it answers."""
 
 from __future__ import annotations
 

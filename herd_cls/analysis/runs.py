@@ -243,8 +243,8 @@ def _evidence(
 def _class_examples(
     model, test: dict, layout: BlockLayout, chosen: dict[int, Tensor], method: str, std: Tensor
 ) -> dict[int, ClassExamples]:
-    """Input attributions and own-block sweeps (``std``: (d,) the latents' spread) of the
-    ``chosen`` test images of each class: class -> indices (S,) into the test split ``test``."""
+    """Input attributions and own-block sweeps (``std``: (d,) the latents' spread) of the ``chosen``
+    test images of each class: class -> indices (S,) into the test split ``test``."""
     x, z, y = test["x"], test["z"], test["y"]
     maps = (
         attribute(

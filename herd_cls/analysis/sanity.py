@@ -286,13 +286,13 @@ def sanity_checks(result: dict, tolerances: Tolerances = Tolerances()) -> list[d
 
     Per attack: eps 0 gives clean accuracy, accuracy never exceeds clean and falls as eps grows,
     images are valid, and a white-box L-inf attack at eps >= 0.3 leaves at most
-    ``large_eps_accuracy``. Across
-    attacks: iterative attacks beat single-step ones on the same loss; gradient-free and transfer
-    attacks leave no less than the best white-box attack minus ``transfer`` (else gradients are
-    masked). Unbounded PGD (eps 1) leaves at most ``unbounded_accuracy``. At most ``tiny_share`` of
-    the images have a margin gradient below the tiny threshold, clean or attacked, and no loss
-    gradient is zero or not finite. Parts missing from ``result`` (gradients, unbounded, per-image
-    lists) are not checked, so a saved result without its per-image lists can be checked again.
+    ``large_eps_accuracy``. Across attacks: iterative attacks beat single-step ones on the same
+    loss; gradient-free and transfer attacks leave no less than the best white-box attack minus
+    ``transfer`` (else gradients are masked). Unbounded PGD (eps 1) leaves at most
+    ``unbounded_accuracy``. At most ``tiny_share`` of the images have a margin gradient below the
+    tiny threshold, clean or attacked, and no loss gradient is zero or not finite. Parts missing
+    from ``result`` (gradients, unbounded, per-image lists) are not checked, so a saved result
+    without its per-image lists can be checked again.
     """
     clean = result["clean"]["accuracy"]
     checks = [

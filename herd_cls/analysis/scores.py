@@ -8,8 +8,8 @@ architecture fixes whatever training does says so with ``constant``:
 the pages and the CLI show the reason in place of a number. Analysis, report pages, ``--compare``
 and the CLI read the registry, so adding a metric is one entry (and its test):
 
->>> register(Metric("latent_norm", "mean |z|", lambda ev: Score(float(ev.z.norm(dim=1).mean()),
-[...])))
+>>> METRICS.add(Metric("latent_norm", "mean |z|",
+...                    lambda ev: Score(float(ev.z.norm(dim=1).mean()), [...])))
 """
 
 from __future__ import annotations
@@ -69,11 +69,6 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("metric")
-
-
-def register(metric: Metric) -> Metric:
-    """Add ``metric`` to :data:`METRICS` under its name."""
-    return METRICS.register(metric.name)(metric)
 
 
 def metrics() -> list[Metric]:
@@ -171,10 +166,10 @@ def _loss_block_sensitivity(ev: Evidence) -> Score:
     return loss_block_sensitivity(ev.model.classify, ev.z, ev.y, ev.layout, step)
 
 
-register(
+METRICS.add(
     Metric("accuracy", "test accuracy", _accuracy, chance=lambda layout: 1 / layout.num_classes)
 )
-register(
+METRICS.add(
     Metric(
         "block_purity",
         "Hessian block purity (class mean)",
@@ -184,7 +179,7 @@ register(
         "images of largest curvature (often misclassified ones) decide it",
     )
 )
-register(
+METRICS.add(
     Metric(
         "image_purity_mean",
         "image purity, mean",
@@ -193,7 +188,7 @@ register(
         help="each image's own-block share of its own |Hessian|, averaged over the class's images",
     )
 )
-register(
+METRICS.add(
     Metric(
         "image_purity_median",
         "image purity, median",
@@ -202,7 +197,7 @@ register(
         help="the median image's own-block share of its own |Hessian|",
     )
 )
-register(
+METRICS.add(
     Metric(
         "image_purity_at_least_half",
         "images with purity >= 0.5",
@@ -212,7 +207,7 @@ register(
         "spread evenly keeps (n/d)^2 < 0.5 there, so chance is 0)",
     )
 )
-register(
+METRICS.add(
     Metric(
         "loss_block_sensitivity",
         "own-block loss sensitivity",
@@ -222,7 +217,7 @@ register(
         f"other block moves by the same amount ({LOSS_STEP} of the latents' mean std per dim)",
     )
 )
-register(
+METRICS.add(
     Metric(
         "attribution_alignment",
         "latent attribution alignment",
@@ -234,7 +229,7 @@ register(
         help="share of the true-class logit's latent attribution inside the class's block",
     )
 )
-register(
+METRICS.add(
     Metric(
         "sweep_specificity",
         "sweep specificity",
@@ -247,7 +242,7 @@ register(
         help="how much sweeping a class's block moves that class's logit rather than the others",
     )
 )
-register(
+METRICS.add(
     Metric(
         "image_sweep_specificity",
         "image sweep specificity",
@@ -257,7 +252,7 @@ register(
     )
 )
 
-register(
+METRICS.add(
     Metric(
         "concept_purity",
         "concept purity (activation AUC)",
@@ -269,7 +264,7 @@ register(
         "its block's activation energy (standardised dims, squared, summed) on held-out images",
     )
 )
-register(
+METRICS.add(
     Metric(
         "concept_purity_hessian",
         "concept purity (Hessian AUC)",
@@ -321,7 +316,7 @@ for _key, _label, _help in [
         "it best (Kumar et al. 2018)",
     ),
 ]:
-    register(
+    METRICS.add(
         Metric(
             _key,
             _label,

@@ -42,7 +42,7 @@ class Batch:
         """The first ``n`` samples (all for None)."""
         if n is None or n >= len(self.y):
             return self
-        cut = lambda t: None if t is None else t[:n]  # noqa: E731
+        cut = lambda t: None if t is None else t[:n]
         return Batch(self.x[:n], self.y[:n], self.z[:n], cut(self.mu), cut(self.logvar))
 
 

@@ -2,8 +2,7 @@
 :mod:`herd_cls.regularizers.herd_objects`).
 
 >>> herd = HeRD(BlockLayout(num_classes=10, dims_per_class=2))
->>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")    # scalar,
-differentiable
+>>> loss = F.cross_entropy(head(z), y) + herd(head, z, y, labels=y, loss="ce")  # differentiable
 """
 
 from __future__ import annotations

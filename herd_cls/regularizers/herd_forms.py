@@ -220,8 +220,7 @@ def universal_penalty(
     form: str = "balanced",
 ) -> Tensor:
     """The universal penalty ``form`` of per-sample Hessians H (B, d, d), with z measured in units
-    of
-    ``scale`` (d,: each dim's batch std, so rescaling a dim changes nothing)."""
+    of ``scale`` (d,: each dim's batch std, so rescaling a dim changes nothing)."""
     if scale is not None:
         H = H * scale.unsqueeze(1) * scale.unsqueeze(0)
     return UNIVERSAL_FORMS.get(form).penalty(H, alpha_off, reduce)

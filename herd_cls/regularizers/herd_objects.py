@@ -82,11 +82,10 @@ class _HeRDRegularizer(Regularizer):
     names.
 
     Where that Hessian includes the decoder's (``--wrt autoencoder`` or ``both``), the weight is per
-    image,
-    not per pixel: the penalty is divided by the pixel count, as the VAE terms are, so that it sits
-    on the scale of the per-pixel-mean reconstruction. Weighted per pixel, the decoder collapsed to
-    a blank image in every measured run (docs/what-did-not-work.md): a decoder that ignores z has no
-    curvature to penalise.
+    image, not per pixel: the penalty is divided by the pixel count, as the VAE terms are, so that
+    it sits on the scale of the per-pixel-mean reconstruction. Weighted per pixel, the decoder
+    collapsed to a blank image in every measured run (docs/what-did-not-work.md): a decoder that
+    ignores z has no curvature to penalise.
     """
 
     mode: ClassVar[str] = "class"
@@ -121,9 +120,8 @@ class _HeRDRegularizer(Regularizer):
             if head is None:
                 continue
             norm = coupling_norm(head, in_eval_too=True)
-            if (
-                norm is not None
-            ):  # batch statistics couple the samples: no per-sample Hessian exists
+            # batch statistics couple the samples: no per-sample Hessian exists
+            if norm is not None:
                 raise HerdError(
                     f"--reg {self.name} needs per-sample Hessians, but the {which} head has "
                     f"{type(norm).__name__}, whose batch statistics couple the samples; use --head "

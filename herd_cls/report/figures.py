@@ -68,8 +68,7 @@ def _outline_blocks(
 def _hessian_figure(hbar: Tensor, layout: BlockLayout, target: int, title: str):
     """The Figure of :func:`hessian_heatmap`: pixel (i, j) is dim pair (i, j), so dims lo..lo+n-1
     span [lo - 0.5, lo + n - 0.5] in data coordinates. Other class blocks: thin white; the target's
-    own
-    block: red on top; the shared dims (in no block): a dashed cyan square."""
+    own block: red on top; the shared dims (in no block): a dashed cyan square."""
     from matplotlib.patches import Rectangle
 
     plt = _plt()

@@ -1,7 +1,7 @@
 """The report: index.html and class_<k>.html for one run, or two side by side, with their figures.
 
-Links are relative, so a report folder can be zipped and opened from file://. No page writer reads
-a run folder: everything it shows comes in its arguments. The single-command pages are in
+Links are relative, so a report folder can be zipped and opened from file://. No page writer reads a
+run folder: everything it shows comes in its arguments. The single-command pages are in
 command_pages.py.
 """
 
@@ -114,8 +114,8 @@ def _purity_figures(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict:
 
 
 def _block_effect_view(a: RunAnalysis, c: int, folder: Path, tag: str) -> dict | None:
-    """Which block moves class ``c``'s images, and the share its own block moves; None when that
-    was not measured for the class."""
+    """Which block moves class ``c``'s images, and the share its own block moves; None when that was
+    not measured for the class."""
     if a.block_effect is None or a.block_effect[c].isnan().any():
         return None
     figure = figures.block_effect_bars(

@@ -9,7 +9,6 @@ from herd_cls.analysis.attacks import (
     Budget,
     check_attack_request,
     gradient_free,
-    register,
     transferable,
 )
 from herd_cls.analysis.robustness import evaluate_robustness
@@ -64,7 +63,7 @@ def test_the_registry_holds_the_metadata():
     with pytest.raises(ValueError, match="norm must be one of"):
         Attack("bad", "l1", lambda m, eps, b: None, "no such norm")
     with pytest.raises(KeyError, match="registered twice"):
-        register(Attack("fgsm", "linf", lambda m, eps, b: None, "a second fgsm"))
+        ATTACKS.add(Attack("fgsm", "linf", lambda m, eps, b: None, "a second fgsm"))
 
 
 def _shift(model, eps, budget):
@@ -75,7 +74,7 @@ def _shift(model, eps, budget):
 @pytest.fixture
 def toy_attack():
     """One registry entry, removed again afterwards (Registry has no public removal)."""
-    attack = register(
+    attack = ATTACKS.add(
         Attack("toy-shift", "linf", _shift, "brightens every pixel by eps", gradient_free=True)
     )
     yield attack

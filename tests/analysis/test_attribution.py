@@ -65,7 +65,7 @@ def test_gradient_free_methods_run_without_autograd(linear_case):
     it on."""
     head, z, y = linear_case
     seen = []
-    fn = lambda inputs: (seen.append(torch.is_grad_enabled()), head(inputs))[1]  # noqa: E731
+    fn = lambda inputs: (seen.append(torch.is_grad_enabled()), head(inputs))[1]
     attribute(fn, z[:4], y[:4], "occlusion")
     assert seen and not any(seen) and ATTRIBUTIONS.get("occlusion").gradient_free
     seen.clear()

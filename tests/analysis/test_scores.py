@@ -51,7 +51,7 @@ def test_loss_block_sensitivity_follows_the_wiring(reads, per_class):
 def test_loss_block_sensitivity_when_one_block_carries_every_loss():
     # only block 0 moves any logit: class 0 wins, classes 1 and 2 lose (their own blocks change
     # nothing, and a tie at zero against block 2's zero does not count as more)
-    head = lambda z: torch.stack([z[:, 0], -z[:, 0], torch.zeros(len(z))], 1)  # noqa: E731
+    head = lambda z: torch.stack([z[:, 0], -z[:, 0], torch.zeros(len(z))], 1)
     score = loss_block_sensitivity(head, Z, Y, LAYOUT, step=1.0)
     assert score.per_class == [1.0, 0.0, 0.0] and score.overall == pytest.approx(1 / 3)
     flat = loss_block_sensitivity(lambda z: torch.zeros(len(z), 3), Z, Y, LAYOUT, step=1.0)

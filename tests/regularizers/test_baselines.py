@@ -126,7 +126,7 @@ def test_orojar_penalty_matches_the_autograd_jacobian():
     net = torch.nn.Sequential(
         torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 8)
     ).double()
-    fn = lambda z: net(z).view(-1, 2, 4)  # noqa: E731
+    fn = lambda z: net(z).view(-1, 2, 4)
     z, scale = (
         torch.randn(5, 4, dtype=torch.float64),
         torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64),
@@ -139,9 +139,9 @@ def test_orojar_penalty_is_zero_for_orthogonal_columns_and_not_otherwise():
     from herd_cls.regularizers.orojar import orojar_penalty
 
     z = torch.randn(3, 3, dtype=torch.float64)
-    axis_aligned = lambda z: torch.stack([z[:, 0], 2 * z[:, 1], z[:, 2] ** 2], 1)  # noqa: E731
+    axis_aligned = lambda z: torch.stack([z[:, 0], 2 * z[:, 1], z[:, 2] ** 2], 1)
     assert orojar_penalty(axis_aligned, z, eps=1e-7).item() == pytest.approx(0.0, abs=1e-8)
-    mixed = lambda z: torch.stack([z[:, 0] + z[:, 1], z[:, 1], z[:, 2]], 1)  # noqa: E731
+    mixed = lambda z: torch.stack([z[:, 0] + z[:, 1], z[:, 1], z[:, 2]], 1)
     # J = [[1, 1, 0], [0, 1, 0], [0, 0, 1]]: J_0 . J_1 / 3 = 1 / 3, so the off-diagonal squares sum
     # to 2 / 9
     assert orojar_penalty(mixed, z, eps=1e-7).item() == pytest.approx(2.0 / 9, rel=1e-5)

@@ -30,7 +30,7 @@ def _oracle_shares(model, z: torch.Tensor, own: torch.Tensor | None) -> torch.Te
     s = z.detach().std(0)
     shares = []
     for i in range(len(z)):
-        pixels = lambda v: model.decode((v * s).unsqueeze(0)).flatten()  # noqa: E731
+        pixels = lambda v: model.decode((v * s).unsqueeze(0)).flatten()
         # (64, d, d)
         H = jacobian(lambda v: jacobian(pixels, v, create_graph=True), z[i].detach() / s)
         sq = H.pow(2)

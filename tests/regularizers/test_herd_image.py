@@ -68,7 +68,7 @@ def test_image_penalty_sums_over_processes_like_one_batch():
     onehot = torch.nn.functional.one_hot(y[4:], 3).double()
     # its per-class impurity sums, counts
     other_process = iter([onehot.T @ (1 - shares[4:]), onehot.sum(0)])
-    all_reduce = lambda t: t + next(other_process)  # noqa: E731
+    all_reduce = lambda t: t + next(other_process)
     assert image_penalty(shares[:4], y[:4], 3, reduce=all_reduce).item() == pytest.approx(
         image_penalty(shares, y, 3).item()
     )

@@ -1,5 +1,5 @@
-"""HeRD's --reg objects (class and universal): their loss for a batch against the autograd
-Hessians, the per-image weight on a decoder's loss, and the checks made before training."""
+"""HeRD's --reg objects (class and universal): their loss for a batch against the autograd Hessians,
+the per-image weight on a decoder's loss, and the checks made before training."""
 
 import pytest
 import torch

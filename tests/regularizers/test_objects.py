@@ -74,8 +74,7 @@ def test_beta_vae_and_capacity_terms():
 def test_beta_tcvae_term_adds_beta_minus_one_total_correlations():
     reg, model, batch = _setup("beta-tcvae")
     z, mu, logvar = batch.z, batch.mu, batch.logvar
-    # TC by minibatch-weighted sampling, written out with torch.distributions
-    # (B, B, d)
+    # TC by minibatch-weighted sampling, written out with torch.distributions (B, B, d)
     log_q = Normal(mu.unsqueeze(0), torch.exp(0.5 * logvar).unsqueeze(0)).log_prob(z.unsqueeze(1))
     norm = math.log(len(z) * 100)
     tc = (

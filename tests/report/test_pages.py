@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def toy_metric():
     """One registry entry, removed afterwards: the share of test images whose z[0] is positive."""
-    from herd_cls.analysis.scores import METRICS, Metric, Score, register
+    from herd_cls.analysis.scores import METRICS, Metric, Score
 
     def compute(ev):
         positive = (ev.z[:, 0] > 0).float()
@@ -24,7 +24,7 @@ def toy_metric():
             [float(positive[ev.y == c].mean()) for c in range(ev.layout.num_classes)],
         )
 
-    register(
+    METRICS.add(
         Metric("toy_positive_z0", "toy share of positive z0", compute, chance=lambda layout: 0.5)
     )
     yield
