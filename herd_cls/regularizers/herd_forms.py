@@ -200,11 +200,6 @@ def probe_variants() -> list[str]:
     ]
 
 
-def free_region(layout: BlockLayout, variant: str = "reference") -> Tensor:
-    """Boolean (K, d, d): the Hessian entries class c may use without penalty under ``variant``."""
-    return CLASS_VARIANTS.get(variant).free(layout)
-
-
 def class_mask(
     layout: BlockLayout, alpha_off: float = 0.5, alpha_diag: float = 1.0, variant: str = "reference"
 ) -> Tensor:

@@ -8,7 +8,6 @@ from herd_cls.layout import BlockLayout
 from herd_cls.regularizers.herd import HeRD
 from herd_cls.regularizers.herd_forms import (
     CLASS_VARIANTS,
-    free_region,
     probe_variants,
     universal_penalty,
 )
@@ -105,7 +104,8 @@ def test_each_class_variant_frees_its_region():
     hand."""
     layout = BlockLayout(2, 2, shared_dims=1)
     count = {
-        name: int(free_region(layout, name)[0].sum()) for name in CLASS_VARIANTS.names(sort=False)
+        name: int(CLASS_VARIANTS.get(name).free(layout)[0].sum())
+        for name in CLASS_VARIANTS.names(sort=False)
     }
     assert count == {
         "reference": 3,
@@ -115,7 +115,7 @@ def test_each_class_variant_frees_its_region():
         "image-purity": 4,
         "dual-purity": 4,
     }
-    assert free_region(layout, "reference")[0].diagonal().tolist() == [
+    assert CLASS_VARIANTS.get("reference").free(layout)[0].diagonal().tolist() == [
         True,
         True,
         False,

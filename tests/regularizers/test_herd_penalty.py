@@ -7,7 +7,7 @@ from herd_cls.registry import HerdError
 from herd_cls.layout import BlockLayout
 from herd_cls.regularizers.base import penalty_ramp
 from herd_cls.regularizers.herd import HeRD
-from herd_cls.regularizers.herd_forms import class_mask, free_region, universal_penalty
+from herd_cls.regularizers.herd_forms import CLASS_VARIANTS, class_mask, universal_penalty
 from herd_cls.regularizers.herd_penalty import class_penalty
 from toy_heads import float64, mlp, oracle  # noqa: F401  (float64: an autouse fixture)
 
@@ -28,7 +28,7 @@ def test_block_variant_frees_whole_own_block():
     m = class_mask(BlockLayout(2, 2, shared_dims=1), variant="block")
     assert m[0, :2, :2].abs().sum() == 0 and m[0, 4, 4] == 0
     assert m[0, 2, 3] > 0 and m[0, 0, 4] > 0 and m[1, 0, 1] > 0
-    free = free_region(BlockLayout.split(2, 5, 1), "block")
+    free = CLASS_VARIANTS.get("block").free(BlockLayout.split(2, 5, 1))
     assert free[1].sum() == 4 + 1
 
 
