@@ -27,35 +27,43 @@ a ReLU decoder the hidden layers are piecewise linear (exact Hessians vanish alm
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-LAYERS = ("output", "hidden", "all")  # the image; every activation module's output; both
-METHODS = ("exact", "forward")
+from .registry import HerdError, Registry
+
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
 DEFAULT_PROBES = 2  # per kind of direction, as in Tripod
 DEFAULT_EPS = 0.1  # finite-difference step in units of each dim's batch std, as in Tripod
 
 
-def _check(layers: str, method: str) -> None:
-    from .registry import HerdError
+@dataclass(frozen=True)
+class DecoderLayers:
+    """One ``--decoder-layers``: whether the hidden activations (every activation module's output)
+    and the output (the image) count."""
 
-    if layers not in LAYERS:
-        raise HerdError(f"unknown decoder layers {layers!r}; choose one of: {', '.join(LAYERS)}")
-    if method not in METHODS:
-        raise HerdError(
-            f"unknown decoder curvature method {method!r}; choose one of: {', '.join(METHODS)}"
-        )
+    name: str
+    help: str
+    hidden: bool
+    output: bool
+
+
+LAYERS: Registry[DecoderLayers] = Registry("decoder layers")
+LAYERS.add(DecoderLayers("output", "the decoded image", hidden=False, output=True))
+LAYERS.add(DecoderLayers("hidden", "the decoder's hidden activations", hidden=True, output=False))
+LAYERS.add(DecoderLayers("all", "both", hidden=True, output=True))
 
 
 def activations(decoder: Callable, z: Tensor, layers: str = "output") -> list[Tensor]:
     """The activations ``layers`` names, each flattened to (B, units): the output, and/or the output
     of every activation module inside ``decoder`` (in call order)."""
+    kind = LAYERS.get(layers)
     hidden: list[Tensor] = []
     hooks = []
-    if layers != "output":
+    if kind.hidden:
         modules = decoder.modules() if isinstance(decoder, nn.Module) else ()
         hooks = [
             m.register_forward_hook(lambda _m, _i, out: hidden.append(out.flatten(1)))
@@ -67,14 +75,12 @@ def activations(decoder: Callable, z: Tensor, layers: str = "output") -> list[Te
     finally:
         for h in hooks:
             h.remove()
-    if layers != "output" and not hidden:
-        from .registry import HerdError
-
+    if kind.hidden and not hidden:
         raise HerdError(
             "--decoder-layers hidden needs activation modules (nn.ReLU, nn.GELU, ...) in the "
             "decoder"
         )
-    return [out] if layers == "output" else hidden if layers == "hidden" else [*hidden, out]
+    return [*(hidden if kind.hidden else []), *([out] if kind.output else [])]
 
 
 def exact_hessians(
@@ -137,8 +143,6 @@ def forward_masses(
     """Per layer, (part, total) as in :func:`exact_masses` but estimated (each x 2 / units) from
     ``probes`` second differences per kind of direction: Rademacher (off-diagonal) or own-block
     Gaussian, and Gaussian."""
-    from .registry import HerdError
-
     if probes < 2:
         raise HerdError(f"the forward estimate needs at least 2 probes per direction, got {probes}")
     b, d = z.shape
@@ -153,6 +157,29 @@ def forward_masses(
         part = gauss * own.to(z.dtype)
     diffs = _second_differences(decoder, z, torch.cat([part, gauss]) * s, layers, eps)
     return [(_variance(x[:probes]), _variance(x[probes:])) for x in diffs]
+
+
+def _exact_layer_masses(decoder, z, layers, scale, own, probes, eps, generator):
+    return [exact_masses(H, own) for H in exact_hessians(decoder, z, layers, scale)]
+
+
+@dataclass(frozen=True)
+class DecoderMethod:
+    """One way to compute the decoder's curvature: ``masses(decoder, z, layers, scale, own, probes,
+    eps, generator)`` -> per layer (part, total), each (B,), as :func:`exact_masses` gives them."""
+
+    name: str
+    help: str
+    masses: Callable[..., list[tuple[Tensor, Tensor]]]
+
+
+METHODS: Registry[DecoderMethod] = Registry("decoder curvature method")
+METHODS.add(
+    DecoderMethod(
+        "exact", "forward-over-forward autodiff: small decoders, tests", _exact_layer_masses
+    )
+)
+METHODS.add(DecoderMethod("forward", "second differences along random directions", forward_masses))
 
 
 def curvature_shares(
@@ -170,11 +197,8 @@ def curvature_shares(
     inside its own block (``own`` (B, d) bool), the mean over ``layers``; z in units of ``scale``
     (d,). An image without curvature counts as share 0 off the diagonal and 1 inside its block
     (nothing to penalise)."""
-    _check(layers, method)
-    if method == "exact":
-        masses = [exact_masses(H, own) for H in exact_hessians(decoder, z, layers, scale)]
-    else:
-        masses = forward_masses(decoder, z, layers, scale, own, probes, eps, generator)
+    LAYERS.get(layers)
+    masses = METHODS.get(method).masses(decoder, z, layers, scale, own, probes, eps, generator)
     empty = 0.0 if own is None else 1.0
     shares = [
         torch.where(

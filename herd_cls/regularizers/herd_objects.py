@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..curvature import CURVATURE_METHODS
-from ..decoder_curvature import DEFAULT_PROBES, LAYERS as DECODER_LAYERS
+from ..decoder_curvature import (
+    DEFAULT_PROBES,
+    LAYERS as DECODER_LAYERS,
+    METHODS as DECODER_CURVATURE,
+)
 from ..derivatives import coupling_norm
 from ..heads import HEADS
 from ..options import entries, option
@@ -19,7 +23,8 @@ from .base import REGULARIZERS, Regularizer
 from .herd import HeRD
 from .herd_forms import CLASS_VARIANTS, UNIVERSAL_FORMS, probe_variants
 
-DECODER_METHODS = ("auto", "exact", "forward")  # --hessian-method choices of --wrt decoder-output
+# --hessian-method choices of --wrt decoder-output; auto is the forward estimate
+DECODER_METHODS = ("auto", *DECODER_CURVATURE.names(sort=False))
 
 # HeRD with the decoder's Hessian on 16 images of a batch: under 2x a plain step on the conv
 # autoencoder, with purity unchanged (docs/performance.md); the shapes configs set 32
@@ -109,7 +114,8 @@ class _HeRDRegularizer(Regularizer):
             reduce=reduce,
             form=o.universal_form,
         )
-        self.decoder_method = "exact" if o.hessian_method == "exact" else "forward"
+        method = o.hessian_method
+        self.decoder_method = method if method in DECODER_CURVATURE else "forward"
         self.decoder_probes = o.probes or DEFAULT_PROBES
         self.recon_loss, self.decoder_layers = cfg.recon_loss, o.decoder_layers
         heads = {
