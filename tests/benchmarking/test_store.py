@@ -3,7 +3,7 @@ differences."""
 
 import pytest
 
-from herd_cls import benchmarking
+from herd_cls.benchmarking import store as benchmarking
 from herd_cls.benchmarking import Job, ResultStore, group, markdown_table, mean_std, paired
 
 

@@ -1,4 +1,4 @@
-"""What every benchmark in scripts/ shares: provenance, a resumable result store, tables.
+"""Where benchmark numbers come from: provenance, the resumable result store, the runs.
 
 * Provenance: :func:`commit` and :func:`provenance` (commit, time, machine, torch), stamped on every
   table.
@@ -6,9 +6,8 @@
   (finished keys are skipped), saves atomically after each run, ends every key with the part's
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
-* Tables: :func:`mean_std`, :func:`markdown_table`, :func:`verdict`, :func:`stamp`, and
-  :func:`publish`, which writes reports/<name>.md and the block between <!-- name --> markers in
-  README.md and docs/*.md.
+* Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
+  :func:`herd_cli`, :func:`readme_run` and :func:`seeds_parser`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -27,10 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
-import numpy as np
 
 # the checkout the package runs from (an editable install, as README's first command makes)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # provenance
@@ -160,15 +157,12 @@ class ResultStore:
         return out
 
 
-def group(
-    records: Iterable[dict], field: str = "setting", order: Iterable | None = None
-) -> dict[str, list[dict]]:
-    """Records by ``field``, in ``order`` (default: first appearance), each group in the records'
-    order."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(r[field], []).append(r)
-    return groups if order is None else {k: groups[k] for k in order if k in groups}
+def spec(name: str) -> dict:
+    """configs/benchmarks/<name>.yaml: a benchmark's fixed settings and its rows of config
+    overrides (plain YAML data, read with ``safe_load``)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "configs" / "benchmarks" / f"{name}.yaml").read_text())
 
 
 def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
@@ -227,58 +221,3 @@ def seeds_parser(description: str, seeds=(0, 1, 2)) -> argparse.ArgumentParser:
         "--publish-only", action="store_true", help="write the tables from the saved runs"
     )
     return parser
-
-
-# tables
-
-
-def mean_std(values) -> str:
-    """ "mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
-    values = [v for v in values if v is not None]
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
-
-
-def paired(
-    base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed"
-) -> dict:
-    """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference,
-    its standard error (NaN for fewer than 2 pairs), the number of pairs and how many differences
-    are above and below 0."""
-    by_key = {r[key]: fn(r) for r in base}
-    d = np.array([fn(r) - by_key[r[key]] for r in other if r[key] in by_key], dtype=float)
-    error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {
-        "mean": float(d.mean()) if len(d) else float("nan"),
-        "error": float(error),
-        "pairs": len(d),
-        "up": int((d > 0).sum()),
-        "down": int((d < 0).sum()),
-    }
-
-
-def table_row(cells) -> str:
-    return "|" + "|".join(f" {c} " if c != "" else " " for c in cells) + "|"
-
-
-def markdown_table(columns: list[str], rows: Iterable) -> str:
-    """A markdown table (no trailing newline); rows are lists of cells."""
-    return "\n".join([table_row(columns), "|" + "---|" * len(columns), *map(table_row, rows)])
-
-
-def verdict(name: str, ok: bool, detail: str) -> str:
-    return f"- {name}: **{'met' if ok else 'NOT MET'}** ({detail})"
-
-
-def publish(name: str, markdown: str) -> Path:
-    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers
-    in README.md and docs/*.md, wherever it is."""
-    print(markdown)
-    out = ROOT / "reports" / f"{name}.md"
-    out.write_text(markdown)
-    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        text = page.read_text()
-        if pattern.search(text):
-            page.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
-    print(out)
-    return out

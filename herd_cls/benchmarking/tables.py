@@ -1,0 +1,218 @@
+"""What benchmark records become: seed tables, paired tables, target verdicts, published pages.
+
+A benchmark's records are grouped into ``Rows``: {row label: its records, one per seed}. A *key*
+reads a row: a record field's name (its mean over the seeds) or a function of the row's records (a
+statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
+:func:`paired_above`, :func:`ratio_at_most`, :func:`within_points`) return one verdict line, or
+None where a row they read was not run; :func:`publish` writes reports/<name>.md and the block
+between <!-- name --> markers in README.md and docs/*.md.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Union
+
+import numpy as np
+
+from .store import ROOT
+
+Rows = dict[str, list[dict]]
+Key = Union[str, Callable[[list[dict]], float]]
+
+
+def group(records: Iterable[dict], field: str = "setting", order: Iterable | None = None) -> Rows:
+    """Records by ``field``, in ``order`` (default: first appearance), each group in the records'
+    order."""
+    groups: Rows = {}
+    for r in records:
+        groups.setdefault(r[field], []).append(r)
+    return groups if order is None else {k: groups[k] for k in order if k in groups}
+
+
+def mean(rows: Rows, label: str, key: Key) -> float:
+    """The row's value of ``key``: the seed mean of a field, or the statistic a function gives."""
+    records = rows[label]
+    return float(key(records) if callable(key) else np.mean([r[key] for r in records]))
+
+
+def mean_std(values) -> str:
+    """ "mean ± std" of the values that are not None, to 3 decimals; "–" for none."""
+    values = [v for v in values if v is not None]
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def paired(
+    base: list[dict], other: list[dict], fn: Callable[[dict], float], key: str = "seed"
+) -> dict:
+    """``fn(other) - fn(base)`` on the records both have (matched by ``key``): the mean difference,
+    its standard error (NaN for fewer than 2 pairs), the number of pairs and how many differences
+    are above and below 0."""
+    by_key = {r[key]: fn(r) for r in base}
+    d = np.array([fn(r) - by_key[r[key]] for r in other if r[key] in by_key], dtype=float)
+    error = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {
+        "mean": float(d.mean()) if len(d) else float("nan"),
+        "error": float(error),
+        "pairs": len(d),
+        "up": int((d > 0).sum()),
+        "down": int((d < 0).sum()),
+    }
+
+
+def table_row(cells) -> str:
+    return "|" + "|".join(f" {c} " if c != "" else " " for c in cells) + "|"
+
+
+def markdown_table(columns: list[str], rows: Iterable) -> str:
+    """A markdown table (no trailing newline); rows are lists of cells."""
+    return "\n".join([table_row(columns), "|" + "---|" * len(columns), *map(table_row, rows)])
+
+
+def seed_table(
+    rows: Rows, columns: list[tuple[str, str]], per_seed: list[tuple[str, str, str]] = ()
+) -> str:
+    """One line per row: its label, its number of seeds, ``mean ± std`` of each (field, title) of
+    ``columns``, then each (field, title, format) of ``per_seed`` listed seed by seed ('–' where a
+    record lacks it)."""
+
+    def listed(records, field, fmt):
+        return ", ".join("–" if r.get(field) is None else fmt.format(r[field]) for r in records)
+
+    return markdown_table(
+        ["setting", "seeds", *(title for _, title in columns), *(t for _, t, _ in per_seed)],
+        [
+            [
+                label,
+                len(records),
+                *(mean_std([r.get(field) for r in records]) for field, _ in columns),
+                *(listed(records, field, fmt) for field, _, fmt in per_seed),
+            ]
+            for label, records in rows.items()
+        ],
+    )
+
+
+def paired_table(rows: Rows, base: str, columns: list[tuple[str, str]]) -> str:
+    """Each row against ``base`` on the seeds both have: per (field, title), the mean of the
+    per-seed differences ± its standard error and how many seeds are up and down, with words where
+    the mean is within one standard error (not a finding). Rows with fewer than 2 pairs are left
+    out; "" without ``base``."""
+    if base not in rows:
+        return ""
+    unclear = ", within its standard error: no difference shown"
+    lines = []
+    for label, records in rows.items():
+        diffs = [paired(rows[base], records, lambda r, f=field: r[f]) for field, _ in columns]
+        if label == base or diffs[0]["pairs"] < 2:
+            continue
+        cells = [
+            f"{d['mean']:+.3f} ± {d['error']:.3f} ({d['up']} up, {d['down']} "
+            f"down{'' if abs(d['mean']) > d['error'] else unclear})"
+            for d in diffs
+        ]
+        lines.append([label, diffs[0]["pairs"], *cells])
+    titles = [f"{title} − {base}" for _, title in columns]
+    return markdown_table(["setting", "paired seeds", *titles], lines)
+
+
+# targets: each reads the rows it names and returns its verdict line, or None where one is missing
+
+
+def verdict(name: str, ok: bool, detail: str) -> str:
+    return f"- {name}: **{'met' if ok else 'NOT MET'}** ({detail})"
+
+
+def verdicts(*lines: str | None) -> str:
+    """The verdict lines of the targets whose rows were run, one per line."""
+    return "\n".join(line for line in lines if line is not None)
+
+
+def at_least(
+    rows: Rows, name: str, label: str, key: Key, bound: float, every_seed: bool = False
+) -> str | None:
+    """``key`` of row ``label`` is at least ``bound`` (the field in each seed if ``every_seed``)."""
+    if label not in rows:
+        return None
+    if every_seed:
+        values = [r.get(key) for r in rows[label]]
+        ok = all(v is not None and v >= bound for v in values)
+        return verdict(name, ok, ", ".join("–" if v is None else f"{v:g}" for v in values))
+    value = mean(rows, label, key)
+    return verdict(name, value >= bound, f"{value:.3f}")
+
+
+def above(rows: Rows, name: str, label: str, keys: list[Key], others: list[str]) -> str | None:
+    """Every key of row ``label`` is above the same key of each of ``others``."""
+    return _beyond(rows, name, label, keys, others, 1)
+
+
+def below(rows: Rows, name: str, label: str, keys: list[Key], others: list[str]) -> str | None:
+    """Every key of row ``label`` is below the same key of each of ``others``."""
+    return _beyond(rows, name, label, keys, others, -1)
+
+
+def _beyond(rows, name, label, keys, others, sign) -> str | None:
+    if not {label, *others} <= set(rows):
+        return None
+    ok, details = True, []
+    for key in keys:
+        value, theirs = mean(rows, label, key), [mean(rows, o, key) for o in others]
+        ok &= all(sign * (value - v) > 0 for v in theirs)
+        named = f"{key} " if isinstance(key, str) and len(keys) > 1 else ""
+        details.append(f"{named}{value:.3f} vs {' / '.join(f'{v:.3f}' for v in theirs)}")
+    return verdict(name, ok, ", ".join(details))
+
+
+def paired_above(rows: Rows, name: str, label: str, base: str, field: str) -> str | None:
+    """Row ``label`` above ``base`` seed by seed on ``field``: more seeds up than down, and a mean
+    difference above its standard error."""
+    if not {label, base} <= set(rows):
+        return None
+    d = paired(rows[base], rows[label], lambda r: r[field])
+    return verdict(
+        name,
+        d["up"] > d["down"] and d["mean"] > d["error"],
+        f"{d['mean']:+.3f} ± {d['error']:.3f} over {d['pairs']} seeds, {d['up']} up, "
+        f"{d['down']} down",
+    )
+
+
+def ratio_at_most(
+    rows: Rows, name: str, label: str, base: str, field: str, bound: float, every_seed=False
+) -> str | None:
+    """``field`` of row ``label`` over the seed mean of ``base``'s is at most ``bound`` (in every
+    seed of ``label`` where ``every_seed``)."""
+    if not {label, base} <= set(rows):
+        return None
+    theirs = mean(rows, base, field)
+    ratios = [r[field] / theirs for r in rows[label]] if every_seed else []
+    ratios = ratios or [mean(rows, label, field) / theirs]
+    return verdict(name, max(ratios) <= bound, ", ".join(f"{x:.2f}x" for x in ratios))
+
+
+def within_points(
+    rows: Rows, name: str, label: str, base: str, points: float, field="test_accuracy"
+) -> str | None:
+    """Row ``label``'s accuracy is at most ``points`` percentage points below ``base``'s."""
+    if not {label, base} <= set(rows):
+        return None
+    ours, theirs = mean(rows, label, field), mean(rows, base, field)
+    gap = 100 * (theirs - ours)
+    return verdict(name, gap <= points, f"{ours:.4f} vs {theirs:.4f}, {gap:+.2f} points below")
+
+
+def publish(name: str, markdown: str) -> Path:
+    """Print the table, write reports/<name>.md and replace the block between <!-- name --> markers
+    in README.md and docs/*.md, wherever it is."""
+    print(markdown)
+    out = ROOT / "reports" / f"{name}.md"
+    out.write_text(markdown)
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if pattern.search(text):
+            page.write_text(pattern.sub(lambda m: m.group(1) + markdown + m.group(2), text))
+    print(out)
+    return out
