@@ -32,6 +32,7 @@ from herd_cls.benchmarking import (
     ResultStore,
     above,
     below,
+    each_seed,
     at_least,
     group,
     herd_cli,
@@ -310,8 +311,8 @@ CLASS_COLUMNS = [
     ("image_sweep_specificity", "image sweep specificity"),
 ]
 PER_SEED = [
-    ("live_dims", "live dims (per seed)", "{}"),
-    ("train_seconds", "train s (per seed)", "{:.0f}"),
+    (each_seed("live_dims"), "live dims (per seed)"),
+    (each_seed("train_seconds", "{:.0f}"), "train s (per seed)"),
 ]
 RECON = [("recon_bce", "recon BCE")]
 
@@ -326,12 +327,12 @@ def tables(seeds, steps: int) -> tuple[str, str]:
     return summary(rows["thesis"], rows["class"]), (
         f"`python scripts/efficacy_shapes.py --steps {steps}`, seeds {seeds}, mean ± std; "
         f"{stamp(records)}.\n\n**Benchmark validity and the thesis**:\n\n"
-        + seed_table(rows["thesis"], THESIS_COLUMNS + RECON, PER_SEED)
+        + seed_table(rows["thesis"], THESIS_COLUMNS + RECON + PER_SEED)
         + "\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard "
         "error):\n\n"
         + paired_table(rows["thesis"], "autoencoder", THESIS_COLUMNS)
         + "\n\n**Class-specific on an autoencoder**:\n\n"
-        + seed_table(rows["class"], CLASS_COLUMNS + RECON, PER_SEED)
+        + seed_table(rows["class"], CLASS_COLUMNS + RECON + PER_SEED)
         + "\n\nPaired with none (the same seeds; mean difference ± its standard error):\n\n"
         + paired_table(rows["class"], "none", CLASS_COLUMNS[2:])
         + f"\n\nTargets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and "

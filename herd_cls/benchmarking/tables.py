@@ -70,27 +70,28 @@ def markdown_table(columns: list[str], rows: Iterable) -> str:
     return "\n".join([table_row(columns), "|" + "---|" * len(columns), *map(table_row, rows)])
 
 
-def seed_table(
-    rows: Rows, columns: list[tuple[str, str]], per_seed: list[tuple[str, str, str]] = ()
-) -> str:
-    """One line per row: its label, its number of seeds, ``mean ± std`` of each (field, title) of
-    ``columns``, then each (field, title, format) of ``per_seed`` listed seed by seed ('–' where a
-    record lacks it)."""
+def seed_table(rows: Rows, columns: list[tuple[Key, str]], lead: tuple[str, ...] = ()) -> str:
+    """One line per row: its label (a tuple of labels fills the ``lead`` columns before "setting"),
+    its number of seeds, then per (key, title) of ``columns`` ``mean ± std`` of a field over the
+    seeds, or the cell a function of the row's records returns."""
 
-    def listed(records, field, fmt):
-        return ", ".join("–" if r.get(field) is None else fmt.format(r[field]) for r in records)
+    def cell(records, key):
+        return key(records) if callable(key) else mean_std([r.get(key) for r in records])
 
     return markdown_table(
-        ["setting", "seeds", *(title for _, title in columns), *(t for _, t, _ in per_seed)],
+        [*lead, "setting", "seeds", *(title for _, title in columns)],
         [
-            [
-                label,
-                len(records),
-                *(mean_std([r.get(field) for r in records]) for field, _ in columns),
-                *(listed(records, field, fmt) for field, _, fmt in per_seed),
-            ]
+            [*(label if isinstance(label, tuple) else (label,)), len(records)]
+            + [cell(records, key) for key, _ in columns]
             for label, records in rows.items()
         ],
+    )
+
+
+def each_seed(field: str, fmt: str = "{}") -> Callable[[list[dict]], str]:
+    """A :func:`seed_table` cell: the field of every seed, '–' where a record lacks it."""
+    return lambda records: ", ".join(
+        "–" if r.get(field) is None else fmt.format(r[field]) for r in records
     )
 
 
