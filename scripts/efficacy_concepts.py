@@ -23,43 +23,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from herd_cls.analysis.evidence import Evidence
+from herd_cls.analysis.latents import collect, evaluating
+from herd_cls.analysis.scores import METRICS
 from herd_cls.benchmarking import (
-    seeds_parser,
     ROOT,
     Job,
     ResultStore,
-    markdown_table,
+    at_least,
+    group,
     mean_std,
     paired,
     publish,
+    seed_table,
+    seeds_parser,
+    spec,
     stamp,
     trained_run,
     verdict,
+    within_points,
 )
-from herd_cls.analysis.latents import collect, evaluating
-from herd_cls.analysis.evidence import Evidence
-from herd_cls.analysis.scores import METRICS
 from herd_cls.purity import measure_purity
 
+TABLES = spec("efficacy_concepts")
 HERD = "class HeRD"
-SETTINGS = {
-    "none": {"reg": "none"},
-    "capsule control": {"reg": "none", "head": "capsule"},
-    "Concept Whitening": {"reg": "concept-whitening"},
-    HERD: {"reg": "class", "alpha_reg": 1.0},
-}
-DATA = {
-    "digits": {"dataset": "digits"},
-    "templates, 100 classes": {"dataset": "templates", "num_classes": 100},
-}
-TABLES = {
-    "concepts": (DATA, SETTINGS, {"decoder": True}),
-    "scale": (
-        {"templates, 100 classes": DATA["templates, 100 classes"]},
-        {k: SETTINGS[k] for k in ("none", HERD)},
-        {},
-    ),
-}
 METRIC_NAMES = (
     "accuracy",
     "concept_purity",
@@ -71,17 +58,6 @@ METRIC_NAMES = (
 STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--table", choices=list(TABLES), default="concepts")
-    parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument(
-        "--settings", nargs="+", choices=list(SETTINGS), help="train only these (default: all)"
-    )
-    parser.add_argument(
-        "--data", nargs="+", choices=list(DATA), help="train only on these (default: all)"
-    )
-
-
 def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's
     loss)."""
@@ -90,17 +66,8 @@ def score(folder: Path, overrides: dict) -> dict:
     with evaluating(model):
         data = collect(model, run.data("test"))
         purity = measure_purity(model, zip(data["x"].split(256), data["y"].split(256)), run.layout)
-        evidence = Evidence(
-            model,
-            run.layout,
-            data["x"],
-            data["z"],
-            data["y"],
-            data["logits"],
-            purity,
-            None,
-            run.config_dict(),
-        )
+        inputs = (data["x"], data["z"], data["y"], data["logits"])
+        evidence = Evidence(model, run.layout, *inputs, purity, None, run.config_dict())
         scores = {name: METRICS.get(name).compute(evidence) for name in METRIC_NAMES}
     return {
         "scores": {
@@ -113,30 +80,21 @@ def score(folder: Path, overrides: dict) -> dict:
 
 
 def cells(table: str, backbone: str, seeds, settings=None, data=None):
-    sets, labels, extra = TABLES[table]
-    for name, data_overrides in sets.items():
-        for label, overrides in labels.items():
+    """(key, config, record fields) of every run of ``table`` (only ``settings`` and ``data`` if
+    given)."""
+    spec = TABLES[table]
+    for name, data_overrides in spec["data"].items():
+        for label, overrides in spec["rows"].items():
             if (settings and label not in settings) or (data and name not in data):
                 continue
             for seed in seeds:
-                config = {
-                    **data_overrides,
-                    **extra,
-                    **overrides,
-                    "backbone": backbone,
-                    "seed": seed,
-                }
-                yield (
-                    STORE.key(table, backbone, name, label, f"seed {seed}"),
-                    config,
-                    name,
-                    label,
-                    seed,
-                )
+                config = {**data_overrides, **spec["shared"], **overrides, "backbone": backbone}
+                key = STORE.key(table, backbone, name, label, f"seed {seed}")
+                yield key, {**config, "seed": seed}, {"data": name, "setting": label, "seed": seed}
 
 
-def measure(config: dict, name: str, label: str, seed: int, folder: Path) -> dict:
-    return {"data": name, "setting": label, "seed": seed, **score(folder, config)}
+def measure(fields: dict, config: dict, folder: Path) -> dict:
+    return {**fields, **score(folder, config)}
 
 
 def value(r: dict, metric: str) -> float | None:
@@ -144,165 +102,131 @@ def value(r: dict, metric: str) -> float | None:
     return None if s is None else s["overall"]
 
 
-def _against(name: str, other: str, theirs: list[dict], ours: list[dict], strictly: bool) -> str:
+def overall(metric: str):
+    """A seed_table column: mean ± std over seeds of the metric's overall score."""
+    return lambda records: mean_std([value(r, metric) for r in records])
+
+
+def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictly: bool) -> str:
     """Issue 29's target line: class HeRD's concept purity (activation AUC) paired against
     ``other``'s at equal accuracy (within 1 point); ``strictly``: above it by more than the standard
     error, not merely level."""
     diff = paired(theirs, ours, lambda r: value(r, "concept_purity"))
-    gap = 100 * (
-        np.mean([value(r, "accuracy") for r in theirs])
-        - np.mean([value(r, "accuracy") for r in ours])
-    )
+    accuracy = lambda rs: np.mean([value(r, "accuracy") for r in rs])
+    gap = 100 * (accuracy(theirs) - accuracy(ours))
     margin = max(diff["error"], 5e-4)  # a difference that rounds to 0.000 is none
     shown = diff["mean"] > margin
     ok = (shown if strictly else diff["mean"] >= -margin) and gap <= 1
-    words = (
-        "above" if shown else ("below" if diff["mean"] < -margin else "level: no difference shown")
-    )
+    words = "below" if diff["mean"] < -margin else "level: no difference shown"
     return verdict(
         f"{name}: class HeRD's concept purity {'above' if strictly else 'at or above'} {other}'s "
         "at equal accuracy",
         ok,
         f"paired difference {diff['mean']:+.3f} ± {diff['error']:.3f} over {diff['pairs']} seeds, "
-        f"{words}; accuracy {gap:+.2f} points below {other}'s",
+        f"{'above' if shown else words}; accuracy {gap:+.2f} points below {other}'s",
     )
 
 
-def concepts_table(runs: list[dict], backbone: str) -> str:
-    rows, lines = [], []
-    for name in DATA:
-        by = {
-            label: [r for r in runs if r["data"] == name and r["setting"] == label]
-            for label in SETTINGS
-        }
-        for label, rs in by.items():
-            if rs:
-                rows.append(
-                    [
-                        name,
-                        label,
-                        len(rs),
-                        *(mean_std([value(r, m) for r in rs]) for m in METRIC_NAMES),
-                    ]
-                )
-        ours = by[HERD]
+CONCEPT_COLUMNS = [
+    (overall("accuracy"), "accuracy"),
+    (overall("concept_purity"), "concept purity, activation AUC"),
+    (overall("concept_purity_hessian"), "concept purity, Hessian AUC"),
+    (overall("block_purity"), "class-mean purity"),
+    (overall("image_purity_median"), "image purity, median"),
+    (overall("image_sweep_specificity"), "image sweep specificity"),
+]
+
+
+def concepts_page(runs: list[dict], backbone: str) -> str:
+    rows, lines = {}, []
+    for name in TABLES["concepts"]["data"]:
+        by = group([r for r in runs if r["data"] == name], order=TABLES["concepts"]["rows"])
+        rows.update({(name, label): rs for label, rs in by.items()})
         for other, strictly in (("Concept Whitening", False), ("capsule control", True)):
-            if ours and by[other]:
-                lines.append(_against(name, other, by[other], ours, strictly))
+            if HERD in by and other in by:
+                lines.append(against(name, other, by[other], by[HERD], strictly))
     return (
         f"{backbone} with a decoder, 12 epochs; every test image; `python "
-        f"scripts/efficacy_concepts.py --table concepts`, {stamp(runs)}. Concept purity: per "
-        "class, the one-vs-rest AUC of its block's activation energy (Concept Whitening's "
-        "measure, classes as concepts) and of each image's |Hessian| share in the block; chance "
-        "0.5. Hessian purity: class mean and the median image, both from exact |H| of the "
-        "classifier's loss. Image sweep specificity: share of a class's decoded image change made "
-        "by its own block.\n\n"
-        + markdown_table(
-            [
-                "data",
-                "setting",
-                "seeds",
-                "accuracy",
-                "concept purity, activation AUC",
-                "concept purity, Hessian AUC",
-                "class-mean purity",
-                "image purity, median",
-                "image sweep specificity",
-            ],
-            rows,
-        )
+        f"scripts/efficacy_concepts.py --table concepts`, {stamp(runs)}.\n\n"
+        + seed_table(rows, CONCEPT_COLUMNS, lead=("data",))
         + "\n\nClass HeRD against each baseline (issue 29's target: at or above at equal "
         "accuracy):\n\n" + "\n".join(lines) + "\n"
     )
 
 
-def scale_table(runs: list[dict], backbone: str) -> str:
-    rows, lines = [], []
-    by = {label: [r for r in runs if r["setting"] == label] for label in ("none", HERD)}
-    for label, rs in by.items():
-        if not rs:
-            continue
-        medians = np.mean([r["scores"]["image_purity_median"]["per_class"] for r in rs], 0)
-        class_means = np.mean([r["scores"]["block_purity"]["per_class"] for r in rs], 0)
-        rows.append(
-            [
-                label,
-                len(rs),
-                mean_std([value(r, "accuracy") for r in rs]),
-                mean_std([value(r, "block_purity") for r in rs]),
-                " / ".join(f"{q:.2f}" for q in np.quantile(class_means, [0, 0.25, 0.5])),
-                " / ".join(f"{q:.2f}" for q in np.quantile(medians, [0, 0.25, 0.5])),
-                f"{np.mean(medians >= 0.9):.2f}",
-                mean_std([r["train_seconds"] for r in rs]),
-            ]
-        )
-        if label == HERD and by["none"]:
-            gap = 100 * (
-                np.mean([value(r, "accuracy") for r in by["none"]])
-                - np.mean([value(r, "accuracy") for r in rs])
-            )
-            lines += [
-                verdict(
-                    "median image ≥ 0.9 in at least 90% of classes",
-                    np.mean(medians >= 0.9) >= 0.9,
-                    f"{np.mean(medians >= 0.9):.2f} of classes",
-                ),
-                verdict(
-                    "accuracy within 1 point of `--reg none`", gap <= 1, f"{gap:+.2f} points below"
-                ),
-            ]
+def per_class(records: list[dict], metric: str) -> np.ndarray:
+    """The metric's per-class scores, seed means."""
+    return np.mean([r["scores"][metric]["per_class"] for r in records], 0)
+
+
+def quantiles(metric: str):
+    """A seed_table column: min / q1 / median over the classes of the seed-mean per class."""
+    return lambda rs: " / ".join(
+        f"{q:.2f}" for q in np.quantile(per_class(rs, metric), [0, 0.25, 0.5])
+    )
+
+
+def share_at_least_0_9(records: list[dict]) -> float:
+    """Share of classes whose median image keeps at least 0.9 of its |H| in its own block."""
+    return float(np.mean(per_class(records, "image_purity_median") >= 0.9))
+
+
+SCALE_COLUMNS = [
+    (overall("accuracy"), "accuracy"),
+    (overall("block_purity"), "class-mean purity"),
+    (quantiles("block_purity"), "class means: min / q1 / median"),
+    (quantiles("image_purity_median"), "median image per class: min / q1 / median"),
+    (lambda rs: f"{share_at_least_0_9(rs):.2f}", "classes with median image ≥ 0.9"),
+    ("train_seconds", "train s"),
+]
+
+
+def mean_accuracy(records: list[dict]) -> float:
+    return float(np.mean([value(r, "accuracy") for r in records]))
+
+
+def scale_page(runs: list[dict], backbone: str) -> str:
+    rows = group(runs, order=TABLES["scale"]["rows"])
+    targets = [
+        at_least(
+            rows, "median image ≥ 0.9 in at least 90% of classes", HERD, share_at_least_0_9, 0.9
+        ),
+        within_points(
+            rows, "accuracy within 1 point of `--reg none`", HERD, "none", 1, mean_accuracy
+        ),
+    ]
     return (
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
         "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
         "image, seed means per class. `python scripts/efficacy_concepts.py --table scale`, "
         f"{stamp(runs)}.\n\n"
-        + markdown_table(
-            [
-                "setting",
-                "seeds",
-                "accuracy",
-                "class-mean purity",
-                "class means: min / q1 / median",
-                "median image per class: min / q1 / median",
-                "classes with median image ≥ 0.9",
-                "train s",
-            ],
-            rows,
-        )
+        + seed_table(rows, SCALE_COLUMNS)
         + "\n\nTargets (issue 29):\n\n"
-        + "\n".join(lines)
+        + "\n".join(t for t in targets if t)
         + "\n"
     )
 
 
-def run(seeds, publish_only: bool, args) -> None:
-    todo = list(cells(args.table, args.backbone, seeds, args.settings, args.data))
-    if not publish_only:
-        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
-        STORE.fill(
-            (
-                Job(key, config, partial(measure, config, name, label, seed))
-                for key, config, name, label, seed in todo
-            ),
-            lambda key, r: (
-                f"{key}: "
-                + ", ".join(
-                    f"{m} {value(r, m):.3f}" for m in METRIC_NAMES if value(r, m) is not None
-                )
-            ),
-        )
-    wanted = {key: config for key, config, *_ in cells(args.table, args.backbone, seeds)}
-    runs = STORE.runs(wanted)
-    if runs:
-        table = concepts_table if args.table == "concepts" else scale_table
-        publish(f"benchmark_efficacy_{args.table}", table(runs, args.backbone))
-
-
 def main() -> None:
     parser = seeds_parser(__doc__)
-    add_arguments(parser)
+    parser.add_argument("--table", choices=list(TABLES), default="concepts")
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--settings", nargs="+", help="train only these rows (default: all)")
+    parser.add_argument("--data", nargs="+", help="train only on these data sets (default: all)")
     args = parser.parse_args()
-    run(args.seeds, args.publish_only, args)
+    if not args.publish_only:
+        torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
+        todo = cells(args.table, args.backbone, args.seeds, args.settings, args.data)
+        report = lambda key, r: (
+            f"{key}: "
+            + ", ".join(f"{m} {value(r, m):.3f}" for m in METRIC_NAMES if value(r, m) is not None)
+        )
+        STORE.fill((Job(key, c, partial(measure, f, c)) for key, c, f in todo), report)
+    wanted = {key: config for key, config, _ in cells(args.table, args.backbone, args.seeds)}
+    runs = STORE.runs(wanted)
+    if runs:
+        page = concepts_page if args.table == "concepts" else scale_page
+        publish(f"benchmark_efficacy_{args.table}", page(runs, args.backbone))
 
 
 if __name__ == "__main__":

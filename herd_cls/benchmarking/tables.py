@@ -194,12 +194,12 @@ def ratio_at_most(
 
 
 def within_points(
-    rows: Rows, name: str, label: str, base: str, points: float, field="test_accuracy"
+    rows: Rows, name: str, label: str, base: str, points: float, key: Key = "test_accuracy"
 ) -> str | None:
     """Row ``label``'s accuracy is at most ``points`` percentage points below ``base``'s."""
     if not {label, base} <= set(rows):
         return None
-    ours, theirs = mean(rows, label, field), mean(rows, base, field)
+    ours, theirs = mean(rows, label, key), mean(rows, base, key)
     gap = 100 * (theirs - ours)
     return verdict(name, gap <= points, f"{ours:.4f} vs {theirs:.4f}, {gap:+.2f} points below")
 
