@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from herd_cls.benchmarking import markdown_table, provenance, publish, table_row
+from herd_cls.benchmarking import markdown_table, provenance, publish, spec, table_row
 from herd_cls.block_curvature import block_head_masses, on_blocks
 from herd_cls.curvature import block_mass, latent_hessian, method_names
 from herd_cls.derivatives import has_closed_form
@@ -222,51 +223,7 @@ def curvature_part(repeats: int) -> str:
     )
 
 
-TRAIN_JOBS = {  # label: (options with the penalty on; the README's flags otherwise)
-    "README default: resnet18, `--reg class`": ["--backbone", "resnet18"],
-    "conv autoencoder, `--reg class --wrt both`": [
-        "--backbone",
-        "conv",
-        "--decoder",
-        "--wrt",
-        "both",
-    ],
-    "conv autoencoder, `--reg class --wrt both --penalty-samples 64` (every image)": [
-        "--backbone",
-        "conv",
-        "--decoder",
-        "--wrt",
-        "both",
-        "--penalty-samples",
-        "64",
-    ],
-    "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": [
-        "--config",
-        "configs/timm_prelogits.yaml",
-    ],
-}
-# the scale note's bottlenecks (docs/efficacy.md): 10 blocks of width // 10 dims, the rest shared;
-# fewer repeats
-WIDTH_JOBS = {
-    f"resnet18, {w}-dim bottleneck": [
-        "--backbone",
-        "resnet18",
-        "--latent-dim",
-        str(w),
-        "--dims-per-class",
-        str(w // 10),
-        "--shared-dims",
-        str(w % 10),
-    ]
-    for w in (64, 128, 256, 512)
-}
-TRAIN_TARGETS = {
-    "README default: resnet18, `--reg class`": 1.1,
-    "conv autoencoder, `--reg class --wrt both`": 2.0,
-    "conv autoencoder, `--reg class --wrt both --penalty-samples 64` (every image)": 2.0,
-    "resnet18 pre-logits (d = 512, `configs/timm_prelogits.yaml`)": 1.2,
-    **{f"resnet18, {w}-dim bottleneck": 1.2 for w in (64, 128, 256, 512)},
-}
+SPEC = spec("benchmark_performance")
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
 
@@ -289,32 +246,41 @@ def _purity_shown(summary: dict) -> str:
     )
 
 
+def train_jobs(repeats: int) -> list[tuple[str, list[str], int, float]]:
+    """(label, options, runs, target) of each --part train job; the scale note's widths half as
+    many runs."""
+    jobs = [(k, shlex.split(j["options"]), repeats, j["target"]) for k, j in SPEC["train"].items()]
+    for w in SPEC["widths"]["dims"]:
+        options = f"--backbone resnet18 --latent-dim {w} --dims-per-class {w // 10} --shared-dims"
+        label = f"resnet18, {w}-dim bottleneck"
+        jobs.append(
+            (label, [*options.split(), str(w % 10)], max(1, repeats // 2), SPEC["widths"]["target"])
+        )
+    return jobs
+
+
 def train_part(repeats: int) -> str:
     rows = []
-    jobs = [(label, options, repeats) for label, options in TRAIN_JOBS.items()] + [
-        (label, options, max(1, repeats // 2)) for label, options in WIDTH_JOBS.items()
-    ]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, options, runs in jobs:
+        for label, options, runs, target in train_jobs(repeats):
             seconds = {"none": [], "class": []}
             for r in range(runs):  # interleaved
                 for reg in ("none", "class"):
                     s = _train(options + COMMON, reg, Path(tmp), f"{len(rows)}-{reg}-{r}")
                     seconds[reg].append(s["train_seconds"])
-            ratio = statistics.median(seconds["class"]) / statistics.median(seconds["none"])
-            target = TRAIN_TARGETS[label]
-            purity = _purity_shown(
-                json.loads((Path(tmp) / f"{len(rows)}-class-0" / "summary.json").read_text())
-            )
+            none, regularised = (statistics.median(seconds[k]) for k in ("none", "class"))
+            summary = json.loads((Path(tmp) / f"{len(rows)}-class-0" / "summary.json").read_text())
+            ratio = regularised / none
+            verdict = f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}"
             rows.append(
                 [
                     label,
                     runs,
-                    f"{statistics.median(seconds['none']):.1f}",
-                    f"{statistics.median(seconds['class']):.1f}",
+                    f"{none:.1f}",
+                    f"{regularised:.1f}",
                     f"{ratio:.2f}x",
-                    f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}",
-                    purity,
+                    verdict,
+                    _purity_shown(summary),
                 ]
             )
             print(table_row(rows[-1]), flush=True)
@@ -395,26 +361,6 @@ def distributed_part(repeats: int) -> str:
     )
 
 
-# label: (config overrides of the classifier or autoencoder, the regularised --reg's overrides)
-DEVICE_JOBS = {
-    "resnet18, 20-dim bottleneck": ({"backbone": "resnet18"}, {"reg": "class"}),
-    "resnet50, 20-dim bottleneck": ({"backbone": "resnet50"}, {"reg": "class"}),
-    "conv autoencoder": ({"backbone": "conv", "decoder": True}, {"reg": "class", "wrt": "both"}),
-    "Burgess autoencoder": (
-        {
-            "backbone": "burgess",
-            "decoder": True,
-            "recon_loss": "bce",
-            "alpha_cl": 0.0,
-            "latent_dim": 10,
-            "shared_dims": 1,
-            "head": "mlp",
-        },
-        {"reg": "universal", "wrt": "decoder-output"},
-    ),
-}
-
-
 def _device_step(overrides: dict, args, compiled: bool):
     """A training step closure on synthetic images for ``overrides``, and the model it trains."""
     from herd_cls.config import Config
@@ -482,7 +428,7 @@ def _images_per_second(step, args) -> tuple[float, float]:
 def device_part(args) -> str:
     rows = []
     for label in args.jobs:
-        base, regularised = DEVICE_JOBS[label]
+        base, regularised = SPEC["device"][label]["model"], SPEC["device"][label]["regularised"]
         for compiled in args.compile:
             rates = {}
             for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
@@ -541,7 +487,8 @@ def main() -> None:
     parser.add_argument("--part", choices=["curvature", "train", "distributed", "device"])
     device = parser.add_argument_group("--part device")
     device.add_argument("--device", default="cuda", help="cuda or cpu")
-    device.add_argument("--jobs", nargs="+", default=list(DEVICE_JOBS), choices=list(DEVICE_JOBS))
+    jobs = list(SPEC["device"])
+    device.add_argument("--jobs", nargs="+", default=jobs, choices=jobs)
     device.add_argument(
         "--compile",
         default="off,on",
