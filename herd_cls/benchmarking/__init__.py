@@ -17,9 +17,11 @@ from .store import (
     trained_run,
 )
 from .tables import (
+    TARGETS,
     Rows,
     above,
     at_least,
+    check,
     below,
     each_seed,
     group,
@@ -53,8 +55,10 @@ __all__ = [
     "stamp",
     "trained_run",
     "Rows",
+    "TARGETS",
     "above",
     "at_least",
+    "check",
     "below",
     "each_seed",
     "group",

@@ -166,12 +166,12 @@ def _beyond(rows, name, label, keys, others, sign) -> str | None:
     return verdict(name, ok, ", ".join(details))
 
 
-def paired_above(rows: Rows, name: str, label: str, base: str, field: str) -> str | None:
-    """Row ``label`` above ``base`` seed by seed on ``field``: more seeds up than down, and a mean
-    difference above its standard error."""
+def paired_above(rows: Rows, name: str, label: str, base: str, key: str) -> str | None:
+    """Row ``label`` above ``base`` seed by seed on the field ``key``: more seeds up than down, and
+    a mean difference above its standard error."""
     if not {label, base} <= set(rows):
         return None
-    d = paired(rows[base], rows[label], lambda r: r[field])
+    d = paired(rows[base], rows[label], lambda r: r[key])
     return verdict(
         name,
         d["up"] > d["down"] and d["mean"] > d["error"],
@@ -181,15 +181,15 @@ def paired_above(rows: Rows, name: str, label: str, base: str, field: str) -> st
 
 
 def ratio_at_most(
-    rows: Rows, name: str, label: str, base: str, field: str, bound: float, every_seed=False
+    rows: Rows, name: str, label: str, base: str, key: str, bound: float, every_seed=False
 ) -> str | None:
-    """``field`` of row ``label`` over the seed mean of ``base``'s is at most ``bound`` (in every
-    seed of ``label`` where ``every_seed``)."""
+    """``key`` of row ``label`` over the seed mean of ``base``'s is at most ``bound`` (in every seed
+    of ``label`` where ``every_seed``)."""
     if not {label, base} <= set(rows):
         return None
-    theirs = mean(rows, base, field)
-    ratios = [r[field] / theirs for r in rows[label]] if every_seed else []
-    ratios = ratios or [mean(rows, label, field) / theirs]
+    theirs = mean(rows, base, key)
+    ratios = [r[key] / theirs for r in rows[label]] if every_seed else []
+    ratios = ratios or [mean(rows, label, key) / theirs]
     return verdict(name, max(ratios) <= bound, ", ".join(f"{x:.2f}x" for x in ratios))
 
 
@@ -202,6 +202,27 @@ def within_points(
     ours, theirs = mean(rows, label, key), mean(rows, base, key)
     gap = 100 * (theirs - ours)
     return verdict(name, gap <= points, f"{ours:.4f} vs {theirs:.4f}, {gap:+.2f} points below")
+
+
+TARGETS = {
+    f.__name__: f for f in (at_least, above, below, paired_above, ratio_at_most, within_points)
+}
+
+
+def check(rows: Rows, target: dict, statistics: dict[str, Callable] | None = None) -> str | None:
+    """The verdict line of one target written as data, {"check": one of TARGETS, "name": ...,
+    "label": ..., and the check's other arguments}; a ``key`` or ``keys`` entry may name one of
+    ``statistics`` (functions of a row's records) instead of a record field."""
+    target, statistics = dict(target), statistics or {}
+    kind = target.pop("check")
+    if kind not in TARGETS:
+        raise ValueError(f"unknown target check {kind!r}; valid: {', '.join(TARGETS)}")
+    resolve = lambda key: statistics.get(key, key)
+    if "key" in target:
+        target["key"] = resolve(target["key"])
+    if "keys" in target:
+        target["keys"] = [resolve(k) for k in target["keys"]]
+    return TARGETS[kind](rows, **target)
 
 
 def publish(name: str, markdown: str) -> Path:
