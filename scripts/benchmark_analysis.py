@@ -26,8 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from herd_cls import benchmarking as bench
 
-from herd_cls.benchmarking import herd_cli, markdown_table, provenance, publish, readme_run
 
 TARGETS = {
     "first sweep": 20.0,
@@ -75,7 +75,7 @@ def many_classes(counts: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
             data = image_folder(Path(tmp) / f"data{k}", k)
-            herd_cli(
+            bench.herd_cli(
                 "train",
                 "--dataset",
                 "imagefolder",
@@ -124,8 +124,8 @@ def many_classes(counts: list[int]) -> None:
         "classes x 12 images (32x32), each trained one epoch (conv backbone, class HeRD); whole "
         "process, one run each, peak resident memory of the process; `python "
         f"scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at "
-        f"{provenance()}.\n\n"
-        + markdown_table(
+        f"{bench.provenance()}.\n\n"
+        + bench.markdown_table(
             [
                 "classes",
                 "report s",
@@ -139,7 +139,7 @@ def many_classes(counts: list[int]) -> None:
         )
         + "\n"
     )
-    publish("benchmark_analysis_classes", md)
+    bench.publish("benchmark_analysis_classes", md)
 
 
 def main() -> None:
@@ -157,7 +157,7 @@ def main() -> None:
     if args.classes:
         return many_classes(args.classes)
     with tempfile.TemporaryDirectory() as tmp:
-        run = readme_run(args.run, Path(tmp) / "default", "--quiet")
+        run = bench.readme_run(args.run, Path(tmp) / "default", "--quiet")
         commands = {
             "first sweep": ["sweep", "--class", "3"],
             "sweep": ["sweep", "--class", "3"],
@@ -174,7 +174,9 @@ def main() -> None:
                     for cached in Path(run).glob("posthoc_decoder.*"):
                         cached.unlink()
                 t0 = time.perf_counter()
-                herd_cli(*cmd, "--run", run, "--out", Path(tmp) / "out", stdout=subprocess.DEVNULL)
+                bench.herd_cli(
+                    *cmd, "--run", run, "--out", Path(tmp) / "out", stdout=subprocess.DEVNULL
+                )
                 times.append(time.perf_counter() - t0)
             target = TARGETS[name]
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
@@ -192,11 +194,11 @@ def main() -> None:
             )
     md = (
         f"Analysis commands on the default digits run, {args.repeats} runs each, whole process; "
-        f"`python scripts/benchmark_analysis.py` at {provenance()}.\n\n"
-        + markdown_table(["command", "best s", "worst s", "target s", ""], rows)
+        f"`python scripts/benchmark_analysis.py` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(["command", "best s", "worst s", "target s", ""], rows)
         + "\n"
     )
-    publish("benchmark_analysis", md)
+    bench.publish("benchmark_analysis", md)
 
 
 if __name__ == "__main__":

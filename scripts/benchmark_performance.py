@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from herd_cls.benchmarking import markdown_table, provenance, publish, spec, table_row
+from herd_cls import benchmarking as bench
 from herd_cls.block_curvature import block_head_masses, on_blocks
 from herd_cls.curvature import block_mass, latent_hessian, method_names
 from herd_cls.derivatives import has_closed_form
@@ -206,7 +206,7 @@ def curvature_part(repeats: int) -> str:
                     + ")"
                 )
             rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
-            print(table_row(rows[-1]), flush=True)
+            print(bench.table_row(rows[-1]), flush=True)
     return (
         f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of "
         f"{repeats} interleaved repetitions, ratio to the plain loss's forward and backward of the "
@@ -215,15 +215,15 @@ def curvature_part(repeats: int) -> str:
         "batch with 8 probe pairs (d <= 64). `reference` is one autograd Hessian per sample (the "
         "original code's way); exact is skipped where it takes seconds; `closed_form` forms the "
         "block head's exact H, `masses` its exact |H| masses without H (training's path). `python "
-        f"scripts/benchmark_performance.py --part curvature` at {provenance()}.\n\n"
-        + markdown_table(
+        f"scripts/benchmark_performance.py --part curvature` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(
             ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows
         )
         + "\n"
     )
 
 
-SPEC = spec("benchmark_performance")
+SPEC = bench.spec("benchmark_performance")
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
 
@@ -283,7 +283,7 @@ def train_part(repeats: int) -> str:
                     _purity_shown(summary),
                 ]
             )
-            print(table_row(rows[-1]), flush=True)
+            print(bench.table_row(rows[-1]), flush=True)
     return (
         f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), "
         "median of the interleaved runs (`runs` of each; the scale note's widths half as many), "
@@ -291,8 +291,8 @@ def train_part(repeats: int) -> str:
         "default `--hessian-method auto`. Purity: what the trained `--reg class` run's "
         "summary.json shows, the class-mean block purity of exact |H| on the test images with its "
         "standard error over them (purity is never shown as a probe estimate). `python "
-        f"scripts/benchmark_performance.py --part train` at {provenance()}.\n\n"
-        + markdown_table(
+        f"scripts/benchmark_performance.py --part train` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(
             ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
             rows,
         )
@@ -353,8 +353,8 @@ def distributed_part(repeats: int) -> str:
         f"batch), {repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
         f"Accuracy differs by {acc:.4f} (target ≤ 0.01: {'met' if acc <= 0.01 else 'MISSED'}), "
         f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). `python "
-        f"scripts/benchmark_performance.py --part distributed` at {provenance()}.\n\n"
-        + markdown_table(
+        f"scripts/benchmark_performance.py --part distributed` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(
             ["processes", "batch per process", "training s", "test accuracy", "block purity"], rows
         )
         + "\n"
@@ -450,7 +450,7 @@ def device_part(args) -> str:
                     f"{reg_mem:.0f}",
                 ]
             )
-            print(table_row(rows[-1]), flush=True)
+            print(bench.table_row(rows[-1]), flush=True)
     memory = (
         "peak allocated CUDA memory"
         if args.device.startswith("cuda")
@@ -462,8 +462,8 @@ def device_part(args) -> str:
         f"{args.steps} timed steps after 2 warm-up steps, "
         f"{'bf16 autocast' if args.amp else 'float32'}, torch.compile of the backbone off/on; "
         f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device "
-        f"{args.device}` at {provenance()}.\n\n"
-        + markdown_table(
+        f"{args.device}` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(
             [
                 "job",
                 "regularised",
@@ -519,7 +519,7 @@ def main() -> None:
         return (
             print(table)
             if args.print_only
-            else publish(f"benchmark_performance_device_{args.device}", table)
+            else bench.publish(f"benchmark_performance_device_{args.device}", table)
         )
     part = {
         "curvature": (curvature_part, 5),
@@ -527,7 +527,7 @@ def main() -> None:
         "distributed": (distributed_part, 1),
     }
     fn, default = part[args.part]
-    publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
+    bench.publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
 
 
 if __name__ == "__main__":

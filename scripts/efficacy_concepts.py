@@ -23,29 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from herd_cls import benchmarking as bench
 from herd_cls.analysis.evidence import Evidence
 from herd_cls.analysis.latents import collect, evaluating
 from herd_cls.analysis.scores import METRICS
-from herd_cls.benchmarking import (
-    ROOT,
-    Job,
-    ResultStore,
-    at_least,
-    group,
-    mean_std,
-    paired,
-    publish,
-    seed_table,
-    seeds_parser,
-    spec,
-    stamp,
-    trained_run,
-    verdict,
-    within_points,
-)
 from herd_cls.purity import measure_purity
 
-TABLES = spec("efficacy_concepts")
+TABLES = bench.spec("efficacy_concepts")
 HERD = "class HeRD"
 METRIC_NAMES = (
     "accuracy",
@@ -55,13 +39,13 @@ METRIC_NAMES = (
     "image_purity_median",
     "image_sweep_specificity",
 )
-STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
+STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
 
 
 def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's
     loss)."""
-    run = trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
+    run = bench.trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
     model = run.model
     with evaluating(model):
         data = collect(model, run.data("test"))
@@ -82,13 +66,13 @@ def score(folder: Path, overrides: dict) -> dict:
 def cells(table: str, backbone: str, seeds, settings=None, data=None):
     """(key, config, record fields) of every run of ``table`` (only ``settings`` and ``data`` if
     given)."""
-    spec = TABLES[table]
-    for name, data_overrides in spec["data"].items():
-        for label, overrides in spec["rows"].items():
+    parts = TABLES[table]
+    for name, data_overrides in parts["data"].items():
+        for label, overrides in parts["rows"].items():
             if (settings and label not in settings) or (data and name not in data):
                 continue
             for seed in seeds:
-                config = {**data_overrides, **spec["shared"], **overrides, "backbone": backbone}
+                config = {**data_overrides, **parts["shared"], **overrides, "backbone": backbone}
                 key = STORE.key(table, backbone, name, label, f"seed {seed}")
                 yield key, {**config, "seed": seed}, {"data": name, "setting": label, "seed": seed}
 
@@ -104,21 +88,21 @@ def value(r: dict, metric: str) -> float | None:
 
 def overall(metric: str):
     """A seed_table column: mean ± std over seeds of the metric's overall score."""
-    return lambda records: mean_std([value(r, metric) for r in records])
+    return lambda records: bench.mean_std([value(r, metric) for r in records])
 
 
 def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictly: bool) -> str:
     """Issue 29's target line: class HeRD's concept purity (activation AUC) paired against
     ``other``'s at equal accuracy (within 1 point); ``strictly``: above it by more than the standard
     error, not merely level."""
-    diff = paired(theirs, ours, lambda r: value(r, "concept_purity"))
+    diff = bench.paired(theirs, ours, lambda r: value(r, "concept_purity"))
     accuracy = lambda rs: np.mean([value(r, "accuracy") for r in rs])
     gap = 100 * (accuracy(theirs) - accuracy(ours))
     margin = max(diff["error"], 5e-4)  # a difference that rounds to 0.000 is none
     shown = diff["mean"] > margin
     ok = (shown if strictly else diff["mean"] >= -margin) and gap <= 1
     words = "below" if diff["mean"] < -margin else "level: no difference shown"
-    return verdict(
+    return bench.verdict(
         f"{name}: class HeRD's concept purity {'above' if strictly else 'at or above'} {other}'s "
         "at equal accuracy",
         ok,
@@ -140,15 +124,15 @@ CONCEPT_COLUMNS = [
 def concepts_page(runs: list[dict], backbone: str) -> str:
     rows, lines = {}, []
     for name in TABLES["concepts"]["data"]:
-        by = group([r for r in runs if r["data"] == name], order=TABLES["concepts"]["rows"])
+        by = bench.group([r for r in runs if r["data"] == name], order=TABLES["concepts"]["rows"])
         rows.update({(name, label): rs for label, rs in by.items()})
         for other, strictly in (("Concept Whitening", False), ("capsule control", True)):
             if HERD in by and other in by:
                 lines.append(against(name, other, by[other], by[HERD], strictly))
     return (
         f"{backbone} with a decoder, 12 epochs; every test image; `python "
-        f"scripts/efficacy_concepts.py --table concepts`, {stamp(runs)}.\n\n"
-        + seed_table(rows, CONCEPT_COLUMNS, lead=("data",))
+        f"scripts/efficacy_concepts.py --table concepts`, {bench.stamp(runs)}.\n\n"
+        + bench.seed_table(rows, CONCEPT_COLUMNS, lead=("data",))
         + "\n\nClass HeRD against each baseline (issue 29's target: at or above at equal "
         "accuracy):\n\n" + "\n".join(lines) + "\n"
     )
@@ -186,12 +170,12 @@ def mean_accuracy(records: list[dict]) -> float:
 
 
 def scale_page(runs: list[dict], backbone: str) -> str:
-    rows = group(runs, order=TABLES["scale"]["rows"])
+    rows = bench.group(runs, order=TABLES["scale"]["rows"])
     targets = [
-        at_least(
+        bench.at_least(
             rows, "median image ≥ 0.9 in at least 90% of classes", HERD, share_at_least_0_9, 0.9
         ),
-        within_points(
+        bench.within_points(
             rows, "accuracy within 1 point of `--reg none`", HERD, "none", 1, mean_accuracy
         ),
     ]
@@ -199,8 +183,8 @@ def scale_page(runs: list[dict], backbone: str) -> str:
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
         "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
         "image, seed means per class. `python scripts/efficacy_concepts.py --table scale`, "
-        f"{stamp(runs)}.\n\n"
-        + seed_table(rows, SCALE_COLUMNS)
+        f"{bench.stamp(runs)}.\n\n"
+        + bench.seed_table(rows, SCALE_COLUMNS)
         + "\n\nTargets (issue 29):\n\n"
         + "\n".join(t for t in targets if t)
         + "\n"
@@ -208,7 +192,7 @@ def scale_page(runs: list[dict], backbone: str) -> str:
 
 
 def main() -> None:
-    parser = seeds_parser(__doc__)
+    parser = bench.seeds_parser(__doc__)
     parser.add_argument("--table", choices=list(TABLES), default="concepts")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--settings", nargs="+", help="train only these rows (default: all)")
@@ -221,12 +205,12 @@ def main() -> None:
             f"{key}: "
             + ", ".join(f"{m} {value(r, m):.3f}" for m in METRIC_NAMES if value(r, m) is not None)
         )
-        STORE.fill((Job(key, c, partial(measure, f, c)) for key, c, f in todo), report)
+        STORE.fill((bench.Job(key, c, partial(measure, f, c)) for key, c, f in todo), report)
     wanted = {key: config for key, config, _ in cells(args.table, args.backbone, args.seeds)}
     runs = STORE.runs(wanted)
     if runs:
         page = concepts_page if args.table == "concepts" else scale_page
-        publish(f"benchmark_efficacy_{args.table}", page(runs, args.backbone))
+        bench.publish(f"benchmark_efficacy_{args.table}", page(runs, args.backbone))
 
 
 if __name__ == "__main__":

@@ -21,35 +21,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from herd_cls import benchmarking as bench
 from herd_cls.analysis.latents import collect
-from herd_cls.benchmarking import (
-    ROOT,
-    Job,
-    ResultStore,
-    at_least,
-    mean_std,
-    markdown_table,
-    publish,
-    seed_table,
-    seeds_parser,
-    spec,
-    stamp,
-    trained_run,
-    verdict,
-    verdicts,
-    within_points,
-)
 from herd_cls.config import Config
 from herd_cls.curvature import latent_hessian
 from herd_cls.purity import image_share, measure_purity
 
-SPEC = spec("efficacy_digits")
+SPEC = bench.spec("efficacy_digits")
 NONE = "none"
 SHIPPED = f"class, {Config.variant} (shipped)"
 assert SPEC["classifier"]["rows"][SHIPPED]["variant"] == Config.variant, "the shipped row moved"
 # "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed
 # in
-STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
+STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")
 
 
 def torch_ce_medians(model, data: dict, layout) -> list[float]:
@@ -66,7 +50,7 @@ def torch_ce_medians(model, data: dict, layout) -> list[float]:
 def measure(fields: dict, overrides: dict, folder: Path) -> dict:
     """Accuracy and both purity views on every test image (exact Hessians of the classifier's
     CE)."""
-    run = trained_run(folder, overrides)
+    run = bench.trained_run(folder, overrides)
     data = collect(run.model, run.data("test"))
     batches = zip(data["x"].split(256), data["y"].split(256))
     purity = measure_purity(run.model, batches, run.layout, "classifier", hessian_method="exact")
@@ -124,7 +108,7 @@ def class_mean(records: list[dict]) -> float:
 
 def per_seed_lowest(field: str):
     """mean ± std over seeds of each seed's lowest class."""
-    return lambda records: mean_std([min(r[field]) for r in records])
+    return lambda records: bench.mean_std([min(r[field]) for r in records])
 
 
 def fixed(statistic, fmt: str = "{:.3f}"):
@@ -134,7 +118,7 @@ def fixed(statistic, fmt: str = "{:.3f}"):
 BLOCK, MEDIAN = "block_purity_per_class", "image_purity_median_per_class"
 COLUMNS = [
     ("test_accuracy", "test accuracy"),
-    (lambda rs: mean_std([np.mean(r[BLOCK]) for r in rs]), "class-mean purity"),
+    (lambda rs: bench.mean_std([np.mean(r[BLOCK]) for r in rs]), "class-mean purity"),
     (fixed(lowest(BLOCK)), "lowest class"),
     (per_seed_lowest(BLOCK), "lowest class per seed"),
     (fixed(lambda rs: per_class(rs, "image_purity_mean_per_class").mean()), "image purity, mean"),
@@ -176,16 +160,18 @@ def classifier_page(results: dict, seeds) -> str:
     lines, classes = [], []
     for backbone, rows in results.items():
         lines += [
-            at_least(rows, f"{backbone}: mean block purity ≥ 0.9", SHIPPED, class_mean, 0.9),
-            at_least(rows, f"{backbone}: every class's purity ≥ 0.6", SHIPPED, lowest(BLOCK), 0.6),
-            at_least(
+            bench.at_least(rows, f"{backbone}: mean block purity ≥ 0.9", SHIPPED, class_mean, 0.9),
+            bench.at_least(
+                rows, f"{backbone}: every class's purity ≥ 0.6", SHIPPED, lowest(BLOCK), 0.6
+            ),
+            bench.at_least(
                 rows,
                 f"{backbone}: in every class the median image's own purity ≥ 0.9",
                 SHIPPED,
                 lowest(MEDIAN),
                 0.9,
             ),
-            within_points(
+            bench.within_points(
                 rows, f"{backbone}: test accuracy within 1 point of `--reg none`", SHIPPED, NONE, 1
             ),
         ]
@@ -196,12 +182,14 @@ def classifier_page(results: dict, seeds) -> str:
             ]
     records = [r for rows in results.values() for rs in rows.values() for r in rs]
     return (
-        f"`python scripts/efficacy_digits.py`, seeds {list(seeds)}, {stamp(records)}.\n\n"
-        + seed_table(flat(results), COLUMNS, lead=("backbone",))
+        f"`python scripts/efficacy_digits.py`, seeds {list(seeds)}, {bench.stamp(records)}.\n\n"
+        + bench.seed_table(flat(results), COLUMNS, lead=("backbone",))
         + f"\n\nPer class, `{SHIPPED}`, seed means:\n\n"
-        + markdown_table(["backbone", "view", *map(str, range(len(records[0][BLOCK])))], classes)
+        + bench.markdown_table(
+            ["backbone", "view", *map(str, range(len(records[0][BLOCK])))], classes
+        )
         + "\n\nTargets (efficacy issue; seed means, per class where it says so), the shipped "
-        "default against `--reg none`:\n\n" + verdicts(*lines) + "\n"
+        "default against `--reg none`:\n\n" + bench.verdicts(*lines) + "\n"
     )
 
 
@@ -216,29 +204,29 @@ def prelogits_page(results: dict, seeds) -> str:
                 continue
             ratio = class_mean(rows[ours]) / class_mean(rows[none])
             lines += [
-                at_least(
+                bench.at_least(
                     rows,
                     f"{name} in every class the median image's own share ≥ 0.9",
                     ours,
                     lowest(MEDIAN),
                     0.9,
                 ),
-                verdict(
+                bench.verdict(
                     f"{name} class-mean purity at least 2x `--reg none`",
                     ratio >= 2,
                     f"{ratio:.2f}x",
                 ),
-                within_points(
+                bench.within_points(
                     rows, f"{name} accuracy within 1 point of `--reg none`", ours, none, 1
                 ),
             ]
     records = [r for rows in results.values() for rs in rows.values() for r in rs]
     return (
         f"`python scripts/efficacy_digits.py --prelogits`, seeds {list(seeds)}, "
-        f"{stamp(records)}.\n\n"
-        + seed_table(flat(results), PRELOGITS_COLUMNS, lead=("backbone",))
+        f"{bench.stamp(records)}.\n\n"
+        + bench.seed_table(flat(results), PRELOGITS_COLUMNS, lead=("backbone",))
         + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the "
-        "same head:\n\n" + verdicts(*lines) + "\n"
+        "same head:\n\n" + bench.verdicts(*lines) + "\n"
     )
 
 
@@ -264,7 +252,7 @@ def prelogits_summary(results: dict) -> str:
 
 
 def main() -> None:
-    parser = seeds_parser(__doc__)
+    parser = bench.seeds_parser(__doc__)
     parser.add_argument("--prelogits", action="store_true", help="the pre-logits table (issue 23)")
     parser.add_argument("--backbones", nargs="+", help="default: the table's, from its spec")
     parser.add_argument(
@@ -278,7 +266,10 @@ def main() -> None:
         torch.set_num_threads(1)
         todo = cells(name, backbones, labels, args.seeds)
         STORE.fill(
-            (Job(key, s, partial(measure, f, {**s, "seed": f["seed"]})) for key, s, f in todo),
+            (
+                bench.Job(key, s, partial(measure, f, {**s, "seed": f["seed"]}))
+                for key, s, f in todo
+            ),
             report,
         )
     if not args.settings:  # the table also shows the candidates that were run
@@ -286,10 +277,10 @@ def main() -> None:
     wanted = {key: settings for key, settings, _ in cells(name, backbones, labels, args.seeds)}
     results = by_backbone(STORE.runs(wanted), backbones, labels)
     if args.prelogits:
-        publish("benchmark_efficacy_prelogits", prelogits_page(results, args.seeds))
-        publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))
+        bench.publish("benchmark_efficacy_prelogits", prelogits_page(results, args.seeds))
+        bench.publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))
     else:
-        publish("benchmark_efficacy_digits", classifier_page(results, args.seeds))
+        bench.publish("benchmark_efficacy_digits", classifier_page(results, args.seeds))
 
 
 if __name__ == "__main__":

@@ -20,19 +20,18 @@ from functools import partial
 import numpy as np
 import torch
 
+from herd_cls import benchmarking as bench
 from herd_cls.analysis.attacks import ATTACKS as REGISTRY
 from herd_cls.analysis.run_attacks import attack_run
 from herd_cls.analysis.sanity import sanity_checks
-from herd_cls.benchmarking import ROOT, Job, ResultStore, group, markdown_table, mean_std
-from herd_cls.benchmarking import publish, seeds_parser, spec, stamp, trained_run
 
-SETTINGS = spec("efficacy_robustness")["rows"]
+SETTINGS = bench.spec("efficacy_robustness")["rows"]
 SOURCE = "none"  # transfer attacks are crafted on this setting's run of the next seed
 ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]
 STRONG = ["pgd-linf", "apgd-ce"]
-RUN_DIR = ROOT / "runs" / "efficacy_robustness"
+RUN_DIR = bench.ROOT / "runs" / "efficacy_robustness"
 # "r1" ends every key: bump it when the evaluation changes, so older saved runs are not mixed in
-STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
+STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
 # the sanity checks that are signs of gradient masking, by check id, whichever attack flags them
 MASKING_SIGNS = {
     "falls-with-eps": "accuracy rises with eps",
@@ -53,7 +52,7 @@ PROTOCOL = {  # option: (default, help); the saved runs' settings include them
 
 def run_folder(label: str, seed: int, backbone: str):
     """The trained run of ``label`` and ``seed`` (trained now unless its folder is finished)."""
-    return trained_run(
+    return bench.trained_run(
         RUN_DIR / f"{backbone}-{SETTINGS[label]['reg']}-seed{seed}",
         {"dataset": "digits", "backbone": backbone, "seed": seed, **SETTINGS[label]},
     )
@@ -147,15 +146,15 @@ def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
     ]
     rows = []
     for label, runs in results.items():
-        clean = mean_std([r["default"]["clean"]["accuracy"] for r in runs])
+        clean = bench.mean_std([r["default"]["clean"]["accuracy"] for r in runs])
         for part, name, title in passes:
             accuracy = lambda e: [
                 r[part]["attacks"][name].get(e, {}).get("robust_accuracy") for r in runs
             ]
-            rows.append([label, title, clean, *(mean_std(accuracy(e)) for e in eps)])
-        worst = [f"**{mean_std([r['worst_of_all'][e] for r in runs])}**" for e in eps]
+            rows.append([label, title, clean, *(bench.mean_std(accuracy(e)) for e in eps)])
+        worst = [f"**{bench.mean_std([r['worst_of_all'][e] for r in runs])}**" for e in eps]
         rows.append([label, "**worst of all**", "", *worst])
-    return markdown_table(["--reg", "attack", "clean", *(f"eps {e}" for e in eps)], rows)
+    return bench.markdown_table(["--reg", "attack", "clean", *(f"eps {e}" for e in eps)], rows)
 
 
 def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
@@ -168,10 +167,12 @@ def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
         rows.append(
             [
                 label,
-                mean_std([x["gradients"]["margin_median"] for x in d]),
-                mean_std([x["attacks"]["apgd-ce"][mid]["gradients"]["margin_median"] for x in d]),
-                mean_std([x["gradients"]["tiny_share"] for x in d]),
-                mean_std([x["unbounded"]["robust_accuracy"] for x in d]),
+                bench.mean_std([x["gradients"]["margin_median"] for x in d]),
+                bench.mean_std(
+                    [x["attacks"]["apgd-ce"][mid]["gradients"]["margin_median"] for x in d]
+                ),
+                bench.mean_std([x["gradients"]["tiny_share"] for x in d]),
+                bench.mean_std([x["unbounded"]["robust_accuracy"] for x in d]),
                 listed or "none",
                 f"{fgsm}/{len(runs)}",
             ]
@@ -185,7 +186,7 @@ def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
         "masking signs (seeds)",
         "FGSM rises with eps (seeds; not counted)",
     ]
-    return markdown_table(columns, rows)
+    return bench.markdown_table(columns, rows)
 
 
 def per_class(results: dict[str, list[dict]], e: str) -> str:
@@ -195,14 +196,14 @@ def per_class(results: dict[str, list[dict]], e: str) -> str:
         worst = [r["default"]["worst_case"]["linf"][e]["per_class"] for r in runs]
         shifts = [r["default"]["attacks"]["apgd-ce"][e]["latent_shift"] for r in runs]
         shift = [
-            mean_std([np.nanmean([v for v in s[p] if v is not None]) for s in shifts])
+            bench.mean_std([np.nanmean([v for v in s[p] if v is not None]) for s in shifts])
             for p in ("own", "other", "shared")
         ]
         rows.append(
-            [label, *(mean_std([w[c] for w in worst]) for c in range(k)), " / ".join(shift)]
+            [label, *(bench.mean_std([w[c] for w in worst]) for c in range(k)), " / ".join(shift)]
         )
     columns = ["--reg", *(f"class {c}" for c in range(k)), "latent shift own / other / shared"]
-    return markdown_table(columns, rows)
+    return bench.markdown_table(columns, rows)
 
 
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
@@ -238,14 +239,14 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
 
 def page(seeds: list[int], args) -> str:
     wanted = {key: settings for key, settings, *_ in cells(seeds, args)}
-    results = group(STORE.runs(wanted), order=SETTINGS)
+    results = bench.group(STORE.runs(wanted), order=SETTINGS)
     eps = [str(e) for e in args.eps if e > 0]
     mid = eps[len(eps) // 2]
     seeds_done = {label: sorted(r["seed"] for r in runs) for label, runs in results.items()}
     return (
         f"Digits, `--backbone {args.backbone}`, seeds {seeds_done}, {args.n_samples} images per "
         "run; robust accuracy, mean ± std over seeds. `python scripts/efficacy_robustness.py`, "
-        f"{stamp(r for runs in results.values() for r in runs)}.\n\n"
+        f"{bench.stamp(r for runs in results.values() for r in runs)}.\n\n"
         + attacks_table(results, eps, args)
         + f"\n\nMasking diagnostics (APGD at eps {mid}):\n\n"
         + diagnostics(results, mid)
@@ -258,7 +259,7 @@ def page(seeds: list[int], args) -> str:
 
 
 def main() -> None:
-    parser = seeds_parser(__doc__)
+    parser = bench.seeds_parser(__doc__)
     parser.add_argument("--backbone", default="resnet18", help="backbone of every run")
     parser.add_argument("--eps", type=float, nargs="+", default=[0, 0.03, 0.1, 0.3], help="L-inf")
     for name, (default, text) in PROTOCOL.items():
@@ -268,11 +269,11 @@ def main() -> None:
         torch.set_num_threads(1)
         todo = cells(args.seeds, args)
         jobs = (
-            Job(k, s, partial(evaluate, label, seed, args.seeds, args))
+            bench.Job(k, s, partial(evaluate, label, seed, args.seeds, args))
             for k, s, label, seed in todo
         )
         STORE.fill(jobs, report)
-    publish("benchmark_efficacy_robustness", page(args.seeds, args))
+    bench.publish("benchmark_efficacy_robustness", page(args.seeds, args))
 
 
 if __name__ == "__main__":

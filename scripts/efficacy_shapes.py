@@ -25,41 +25,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from herd_cls import benchmarking as bench
 from herd_cls.analysis.sweep import decoded_block_effect
-from herd_cls.benchmarking import (
-    ROOT,
-    Job,
-    ResultStore,
-    check,
-    each_seed,
-    group,
-    herd_cli,
-    mean,
-    paired_table,
-    publish,
-    seed_table,
-    seeds_parser,
-    spec,
-    stamp,
-    trained_run,
-    verdict,
-    verdicts,
-)
 from herd_cls.builtin_data import make_shapes
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
 from herd_cls.models import create_model
 
-SPEC = spec("efficacy_shapes")
+SPEC = bench.spec("efficacy_shapes")
 TABLES = ("thesis", "class")
 UNIVERSAL = "universal HeRD, decoder output"  # the shipped forms: the targets' rows
-COMPOSITE = "beta-TCVAE + universal HeRD (decoder output)"
 CLASS_HERD = "class HeRD (decoder + classifier Hessian)"
 RANDOM = "random encoder"  # scored untrained
 # seed 0 of these rows draws its latent grid (herd-cls sweep) into docs/images/<name>
 GRIDS = {"autoencoder": "grid_autoencoder.png", UNIVERSAL: "grid_universal.png"}
 DEFAULT_STEPS = 3000  # the tables' budget; only its runs draw the published grids
-STORE = ResultStore(ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
+STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
 
 
 def held_out() -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray]]:
@@ -109,13 +90,13 @@ def class_scores(model, data, layout) -> dict:
     all_dims, own = class_migs(z, labels, factors, layout)
     zt, yt = torch.from_numpy(z[:2000]), torch.from_numpy(labels[:2000])
     effect = decoded_block_effect(model, zt, yt, layout, torch.from_numpy(z).std(0))
-    spec = sweep_specificity(effect)
+    specificity = sweep_specificity(effect)
     return {
         "class_mig_all_dims": float(np.mean(all_dims)),
         "class_mig_own_block": float(np.mean(own)),
         "class_mig_own_block_per_class": own,
-        "image_sweep_specificity": spec["sweep_specificity"],
-        "image_sweep_specificity_per_class": spec["sweep_specificity_per_class"],
+        "image_sweep_specificity": specificity["sweep_specificity"],
+        "image_sweep_specificity_per_class": specificity["sweep_specificity_per_class"],
         "recon_bce": recon,
     }
 
@@ -125,11 +106,13 @@ def draw_grid(folder: Path, name: str) -> str:
     copied to docs/images/``name``; returns that path."""
     from PIL import Image
 
-    herd_cli("sweep", "--run", folder, "--samples", "3", "--out", folder / "report", "--quiet")
-    target = ROOT / "docs" / "images" / name
+    bench.herd_cli(
+        "sweep", "--run", folder, "--samples", "3", "--out", folder / "report", "--quiet"
+    )
+    target = bench.ROOT / "docs" / "images" / name
     grid = Image.open(folder / "report" / "sweep_grid" / "grid.png")
     grid.convert("RGB").save(target, optimize=True)
-    return str(target.relative_to(ROOT))
+    return str(target.relative_to(bench.ROOT))
 
 
 def settings_of(table: str, label: str, steps: int) -> dict:
@@ -154,7 +137,7 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
             decoder=True,
         )
         return {"table": table, "setting": label, "seed": seed, **scores(model, data)}
-    run = trained_run(folder, {**settings, "seed": seed})
+    run = bench.trained_run(folder, {**settings, "seed": seed})
     r = {
         **scores(run.model, data, run.layout),
         "train_seconds": run.summary["train_seconds"],
@@ -178,9 +161,9 @@ def cells(tables, labels, seeds, steps):
 
 def targets(rows: dict[str, dict]) -> str:
     """The spec's targets, from the rows that were run, and one check the spec cannot state."""
-    return verdicts(
+    return bench.verdicts(
         *(
-            check(rows[t["table"]], {k: v for k, v in t.items() if k != "table"})
+            bench.check(rows[t["table"]], {k: v for k, v in t.items() if k != "table"})
             for t in SPEC["targets"]
         ),
         own_block_above_the_best_of(rows["class"], ("none", "beta-TCVAE")),
@@ -192,9 +175,11 @@ def own_block_above_the_best_of(rows: dict, others) -> str | None:
     and all dims."""
     if not {CLASS_HERD, *others} <= set(rows):
         return None
-    own = mean(rows, CLASS_HERD, "class_mig_own_block")
-    best = lambda o: max(mean(rows, o, k) for k in ("class_mig_own_block", "class_mig_all_dims"))
-    return verdict(
+    own = bench.mean(rows, CLASS_HERD, "class_mig_own_block")
+    best = lambda o: max(
+        bench.mean(rows, o, k) for k in ("class_mig_own_block", "class_mig_all_dims")
+    )
+    return bench.verdict(
         "class-specific: per-class MIG inside the own block above none and beta-TCVAE (their "
         "better of own block and all dims)",
         all(own > best(o) for o in others),
@@ -224,8 +209,8 @@ CLASS_COLUMNS = [
     ("image_sweep_specificity", "image sweep specificity"),
 ]
 PER_SEED = [
-    (each_seed("live_dims"), "live dims (per seed)"),
-    (each_seed("train_seconds", "{:.0f}"), "train s (per seed)"),
+    (bench.each_seed("live_dims"), "live dims (per seed)"),
+    (bench.each_seed("train_seconds", "{:.0f}"), "train s (per seed)"),
 ]
 RECON = [("recon_bce", "recon BCE")]
 
@@ -235,26 +220,26 @@ def tables(seeds, steps: int) -> tuple[str, str]:
     rows = {}
     for table in TABLES:
         wanted = {key: settings for key, settings, *_ in cells([table], None, seeds, steps)}
-        rows[table] = group(STORE.runs(wanted), order=SPEC[table]["rows"])
+        rows[table] = bench.group(STORE.runs(wanted), order=SPEC[table]["rows"])
     records = [r for t in rows.values() for rs in t.values() for r in rs]
     return summary(rows["thesis"], rows["class"]), (
         f"`python scripts/efficacy_shapes.py --steps {steps}`, seeds {seeds}, mean ± std; "
-        f"{stamp(records)}.\n\n**Benchmark validity and the thesis**:\n\n"
-        + seed_table(rows["thesis"], THESIS_COLUMNS + RECON + PER_SEED)
+        f"{bench.stamp(records)}.\n\n**Benchmark validity and the thesis**:\n\n"
+        + bench.seed_table(rows["thesis"], THESIS_COLUMNS + RECON + PER_SEED)
         + "\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard "
         "error):\n\n"
-        + paired_table(rows["thesis"], "autoencoder", THESIS_COLUMNS)
+        + bench.paired_table(rows["thesis"], "autoencoder", THESIS_COLUMNS)
         + "\n\n**Class-specific on an autoencoder**:\n\n"
-        + seed_table(rows["class"], CLASS_COLUMNS + RECON + PER_SEED)
+        + bench.seed_table(rows["class"], CLASS_COLUMNS + RECON + PER_SEED)
         + "\n\nPaired with none (the same seeds; mean difference ± its standard error):\n\n"
-        + paired_table(rows["class"], "none", CLASS_COLUMNS[2:])
+        + bench.paired_table(rows["class"], "none", CLASS_COLUMNS[2:])
         + f"\n\nTargets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and "
         f"{CLASS_HERD}), computed from the rows above:\n\n" + targets(rows) + "\n"
     )
 
 
 def main() -> None:
-    parser = seeds_parser(__doc__)
+    parser = bench.seeds_parser(__doc__)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="budget of every run")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
@@ -269,20 +254,20 @@ def main() -> None:
         for label, name in GRIDS.items():
             with tempfile.TemporaryDirectory() as tmp:
                 settings = settings_of("thesis", label, args.steps)
-                trained_run(Path(tmp) / "run", {**settings, "seed": 0})
+                bench.trained_run(Path(tmp) / "run", {**settings, "seed": 0})
                 print(draw_grid(Path(tmp) / "run", name), flush=True)
         return
     if not args.publish_only:
         data = held_out()
         todo = cells(args.tables, args.settings, args.seeds, args.steps)
         STORE.fill(
-            Job(key, settings, partial(measure, table, label, seed, settings, data))
+            bench.Job(key, settings, partial(measure, table, label, seed, settings, data))
             for key, settings, table, label, seed in todo
         )
     if args.steps == DEFAULT_STEPS:  # a screen at another budget publishes no table
         paragraph, page = tables(args.seeds, args.steps)
-        publish("benchmark_efficacy_shapes", page)
-        publish("benchmark_efficacy_shapes_summary", paragraph)
+        bench.publish("benchmark_efficacy_shapes", page)
+        bench.publish("benchmark_efficacy_shapes_summary", paragraph)
 
 
 if __name__ == "__main__":

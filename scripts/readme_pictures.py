@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from PIL import Image
+from herd_cls import benchmarking as bench
 
-from herd_cls.benchmarking import ROOT, herd_cli, provenance, readme_run
 
 PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the report folder
     "train_curves.png": "figures/run0_curves.png",
@@ -27,7 +27,7 @@ PICTURES = {  # docs/images/<name>: the file the commands wrote, relative to the
 
 
 def herd(*args) -> None:
-    herd_cli(*args, "--quiet")
+    bench.herd_cli(*args, "--quiet")
 
 
 def main() -> None:
@@ -42,12 +42,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = readme_run(args.run, Path(tmp) / "readme", "--quiet")
+        run = bench.readme_run(args.run, Path(tmp) / "readme", "--quiet")
         out = Path(tmp) / "report"
         herd("sweep", "--class", "3", "--run", run, "--out", str(out))
         herd("robustness", "--run", run, "--out", str(out))
         herd("report", "--run", run, "--out", str(out))
-        target = ROOT / "docs" / "images"
+        target = bench.ROOT / "docs" / "images"
         target.mkdir(parents=True, exist_ok=True)
         for name, source in PICTURES.items():
             image = Image.open(out / source).convert("RGB")
@@ -59,7 +59,7 @@ def main() -> None:
             print(target / name)
     (target / "README.md").write_text(
         "Pictures for the README, written by `python scripts/readme_pictures.py` from the "
-        f"README's default run, at {provenance()}.\n"
+        f"README's default run, at {bench.provenance()}.\n"
     )
 
 
