@@ -303,34 +303,17 @@ def train_part(repeats: int) -> str:
 def distributed_part(repeats: int) -> str:
     """2 gloo processes with half the batch against 1 process: throughput and the README run's
     numbers."""
-    env_free = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-    }
-    os.environ.clear()
-    os.environ.update(env_free)
-    torchrun = lambda n: [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(n),
-        "-m",  # noqa
-        "herd_cls",
-    ]
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # a launcher's own variables
+        os.environ.pop(name, None)
+    torchrun = lambda n: [sys.executable, *f"-m torch.distributed.run --nproc_per_node {n}".split()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = {1: [], 2: []}
         for r in range(repeats):
             for n in (1, 2):
-                runs[n].append(
-                    _train(
-                        ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"],
-                        "class",
-                        Path(tmp),
-                        f"{n}-{r}",
-                        *torchrun(n),
-                    )
-                )
+                options = ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"]
+                launcher = [*torchrun(n), "-m", "herd_cls"]
+                runs[n].append(_train(options, "class", Path(tmp), f"{n}-{r}", *launcher))
         for n in (1, 2):
             s = runs[n]
             rows.append(
@@ -364,25 +347,17 @@ def distributed_part(repeats: int) -> str:
 def _device_step(overrides: dict, args, compiled: bool):
     """A training step closure on synthetic images for ``overrides``, and the model it trains."""
     from herd_cls.config import Config
-    from herd_cls.models import create_model
+    from herd_cls.data import DataInfo
     from herd_cls.objective import Forward, batch_losses
-    from herd_cls.regularizers import create_regularizer, regularizer_class
+    from herd_cls.regularizers import create_regularizer
+    from herd_cls.run import build
 
-    size = args.image_size if "burgess" != overrides.get("backbone") else min(args.image_size, 64)
-    in_chans = 1 if overrides.get("backbone") == "burgess" else 3
-    cfg = Config(**{"num_classes": 10, **overrides}).validate()
+    burgess = overrides.get("backbone") == "burgess"
+    size, in_chans = (min(args.image_size, 64), 1) if burgess else (args.image_size, 3)
+    info = DataInfo(10, [str(c) for c in range(10)], in_chans, size)
+    cfg, model = build(Config(**{"num_classes": 10, **overrides}).validate(), info, None, None)
     device = torch.device(args.device)
-    model = create_model(
-        cfg.backbone,
-        num_classes=10,
-        in_chans=in_chans,
-        image_size=size,
-        latent_dim=cfg.latent_dim,
-        head=cfg.head,
-        decoder=cfg.decoder,
-        shared_dims=cfg.shared_dims,
-        variational=regularizer_class(cfg.reg).variational,
-    ).to(device)
+    model = model.to(device)
     model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
     reg = create_regularizer(cfg, model, 10_000).to(device) if cfg.reg != "none" else None
     forward = Forward(model)

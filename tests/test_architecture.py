@@ -110,8 +110,9 @@ def test_modules_and_functions_stay_small(module, path):
 
 
 def test_scripts_are_clients_of_the_public_library():
-    """A script imports no other script and no private name of herd_cls: what scripts share lives in
-    herd_cls.benchmarking, which this test's floors and tests/test_benchmarking.py cover."""
+    """A script imports no other script and no private name of herd_cls (nor reads one off a module
+    it imported, as in ``bench._x``): what scripts share lives in herd_cls.benchmarking, which this
+    test's floors and tests/benchmarking/ cover."""
     scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
     names = {p.stem for p in scripts}
     found = []
@@ -126,6 +127,9 @@ def test_scripts_are_clients_of_the_public_library():
                     private = [a.name for a in node.names if a.name.startswith("_")]
                     private += [p for p in node.module.split(".") if p.startswith("_")]
                     found += [(path.name, f"{node.module}.{p}") for p in private]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    found.append((path.name, f"{node.value.id}.{node.attr}"))
     assert not found, f"scripts importing another script or a private name: {found}"
 
 

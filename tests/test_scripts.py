@@ -1,6 +1,6 @@
-"""The benchmark scripts' own logic: the shapes part's per-class MIG and verdicts, and the GPU
-benchmark's compiled bf16 path run on the CPU. Scripts are imported from scripts/ here; no script
-imports another."""
+"""The benchmark scripts' own logic and specs: the shapes part's per-class MIG, every spec row a
+valid config and every shapes target a check on rows that exist, and the GPU benchmark's compiled
+bf16 path run on the CPU. Scripts are imported from scripts/ here; no script imports another."""
 
 import sys
 from pathlib import Path
@@ -79,49 +79,47 @@ def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
     assert "bf16 autocast" in out.stdout and "on `cpu`" in out.stdout
 
 
-def test_shapes_collapse_verdicts_read_every_seed():
-    """Issue 22's no-collapse targets hold only if every seed reconstructs within 1.5x of the
-    autoencoder's mean and keeps at least 5 live dims."""
-    from efficacy_shapes import UNIVERSAL, UNIVERSAL_ROWS, verdicts
+def _benchmark_configs():
+    """(script, settings) of every row each efficacy benchmark would train, from its spec."""
+    import efficacy_concepts
+    import efficacy_digits
+    import efficacy_robustness
+    import efficacy_shapes
 
-    ae = [{"seed": 0, "recon_bce": 0.02, "mig": 0.1}, {"seed": 1, "recon_bce": 0.02, "mig": 0.1}]
-    alive = [
-        {"seed": 0, "recon_bce": 0.029, "live_dims": 10, "mig": 0.1},
-        {"seed": 1, "recon_bce": 0.021, "live_dims": 5, "mig": 0.1},
-    ]
-    one_blank = [alive[0], {"seed": 1, "recon_bce": 0.031, "live_dims": 4, "mig": 0.1}]
-
-    def met(rows):
-        return {
-            line.split(": **")[0]: "**met**" in line
-            for line in verdicts({"autoencoder": ae, UNIVERSAL: rows}, {})
-        }
-
-    recon = (
-        f"- no collapse: {UNIVERSAL}, test reconstruction within 1.5x of the autoencoder's in "
-        "every seed"
-    )
-    live = f"- no collapse: {UNIVERSAL}, at least 5 live latent dims in every seed"
-    assert met(alive)[recon] and met(alive)[live]
-    assert not met(one_blank)[recon] and not met(one_blank)[live]
-    assert UNIVERSAL_ROWS == (UNIVERSAL,)
+    for table in efficacy_shapes.TABLES:
+        for label in efficacy_shapes.SPEC[table]["rows"]:
+            yield "shapes", efficacy_shapes.settings_of(table, label, 10)
+    for part in ("classifier", "pre-logits"):
+        spec = efficacy_digits.SPEC[part]
+        labels = [*spec["rows"], *spec.get("candidates", {})]
+        for _, settings, _ in efficacy_digits.cells(part, spec["backbones"], labels, [0]):
+            yield "digits", settings
+    for table in efficacy_concepts.TABLES:
+        for _, settings, _ in efficacy_concepts.cells(table, "resnet18", [0]):
+            yield "concepts", settings
+    for overrides in efficacy_robustness.SETTINGS.values():
+        yield "robustness", {"dataset": "digits", **overrides}
 
 
-def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_error():
-    from efficacy_shapes import UNIVERSAL, verdicts
+def test_every_benchmark_row_is_a_valid_config():
+    """A typo in a spec's overrides (an unknown key or choice) fails here, not hours into a run."""
+    from herd_cls.config import load_config
 
-    ae = [{"seed": s, "recon_bce": 0.02, "mig": m} for s, m in enumerate([0.10, 0.20, 0.05])]
+    checked = 0
+    for script, settings in _benchmark_configs():
+        if not settings.pop("untrained", False):  # the random encoder is scored untrained
+            load_config(overrides=settings)
+            checked += 1
+    assert checked > 30
 
-    def floor(migs):
-        rows = [
-            {"seed": s, "recon_bce": 0.02, "live_dims": 10, "mig": m} for s, m in enumerate(migs)
-        ]
-        line = next(
-            v for v in verdicts({"autoencoder": ae, UNIVERSAL: rows}, {}) if "issue 28 floor" in v
-        )
-        return "**met**" in line, line
 
-    assert floor([0.15, 0.25, 0.09])[0]  # +0.05, +0.05, +0.04: every seed up
-    assert not floor([0.30, 0.19, 0.04])[0]  # one seed far up, two down: the mean is not enough
-    ok, line = floor([0.11, 0.19, 0.30])  # 2 up, 1 down, mean +0.083 ± 0.084
-    assert not ok and "+0.083 ± 0.084 over 3 seeds, 2 up, 1 down" in line
+def test_every_shapes_target_names_a_check_and_rows_of_its_table():
+    from efficacy_shapes import SPEC
+
+    from herd_cls.benchmarking import TARGETS
+
+    for target in SPEC["targets"]:
+        rows = SPEC[target["table"]]["rows"]
+        named = [target["label"], target.get("base"), *target.get("others", [])]
+        assert target["check"] in TARGETS
+        assert all(n in rows for n in named if n is not None), target["name"]

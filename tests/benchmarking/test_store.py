@@ -1,10 +1,10 @@
-"""herd_cls.benchmarking: the result store resumes and refuses stale settings; tables; paired
-differences."""
+"""herd_cls.benchmarking.store: the result store resumes and refuses stale settings; a
+benchmark's spec is plain data."""
 
 import pytest
 
 from herd_cls.benchmarking import store as benchmarking
-from herd_cls.benchmarking import Job, ResultStore, group, markdown_table, mean_std, paired
+from herd_cls.benchmarking import Job, ResultStore
 
 
 def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
@@ -36,24 +36,16 @@ def test_store_reads_records_saved_without_a_fingerprint(tmp_path):
     assert store.runs({"x | p1": {"anything": 1}}) == [{"setting": "x", "commit": "c"}]
 
 
-def test_tables():
-    assert mean_std([1.0, None, 3.0]) == "2.000 ± 1.000" and mean_std([None]) == "–"
-    assert (
-        markdown_table(["a", "b"], [[1, ""], ["x", "y"]])
-        == "| a | b |\n|---|---|\n| 1 | |\n| x | y |"
+def test_a_spec_is_read_as_plain_data(tmp_path, monkeypatch):
+    """A spec file is safe_load-ed: a tag that would build a Python object is refused."""
+    import yaml
+
+    (tmp_path / "configs" / "benchmarks").mkdir(parents=True)
+    monkeypatch.setattr(benchmarking, "ROOT", tmp_path)
+    (tmp_path / "configs" / "benchmarks" / "b.yaml").write_text("rows: {none: {reg: none}}\n")
+    assert benchmarking.spec("b") == {"rows": {"none": {"reg": "none"}}}
+    (tmp_path / "configs" / "benchmarks" / "b.yaml").write_text(
+        "x: !!python/object/apply:os.getcwd []\n"
     )
-    records = [{"setting": "b", "i": 0}, {"setting": "a", "i": 1}, {"setting": "b", "i": 2}]
-    assert {k: [r["i"] for r in v] for k, v in group(records, order=["a", "b", "c"]).items()} == {
-        "a": [1],
-        "b": [0, 2],
-    }
-
-
-def test_paired_differences_match_records_by_seed_golden():
-    """other - base on the seeds both have (seed 3 has no partner): differences +1, -1, +3, mean 1,
-    standard error std([1, -1, 3], ddof=1) / sqrt(3) = 2 / sqrt(3); two up, one down."""
-    base = [{"seed": s, "v": v} for s, v in ((0, 1.0), (1, 2.0), (2, 0.0))]
-    other = [{"seed": s, "v": v} for s, v in ((0, 2.0), (1, 1.0), (2, 3.0), (3, 9.0))]
-    d = paired(base, other, lambda r: r["v"])
-    assert (d["pairs"], d["up"], d["down"]) == (3, 2, 1)
-    assert d["mean"] == pytest.approx(1.0) and d["error"] == pytest.approx(2 / 3**0.5)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        benchmarking.spec("b")
