@@ -1,6 +1,6 @@
 """What the metrics of one run read: the test split, its purity and attributions, gathered once, and
-the costlier views some metrics share (each block's decoded image change, the factor scores),
-computed on first use."""
+the costlier views some metrics share (each block's decoded image change, the decoder's curvature,
+the factor scores), computed on first use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import Tensor
 from ..layout import BlockLayout
 from ..models import LatentModel
 from ..purity import Purity
-from .decoder import FACTOR_SAMPLES
+from .decoder import FACTOR_SAMPLES, DecoderCurvature, decoder_curvature
 from .sweep import decoded_block_effect
 
 IMAGE_SWEEP_SAMPLES = 2000  # test images whose decoded sweeps measure image sweep specificity
@@ -48,6 +48,15 @@ class Evidence:
             return None
         n = IMAGE_SWEEP_SAMPLES
         return decoded_block_effect(self.model, self.z[:n], self.y[:n], self.layout, self.std)
+
+    @cached_property
+    def decoder_curvature(self) -> DecoderCurvature | None:
+        """The mean exact |H| of the reconstruction loss w.r.t. z on the first test images; None
+        without a decoder."""
+        if self.model.decode is None:
+            return None
+        recon_loss = (self.config or {}).get("recon_loss", "mse")
+        return decoder_curvature(self.model, self.x, self.z, recon_loss)
 
     @cached_property
     def factor_scores(self) -> dict[str, float] | None:

@@ -16,7 +16,7 @@ from ..purity import Purity, measure_purity
 from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .class_views import ImageSweeps, image_sweeps
-from .decoder import DecoderCurvature, LatentGrid, decoder_curvature, latent_grid
+from .decoder import DecoderCurvature, LatentGrid, latent_grid
 from .latents import collect
 from .scores import Evidence, Score, constant_metrics, score_all
 from .sweep import sweep
@@ -116,7 +116,8 @@ class RunAnalysis:
     # metric name -> why its value is fixed by construction
     constant: dict[str, str] = field(default_factory=dict)
     carriers: dict[int, Carriers] = field(default_factory=dict)
-    decoder_curvature: DecoderCurvature | None = None  # decoder runs only
+    # decoder runs only: the heatmap's mean |H|; its off-diagonal share is a score
+    decoder_curvature: DecoderCurvature | None = None
     # (K, K) decoder runs: row c, each block's sweep's change of class c's images
     block_effect: Tensor | None = None
     class_pages: bool = True  # False where classes say nothing about the run (universal HeRD)
@@ -216,7 +217,7 @@ def analyse(
         grid=latent_grid(run, test=data) if decoder else None,
         constant=constant_metrics(config),
         carriers={c: carriers(purity, x, data["logits"], c, measured=measured) for c in chosen},
-        decoder_curvature=decoder_curvature(model, x, z, cfg.recon_loss) if decoder else None,
+        decoder_curvature=evidence.decoder_curvature,
         class_pages=classes_meaningful(config),
     )
 

@@ -281,6 +281,23 @@ METRICS.add(
     )
 )
 
+METRICS.add(
+    Metric(
+        "decoder_off_diagonal",
+        "decoder curvature off the diagonal",
+        lambda ev: (
+            None
+            if ev.decoder_curvature is None
+            else Score(ev.decoder_curvature.off_diagonal, [math.nan] * ev.layout.num_classes)
+        ),
+        chance=lambda layout: 1 - 1 / layout.latent_dim,
+        higher_is_better=False,
+        help="share of the decoder's mean |Hessian| of the reconstruction loss w.r.t. z off its "
+        "diagonal, exact, on the first test images (0: each dim's curvature is its own; decoder "
+        "runs)",
+    )
+)
+
 
 def _factor_metric(key: str) -> Callable[[Evidence], Score | None]:
     def compute(ev: Evidence) -> Score | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..analysis.scores import METRICS
 from ..analysis.scores import metrics as registered_metrics
 from . import figures
 from .figure_views import (
@@ -199,8 +200,8 @@ def _decoder_hessian_view(a: RunAnalysis, folder: Path, tag: str) -> dict | None
     )
     return {
         "figure": relative_link(folder)(figure),
-        "off_diagonal": dc.off_diagonal,
-        "chance": 1 - 1 / a.layout.latent_dim,
+        "off_diagonal": a.scores["decoder_off_diagonal"].overall,
+        "chance": METRICS.get("decoder_off_diagonal").chance_level(a.layout),
         "samples": dc.samples,
     }
 

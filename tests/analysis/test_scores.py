@@ -204,3 +204,32 @@ def test_factor_metrics_are_registry_entries_scoring_latents_against_factors_and
     # one dim per factor: well separated
     assert METRICS.get("mig").compute(evidence(factors)).overall > 0.5
     assert METRICS.get("mig").compute(evidence(None)) is None
+
+
+def test_decoder_off_diagonal_is_a_metric_of_the_oracle_hessians():
+    """The decoder heatmap's off-diagonal share is a registry score: 1 - trace / sum of the mean
+    |H| of the reconstruction loss w.r.t. z, here with H from per-sample autograd; a decoder whose
+    pixels each read one dim scores 0; no decoder, no score."""
+    from torch.autograd.functional import hessian
+
+    torch.manual_seed(0)
+    layout = BlockLayout(2, 2)
+    z, x = torch.randn(6, 4), torch.rand(6, 5)
+    mixing = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 5))
+    # pixel j reads only z_j: the loss is a sum of one-dim terms
+    additive = lambda v: torch.cat([torch.tanh(v), torch.zeros(len(v), 1)], 1)
+    config = {"recon_loss": "mse"}
+
+    def score(decoder):
+        model = _Encoded(BlockHead(layout))
+        model.decode = decoder
+        ev = Evidence(model, layout, x, z, torch.arange(6) % 2, None, None, None, config)
+        return METRICS.get("decoder_off_diagonal").compute(ev)
+
+    loss = lambda v, i: ((mixing(v[None]) - x[i : i + 1]) ** 2).mean()
+    hbar = torch.stack([hessian(lambda v: loss(v, i), z[i]) for i in range(6)]).abs().mean(0)
+    expected = 1 - float(hbar.diagonal().sum() / hbar.sum())
+    assert score(mixing).overall == pytest.approx(expected, rel=1e-4) and 0.1 < expected < 1
+    assert score(additive).overall == pytest.approx(0.0, abs=1e-6)
+    assert score(None) is None
+    assert METRICS.get("decoder_off_diagonal").chance_level(layout) == pytest.approx(0.75)
