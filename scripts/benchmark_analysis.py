@@ -20,11 +20,7 @@ classes under 5 minutes.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from herd_cls import benchmarking as bench
 
@@ -57,51 +53,20 @@ def image_folder(
     return root
 
 
-def timed_cli(*args: str) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MB) of ``herd-cls ARGS`` in a process of its own; an
-    error stops."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herd_cls", *map(str, args)], stdout=subprocess.DEVNULL
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"herd-cls {' '.join(map(str, args))} failed")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
-
-
 def many_classes(counts: list[int]) -> None:
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
-            data = image_folder(Path(tmp) / f"data{k}", k)
-            bench.herd_cli(
-                "train",
-                "--dataset",
-                "imagefolder",
-                "--data-root",
-                data,
-                "--image-size",
-                "32",
-                "--epochs",
-                "1",
-                "--backbone",
-                "conv",
-                "--out-dir",
-                Path(tmp) / "runs",
-                "--name",
-                f"k{k}",
-                "--quiet",
-                stdout=subprocess.DEVNULL,
-            )
-            out, run = Path(tmp) / f"report{k}", Path(tmp) / "runs" / f"k{k}"
-            seconds[k], memory = timed_cli("report", "--run", run, "--out", out, "--quiet")
+            data, out, run = Path(tmp) / f"data{k}", Path(tmp) / f"report{k}", Path(tmp) / f"k{k}"
+            train = "train --dataset imagefolder --image-size 32 --epochs 1 --backbone conv"
+            options = ["--data-root", image_folder(data, k), "--out-dir", tmp, "--name", run.name]
+            bench.herd_cli(*train.split(), *options, "--quiet", quiet=True)
+            report = bench.herd_cli("report", "--run", run, "--out", out, "--quiet", quiet=True)
+            seconds[k] = report.seconds
             files = sum(1 for p in out.rglob("*") if p.is_file())
-            # fits the post-hoc decoder
-            timed_cli("sweep", "--run", run, "--class", "1", "--out", out, "--quiet")
-            sweep_s, sweep_mb = timed_cli(
-                "sweep", "--run", run, "--class", "1", "--out", out, "--quiet"
-            )
+            sweep = ["sweep", "--run", run, "--class", "1", "--out", out, "--quiet"]
+            bench.herd_cli(*sweep, quiet=True)  # fits the post-hoc decoder
+            swept = bench.herd_cli(*sweep, quiet=True)
             target = {
                 100: "≤ 2x the 10-class time: "
                 f"{'met' if 10 in seconds and seconds[k] <= 2 * seconds[10] else 'MISSED'}",
@@ -110,14 +75,15 @@ def many_classes(counts: list[int]) -> None:
             rows.append(
                 [
                     k,
-                    f"{seconds[k]:.1f}",
-                    f"{memory:.0f}",
+                    f"{report.seconds:.1f}",
+                    f"{report.peak_mb:.0f}",
                     files,
                     target,
-                    f"{sweep_s:.1f}",
-                    f"{sweep_mb:.0f}",
+                    f"{swept.seconds:.1f}",
+                    f"{swept.peak_mb:.0f}",
                 ]
             )
+    columns = ["classes", "report s", "report peak MB", "files written", "target", "sweep s"]
     md = (
         "`herd-cls report` (default `--classes worst`) and `herd-cls sweep --class 1` (default "
         "`--dims auto`, the post-hoc decoder already fitted) on generated image folders of K "
@@ -125,30 +91,26 @@ def many_classes(counts: list[int]) -> None:
         "process, one run each, peak resident memory of the process; `python "
         f"scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at "
         f"{bench.provenance()}.\n\n"
-        + bench.markdown_table(
-            [
-                "classes",
-                "report s",
-                "report peak MB",
-                "files written",
-                "target",
-                "sweep s",
-                "sweep peak MB",
-            ],
-            rows,
-        )
+        + bench.markdown_table([*columns, "sweep peak MB"], rows)
         + "\n"
     )
     bench.publish("benchmark_analysis_classes", md)
+
+
+COMMANDS = {  # what is timed, as typed after the run is given
+    "first sweep": ["sweep", "--class", "3"],
+    "sweep": ["sweep", "--class", "3"],
+    "attribute": ["attribute"],
+    "report": ["report"],
+    "robustness": ["robustness"],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--run", default=None, help="a trained default run (default: train one now)"
-    )
+    parser.add_argument("--run", help="a trained default run (default: train one now)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--classes", type=int, nargs="+", help="time the report at these class counts instead"
@@ -156,42 +118,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.classes:
         return many_classes(args.classes)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run = bench.readme_run(args.run, Path(tmp) / "default", "--quiet")
-        commands = {
-            "first sweep": ["sweep", "--class", "3"],
-            "sweep": ["sweep", "--class", "3"],
-            "attribute": ["attribute"],
-            "report": ["report"],
-            "robustness": ["robustness"],
-        }
-        rows = []
-        for name, cmd in commands.items():
+        for name, command in COMMANDS.items():
             times = []
             for _ in range(args.repeats):
-                # a run as train leaves it: no post-hoc decoder cached yet
-                if name == "first sweep":
+                if name == "first sweep":  # a run as train leaves it: no post-hoc decoder yet
                     for cached in Path(run).glob("posthoc_decoder.*"):
                         cached.unlink()
-                t0 = time.perf_counter()
-                bench.herd_cli(
-                    *cmd, "--run", run, "--out", Path(tmp) / "out", stdout=subprocess.DEVNULL
-                )
-                times.append(time.perf_counter() - t0)
+                out = ["--run", run, "--out", Path(tmp) / "out"]
+                times.append(bench.herd_cli(*command, *out, quiet=True).seconds)
             target = TARGETS[name]
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
-            label = f"`herd-cls {' '.join(cmd)}`" + (
+            label = f"`herd-cls {' '.join(command)}`" + (
                 " (first: fits the post-hoc decoder)" if name == "first sweep" else ""
             )
-            rows.append(
-                [
-                    label,
-                    f"{min(times):.1f}",
-                    f"{max(times):.1f}",
-                    "–" if target is None else f"≤ {target:.0f}",
-                    verdict,
-                ]
-            )
+            limit = "–" if target is None else f"≤ {target:.0f}"
+            rows.append([label, f"{min(times):.1f}", f"{max(times):.1f}", limit, verdict])
     md = (
         f"Analysis commands on the default digits run, {args.repeats} runs each, whole process; "
         f"`python scripts/benchmark_analysis.py` at {bench.provenance()}.\n\n"

@@ -3,6 +3,7 @@ they become (:mod:`.tables`). Scripts import from here."""
 
 from .store import (
     ROOT,
+    Finished,
     Job,
     ResultStore,
     commit,
@@ -42,6 +43,7 @@ from .tables import (
 
 __all__ = [
     "ROOT",
+    "Finished",
     "Job",
     "ResultStore",
     "commit",

@@ -7,7 +7,8 @@
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
-  :func:`herd_cli`, :func:`readme_run` and :func:`seeds_parser`.
+  :func:`herd_cli` (a command as a user types it, timed), :func:`readme_run` and
+  :func:`seeds_parser`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
@@ -184,29 +186,29 @@ def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
     return load_run(folder, device)
 
 
-def herd_cli(*args: str, **run_options) -> subprocess.CompletedProcess:
-    """Run ``herd-cls ARGS`` as a user would, in a process of its own; an error stops the script."""
-    return subprocess.run(
-        [sys.executable, "-m", "herd_cls", *map(str, args)], check=True, **run_options
-    )
+class Finished(NamedTuple):
+    seconds: float  # wall time of the whole process, start-up and imports included
+    peak_mb: float  # its peak resident memory
+
+
+def herd_cli(*args, quiet: bool = False) -> Finished:
+    """Run ``herd-cls ARGS`` as a user would, in a process of its own (its output hidden if
+    ``quiet``); an error stops the script with the command named."""
+    start = time.perf_counter()
+    out = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen([sys.executable, "-m", "herd_cls", *map(str, args)], stdout=out)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"herd-cls {' '.join(map(str, args))} failed")
+    return Finished(time.perf_counter() - start, usage.ru_maxrss / 1024)
 
 
 def readme_run(run: str | None, folder: Path, *options: str) -> str:
     """``run`` if given, else the README's default run (``train --backbone resnet18 --reg class``)
     trained into ``folder``."""
     if run is None:
-        herd_cli(
-            "train",
-            "--backbone",
-            "resnet18",
-            "--reg",
-            "class",
-            "--out-dir",
-            folder.parent,
-            "--name",
-            folder.name,
-            *options,
-        )
+        where = ["--out-dir", folder.parent, "--name", folder.name]
+        herd_cli(*"train --backbone resnet18 --reg class".split(), *where, *options)
         run = str(folder)
     return run
 

@@ -49,3 +49,10 @@ def test_a_spec_is_read_as_plain_data(tmp_path, monkeypatch):
     )
     with pytest.raises(yaml.constructor.ConstructorError):
         benchmarking.spec("b")
+
+
+def test_herd_cli_times_a_command_and_stops_on_a_failed_one():
+    finished = benchmarking.herd_cli("--help", quiet=True)
+    assert finished.seconds > 0 and finished.peak_mb > 1
+    with pytest.raises(SystemExit, match="herd-cls no-such-command failed"):
+        benchmarking.herd_cli("no-such-command", quiet=True)
