@@ -130,20 +130,14 @@ def _cell(name: str, d: int, method: str) -> None:
     """Print the growth of this process's peak RSS (MB) over one penalty step, after a plain warm-up
     (Linux: the peak is reset through /proc/self/clear_refs just before the step)."""
 
-    def status(key: str) -> float:
-        line = next(
-            x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key)
-        )
-        return float(line.split()[1]) / 1024
-
     torch.manual_seed(0)
     head, target, loss = _heads(d)[name]
     z = torch.randn(BATCH, d, requires_grad=True)
     _penalty_fn("plain", head, target, loss, d)(z).backward()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = status("VmRSS")
+    bench.reset_peak_memory()
+    before = bench.resident_memory_mb(peak=False)
     _penalty_fn(method, head, target, loss, d)(z).backward()
-    print(status("VmHWM") - before)
+    print(bench.resident_memory_mb() - before)
 
 
 def _methods(name: str, head, loss: str, d: int) -> list[str]:
@@ -385,8 +379,8 @@ def _images_per_second(step, args) -> tuple[float, float]:
     sync()
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    else:  # Linux: reset the peak resident memory to the present one
-        Path("/proc/self/clear_refs").write_text("5")
+    else:
+        bench.reset_peak_memory()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
@@ -395,7 +389,7 @@ def _images_per_second(step, args) -> tuple[float, float]:
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if args.device.startswith("cuda")
-        else float(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+        else bench.resident_memory_mb()
     )
     return args.batch * args.steps / seconds, peak
 

@@ -186,6 +186,17 @@ def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
     return load_run(folder, device)
 
 
+def reset_peak_memory() -> None:
+    """Make this process's peak resident memory its present one (Linux's /proc/self/clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def resident_memory_mb(peak: bool = True) -> float:
+    """This process's peak (VmHWM) or present (VmRSS) resident memory, in MB (Linux)."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    return float(Path("/proc/self/status").read_text().split(key)[1].split()[0]) / 1024
+
+
 class Finished(NamedTuple):
     seconds: float  # wall time of the whole process, start-up and imports included
     peak_mb: float  # its peak resident memory

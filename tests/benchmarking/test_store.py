@@ -56,3 +56,12 @@ def test_herd_cli_times_a_command_and_stops_on_a_failed_one():
     assert finished.seconds > 0 and finished.peak_mb > 1
     with pytest.raises(SystemExit, match="herd-cls no-such-command failed"):
         benchmarking.herd_cli("no-such-command", quiet=True)
+
+
+def test_peak_memory_is_reset_to_the_present_and_grows_with_an_allocation():
+    benchmarking.reset_peak_memory()
+    present = benchmarking.resident_memory_mb(peak=False)
+    assert benchmarking.resident_memory_mb() == pytest.approx(present, abs=2)
+    block = bytearray(64 * 2**20)  # 64 MB, touched
+    block[::4096] = b"x" * len(block[::4096])
+    assert benchmarking.resident_memory_mb() > present + 50
