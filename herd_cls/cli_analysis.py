@@ -264,10 +264,12 @@ def robustness(
     Every result carries sanity checks that tell robustness from gradient masking: accuracy falls as
     eps grows; white-box attacks at eps >= 0.3, and PGD at an unbounded eps of 1, leave about no
     image correct; gradient-free and transfer attacks are not stronger than the white-box ones;
-    input gradients do not vanish. Each is printed as pass or FLAG. Saves robustness.json in each
-    run folder and robustness.html in the report folder (the last line printed).
+    input gradients do not vanish. Each is printed as pass or FLAG, and the flags that point at
+    gradient masking are named. Saves robustness.json in each run folder and robustness.html in the
+    report folder (the last line printed).
     """
     from . import commands
+    from .analysis.sanity import masking_signs
     from .run import load_run
 
     runs = [load_run(run_path)] + ([load_run(compare_path)] if compare_path else [])
@@ -288,8 +290,10 @@ def robustness(
                 + "  ".join(f"eps {e}: {row['robust_accuracy']:.3f}" for e, row in table.items())
             )
         flagged = [c for c in res["checks"] if not c["passed"]]
+        signs = ", ".join(masking_signs(res["checks"])) or "no sign of it"
         click.echo(
-            f"  sanity checks: {len(res['checks']) - len(flagged)} pass, {len(flagged)} FLAG"
+            f"  sanity checks: {len(res['checks']) - len(flagged)} pass, {len(flagged)} FLAG; "
+            f"gradient masking: {signs}"
         )
         for check in res["checks"]:
             click.echo(

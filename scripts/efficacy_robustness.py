@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from herd_cls import benchmarking as bench
-from herd_cls.analysis.attacks import ATTACKS as REGISTRY
 from herd_cls.analysis.run_attacks import attack_run
-from herd_cls.analysis.sanity import sanity_checks
+from herd_cls.analysis.sanity import masking_signs, sanity_checks
 
 SETTINGS = bench.spec("efficacy_robustness")["rows"]
 SOURCE = "none"  # transfer attacks are crafted on this setting's run of the next seed
@@ -32,15 +31,6 @@ STRONG = ["pgd-linf", "apgd-ce"]
 RUN_DIR = bench.ROOT / "runs" / "efficacy_robustness"
 # "r1" ends every key: bump it when the evaluation changes, so older saved runs are not mixed in
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
-# the sanity checks that are signs of gradient masking, by check id, whichever attack flags them
-MASKING_SIGNS = {
-    "falls-with-eps": "accuracy rises with eps",
-    "gradient-free-not-stronger": "Square beats the white-box attacks",
-    "transfer-not-stronger": "transfer from none beats the white-box attacks",
-    "unbounded": "unbounded PGD leaves images correct",
-    "gradients-not-vanishing": "vanishing input gradients",
-    "gradients-finite": "zero or non-finite loss gradients",
-}
 PROTOCOL = {  # option: (default, help); the saved runs' settings include them
     "n_samples": (200, "class-balanced test images attacked per run"),
     "steps": (10, "iterations of the default attacks (the CLI's)"),
@@ -113,25 +103,22 @@ def report(key: str, r: dict) -> str:
     )
 
 
-def failed_checks(r: dict) -> list[tuple[str, str | None]]:
-    """(id, attack) of every flagged check of the run, both passes (a pass saved before checks
-    carried ids is checked again from its numbers)."""
+def checks(r: dict) -> list[dict]:
+    """The sanity checks of the run, both passes (a pass saved before checks carried ids is checked
+    again from its numbers)."""
     passes = [r[p] for p in ("default", "strong")]
-    checks = [
+    return [
         c
         for p in passes
         for c in (p["checks"] if all("id" in c for c in p["checks"]) else sanity_checks(p))
     ]
-    return [(c["id"], c["attack"]) for c in checks if c["verdict"] == "flag"]
 
 
-def masking_signs(r: dict) -> list[str]:
-    """The masking signs among the run's failed checks, both passes. Single-step FGSM rising with
-    eps is left out (a fixed step of size eps overshoots; it is listed apart): the iterative attacks
-    decide."""
-    single_step = lambda attack: attack in REGISTRY and not REGISTRY.get(attack).iterative
-    return sorted(
-        {MASKING_SIGNS[i] for i, a in failed_checks(r) if i in MASKING_SIGNS and not single_step(a)}
+def fgsm_rises(r: dict) -> bool:
+    """FGSM's accuracy rises with eps (not a masking sign: a fixed step of size eps overshoots)."""
+    return any(
+        (c["id"], c["attack"], c["verdict"]) == ("falls-with-eps", "fgsm", "flag")
+        for c in checks(r)
     )
 
 
@@ -160,10 +147,10 @@ def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
 def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
     rows = []
     for label, runs in results.items():
-        signs = [s for r in runs for s in masking_signs(r)]
+        signs = [s for r in runs for s in masking_signs(checks(r))]
         listed = ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs)))
         d = [r["default"] for r in runs]
-        fgsm = sum(("falls-with-eps", "fgsm") in failed_checks(r) for r in runs)
+        fgsm = sum(map(fgsm_rises, runs))
         rows.append(
             [
                 label,
@@ -209,7 +196,7 @@ def per_class(results: dict[str, list[dict]], e: str) -> str:
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
     lines = []
     for label, runs in results.items():
-        signs = {r["seed"]: masking_signs(r) for r in runs if masking_signs(r)}
+        signs = {r["seed"]: masking_signs(checks(r)) for r in runs if masking_signs(checks(r))}
         listed = "; ".join(f"seed {seed}: {', '.join(s)}" for seed, s in signs.items())
         lines.append(
             f"- {label}: gradient masking **{'RULED IN' if signs else 'ruled out'}** "

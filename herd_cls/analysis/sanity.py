@@ -9,6 +9,9 @@ result name it is about, or None), ``verdict`` ("pass" or "flag"), ``passed`` (t
   ``large-eps``;
 - across attacks: ``beats-single-step``, ``gradient-free-not-stronger``, ``transfer-not-stronger``;
 - for the model: ``unbounded``, ``gradients-not-vanishing``, ``gradients-finite``.
+
+:func:`masking_signs` reads the flagged checks that point at gradient masking rather than at a weak
+attack or a bug.
 """
 
 from __future__ import annotations
@@ -31,6 +34,31 @@ class Tolerances:
     large_eps_accuracy: float = 0.1  # what a white-box L-inf attack may leave at eps >= 0.3
     unbounded_accuracy: float = 0.02  # what PGD at eps 1 may leave
     tiny_share: float = 0.05  # the share of images with a vanishing margin gradient
+
+
+# the checks whose flag is a sign of gradient masking, by id: the sign in words
+MASKING_SIGNS = {
+    "falls-with-eps": "accuracy rises with eps",
+    "gradient-free-not-stronger": "Square beats the white-box attacks",
+    "transfer-not-stronger": "transfer beats the white-box attacks",
+    "unbounded": "unbounded PGD leaves images correct",
+    "gradients-not-vanishing": "vanishing input gradients",
+    "gradients-finite": "zero or non-finite loss gradients",
+}
+
+
+def masking_signs(checks: list[dict]) -> list[str]:
+    """The gradient-masking signs (:data:`MASKING_SIGNS`) among the flagged ``checks``, each once,
+    sorted; none: masking is ruled out. A single-step attack's accuracy rising with eps is not one
+    (a fixed step of size eps overshoots): the iterative attacks decide."""
+    single_step = lambda name: name in ATTACKS and not ATTACKS.get(name).iterative
+    return sorted(
+        {
+            MASKING_SIGNS[c["id"]]
+            for c in checks
+            if c["verdict"] == "flag" and c["id"] in MASKING_SIGNS and not single_step(c["attack"])
+        }
+    )
 
 
 def _check(check_id: str, attack: str | None, passed: bool, message: str, detail: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..analysis.sanity import masking_signs
 from ..layout import BlockLayout
 from . import figures, sweep_figures
 from .figure_views import (
@@ -193,6 +194,7 @@ def _robustness_run_view(
             )
         ),
         "flagged": sum(not c["passed"] for c in res["checks"]),
+        "masking_signs": masking_signs(res["checks"]),
         "confusion": rel(
             figures.confusion_heatmap(
                 res["attacks"][strongest][eps_mid]["confusion"],

@@ -107,7 +107,8 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "pass, 0 FLAG" in res.output and "    FLAG  " not in res.output
+    assert "pass, 0 FLAG; gradient masking: no sign of it" in res.output
+    assert "    FLAG  " not in res.output
     assert "pass  unbounded pgd-linf (eps 1) leaves no image correct" in res.output
     saved = json.loads((run_dir / "robustness.json").read_text())
     assert saved["attacks"]["pgd-linf"]["0.0"]["robust_accuracy"] == saved["clean"]["accuracy"]
@@ -125,6 +126,7 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
 
     # overall curves, gradient norms, confusion, one curve per class
     assert len(check_page(page).images) == 3 + 10
+    assert "Gradient masking: <b>no sign</b> of it" in page.read_text()
 
     bad = runner.invoke(main, ["robustness", "--run", str(run_dir), "--eps", "-0.1"])
     assert bad.exit_code != 0 and "outside [0, 1]" in bad.output and "Traceback" not in bad.output

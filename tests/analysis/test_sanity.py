@@ -1,6 +1,6 @@
 """The gradient-masking checks on synthetic numbers: each flags what it should, by id."""
 
-from herd_cls.analysis.sanity import Tolerances, sanity_checks
+from herd_cls.analysis.sanity import Tolerances, masking_signs, sanity_checks
 
 
 def synthetic(accs: dict, clean: float = 0.9) -> dict:
@@ -113,3 +113,15 @@ def test_model_checks_and_attacks_no_longer_registered():
     assert v["falls-with-eps", "gone"] == "flag" and v["not-above-clean", "gone"] == "flag"
     assert v["unbounded", "pgd-linf"] == "flag"
     assert v["gradients-not-vanishing", None] == "pass" and v["gradients-finite", None] == "flag"
+
+
+def test_masking_signs_name_the_flags_that_point_at_masking_and_not_a_single_step_overshoot():
+    rising = {"0": 0.9, "0.1": 0.01, "0.3": 0.02}  # accuracy rises from eps 0.1 to 0.3
+    assert masking_signs(sanity_checks(synthetic({"fgsm": rising}))) == []
+    signs = masking_signs(
+        sanity_checks(synthetic({"apgd-ce": rising, "square": {"0.1": 0.0, "0.3": 0.0}}))
+    )
+    assert signs == ["Square beats the white-box attacks", "accuracy rises with eps"]
+    # a flag that is not a masking sign (a white-box attack too weak at eps 0.3) names none
+    weak = sanity_checks(synthetic({"pgd-linf": {"0": 0.9, "0.1": 0.5, "0.3": 0.5}}))
+    assert any(c["verdict"] == "flag" for c in weak) and masking_signs(weak) == []
