@@ -85,11 +85,7 @@ def many_classes(counts: list[int]) -> None:
             )
     columns = ["classes", "report s", "report peak MB", "files written", "target", "sweep s"]
     md = (
-        "`herd-cls report` (default `--classes worst`) and `herd-cls sweep --class 1` (default "
-        "`--dims auto`, the post-hoc decoder already fitted) on generated image folders of K "
-        "classes x 12 images (32x32), each trained one epoch (conv backbone, class HeRD); whole "
-        "process, one run each, peak resident memory of the process; `python "
-        f"scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at "
+        f"`python scripts/benchmark_analysis.py --classes {' '.join(map(str, counts))}` at "
         f"{bench.provenance()}.\n\n"
         + bench.markdown_table([*columns, "sweep peak MB"], rows)
         + "\n"

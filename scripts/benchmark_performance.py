@@ -202,14 +202,8 @@ def curvature_part(repeats: int) -> str:
             rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
             print(bench.table_row(rows[-1]), flush=True)
     return (
-        f"Per batch of {BATCH}: forward, curvature, penalty and backward through it; median of "
-        f"{repeats} interleaved repetitions, ratio to the plain loss's forward and backward of the "
-        "same head; peak of extra resident memory (RSS) of one step in a fresh process at d = 16, "
-        "128, 512; purity err: |estimate - exact| of the squared-Frobenius block purity of the "
-        "batch with 8 probe pairs (d <= 64). `reference` is one autograd Hessian per sample (the "
-        "original code's way); exact is skipped where it takes seconds; `closed_form` forms the "
-        "block head's exact H, `masses` its exact |H| masses without H (training's path). `python "
-        f"scripts/benchmark_performance.py --part curvature` at {bench.provenance()}.\n\n"
+        f"Median of {repeats} interleaved repetitions. `python scripts/benchmark_performance.py "
+        f"--part curvature` at {bench.provenance()}.\n\n"
         + bench.markdown_table(
             ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows
         )
@@ -221,13 +215,10 @@ SPEC = bench.spec("benchmark_performance")
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
 
-def _train(options: list[str], reg: str, out: Path, name: str, *launcher: str) -> dict:
-    command = [*launcher] if launcher else [sys.executable, "-m", "herd_cls"]
-    subprocess.run(
-        [*command, "train", *options, "--reg", reg, "--out-dir", str(out), "--name", name],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+def _train(options: list[str], reg: str, out: Path, name: str, processes: int = 1) -> dict:
+    """The summary.json of ``herd-cls train OPTIONS --reg REG`` run into ``out/name``."""
+    where = ["--out-dir", out, "--name", name]
+    bench.herd_cli("train", *options, "--reg", reg, *where, quiet=True, processes=processes)
     return json.loads((out / name / "summary.json").read_text())
 
 
@@ -279,12 +270,7 @@ def train_part(repeats: int) -> str:
             )
             print(bench.table_row(rows[-1]), flush=True)
     return (
-        f"Training seconds of 2 epochs (penalty on from the first step: `{' '.join(COMMON)}`), "
-        "median of the interleaved runs (`runs` of each; the scale note's widths half as many), "
-        "`--reg class` against `--reg none` with the same options; the curvature path is the "
-        "default `--hessian-method auto`. Purity: what the trained `--reg class` run's "
-        "summary.json shows, the class-mean block purity of exact |H| on the test images with its "
-        "standard error over them (purity is never shown as a probe estimate). `python "
+        f"`{' '.join(COMMON)}`, median of the interleaved runs. `python "
         f"scripts/benchmark_performance.py --part train` at {bench.provenance()}.\n\n"
         + bench.markdown_table(
             ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
@@ -299,15 +285,13 @@ def distributed_part(repeats: int) -> str:
     numbers."""
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # a launcher's own variables
         os.environ.pop(name, None)
-    torchrun = lambda n: [sys.executable, *f"-m torch.distributed.run --nproc_per_node {n}".split()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = {1: [], 2: []}
         for r in range(repeats):
             for n in (1, 2):
                 options = ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"]
-                launcher = [*torchrun(n), "-m", "herd_cls"]
-                runs[n].append(_train(options, "class", Path(tmp), f"{n}-{r}", *launcher))
+                runs[n].append(_train(options, "class", Path(tmp), f"{n}-{r}", n))
         for n in (1, 2):
             s = runs[n]
             rows.append(
@@ -325,9 +309,7 @@ def distributed_part(repeats: int) -> str:
             x["train_seconds"] for x in runs[2]
         )
     return (
-        "The README job (`--backbone resnet18 --reg class`, 12 epochs) under torchrun with gloo "
-        "on this CPU: 1 process with batch 64 against 2 with batch 32 each (the same global "
-        f"batch), {repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
+        f"{repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
         f"Accuracy differs by {acc:.4f} (target ≤ 0.01: {'met' if acc <= 0.01 else 'MISSED'}), "
         f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). `python "
         f"scripts/benchmark_performance.py --part distributed` at {bench.provenance()}.\n\n"
@@ -420,18 +402,11 @@ def device_part(args) -> str:
                 ]
             )
             print(bench.table_row(rows[-1]), flush=True)
-    memory = (
-        "peak allocated CUDA memory"
-        if args.device.startswith("cuda")
-        else "peak resident memory of the process"
-    )
     return (
-        f"Training steps on synthetic tensors on `{args.device}`: batch {args.batch}, "
-        f"{args.image_size}x{args.image_size} images (Burgess: at most 64x64, one channel), "
-        f"{args.steps} timed steps after 2 warm-up steps, "
-        f"{'bf16 autocast' if args.amp else 'float32'}, torch.compile of the backbone off/on; "
-        f"memory: {memory} (MB). `python scripts/benchmark_performance.py --part device --device "
-        f"{args.device}` at {bench.provenance()}.\n\n"
+        f"`{args.device}`, batch {args.batch}, {args.image_size}x{args.image_size} images, "
+        f"{args.steps} timed steps, {'bf16 autocast' if args.amp else 'float32'}. `python "
+        f"scripts/benchmark_performance.py --part device --device {args.device}` at "
+        f"{bench.provenance()}.\n\n"
         + bench.markdown_table(
             [
                 "job",

@@ -139,26 +139,17 @@ PRELOGITS_COLUMNS = [
 ]
 
 
-def by_backbone(records: list[dict], backbones, labels) -> dict[str, dict[str, list[dict]]]:
-    """{backbone: {label: records}}, in the order asked."""
+def by_backbone(results: bench.Rows) -> dict[str, bench.Rows]:
+    """{backbone: {label: records}} of the table's rows {(backbone, label): records}."""
     found = {}
-    for r in records:
-        found.setdefault(r["backbone"], {}).setdefault(r["setting"], []).append(r)
-    return {
-        b: {label: found[b][label] for label in labels if label in found[b]}
-        for b in backbones
-        if b in found
-    }
+    for (backbone, label), records in results.items():
+        found.setdefault(backbone, {})[label] = records
+    return found
 
 
-def flat(results: dict) -> dict:
-    """{(backbone, label): records}: the table's rows."""
-    return {(b, label): rs for b, rows in results.items() for label, rs in rows.items()}
-
-
-def classifier_page(results: dict, seeds) -> str:
+def classifier_page(results: bench.Rows, seeds) -> str:
     lines, classes = [], []
-    for backbone, rows in results.items():
+    for backbone, rows in by_backbone(results).items():
         lines += [
             bench.at_least(rows, f"{backbone}: mean block purity ≥ 0.9", SHIPPED, class_mean, 0.9),
             bench.at_least(
@@ -180,10 +171,10 @@ def classifier_page(results: dict, seeds) -> str:
                 [backbone, view, *(f"{x:.2f}" for x in per_class(rows[SHIPPED], field))]
                 for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
             ]
-    records = [r for rows in results.values() for rs in rows.values() for r in rs]
+    records = [r for rs in results.values() for r in rs]
     return (
         f"`python scripts/efficacy_digits.py`, seeds {list(seeds)}, {bench.stamp(records)}.\n\n"
-        + bench.seed_table(flat(results), COLUMNS, lead=("backbone",))
+        + bench.seed_table(results, COLUMNS, lead=("backbone",))
         + f"\n\nPer class, `{SHIPPED}`, seed means:\n\n"
         + bench.markdown_table(
             ["backbone", "view", *map(str, range(len(records[0][BLOCK])))], classes
@@ -193,10 +184,10 @@ def classifier_page(results: dict, seeds) -> str:
     )
 
 
-def prelogits_page(results: dict, seeds) -> str:
+def prelogits_page(results: bench.Rows, seeds) -> str:
     """Issue 23's rows and targets, the class default against none with the same head."""
     lines = []
-    for backbone, rows in results.items():
+    for backbone, rows in by_backbone(results).items():
         for head in ("mlp", "block"):
             ours, none = f"class, {head} head", f"none, {head} head"
             name = f"{backbone}, {ours}:"
@@ -220,21 +211,21 @@ def prelogits_page(results: dict, seeds) -> str:
                     rows, f"{name} accuracy within 1 point of `--reg none`", ours, none, 1
                 ),
             ]
-    records = [r for rows in results.values() for rs in rows.values() for r in rs]
+    records = [r for rs in results.values() for r in rs]
     return (
         f"`python scripts/efficacy_digits.py --prelogits`, seeds {list(seeds)}, "
         f"{bench.stamp(records)}.\n\n"
-        + bench.seed_table(flat(results), PRELOGITS_COLUMNS, lead=("backbone",))
+        + bench.seed_table(results, PRELOGITS_COLUMNS, lead=("backbone",))
         + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the "
         "same head:\n\n" + bench.verdicts(*lines) + "\n"
     )
 
 
-def prelogits_summary(results: dict) -> str:
+def prelogits_summary(results: bench.Rows) -> str:
     """README's line: per backbone, the shipped pre-logits setting (class, block head) against
     none."""
     parts = []
-    for backbone, rows in results.items():
+    for backbone, rows in by_backbone(results).items():
         ours, none = rows.get("class, block head"), rows.get("none, block head")
         if ours and none:
             accuracy = lambda rs: np.mean([r["test_accuracy"] for r in rs])
@@ -275,7 +266,8 @@ def main() -> None:
     if not args.settings:  # the table also shows the candidates that were run
         labels += list(part.get("candidates", {}))
     wanted = {key: settings for key, settings, _ in cells(name, backbones, labels, args.seeds)}
-    results = by_backbone(STORE.runs(wanted), backbones, labels)
+    order = [(b, label) for b in backbones for label in labels]
+    results = bench.group(STORE.runs(wanted), ("backbone", "setting"), order)
     if args.prelogits:
         bench.publish("benchmark_efficacy_prelogits", prelogits_page(results, args.seeds))
         bench.publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))

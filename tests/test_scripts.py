@@ -76,7 +76,7 @@ def test_the_gpu_benchmark_runs_its_compiled_bf16_path_on_the_cpu():
     assert (
         cells[2] == "on" and float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5].endswith("x")
     )
-    assert "bf16 autocast" in out.stdout and "on `cpu`" in out.stdout
+    assert "bf16 autocast" in out.stdout and "`cpu`, batch 2, 32x32 images" in out.stdout
 
 
 def _benchmark_configs():

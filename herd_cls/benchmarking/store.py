@@ -202,12 +202,15 @@ class Finished(NamedTuple):
     peak_mb: float  # its peak resident memory
 
 
-def herd_cli(*args, quiet: bool = False) -> Finished:
+def herd_cli(*args, quiet: bool = False, processes: int = 1) -> Finished:
     """Run ``herd-cls ARGS`` as a user would, in a process of its own (its output hidden if
-    ``quiet``); an error stops the script with the command named."""
+    ``quiet``), or under ``torchrun --nproc_per_node processes`` when ``processes`` > 1; an error
+    stops the script with the command named."""
     start = time.perf_counter()
     out = subprocess.DEVNULL if quiet else None
-    proc = subprocess.Popen([sys.executable, "-m", "herd_cls", *map(str, args)], stdout=out)
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}"] * (processes > 1)
+    command = [sys.executable, *launcher, "-m", "herd_cls", *map(str, args)]
+    proc = subprocess.Popen(command, stdout=out)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"herd-cls {' '.join(map(str, args))} failed")

@@ -22,12 +22,15 @@ Rows = dict[str, list[dict]]
 Key = Union[str, Callable[[list[dict]], float]]
 
 
-def group(records: Iterable[dict], field: str = "setting", order: Iterable | None = None) -> Rows:
-    """Records by ``field``, in ``order`` (default: first appearance), each group in the records'
-    order."""
+def group(
+    records: Iterable[dict], field: str | tuple[str, ...] = "setting", order: Iterable | None = None
+) -> Rows:
+    """Records by ``field`` (by a tuple of their values for a tuple of fields), in ``order``
+    (default: first appearance), each group in the records' order."""
     groups: Rows = {}
     for r in records:
-        groups.setdefault(r[field], []).append(r)
+        key = tuple(r[f] for f in field) if isinstance(field, tuple) else r[field]
+        groups.setdefault(key, []).append(r)
     return groups if order is None else {k: groups[k] for k in order if k in groups}
 
 

@@ -58,6 +58,13 @@ def test_herd_cli_times_a_command_and_stops_on_a_failed_one():
         benchmarking.herd_cli("no-such-command", quiet=True)
 
 
+def test_herd_cli_runs_a_command_in_as_many_processes_as_asked(capfd, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # as if launched from outside torchrun
+        monkeypatch.delenv(name, raising=False)
+    benchmarking.herd_cli("--help", processes=2)
+    assert capfd.readouterr().out.count("Usage:") == 2
+
+
 def test_peak_memory_is_reset_to_the_present_and_grows_with_an_allocation():
     benchmarking.reset_peak_memory()
     present = benchmarking.resident_memory_mb(peak=False)

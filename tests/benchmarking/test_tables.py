@@ -35,6 +35,14 @@ def test_cells_and_grouping():
     records = [{"setting": "b", "i": 0}, {"setting": "a", "i": 1}, {"setting": "b", "i": 2}]
     grouped = group(records, order=["a", "b", "c"])
     assert {k: [r["i"] for r in v] for k, v in grouped.items()} == {"a": [1], "b": [0, 2]}
+    for r, data in zip(records, ("x", "y", "y")):
+        r["data"] = data
+    by_both = group(records, ("data", "setting"), order=[("y", "b"), ("x", "b"), ("y", "a")])
+    assert {k: [r["i"] for r in v] for k, v in by_both.items()} == {
+        ("y", "b"): [2],
+        ("x", "b"): [0],
+        ("y", "a"): [1],
+    }
 
 
 def test_paired_differences_match_records_by_seed_golden():
