@@ -45,16 +45,15 @@ def _git(*args) -> str:
 
 
 def commit() -> str:
-    """The short commit of the code, with ``+uncommitted changes`` when tracked files differ from
-    it; ``BENCH_COMMIT`` where the code runs without its git folder (a copy on a GPU machine)."""
+    """The short commit of the code, with ``+uncommitted changes`` when tracked code (the package,
+    scripts, configs, packaging) differs from it; ``BENCH_COMMIT`` where the code runs without its
+    git folder (a copy on a GPU machine). The benchmarks' outputs (reports/, docs, README) change
+    while they run and do not count."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
-    # reports/ holds the benchmarks' own outputs, which change while they run
-    dirty = (
-        "+uncommitted changes"
-        if _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports")
-        else ""
-    )
+    code = ["herd_cls", "scripts", "configs", "setup.cfg", "pyproject.toml"]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *code)
+    dirty = "+uncommitted changes" if status else ""
     return _git("rev-parse", "--short", "HEAD") + dirty
 
 

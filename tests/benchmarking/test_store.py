@@ -72,3 +72,29 @@ def test_peak_memory_is_reset_to_the_present_and_grows_with_an_allocation():
     block = bytearray(64 * 2**20)  # 64 MB, touched
     block[::4096] = b"x" * len(block[::4096])
     assert benchmarking.resident_memory_mb() > present + 50
+
+
+def test_the_commit_stamp_counts_changed_code_and_not_the_published_pages(tmp_path, monkeypatch):
+    import subprocess
+
+    from herd_cls.benchmarking import store
+
+    git = lambda *a: subprocess.run(
+        ["git", "-C", str(tmp_path), *a], check=True, capture_output=True
+    )
+    for path in ("herd_cls/a.py", "docs/a.md", "README.md"):
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text("x\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(store, "ROOT", tmp_path)
+    monkeypatch.delenv("BENCH_COMMIT", raising=False)
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "docs/a.md").write_text("a table\n")
+    (tmp_path / "README.md").write_text("a summary\n")
+    assert store.commit() == head
+    (tmp_path / "herd_cls/a.py").write_text("y\n")
+    assert store.commit() == head + "+uncommitted changes"
