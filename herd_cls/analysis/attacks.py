@@ -94,13 +94,27 @@ ATTACKS.add(
         white_box=True,
     )
 )
+
+
+def _pgd(kind: str):
+    """torchattacks' ``kind`` (PGD or PGDL2) from a random start, steps of 2.5 eps / steps."""
+    return lambda m, eps, b: getattr(_ta(), kind)(
+        m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps, random_start=True
+    )
+
+
+def _apgd(loss: str):
+    """torchattacks' L-inf auto-PGD on ``loss`` ("ce" or "dlr")."""
+    return lambda m, eps, b: _ta().APGD(
+        m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss=loss, seed=0
+    )
+
+
 ATTACKS.add(
     Attack(
         "pgd-linf",
         "linf",
-        lambda m, eps, b: _ta().PGD(
-            m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps, random_start=True
-        ),
+        _pgd("PGD"),
         "projected gradient descent from a random start",
         restarts="here",
         white_box=True,
@@ -110,32 +124,18 @@ ATTACKS.add(
     Attack(
         "pgd-l2",
         "l2",
-        lambda m, eps, b: _ta().PGDL2(
-            m, eps=eps, alpha=2.5 * eps / b.steps, steps=b.steps, random_start=True
-        ),
+        _pgd("PGDL2"),
         "PGD with a true L2 step; eps is an L2 norm",
         restarts="here",
     )
 )
-ATTACKS.add(
-    Attack(
-        "apgd-ce",
-        "linf",
-        lambda m, eps, b: _ta().APGD(
-            m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss="ce", seed=0
-        ),
-        "auto-PGD on the cross-entropy",
-        white_box=True,
-    )
-)
+ATTACKS.add(Attack("apgd-ce", "linf", _apgd("ce"), "auto-PGD on the cross-entropy", white_box=True))
 # the DLR loss reads the third-largest logit
 ATTACKS.add(
     Attack(
         "apgd-dlr",
         "linf",
-        lambda m, eps, b: _ta().APGD(
-            m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss="dlr", seed=0
-        ),
+        _apgd("dlr"),
         "auto-PGD on the difference-of-logits ratio",
         min_classes=3,
         white_box=True,

@@ -163,21 +163,11 @@ def evaluate_robustness(
         transfer_attack if transfer_from is not None else None,
         budget,
     )
+    plan = [(name, model) for name in attacks]  # (result name, the model it is crafted on)
+    if transfer_from is not None:
+        plan.append((TRANSFER + transfer_attack, transfer_from))
     with evaluating(model), evaluating(transfer_from):
-        return _evaluate(
-            model,
-            encode,
-            x,
-            y,
-            layout,
-            attacks,
-            eps,
-            budget,
-            transfer_from,
-            transfer_attack,
-            batch_size,
-            progress,
-        )
+        return _evaluate(model, encode, x, y, layout, plan, eps, budget, batch_size, progress)
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -222,20 +212,7 @@ def _attack_row(model, encode, x, y, z, adv, layout, clean_ok, norm, batch_size)
     }
 
 
-def _evaluate(
-    model,
-    encode,
-    x,
-    y,
-    layout,
-    attacks,
-    eps,
-    budget,
-    transfer_from,
-    transfer_attack,
-    batch_size,
-    progress,
-) -> dict:
+def _evaluate(model, encode, x, y, layout, plan, eps, budget, batch_size, progress) -> dict:
     num_classes = layout.num_classes
     z = _encode(encode, x, batch_size)
     clean_ok = _predict(model, x, batch_size) == y
@@ -255,9 +232,6 @@ def _evaluate(
             "margin": clean_norms["margin"].tolist(),
         },
     }
-    plan = [(name, model) for name in attacks]
-    if transfer_from is not None:
-        plan.append((TRANSFER + transfer_attack, transfer_from))
     worst: dict = {}
     for name, source in plan:
         result["attacks"][name] = {}

@@ -1,6 +1,6 @@
 """The ``--reg`` choices: one small class per regularizer, registered once in ``REGULARIZERS``.
 
-Adding one is a file here (a ``Regularizer`` subclass with ``@REGULARIZERS.register(name)``), its
+Adding one is a file here (a ``Regularizer`` subclass with ``@REGULARIZERS.add``), its
 import below, and its test; config, CLI, model building and the trainer ask the object.
 """
 

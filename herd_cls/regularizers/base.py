@@ -78,7 +78,7 @@ class PenaltyOptions:
 
 class Regularizer:
     """One ``--reg``. Subclasses set the class attributes, register with
-    ``@REGULARIZERS.register(name)`` and implement :meth:`loss`; state kept between batches lives in
+    ``@REGULARIZERS.add`` and implement :meth:`loss`; state kept between batches lives in
     the object (see ``state_dict``).
 
     Built from the run's config (a :class:`herd_cls.config.Config`; config imports this package for
@@ -179,9 +179,10 @@ class DecoderPenalty(Regularizer):
         return penalty, self.weight * penalty
 
 
-@REGULARIZERS.register("none")
+@REGULARIZERS.add
 class NoRegularizer(Regularizer):
-    name, help = "none", "no regularizer"
+    name = "none"
+    help = "no regularizer"
     family = "none"
 
     def schedule(self, epoch: int) -> float:

@@ -21,7 +21,7 @@ from .base import REGULARIZERS, Batch, Regularizer
 ALIGN_EVERY = 5
 
 
-@REGULARIZERS.register("concept-whitening")
+@REGULARIZERS.add
 class ConceptWhiteningAlignment(Regularizer):
     name = "concept-whitening"
     help = (

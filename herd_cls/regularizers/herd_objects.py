@@ -178,9 +178,10 @@ class _HeRDRegularizer(Regularizer):
         return self
 
 
-@REGULARIZERS.register("class")
+@REGULARIZERS.add
 class ClassHeRD(_HeRDRegularizer):
-    name, help = "class", "class-specific HeRD: each class's curvature in its own latent block"
+    name = "class"
+    help = "class-specific HeRD: each class's curvature in its own latent block"
     default_weight = 1.0
 
     @classmethod
@@ -210,9 +211,10 @@ class ClassHeRD(_HeRDRegularizer):
         return []
 
 
-@REGULARIZERS.register("universal")
+@REGULARIZERS.add
 class UniversalHeRD(_HeRDRegularizer):
-    name, help = "universal", "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
+    name = "universal"
+    help = "universal HeRD: an axis-aligned (diagonal) latent Hessian, no labels"
     default_weight = 5.0
     mode = "universal"
 

@@ -36,11 +36,9 @@ def hessian_penalty(
     return reduction(torch.stack(second).var(0, unbiased=True))
 
 
-@REGULARIZERS.register("hessian-penalty")
+@REGULARIZERS.add
 class HessianPenalty(DecoderPenalty):
-    name, help = (
-        "hessian-penalty",
-        "the Hessian Penalty on the decoder (finite differences, k=2, eps=0.1)",
-    )
+    name = "hessian-penalty"
+    help = "the Hessian Penalty on the decoder (finite differences, k=2, eps=0.1)"
     default_weight = 0.001
     penalty_fn = staticmethod(hessian_penalty)

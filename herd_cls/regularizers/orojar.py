@@ -33,8 +33,9 @@ def orojar_penalty(
     return off.pow(2).sum((1, 2)).mean()
 
 
-@REGULARIZERS.register("orojar")
+@REGULARIZERS.add
 class OroJaR(DecoderPenalty):
-    name, help = "orojar", "OroJaR: orthogonal decoder Jacobian columns (finite differences)"
+    name = "orojar"
+    help = "OroJaR: orthogonal decoder Jacobian columns (finite differences)"
     default_weight = 1.0
     penalty_fn = staticmethod(orojar_penalty)

@@ -92,9 +92,10 @@ class _VAERegularizer(Regularizer):
         raise NotImplementedError
 
 
-@REGULARIZERS.register("beta-vae")
+@REGULARIZERS.add
 class BetaVAE(_VAERegularizer):
-    name, help = "beta-vae", "beta-VAE: beta * KL (Higgins et al. 2017)"
+    name = "beta-vae"
+    help = "beta-VAE: beta * KL (Higgins et al. 2017)"
     default_weight = 4.0
 
     def term(self, kl, batch):
@@ -112,12 +113,10 @@ class CapacityOptions:
     )
 
 
-@REGULARIZERS.register("beta-vae-capacity")
+@REGULARIZERS.add
 class BetaVAECapacity(_VAERegularizer):
-    name, help = (
-        "beta-vae-capacity",
-        "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)",
-    )
+    name = "beta-vae-capacity"
+    help = "beta-VAE with a KL capacity annealed to --capacity (Burgess et al. 2018)"
     default_weight = 1000.0
 
     Options = CapacityOptions
@@ -130,12 +129,10 @@ class BetaVAECapacity(_VAERegularizer):
         return self.weight * (kl - self.capacity).abs()
 
 
-@REGULARIZERS.register("factor-vae")
+@REGULARIZERS.add
 class FactorVAE(_VAERegularizer):
-    name, help = (
-        "factor-vae",
-        "FactorVAE: KL + gamma * a discriminator's TC estimate (Kim & Mnih 2018)",
-    )
+    name = "factor-vae"
+    help = "FactorVAE: KL + gamma * a discriminator's TC estimate (Kim & Mnih 2018)"
     default_weight = 10.0
 
     def __init__(self, cfg, model, dataset_size, reduce=None):
@@ -169,12 +166,10 @@ class FactorVAE(_VAERegularizer):
         self.optimizer.load_state_dict(state["discriminator_optimizer"])
 
 
-@REGULARIZERS.register("beta-tcvae")
+@REGULARIZERS.add
 class BetaTCVAE(_VAERegularizer):
-    name, help = (
-        "beta-tcvae",
-        "beta-TCVAE: KL + (beta - 1) * TC, minibatch-weighted sampling (Chen et al. 2018)",
-    )
+    name = "beta-tcvae"
+    help = "beta-TCVAE: KL + (beta - 1) * TC, minibatch-weighted sampling (Chen et al. 2018)"
     default_weight = 6.0
 
     def term(self, kl, batch):  # the decomposition with alpha = gamma = 1
