@@ -237,9 +237,8 @@ def pre_logits_width(net: nn.Module, name: str, in_chans: int, image_size: int) 
     try:
         with torch.no_grad():
             out = net(torch.zeros(1, in_chans, image_size, image_size))
-    except (
-        Exception
-    ) as err:  # any failure of a forward on a blank image: the model cannot take this size
+    # any failure of a forward on a blank image: the model cannot take this size
+    except Exception as err:
         default = (getattr(net, "pretrained_cfg", None) or {}).get("input_size")
         hint = f", e.g. --image-size {default[-1]} (its default input size)" if default else ""
         reason = (str(err).strip().splitlines() or [""])[0][:160]

@@ -322,16 +322,12 @@ def distributed_part(repeats: int) -> str:
 
 def _device_step(overrides: dict, args, compiled: bool):
     """A training step closure on synthetic images for ``overrides``, and the model it trains."""
-    from herd_cls.config import Config
-    from herd_cls.data import DataInfo
     from herd_cls.objective import Forward, batch_losses
     from herd_cls.regularizers import create_regularizer
-    from herd_cls.run import build
 
     burgess = overrides.get("backbone") == "burgess"
     size, in_chans = (min(args.image_size, 64), 1) if burgess else (args.image_size, 3)
-    info = DataInfo(10, [str(c) for c in range(10)], in_chans, size)
-    cfg, model = build(Config(**{"num_classes": 10, **overrides}).validate(), info, None, None)
+    cfg, model = bench.built_model(overrides, 10, in_chans, size)
     device = torch.device(args.device)
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model

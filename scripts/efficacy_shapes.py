@@ -30,7 +30,6 @@ from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.builtin_data import make_shapes
 from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
 from herd_cls.metrics import sweep_specificity
-from herd_cls.models import create_model
 
 SPEC = bench.spec("efficacy_shapes")
 TABLES = ("thesis", "class")
@@ -127,15 +126,8 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
     scores = class_scores if table == "class" else thesis_scores
     if settings.get("untrained"):
         torch.manual_seed(seed)
-        model = create_model(
-            "burgess",
-            num_classes=3,
-            in_chans=1,
-            latent_dim=10,
-            shared_dims=1,
-            head="mlp",
-            decoder=True,
-        )
+        config = {k: v for k, v in settings.items() if k != "untrained"}
+        _, model = bench.built_model(config, num_classes=3, in_chans=1, image_size=32)
         return {"table": table, "setting": label, "seed": seed, **scores(model, data)}
     run = bench.trained_run(folder, {**settings, "seed": seed})
     r = {

@@ -7,6 +7,7 @@
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
+  :func:`built_model` (untrained),
   :func:`herd_cli` (a command as a user types it, timed), :func:`readme_run` and
   :func:`seeds_parser`.
 """
@@ -183,6 +184,17 @@ def trained_run(folder: Path, overrides: dict, device: str = "cpu"):
             progress=False,
         )
     return load_run(folder, device)
+
+
+def built_model(overrides: dict, num_classes: int, in_chans: int, image_size: int):
+    """(resolved config, untrained model) that ``herd-cls train`` builds for ``overrides`` on
+    images (in_chans, image_size, image_size) of ``num_classes`` classes; no data is read."""
+    from herd_cls.config import Config
+    from herd_cls.data import DataInfo
+    from herd_cls.run import build
+
+    info = DataInfo(num_classes, [str(c) for c in range(num_classes)], in_chans, image_size)
+    return build(Config(**{**overrides, "num_classes": num_classes}).validate(), info, None, None)
 
 
 def reset_peak_memory() -> None:

@@ -98,3 +98,21 @@ def test_the_commit_stamp_counts_changed_code_and_not_the_published_pages(tmp_pa
     assert store.commit() == head
     (tmp_path / "herd_cls/a.py").write_text("y\n")
     assert store.commit() == head + "+uncommitted changes"
+
+
+def test_built_model_is_the_untrained_model_a_config_describes():
+    import torch
+
+    from herd_cls.registry import HerdError
+
+    overrides = {"backbone": "conv", "dims_per_class": 2, "shared_dims": 1}
+    torch.manual_seed(0)
+    cfg, model = benchmarking.built_model(overrides, num_classes=3, in_chans=1, image_size=16)
+    assert cfg.latent_dim == 7 and model.layout.num_classes == 3  # dims resolved from the classes
+    z = model.encode(torch.rand(2, 1, 16, 16))
+    assert z.shape == (2, 7) and model.classify(z).shape == (2, 3)
+    torch.manual_seed(0)
+    again = benchmarking.built_model(overrides, num_classes=3, in_chans=1, image_size=16)[1]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    with pytest.raises(HerdError, match="dims_per_class|dims-per-class"):
+        benchmarking.built_model({**overrides, "dims_per_class": 0}, 3, 1, 16)
