@@ -147,30 +147,31 @@ def by_backbone(results: bench.Rows) -> dict[str, bench.Rows]:
     return found
 
 
+STATISTICS = {
+    "class mean": class_mean,
+    "lowest class": lowest(BLOCK),
+    "lowest median image": lowest(MEDIAN),
+}
+
+
+def target_lines(part: str, results: bench.Rows, prefix: str) -> list[str | None]:
+    """The spec's targets of ``part`` on each backbone's rows, each name after ``prefix`` (a format
+    of backbone and label)."""
+    return [
+        bench.check(rows, {**t, "name": prefix.format(b, t["label"]) + t["name"]}, STATISTICS)
+        for b, rows in by_backbone(results).items()
+        for t in SPEC[part]["targets"]
+    ]
+
+
 def classifier_page(results: bench.Rows, seeds) -> str:
-    lines, classes = [], []
-    for backbone, rows in by_backbone(results).items():
-        lines += [
-            bench.at_least(rows, f"{backbone}: mean block purity ≥ 0.9", SHIPPED, class_mean, 0.9),
-            bench.at_least(
-                rows, f"{backbone}: every class's purity ≥ 0.6", SHIPPED, lowest(BLOCK), 0.6
-            ),
-            bench.at_least(
-                rows,
-                f"{backbone}: in every class the median image's own purity ≥ 0.9",
-                SHIPPED,
-                lowest(MEDIAN),
-                0.9,
-            ),
-            bench.within_points(
-                rows, f"{backbone}: test accuracy within 1 point of `--reg none`", SHIPPED, NONE, 1
-            ),
-        ]
-        if SHIPPED in rows:
-            classes += [
-                [backbone, view, *(f"{x:.2f}" for x in per_class(rows[SHIPPED], field))]
-                for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
-            ]
+    lines = target_lines("classifier", results, "{}: ")
+    classes = [
+        [backbone, view, *(f"{x:.2f}" for x in per_class(rows[SHIPPED], field))]
+        for backbone, rows in by_backbone(results).items()
+        if SHIPPED in rows
+        for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
+    ]
     records = [r for rs in results.values() for r in rs]
     return (
         f"`python scripts/efficacy_digits.py`, seeds {list(seeds)}, {bench.stamp(records)}.\n\n"
@@ -186,31 +187,7 @@ def classifier_page(results: bench.Rows, seeds) -> str:
 
 def prelogits_page(results: bench.Rows, seeds) -> str:
     """Issue 23's rows and targets, the class default against none with the same head."""
-    lines = []
-    for backbone, rows in by_backbone(results).items():
-        for head in ("mlp", "block"):
-            ours, none = f"class, {head} head", f"none, {head} head"
-            name = f"{backbone}, {ours}:"
-            if not {ours, none} <= set(rows):
-                continue
-            ratio = class_mean(rows[ours]) / class_mean(rows[none])
-            lines += [
-                bench.at_least(
-                    rows,
-                    f"{name} in every class the median image's own share ≥ 0.9",
-                    ours,
-                    lowest(MEDIAN),
-                    0.9,
-                ),
-                bench.verdict(
-                    f"{name} class-mean purity at least 2x `--reg none`",
-                    ratio >= 2,
-                    f"{ratio:.2f}x",
-                ),
-                bench.within_points(
-                    rows, f"{name} accuracy within 1 point of `--reg none`", ours, none, 1
-                ),
-            ]
+    lines = target_lines("pre-logits", results, "{}, {}: ")
     records = [r for rs in results.values() for r in rs]
     return (
         f"`python scripts/efficacy_digits.py --prelogits`, seeds {list(seeds)}, "

@@ -3,7 +3,8 @@
 A benchmark's records are grouped into ``Rows``: {row label: its records, one per seed}. A *key*
 reads a row: a record field's name (its mean over the seeds) or a function of the row's records (a
 statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
-:func:`paired_above`, :func:`ratio_at_most`, :func:`within_points`) return one verdict line, or
+:func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`,
+:func:`within_points`) return one verdict line, or
 None where a row they read was not run; :func:`publish` writes reports/<name>.md and the block
 between <!-- name --> markers in README.md and docs/*.md.
 """
@@ -196,6 +197,17 @@ def ratio_at_most(
     return verdict(name, max(ratios) <= bound, ", ".join(f"{x:.2f}x" for x in ratios))
 
 
+def ratio_at_least(
+    rows: Rows, name: str, label: str, base: str, key: Key, bound: float
+) -> str | None:
+    """``key`` of row ``label`` is at least ``bound`` times ``base``'s (both seed means or
+    statistics)."""
+    if not {label, base} <= set(rows):
+        return None
+    ratio = mean(rows, label, key) / mean(rows, base, key)
+    return verdict(name, ratio >= bound, f"{ratio:.2f}x")
+
+
 def within_points(
     rows: Rows, name: str, label: str, base: str, points: float, key: Key = "test_accuracy"
 ) -> str | None:
@@ -208,7 +220,8 @@ def within_points(
 
 
 TARGETS = {
-    f.__name__: f for f in (at_least, above, below, paired_above, ratio_at_most, within_points)
+    f.__name__: f
+    for f in (at_least, above, below, paired_above, ratio_at_most, ratio_at_least, within_points)
 }
 
 

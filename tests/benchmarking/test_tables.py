@@ -16,6 +16,7 @@ from herd_cls.benchmarking.tables import (
     paired,
     paired_above,
     paired_table,
+    ratio_at_least,
     ratio_at_most,
     seed_table,
     verdicts,
@@ -97,6 +98,19 @@ def test_every_seed_targets_fail_on_one_seed():
     assert at_least(missing, "l", "ours", "live", 5, every_seed=True) == "- l: **NOT MET** (–)"
     # over the seed mean instead: (0.029 + 0.031) / 2 / 0.02 = 1.5
     assert ratio_at_most(bad, "r", "ours", "ae", "recon", 1.5) == "- r: **met** (1.50x)"
+
+
+def test_ratio_at_least_compares_seed_means_or_a_statistic_of_the_rows():
+    rows = rows_of(none=[{"p": 0.2}, {"p": 0.3}], ours=[{"p": 0.5}, {"p": 0.4}])
+    # (0.5 + 0.4) / 2 over (0.2 + 0.3) / 2 = 1.8
+    assert ratio_at_least(rows, "2x", "ours", "none", "p", 2) == "- 2x: **NOT MET** (1.80x)"
+    lowest = lambda records: min(r["p"] for r in records)  # 0.4 over 0.2
+    assert ratio_at_least(rows, "2x", "ours", "none", lowest, 2) == "- 2x: **met** (2.00x)"
+    assert ratio_at_least(rows, "2x", "ours", "absent", "p", 2) is None
+    written = {"check": "ratio_at_least", "name": "2x", "label": "ours", "base": "none"}
+    assert check(rows, {**written, "key": "lowest", "bound": 2}, {"lowest": lowest}).endswith(
+        "**met** (2.00x)"
+    )
 
 
 def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_error():
