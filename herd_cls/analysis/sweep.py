@@ -30,9 +30,8 @@ def _swept(z: Tensor, dims: Tensor, std: Tensor, offsets: Tensor) -> Tensor:
     """(D * T * S, d): every sample of z (S, d) with dim dims[i] moved by each offset (T,) times
     std[dims[i]], ordered dim, offset, sample."""
     zs = z.unsqueeze(0).unsqueeze(0).repeat(len(dims), len(offsets), 1, 1)  # (D, T, S, d)
-    zs[torch.arange(len(dims)), :, :, dims] += offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(
-        z
-    )
+    moves = offsets.view(1, -1, 1) * std[dims].view(-1, 1, 1).to(z)  # (D, T, 1)
+    zs[torch.arange(len(dims)), :, :, dims] += moves
     return zs.reshape(-1, z.shape[1])
 
 
