@@ -171,14 +171,8 @@ def mean_accuracy(records: list[dict]) -> float:
 
 def scale_page(runs: list[dict], backbone: str) -> str:
     rows = bench.group(runs, order=TABLES["scale"]["rows"])
-    targets = [
-        bench.at_least(
-            rows, "median image ≥ 0.9 in at least 90% of classes", HERD, share_at_least_0_9, 0.9
-        ),
-        bench.within_points(
-            rows, "accuracy within 1 point of `--reg none`", HERD, "none", 1, mean_accuracy
-        ),
-    ]
+    statistics = {"classes with median image ≥ 0.9": share_at_least_0_9, "accuracy": mean_accuracy}
+    targets = [bench.check(rows, t, statistics) for t in TABLES["scale"]["targets"]]
     return (
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
         "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
@@ -186,7 +180,7 @@ def scale_page(runs: list[dict], backbone: str) -> str:
         f"{bench.stamp(runs)}.\n\n"
         + bench.seed_table(rows, SCALE_COLUMNS)
         + "\n\nTargets (issue 29):\n\n"
-        + "\n".join(t for t in targets if t)
+        + bench.verdicts(*targets)
         + "\n"
     )
 
