@@ -163,13 +163,11 @@ LOCAL_BACKBONES.add(
 
 
 def timm_backbone(
-    name: str,
-    in_chans: int,
-    image_size: int,
-    pretrained: bool,
-    pretrained_file: str | None,
-    num_classes: int,
+    name: str, image_size: int, pretrained: bool, pretrained_file: str | None, **timm_kwargs
 ) -> nn.Module:
+    """``timm.create_model(name, **timm_kwargs)`` (in_chans, num_classes, ...) for images of
+    ``image_size``, with weights from the hub (``pretrained``) or a local file; misses are one
+    HerdError that names the fix."""
     import timm
 
     if not timm.is_model(name):
@@ -179,7 +177,7 @@ def timm_backbone(
             f"unknown backbone {name!r}; {hint}use "
             f"{' or '.join(map(repr, LOCAL_BACKBONES.names()))} or any name in timm.list_models()"
         )
-    kwargs: dict = {"in_chans": in_chans, "num_classes": num_classes}
+    kwargs = dict(timm_kwargs)
     if pretrained_file is not None:
         if not Path(pretrained_file).is_file():
             raise HerdError(
@@ -277,7 +275,9 @@ def build_backbone(
         local = LOCAL_BACKBONES.get(name)
         features = local.encoder(in_chans, image_size)
         return features, features.num_features, None, local.decoder
-    net = timm_backbone(name, in_chans, image_size, pretrained, pretrained_file, num_classes)
+    net = timm_backbone(
+        name, image_size, pretrained, pretrained_file, in_chans=in_chans, num_classes=num_classes
+    )
     classifier = timm_classifier(net) if own_classifier else None
     net.reset_classifier(0)  # forward() now returns pooled pre-logit features
     return (

@@ -3,21 +3,10 @@ import torch
 from torch import nn
 
 # a model and data small enough to train end-to-end in seconds on a CPU
-TINY = [
-    "--dataset",
-    "digits",
-    "--num-samples",
-    "300",
-    "--image-size",
-    "16",
-    "--backbone",
-    "conv",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "32",
-    "--quiet",
-]
+TINY = (
+    "--dataset digits --num-samples 300 --image-size 16 --backbone conv --epochs 2 "
+    "--batch-size 32 --quiet"
+).split()
 
 
 @pytest.fixture

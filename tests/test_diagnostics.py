@@ -53,31 +53,11 @@ def test_training_warns_when_the_decoder_collapses(tmp_path):
     """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey)
     reconstructs worse than the mean image: training says so on stderr and in summary.json."""
     args = [
-        "train",
-        "--dataset",
-        "shapes",
-        "--num-samples",
-        "400",
-        "--backbone",
-        "conv",
-        "--decoder",
-        "--recon-loss",
-        "bce",
-        "--reg",
-        "none",
-        "--alpha-ae",
-        "0",
-        "--epochs",
-        "2",
-        "--warmup",
-        "1",
-        "--batch-size",
-        "64",
-        "--dims-per-class",
-        "2",
-        "--device",
-        "cpu",
-        "--out-dir",
+        *(
+            "train --dataset shapes --num-samples 400 --backbone conv --decoder --recon-loss bce "
+            "--reg none --alpha-ae 0 --epochs 2 --warmup 1 --batch-size 64 --dims-per-class 2 "
+            "--device cpu --out-dir"
+        ).split(),
         str(tmp_path),
         "--name",
         "c",
@@ -125,42 +105,12 @@ def test_channels_last_gives_the_same_outputs():
 @pytest.mark.slow
 def test_constant_lr_schedule_and_channels_last_train(tmp_path):
     args = [
-        "train",
-        "--dataset",
-        "shapes",
-        "--num-samples",
-        "300",
-        "--backbone",
-        "burgess",
-        "--decoder",
-        "--head",
-        "mlp",
-        "--latent-dim",
-        "4",
-        "--shared-dims",
-        "1",
-        "--recon-loss",
-        "bce",
-        "--reg",
-        "universal",
-        "--wrt",
-        "decoder-output",
-        "--penalty-samples",
-        "8",
-        "--epochs",
-        "2",
-        "--warmup",
-        "1",
-        "--ramp",
-        "0",
-        "--lr-schedule",
-        "constant",
-        "--channels-last",
-        "--batch-size",
-        "64",
-        "--device",
-        "cpu",
-        "--out-dir",
+        *(
+            "train --dataset shapes --num-samples 300 --backbone burgess --decoder --head mlp "
+            "--latent-dim 4 --shared-dims 1 --recon-loss bce --reg universal --wrt decoder-output "
+            "--penalty-samples 8 --epochs 2 --warmup 1 --ramp 0 --lr-schedule constant "
+            "--channels-last --batch-size 64 --device cpu --out-dir"
+        ).split(),
         str(tmp_path),
         "--name",
         "k",

@@ -15,25 +15,10 @@ from herd_cls import distributed
 from herd_cls.registry import HerdError
 
 pytestmark = pytest.mark.slow
-ARGS = [
-    "--dataset",
-    "digits",
-    "--num-samples",
-    "400",
-    "--image-size",
-    "16",
-    "--backbone",
-    "conv",
-    "--epochs",
-    "2",
-    "--warmup",
-    "0",
-    "--ramp",
-    "0",
-    "--quiet",
-    "--seed",
-    "3",
-]
+ARGS = (
+    "--dataset digits --num-samples 400 --image-size 16 --backbone conv --epochs 2 "
+    "--warmup 0 --ramp 0 --quiet --seed 3"
+).split()
 
 
 def _torchrun(procs: int, out, name: str, *extra: str) -> subprocess.CompletedProcess:
@@ -96,7 +81,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, reg):
     assert abs(a["block_purity"] - b["block_purity"]) < 1e-3
 
 
-def _check_same_worker(rank: int, port: int, results):
+def _join_group(rank: int, port: int) -> None:
+    """Join a 2-process gloo group on this machine as ``rank``, as torchrun's variables would."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -105,6 +91,10 @@ def _check_same_worker(rank: int, port: int, results):
         LOCAL_RANK=str(rank),
     )
     distributed.start("cpu")
+
+
+def _check_same_worker(rank: int, port: int, results):
+    _join_group(rank, port)
     try:
         distributed.check_same(f"config {rank}", "the config")
         results.put((rank, "passed"))
@@ -136,14 +126,7 @@ def _penalty_worker(rank: int, port: int, method: str, results):
     from herd_cls.layout import BlockLayout
     from herd_cls.regularizers.herd import HeRD
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-    )
-    distributed.start("cpu")
+    _join_group(rank, port)
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
     # class 2 only on rank 1
@@ -207,16 +190,9 @@ def test_a_distributed_run_resumes_deterministically_and_loads_like_any_other(tm
         resumed = subprocess.run(
             [
                 sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
+                *"-m torch.distributed.run --nproc_per_node 2 --master_port".split(),
                 str(_free_port()),
-                "-m",
-                "herd_cls",
-                "train",
-                "--resume",
+                *"-m herd_cls train --resume".split(),
                 str(tmp_path / name),
                 "--epochs",
                 "2",

@@ -9,6 +9,7 @@ from torch.autograd.functional import hessian
 
 from herd_cls.layout import BlockLayout
 from herd_cls.purity import Purity, image_share, measure_purity
+from toy_heads import oracle  # per-sample autograd Hessians of F.cross_entropy
 
 
 def test_image_purity_golden():
@@ -60,15 +61,7 @@ def test_measure_purity_matches_per_sample_autograd_hessians():
     result = measure_purity(model, [(x[:6], y[:6]), (x[6:], y[6:])], layout, max_samples=9)
     assert model.training  # the caller's mode is left alone
     z = model.encode(x[:9]).detach()
-    H = torch.stack(
-        [
-            hessian(
-                lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i : i + 1]),
-                z[i],
-            )
-            for i in range(9)
-        ]
-    ).abs()
+    H = oracle(model.classify, z[:9], y[:9], "ce").abs()
     for c in range(3):
         hbar = H[y[:9] == c].mean(0)
         own = [2 * c, 2 * c + 1]
@@ -99,15 +92,7 @@ def test_wide_latents_are_measured_exactly_in_chunks(monkeypatch):
     result = measure_purity(model, [(x, y)], layout)
     assert result.method.startswith("exact")
     z = model.encode(x).detach()
-    H = torch.stack(
-        [
-            hessian(
-                lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i : i + 1]),
-                z[i],
-            )
-            for i in range(7)
-        ]
-    ).abs()
+    H = oracle(model.classify, z[:7], y[:7], "ce").abs()
     own = layout.own_pairs(y)
     torch.testing.assert_close(
         result.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6
@@ -177,15 +162,7 @@ def test_many_classes_measure_a_block_head_from_its_masses_without_the_mean_hess
     torch.testing.assert_close(fast.per_class, exact.per_class, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(fast.per_image, exact.per_image, rtol=1e-4, atol=1e-6)
     z = model.encode(x).detach()
-    H = torch.stack(
-        [
-            hessian(
-                lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i : i + 1]),
-                z[i],
-            )
-            for i in range(9)
-        ]
-    ).abs()
+    H = oracle(model.classify, z[:9], y[:9], "ce").abs()
     own = layout.own_pairs(y)
     torch.testing.assert_close(
         fast.per_image, (H * own).sum((1, 2)) / H.sum((1, 2)), rtol=1e-4, atol=1e-6
@@ -216,15 +193,7 @@ def test_block_shares_are_each_images_share_in_every_block_against_the_oracle(
     x, y = torch.randn(8, 5), torch.arange(8) % 3
     measured = measure_purity(model, [(x[:5], y[:5]), (x[5:], y[5:])], layout)
     z = model.encode(x).detach()
-    H = torch.stack(
-        [
-            hessian(
-                lambda v: torch.nn.functional.cross_entropy(model.classify(v[None]), y[i : i + 1]),
-                z[i],
-            )
-            for i in range(8)
-        ]
-    ).abs()
+    H = oracle(model.classify, z[:8], y[:8], "ce").abs()
     expected = (
         torch.stack([H[:, 2 * k : 2 * k + 2, 2 * k : 2 * k + 2].sum((1, 2)) for k in range(3)], 1)
         / H.sum((1, 2))[:, None]

@@ -94,10 +94,7 @@ def test_a_damaged_posthoc_cache_is_refitted(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     args = [
-        "sweep",
-        "--class",
-        "0",
-        "--run",
+        *"sweep --class 0 --run".split(),
         str(run),
         "--out",
         str(tmp_path / "r"),
@@ -121,13 +118,7 @@ def test_progress_bars_stay_out_of_logs(trained, tmp_path):
             "robustness",
             "--run",
             str(trained),
-            "--attack",
-            "fgsm",
-            "--eps",
-            "0,0.1",
-            "--n-samples",
-            "20",
-            "--out",
+            *"--attack fgsm --eps 0,0.1 --n-samples 20 --out".split(),
             str(tmp_path / "r"),
         ],
     )

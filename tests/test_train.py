@@ -143,21 +143,10 @@ def test_class_herd_on_a_head_that_cannot_carry_it_warns_in_one_line(
         # F.binary_cross_entropy raises on NaN images; a diverged BCE run must still end in one line
         (["--lr", "1e30", "--epochs", "3", "--decoder", "--recon-loss", "bce"], "the loss became"),
         (
-            [
-                "--lr",
-                "1e30",
-                "--epochs",
-                "3",
-                "--decoder",
-                "--recon-loss",
-                "bce",
-                "--wrt",
-                "autoencoder",
-                "--probes",
-                "2",
-                "--warmup",
-                "0",
-            ],
+            (
+                "--lr 1e30 --epochs 3 --decoder --recon-loss bce --wrt autoencoder --probes 2 "
+                "--warmup 0"
+            ).split(),
             "the loss became",
         ),
     ],

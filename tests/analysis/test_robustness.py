@@ -90,17 +90,10 @@ def test_robustness_command_on_a_trained_run(tiny_args, tmp_path):
             "robustness",
             "--run",
             str(run_dir),
-            "--eps",
-            "0,0.05,0.3",
-            "--n-samples",
-            "40",
-            "--steps",
-            "5",
-            "--attack",
-            "fgsm,pgd-linf,apgd-ce,square",
-            "--queries",
-            "100",
-            "--transfer-from",
+            *(
+                "--eps 0,0.05,0.3 --n-samples 40 --steps 5 --attack fgsm,pgd-linf,apgd-ce,square "
+                "--queries 100 --transfer-from"
+            ).split(),
             str(run_dir),
             "--out",
             str(tmp_path / "r"),

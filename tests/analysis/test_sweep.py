@@ -66,18 +66,9 @@ def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     res = runner.invoke(
         main,
         [
-            "sweep",
-            "--class",
-            "3",
-            "--run",
+            *"sweep --class 3 --run".split(),
             run,
-            "--samples",
-            "2",
-            "--steps",
-            "3",
-            "--dims",
-            "block",
-            "--out",
+            *"--samples 2 --steps 3 --dims block --out".split(),
             str(out),
         ],
     )
@@ -193,18 +184,9 @@ def test_sweep_without_decoder_fits_a_posthoc_decoder_once(tiny_args, tmp_path, 
     assert runner.invoke(main, ["train", *tiny_args, "--name", "b", "--epochs", "1"]).exit_code == 0
     run_dir = tmp_path / "runs" / "b"
     args = [
-        "sweep",
-        "--class",
-        "0",
-        "--run",
+        *"sweep --class 0 --run".split(),
         str(run_dir),
-        "--samples",
-        "2",
-        "--steps",
-        "3",
-        "--dims",
-        "0,19",
-        "--out",
+        *"--samples 2 --steps 3 --dims 0,19 --out".split(),
         str(tmp_path / "rep"),
     ]
     res = runner.invoke(main, args)

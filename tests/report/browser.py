@@ -10,15 +10,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+FLAGS = (
+    "--headless --no-sandbox --disable-gpu --disable-background-networking "
+    "--disable-component-update --disable-sync --no-first-run"
+).split()
 
 # appended to a copy of the page: records resource errors, uncaught errors and console.error calls,
 # and after load every <img> that did not decode (naturalWidth 0), into an attribute that --dump-dom
@@ -73,10 +68,7 @@ def inspect_page(page: Path) -> dict:
     try:
         done = run_chromium(
             [
-                "--enable-logging=stderr",
-                "--v=0",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
+                *"--enable-logging=stderr --v=0 --virtual-time-budget=10000 --dump-dom".split(),
                 probe.resolve().as_uri(),
             ]
         )

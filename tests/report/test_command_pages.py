@@ -22,11 +22,7 @@ def test_attribute_command_page_and_alignment(tiny_args, tmp_path):
             "attribute",
             "--run",
             str(tmp_path / "runs" / "a"),
-            "--method",
-            "saliency",
-            "--samples",
-            "2",
-            "--out",
+            *"--method saliency --samples 2 --out".split(),
             str(tmp_path / "r"),
         ],
     )

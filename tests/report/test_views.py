@@ -145,18 +145,7 @@ def test_pages_load_in_a_real_browser(reported):
 
 def test_universal_decoder_run_gets_an_index_without_class_pages(tiny_args, tmp_path):
     runner = CliRunner()
-    args = [
-        *tiny_args,
-        "--dataset",
-        "shapes",
-        "--reg",
-        "universal",
-        "--decoder",
-        "--epochs",
-        "1",
-        "--name",
-        "u",
-    ]
+    args = [*tiny_args, *"--dataset shapes --reg universal --decoder --epochs 1 --name u".split()]
     assert runner.invoke(main, ["train", *args]).exit_code == 0
     out = tmp_path / "report"
     (out).mkdir()
