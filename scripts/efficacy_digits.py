@@ -28,9 +28,9 @@ from herd_cls.curvature import latent_hessian
 from herd_cls.purity import image_share, measure_purity
 
 SPEC = bench.spec("efficacy_digits")
-NONE = "none"
 SHIPPED = f"class, {Config.variant} (shipped)"
 assert SPEC["classifier"]["rows"][SHIPPED]["variant"] == Config.variant, "the shipped row moved"
+assert all(t["label"] == SHIPPED for t in SPEC["classifier"]["targets"]), "a target lost its row"
 # "d1" ends every key: bump it when training or scoring changes, so older saved runs are not mixed
 # in
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_digits.json", "d1")

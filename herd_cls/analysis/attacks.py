@@ -84,18 +84,6 @@ def _ta():
     return torchattacks
 
 
-ATTACKS.add(
-    Attack(
-        "fgsm",
-        "linf",
-        lambda m, eps, b: _ta().FGSM(m, eps=eps),
-        "one signed-gradient step",
-        restarts="none",
-        white_box=True,
-    )
-)
-
-
 def _pgd(kind: str):
     """torchattacks' ``kind`` (PGD or PGDL2) from a random start, steps of 2.5 eps / steps."""
     return lambda m, eps, b: getattr(_ta(), kind)(
@@ -110,6 +98,16 @@ def _apgd(loss: str):
     )
 
 
+ATTACKS.add(
+    Attack(
+        "fgsm",
+        "linf",
+        lambda m, eps, b: _ta().FGSM(m, eps=eps),
+        "one signed-gradient step",
+        restarts="none",
+        white_box=True,
+    )
+)
 ATTACKS.add(
     Attack(
         "pgd-linf",

@@ -7,9 +7,8 @@
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
-  :func:`built_model` (untrained),
-  :func:`herd_cli` (a command as a user types it, timed), :func:`readme_run` and
-  :func:`seeds_parser`.
+  :func:`built_model` (untrained), :func:`herd_cli` (a command as a user types it, timed),
+  :func:`readme_run` and :func:`seeds_parser`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,9 @@
 A benchmark's records are grouped into ``Rows``: {row label: its records, one per seed}. A *key*
 reads a row: a record field's name (its mean over the seeds) or a function of the row's records (a
 statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
-:func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`,
-:func:`within_points`) return one verdict line, or
-None where a row they read was not run; :func:`publish` writes reports/<name>.md and the block
-between <!-- name --> markers in README.md and docs/*.md.
+:func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`, :func:`within_points`) return
+one verdict line, or None where a row they read was not run; :func:`publish` writes
+reports/<name>.md and the block between <!-- name --> markers in README.md and docs/*.md.
 """
 
 from __future__ import annotations
@@ -185,27 +184,29 @@ def paired_above(rows: Rows, name: str, label: str, base: str, key: str) -> str 
 
 
 def ratio_at_most(
-    rows: Rows, name: str, label: str, base: str, key: str, bound: float, every_seed=False
+    rows: Rows, name: str, label: str, base: str, key: Key, bound: float, every_seed=False
 ) -> str | None:
     """``key`` of row ``label`` over the seed mean of ``base``'s is at most ``bound`` (in every seed
     of ``label`` where ``every_seed``)."""
+    return _ratio(rows, name, label, base, key, bound, every_seed, -1)
+
+
+def ratio_at_least(
+    rows: Rows, name: str, label: str, base: str, key: Key, bound: float, every_seed=False
+) -> str | None:
+    """``key`` of row ``label`` over the seed mean of ``base``'s is at least ``bound`` (in every
+    seed of ``label`` where ``every_seed``)."""
+    return _ratio(rows, name, label, base, key, bound, every_seed, 1)
+
+
+def _ratio(rows, name, label, base, key, bound, every_seed, sign) -> str | None:
     if not {label, base} <= set(rows):
         return None
     theirs = mean(rows, base, key)
     ratios = [r[key] / theirs for r in rows[label]] if every_seed else []
     ratios = ratios or [mean(rows, label, key) / theirs]
-    return verdict(name, max(ratios) <= bound, ", ".join(f"{x:.2f}x" for x in ratios))
-
-
-def ratio_at_least(
-    rows: Rows, name: str, label: str, base: str, key: Key, bound: float
-) -> str | None:
-    """``key`` of row ``label`` is at least ``bound`` times ``base``'s (both seed means or
-    statistics)."""
-    if not {label, base} <= set(rows):
-        return None
-    ratio = mean(rows, label, key) / mean(rows, base, key)
-    return verdict(name, ratio >= bound, f"{ratio:.2f}x")
+    ok = all(sign * (x - bound) >= 0 for x in ratios)
+    return verdict(name, ok, ", ".join(f"{x:.2f}x" for x in ratios))
 
 
 def within_points(
