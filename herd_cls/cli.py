@@ -12,6 +12,7 @@ import click
 
 from .cli_analysis import attribute, report, robustness, sweep
 from .cli_options import friendly
+from .options import option_help
 from .config import Config, choices, option_name
 from .registry import HerdError
 
@@ -19,8 +20,8 @@ from .registry import HerdError
 def _config_options(fn):
     """One CLI option per Config field, help and choices taken from the field (defaults shown)."""
     for f in reversed(fields(Config)):
-        name, meta = option_name(f.name), f.metadata
-        help_text = meta["help"] + (f" [default: {f.default}]" if f.default is not None else "")
+        name = option_name(f.name)
+        help_text = option_help(f) + (f" [default: {f.default}]" if f.default is not None else "")
         if f.type == "bool":
             fn = click.option(f"{name}/--no-{name[2:]}", f.name, default=None, help=help_text)(fn)
             continue

@@ -17,7 +17,7 @@ from .heads import HEADS
 from .losses import LOSSES
 from .backbones import LOCAL_BACKBONES
 from .models import LATENTS
-from .options import check_option, entries, option, option_choices
+from .options import check_option, entries, option, option_choices, option_help
 from .registry import HerdError
 from .regularizers import REGULARIZERS, PenaltyOptions, reg_names, regularizer_class
 
@@ -93,7 +93,7 @@ class ModelOptions:
     pretrained_file: str | None = option(
         None, "Start from local weights (.pth or .safetensors); no network."
     )
-    latent: str = option("bottleneck", "Where z lives: " + entries(LATENTS) + ".", LATENTS)
+    latent: str = option("bottleneck", "Where z lives: {choices}.", LATENTS)
     dims_per_class: int = option(
         2, "Latent dims in each class block (bottleneck latent).", bound="positive"
     )
@@ -106,7 +106,7 @@ class ModelOptions:
     latent_dim: int | None = option(
         None, "Size of z; default classes x dims-per-class + shared dims.", bound="positive"
     )
-    head: str = option("block", "Classifier head on z: " + entries(HEADS) + ".", HEADS)
+    head: str = option("block", "Classifier head on z: {choices}.", HEADS)
     head_hidden: int = option(64, "Hidden width of the mlp head.", bound="positive")
     decoder: bool = option(
         False, "Add a decoder z -> image (needed for --wrt autoencoder/both and image sweeps)."
@@ -301,8 +301,7 @@ def reference_markdown() -> str:
             valid = ", ".join(f"`{c}`" for c in choices(f.name) or ())
             default = "–" if f.default is None else f"`{f.default}`"
             rows.append(
-                f"| `{option_name(f.name)}` | `{f.name}` | {default} | {valid} | "
-                f"{f.metadata['help']} |"
+                f"| `{option_name(f.name)}` | `{f.name}` | {default} | {valid} | {option_help(f)} |"
             )
         sections.append(
             f"## {title[0].upper() + title[1:]}\n\n| option | YAML key | default | choices | "

@@ -24,8 +24,9 @@ def option(
     default: Any, help: str, choices: tuple | Registry | None = None, bound: str | None = None
 ) -> Any:
     """A field of a user option. ``choices``: a tuple, or a registry whose names are read when asked
-    (so an entry registered after import is a valid choice). ``bound``: "positive" or "non-negative"
-    (None passes)."""
+    (so an entry registered after import is a valid choice); ``{choices}`` in ``help`` stands for
+    the registry's entries with their own help (:func:`option_help`). ``bound``: "positive" or
+    "non-negative" (None passes)."""
     return field(default=default, metadata={"help": help, "choices": choices, "bound": bound})
 
 
@@ -48,6 +49,15 @@ def option_choices(f: Field) -> tuple[str, ...] | None:
     """The valid values of the option field ``f`` (None: any of its type)."""
     valid = f.metadata["choices"]
     return tuple(valid.names(sort=False)) if isinstance(valid, Registry) else valid
+
+
+def option_help(f: Field) -> str:
+    """The help of option field ``f``, with ``{choices}`` replaced by its registry's entries as
+    registered now."""
+    text = f.metadata["help"]
+    return (
+        text.replace("{choices}", entries(f.metadata["choices"])) if "{choices}" in text else text
+    )
 
 
 def entries(registry: Registry) -> str:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from herd_cls.options import check_option, option, options_from
+from herd_cls.options import check_option, option, option_help, options_from
 from herd_cls.registry import HerdError, Registry
 
 
@@ -44,6 +44,16 @@ def test_good_values_pass_and_a_registry_is_read_when_asked():
         check_option(entry, "y", "--kind")
     kinds.register("y")(object())
     check_option(entry, "y", "--kind")
+
+
+def test_a_registrys_entries_are_listed_in_the_help_as_registered_when_read():
+    kinds = Registry("kind")
+    kinds.add(type("Entry", (), {"name": "x", "help": "the first"}))
+    entry = option("x", "A kind: {choices}.", kinds)
+    assert option_help(entry) == "A kind: 'x': the first."
+    kinds.add(type("Entry", (), {"name": "y", "help": "a later one"}))
+    assert option_help(entry) == "A kind: 'x': the first; 'y': a later one."
+    assert option_help(_field("width")) == "A width."
 
 
 def test_options_from_reads_the_groups_fields():

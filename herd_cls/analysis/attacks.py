@@ -10,7 +10,7 @@ checks and the report page read everything else from the entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import Tensor, nn
 
@@ -91,11 +91,14 @@ def _pgd(kind: str):
     )
 
 
+def _linf(kind: str, options: Callable[[Any], dict]):
+    """torchattacks' L-inf ``kind`` with seed 0 and the keyword ``options`` a budget sets."""
+    return lambda m, eps, b: getattr(_ta(), kind)(m, norm="Linf", eps=eps, seed=0, **options(b))
+
+
 def _apgd(loss: str):
     """torchattacks' L-inf auto-PGD on ``loss`` ("ce" or "dlr")."""
-    return lambda m, eps, b: _ta().APGD(
-        m, norm="Linf", eps=eps, steps=b.steps, n_restarts=b.restarts, loss=loss, seed=0
-    )
+    return _linf("APGD", lambda b: dict(steps=b.steps, n_restarts=b.restarts, loss=loss))
 
 
 ATTACKS.add(
@@ -145,9 +148,7 @@ ATTACKS.add(
     Attack(
         "square",
         "linf",
-        lambda m, eps, b: _ta().Square(
-            m, norm="Linf", eps=eps, n_queries=b.queries, n_restarts=b.restarts, seed=0
-        ),
+        _linf("Square", lambda b: dict(n_queries=b.queries, n_restarts=b.restarts)),
         "random square-shaped updates, no gradients; --queries per image",
         gradient_free=True,
         loss="margin",
@@ -158,9 +159,7 @@ ATTACKS.add(
     Attack(
         "autoattack",
         "linf",
-        lambda m, eps, b: _ta().AutoAttack(
-            m, norm="Linf", eps=eps, version="standard", n_classes=b.num_classes, seed=0
-        ),
+        _linf("AutoAttack", lambda b: dict(version="standard", n_classes=b.num_classes)),
         "the standard AutoAttack ensemble, square included; slow",
         min_classes=3,
         loss="ensemble",

@@ -179,6 +179,22 @@ class DecoderPenalty(Regularizer):
         return penalty, self.weight * penalty
 
 
+def decoder_penalty(name: str, help: str, default_weight: float):
+    """Register the decorated ``fn(decode, z, scale=...) -> penalty`` as the :class:`DecoderPenalty`
+    ``--reg name``, and return it unchanged."""
+
+    def register(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        attributes = dict(
+            name=name, help=help, default_weight=default_weight, __module__=fn.__module__
+        )
+        REGULARIZERS.add(
+            type(fn.__name__, (DecoderPenalty,), {**attributes, "penalty_fn": staticmethod(fn)})
+        )
+        return fn
+
+    return register
+
+
 @REGULARIZERS.add
 class NoRegularizer(Regularizer):
     name = "none"

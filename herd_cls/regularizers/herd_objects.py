@@ -16,7 +16,7 @@ from ..decoder_curvature import (
 )
 from ..derivatives import coupling_norm
 from ..heads import HEADS
-from ..options import entries, option
+from ..options import option
 from ..registry import HerdError
 from ..targets import TARGETS
 from .base import REGULARIZERS, Regularizer
@@ -37,21 +37,19 @@ class HeRDOptions:
 
     variant: str = option(
         "image-purity",
-        "Class-specific formulation: " + entries(CLASS_VARIANTS) + ".",
+        "Class-specific formulation: {choices}.",
         CLASS_VARIANTS,
     )
     universal_form: str = option(
         "balanced",
         "Universal HeRD's form on a loss's Hessian (--wrt classifier; decoder-output penalises the "
-        "decoder's own off-diagonal share): "
-        + entries(UNIVERSAL_FORMS)
-        + ". The other forms measured are retired "
+        "decoder's own off-diagonal share): {choices}. The other forms measured are retired "
         "(docs/what-did-not-work.md).",
         UNIVERSAL_FORMS,
     )
     wrt: str = option(
         "classifier",
-        "Whose curvature HeRD shapes: " + entries(TARGETS) + ".",
+        "Whose curvature HeRD shapes: {choices}.",
         TARGETS,
     )
     decoder_layers: str = option(
@@ -77,9 +75,7 @@ class HeRDOptions:
         "classifier's loss it selects HVP probes (purity variants only).",
         bound="positive",
     )
-    hessian_method: str = option(
-        "auto", "How curvature is computed: " + entries(CURVATURE_METHODS) + ".", CURVATURE_METHODS
-    )
+    hessian_method: str = option("auto", "How curvature is computed: {choices}.", CURVATURE_METHODS)
 
 
 class _HeRDRegularizer(Regularizer):

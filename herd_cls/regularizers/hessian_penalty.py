@@ -7,9 +7,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .base import REGULARIZERS, DecoderPenalty
+from .base import decoder_penalty
 
 
+@decoder_penalty(
+    "hessian-penalty",
+    "the Hessian Penalty on the decoder (finite differences, k=2, eps=0.1)",
+    default_weight=0.001,
+)
 def hessian_penalty(
     fn: Callable[[Tensor], Tensor],
     z: Tensor,
@@ -34,11 +39,3 @@ def hessian_penalty(
         v = epsilon * unit * (torch.randint(0, 2, z.shape, device=z.device).to(z.dtype) * 2 - 1)
         second.append((fn(z + v) - 2 * center + fn(z - v)) / epsilon**2)
     return reduction(torch.stack(second).var(0, unbiased=True))
-
-
-@REGULARIZERS.add
-class HessianPenalty(DecoderPenalty):
-    name = "hessian-penalty"
-    help = "the Hessian Penalty on the decoder (finite differences, k=2, eps=0.1)"
-    default_weight = 0.001
-    penalty_fn = staticmethod(hessian_penalty)

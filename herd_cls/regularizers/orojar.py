@@ -9,9 +9,12 @@ import torch
 from torch import Tensor
 
 from ..derivatives import forward_jacobian
-from .base import REGULARIZERS, DecoderPenalty
+from .base import decoder_penalty
 
 
+@decoder_penalty(
+    "orojar", "OroJaR: orthogonal decoder Jacobian columns (finite differences)", default_weight=1.0
+)
 def orojar_penalty(
     fn: Callable[[Tensor], Tensor], z: Tensor, scale: Tensor | None = None, eps: float = 1e-3
 ) -> Tensor:
@@ -31,11 +34,3 @@ def orojar_penalty(
     gram = torch.einsum("jbn,kbn->bjk", columns, columns) / columns.shape[-1]
     off = gram - torch.diag_embed(torch.diagonal(gram, dim1=1, dim2=2))
     return off.pow(2).sum((1, 2)).mean()
-
-
-@REGULARIZERS.add
-class OroJaR(DecoderPenalty):
-    name = "orojar"
-    help = "OroJaR: orthogonal decoder Jacobian columns (finite differences)"
-    default_weight = 1.0
-    penalty_fn = staticmethod(orojar_penalty)

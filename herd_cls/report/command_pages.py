@@ -11,14 +11,8 @@ from typing import TYPE_CHECKING
 
 from ..analysis.sanity import masking_signs
 from ..layout import BlockLayout
+from . import figure_views as views
 from . import figures, sweep_figures
-from .figure_views import (
-    dim_sweep_figures,
-    grid_figure,
-    layout_view,
-    picture_figures,
-    relative_link,
-)
 from .html import render
 
 if TYPE_CHECKING:
@@ -35,7 +29,7 @@ def write_grid_page(run_name: str, grid: LatentGrid, span: float, out_dir: Path)
         out_dir / "sweep_grid.html",
         run_name=run_name,
         span=span,
-        grid=grid_figure(grid, folder / "grid.png", relative_link(folder)),
+        grid=views.grid_figure(grid, folder / "grid.png", views.relative_link(folder)),
     )
 
 
@@ -50,14 +44,14 @@ def write_sweep_page(
     suffix = {"own": " (class block)", "shared": " (shared)", "other": ""}
     dims = [
         {
-            **dim_sweep_figures(
+            **views.dim_sweep_figures(
                 sw.result,
                 i,
                 class_names,
                 sw.target,
                 f"class {name}, dim {d}{suffix[sw.kind(d)]}",
                 (folder / f"dim{d}_images.png", folder / f"dim{d}_probs.png"),
-                relative_link(folder),
+                views.relative_link(folder),
             ),
             "index": d,
             "kind": sw.kind(d),
@@ -67,7 +61,7 @@ def write_sweep_page(
     pull = (
         None
         if sw.pull is None
-        else relative_link(folder)(
+        else views.relative_link(folder)(
             sweep_figures.dim_pull_bars(
                 sw.pull,
                 layout,
@@ -78,7 +72,7 @@ def write_sweep_page(
         )
     )
     kinds = {d: suffix[sw.kind(d)] for d in sw.images.dims}
-    pictures = picture_figures(sw.images, name, kinds, "pictures_dim", folder)
+    pictures = views.picture_figures(sw.images, name, kinds, "pictures_dim", folder)
     return render(
         "sweep.html",
         out_dir / f"sweep_class_{sw.target}.html",
@@ -110,7 +104,7 @@ def write_attribution_page(
     """attribute.html: the class x latent-dim matrix and input-attribution strips per class."""
     folder = out_dir / "attribution"
     folder.mkdir(parents=True, exist_ok=True)
-    rel = relative_link(folder)
+    rel = views.relative_link(folder)
     matrix = figures.class_dim_matrix(
         res.matrix,
         layout,
@@ -173,7 +167,7 @@ def _robustness_run_view(
 ) -> dict:
     """One run's part of robustness.html: its figures (drawn into ``folder``, file names starting
     with ``tag``), and the strongest attack at its middle eps, whose confusion is shown."""
-    rel = relative_link(folder)
+    rel = views.relative_link(folder)
     # the last one asked for
     strongest = [a for a in res["attacks"] if not a.startswith("transfer-")][-1]
     eps_mid = sorted(res["attacks"][strongest], key=float)[len(res["attacks"][strongest]) // 2]
@@ -182,7 +176,7 @@ def _robustness_run_view(
         "result": res,
         "strongest": strongest,
         "eps_mid": eps_mid,
-        "blocks": layout_view(layout)["blocks"],
+        "blocks": views.layout_view(layout)["blocks"],
         "overall": rel(
             figures.robustness_curves(
                 res, None, f"{name}: all classes", folder / f"{tag}overall.png"

@@ -56,6 +56,25 @@ def test_hessian_penalty_term_is_weight_times_penalty_and_vanishes_for_a_linear_
     assert reg.loss(model, batch)[0].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_a_decorated_penalty_function_becomes_a_weighted_decoder_regularizer():
+    from herd_cls.regularizers.base import decoder_penalty
+
+    @decoder_penalty("mean-square-decode", "mean squared decoded value", default_weight=3.0)
+    def mean_square(decode, z, scale):
+        return decode(z / scale).pow(2).mean()
+
+    try:
+        reg, model, batch = _setup("mean-square-decode")
+        penalty, term = reg.loss(model, batch)
+        z = batch.head(reg.penalty_samples).z
+        expected = model.decode(z / z.detach().std(0).clamp_min(1e-6)).pow(2).mean()
+        assert penalty.item() == pytest.approx(expected.item())
+        assert term.item() == pytest.approx(3.0 * expected.item())
+        assert regularizer_class("mean-square-decode").needs_decoder
+    finally:
+        REGULARIZERS.unregister("mean-square-decode")
+
+
 def test_beta_vae_and_capacity_terms():
     reg, model, batch = _setup("beta-vae")
     penalty, term = reg.loss(model, batch)
