@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -180,18 +179,13 @@ def curvature_part(repeats: int) -> str:
             z = torch.randn(BATCH, d, requires_grad=True)
             methods = _methods(name, head, loss, d)
             fns = {m: _penalty_fn(m, head, target, loss, d) for m in methods}
-            times = {m: [] for m in methods}
-            for m in methods:  # warm-up
-                fns[m](z).backward()
-            for _ in range(repeats):  # interleaved: each repetition runs every method
-                for m in methods:
-                    t0 = time.perf_counter()
-                    fns[m](z).backward()
-                    times[m].append(time.perf_counter() - t0)
-            plain = statistics.median(times["plain"])
+            seconds = bench.interleaved_medians(
+                {m: lambda fn=fn: fn(z).backward() for m, fn in fns.items()}, repeats
+            )
+            plain = seconds["plain"]
             cells = []
             for m in methods[1:]:
-                ms = statistics.median(times[m]) * 1000
+                ms = seconds[m] * 1000
                 mem = f", {_peak_memory_mb(name, d, m):.0f} MB" if d in MEMORY_DIMS else ""
                 err = _purity_error(head, target, loss, d, m)
                 cells.append(
@@ -349,29 +343,6 @@ def _device_step(overrides: dict, args, compiled: bool):
     return step
 
 
-def _images_per_second(step, args) -> tuple[float, float]:
-    """(images/s, peak memory in MB) of ``args.steps`` timed steps after 2 warm-up steps."""
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    for _ in range(2):
-        step()
-    sync()
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        bench.reset_peak_memory()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    seconds = time.perf_counter() - t0
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if args.device.startswith("cuda")
-        else bench.resident_memory_mb()
-    )
-    return args.batch * args.steps / seconds, peak
-
-
 def device_part(args) -> str:
     rows = []
     for label in args.jobs:
@@ -380,9 +351,8 @@ def device_part(args) -> str:
             rates = {}
             for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
                 torch.manual_seed(0)
-                rates[reg] = _images_per_second(
-                    _device_step({**base, **extra}, args, compiled), args
-                )
+                step = _device_step({**base, **extra}, args, compiled)
+                rates[reg] = bench.images_per_second(step, args.batch, args.steps, args.device)
             (none_rate, none_mem), (reg_rate, reg_mem) = rates["none"], rates[regularised["reg"]]
             rows.append(
                 [

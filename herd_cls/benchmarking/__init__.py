@@ -1,24 +1,28 @@
-"""What every benchmark in scripts/ shares: where its numbers come from (:mod:`.store`) and what
-they become (:mod:`.tables`). Scripts import from here."""
+"""What every benchmark in scripts/ shares: where its numbers come from (:mod:`.store`), how it
+times (:mod:`.timing`) and what its numbers become (:mod:`.tables`). Scripts import from here."""
 
 from .store import (
     ROOT,
-    Finished,
     Job,
     built_model,
     ResultStore,
     commit,
     fingerprint,
-    herd_cli,
     machine,
     provenance,
     readme_run,
-    reset_peak_memory,
-    resident_memory_mb,
     seeds_parser,
     spec,
     stamp,
     trained_run,
+)
+from .timing import (
+    Finished,
+    herd_cli,
+    images_per_second,
+    interleaved_medians,
+    reset_peak_memory,
+    resident_memory_mb,
 )
 from .tables import (
     TARGETS,
@@ -63,6 +67,8 @@ __all__ = [
     "spec",
     "stamp",
     "trained_run",
+    "images_per_second",
+    "interleaved_medians",
     "Rows",
     "TARGETS",
     "above",

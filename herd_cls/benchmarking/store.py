@@ -7,8 +7,7 @@
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
-  :func:`built_model` (untrained), :func:`herd_cli` (a command as a user types it, timed),
-  :func:`readme_run` and :func:`seeds_parser`.
+  :func:`built_model` (untrained), :func:`readme_run` and :func:`seeds_parser`.
 """
 
 from __future__ import annotations
@@ -20,12 +19,12 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
+
+from .timing import herd_cli
 
 
 # the checkout the package runs from (an editable install, as README's first command makes)
@@ -194,37 +193,6 @@ def built_model(overrides: dict, num_classes: int, in_chans: int, image_size: in
 
     info = DataInfo(num_classes, [str(c) for c in range(num_classes)], in_chans, image_size)
     return build(Config(**{**overrides, "num_classes": num_classes}).validate(), info, None, None)
-
-
-def reset_peak_memory() -> None:
-    """Make this process's peak resident memory its present one (Linux's /proc/self/clear_refs)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def resident_memory_mb(peak: bool = True) -> float:
-    """This process's peak (VmHWM) or present (VmRSS) resident memory, in MB (Linux)."""
-    key = "VmHWM:" if peak else "VmRSS:"
-    return float(Path("/proc/self/status").read_text().split(key)[1].split()[0]) / 1024
-
-
-class Finished(NamedTuple):
-    seconds: float  # wall time of the whole process, start-up and imports included
-    peak_mb: float  # its peak resident memory
-
-
-def herd_cli(*args, quiet: bool = False, processes: int = 1) -> Finished:
-    """Run ``herd-cls ARGS`` as a user would, in a process of its own (its output hidden if
-    ``quiet``), or under ``torchrun --nproc_per_node processes`` when ``processes`` > 1; an error
-    stops the script with the command named."""
-    start = time.perf_counter()
-    out = subprocess.DEVNULL if quiet else None
-    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}"] * (processes > 1)
-    command = [sys.executable, *launcher, "-m", "herd_cls", *map(str, args)]
-    proc = subprocess.Popen(command, stdout=out)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"herd-cls {' '.join(map(str, args))} failed")
-    return Finished(time.perf_counter() - start, usage.ru_maxrss / 1024)
 
 
 def readme_run(run: str | None, folder: Path, *options: str) -> str:

@@ -51,29 +51,6 @@ def test_a_spec_is_read_as_plain_data(tmp_path, monkeypatch):
         benchmarking.spec("b")
 
 
-def test_herd_cli_times_a_command_and_stops_on_a_failed_one():
-    finished = benchmarking.herd_cli("--help", quiet=True)
-    assert finished.seconds > 0 and finished.peak_mb > 1
-    with pytest.raises(SystemExit, match="herd-cls no-such-command failed"):
-        benchmarking.herd_cli("no-such-command", quiet=True)
-
-
-def test_herd_cli_runs_a_command_in_as_many_processes_as_asked(capfd, monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # as if launched from outside torchrun
-        monkeypatch.delenv(name, raising=False)
-    benchmarking.herd_cli("--help", processes=2)
-    assert capfd.readouterr().out.count("Usage:") == 2
-
-
-def test_peak_memory_is_reset_to_the_present_and_grows_with_an_allocation():
-    benchmarking.reset_peak_memory()
-    present = benchmarking.resident_memory_mb(peak=False)
-    assert benchmarking.resident_memory_mb() == pytest.approx(present, abs=2)
-    block = bytearray(64 * 2**20)  # 64 MB, touched
-    block[::4096] = b"x" * len(block[::4096])
-    assert benchmarking.resident_memory_mb() > present + 50
-
-
 def test_the_commit_stamp_counts_changed_code_and_not_the_published_pages(tmp_path, monkeypatch):
     import subprocess
 
