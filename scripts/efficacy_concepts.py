@@ -24,10 +24,7 @@ import numpy as np
 import torch
 
 from herd_cls import benchmarking as bench
-from herd_cls.analysis.evidence import Evidence
-from herd_cls.analysis.latents import collect, evaluating
-from herd_cls.analysis.scores import METRICS
-from herd_cls.purity import measure_purity
+from herd_cls.analysis.runs import score_test_split
 
 TABLES = bench.spec("efficacy_concepts")
 HERD = "class HeRD"
@@ -46,20 +43,14 @@ def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's
     loss)."""
     run = bench.trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
-    model = run.model
-    with evaluating(model):
-        data = collect(model, run.data("test"))
-        purity = measure_purity(model, zip(data["x"].split(256), data["y"].split(256)), run.layout)
-        inputs = (data["x"], data["z"], data["y"], data["logits"])
-        evidence = Evidence(model, run.layout, *inputs, purity, None, run.config_dict())
-        scores = {name: METRICS.get(name).compute(evidence) for name in METRIC_NAMES}
+    scored = score_test_split(run, list(METRIC_NAMES))
     return {
         "scores": {
             k: None if s is None else {"overall": s.overall, "per_class": s.per_class}
-            for k, s in scores.items()
+            for k, s in scored.scores.items()
         },
         "train_seconds": run.summary["train_seconds"],
-        "purity_method": purity.method,
+        "purity_method": scored.purity.method,
     }
 
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from herd_cls import benchmarking as bench
-from herd_cls.analysis.latents import collect
+from herd_cls.analysis.runs import score_test_split
 from herd_cls.config import Config
 from herd_cls.curvature import latent_hessian
-from herd_cls.purity import image_share, measure_purity
+from herd_cls.purity import image_share
 
 SPEC = bench.spec("efficacy_digits")
 SHIPPED = f"class, {Config.variant} (shipped)"
@@ -47,24 +47,29 @@ def torch_ce_medians(model, data: dict, layout) -> list[float]:
     return [float(m.median()) if len(m) else float("nan") for m in medians]
 
 
+# the registry's metrics each record keeps per class (under "<name>_per_class")
+PER_CLASS = (
+    "block_purity",
+    "image_purity_mean",
+    "image_purity_median",
+    "image_purity_at_least_half",
+)
+
+
 def measure(fields: dict, overrides: dict, folder: Path) -> dict:
     """Accuracy and both purity views on every test image (exact Hessians of the classifier's
     CE)."""
     run = bench.trained_run(folder, overrides)
-    data = collect(run.model, run.data("test"))
-    batches = zip(data["x"].split(256), data["y"].split(256))
-    purity = measure_purity(run.model, batches, run.layout, "classifier", hessian_method="exact")
-    view = purity.image_view()
+    scored = score_test_split(run, ["accuracy", *PER_CLASS], "exact")
     return {
         **fields,
-        "test_accuracy": float((data["logits"].argmax(1) == data["y"]).float().mean()),
-        "block_purity_per_class": purity.per_class.tolist(),
-        "image_purity_mean_per_class": view["mean"],
-        "image_purity_median_per_class": view["median"],
-        "image_purity_at_least_half_per_class": view["share_at_least_half"],
-        "image_purity_median_torch_ce_per_class": torch_ce_medians(run.model, data, run.layout),
-        "test_images": len(purity.labels),
-        "purity_method": purity.method,
+        "test_accuracy": scored.scores["accuracy"].overall,
+        **{f"{name}_per_class": scored.scores[name].per_class for name in PER_CLASS},
+        "image_purity_median_torch_ce_per_class": torch_ce_medians(
+            run.model, scored.test, run.layout
+        ),
+        "test_images": len(scored.purity.labels),
+        "purity_method": scored.purity.method,
         "train_seconds": run.summary["train_seconds"],
         "chance": run.layout.chance(),
         "latent_dim": run.layout.latent_dim,

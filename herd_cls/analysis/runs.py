@@ -17,8 +17,8 @@ from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .class_views import ImageSweeps, image_sweeps
 from .decoder import DecoderCurvature, LatentGrid, latent_grid
-from .latents import collect
-from .scores import Evidence, Score, constant_metrics, score_all
+from .latents import collect, evaluating
+from .scores import METRICS, Evidence, Score, constant_metrics, score_all
 from .sweep import sweep
 
 
@@ -222,8 +222,34 @@ def analyse(
     )
 
 
+@dataclass
+class TestSplitScores:
+    """Registry metrics measured on every test image of a run: ``scores`` (name -> Score, None where
+    the metric does not apply), the ``purity`` they read and the ``test`` split (``collect``'s x, z,
+    y, logits)."""
+
+    scores: dict[str, Score | None]
+    purity: Purity
+    test: dict
+
+
+def score_test_split(
+    run: Run, names: list[str], hessian_method: str = "auto", batch_size: int = 256
+) -> TestSplitScores:
+    """The registered metrics ``names`` on every test image of ``run``, purity from the |H| of the
+    classifier's loss by ``hessian_method``; no latent attribution is computed, so a metric that
+    reads it cannot be asked for."""
+    model = run.model
+    with evaluating(model):
+        test = collect(model, run.data("test"), batch_size)
+        batches = zip(test["x"].split(batch_size), test["y"].split(batch_size))
+        purity = measure_purity(model, batches, run.layout, hessian_method=hessian_method)
+        evidence = _evidence(run, test, purity, None, run.config_dict())
+        return TestSplitScores({n: METRICS.get(n).compute(evidence) for n in names}, purity, test)
+
+
 def _evidence(
-    run: Run, test: dict, purity: Purity, latent_attribution: Tensor, config: dict
+    run: Run, test: dict, purity: Purity, latent_attribution: Tensor | None, config: dict
 ) -> Evidence:
     """What the metrics read: the test split ``test`` (see ``collect``) with its purity and latent
     attribution (N, d), the run's config and the test images' factors."""
