@@ -12,11 +12,22 @@ One run, interleaved repetitions, medians, ratios taken within the run:
   --part device     training steps on synthetic tensors, --device cuda (or cpu): resnet18 and
                     resnet50 at 224x224, batch 256, --reg none against --reg class, and the conv and
                     Burgess decoders with decoder-side HeRD; bf16 autocast, torch.compile off and
-                    on; images/s and peak memory.
-Writes reports/benchmark_performance_<part>.md and the matching blocks of docs/performance.md.
+                    on; images/s and peak memory;
+  --part analysis   `herd-cls sweep --class 3` (first, fitting the post-hoc decoder, and again),
+                    attribute, report and robustness on the README run (or --run), each timed as a
+                    whole process, best and worst of --repeats; targets: the first sweep at most
+                    20 s and later ones 10 s, the report and robustness 60 s each;
+  --part classes    per --classes count K, a generated image folder (K classes of 12 32x32 images,
+                    a random template per class plus noise) trained one epoch (conv, class HeRD),
+                    then `herd-cls report` and `herd-cls sweep` timed with their peak memory and
+                    the report's files; targets: 100 classes at most 2x the 10-class time, 1000
+                    under 5 minutes (issue 29).
+Writes reports/benchmark_performance_<part>.md (benchmark_analysis[_classes].md for the last two)
+and the matching blocks of docs/performance.md.
 
-    python scripts/benchmark_performance.py --part curvature|train|distributed [--repeats 5]
+    python scripts/benchmark_performance.py --part curvature|train|distributed|analysis [--repeats]
     python scripts/benchmark_performance.py --part device --device cuda [--compile off,on]
+    python scripts/benchmark_performance.py --part classes [--classes 10 100 1000]
 """
 
 from __future__ import annotations
@@ -390,11 +401,122 @@ def device_part(args) -> str:
     )
 
 
+ANALYSIS_TARGETS = {
+    "first sweep": 20.0,
+    "sweep": 10.0,
+    "attribute": None,
+    "report": 60.0,
+    "robustness": 60.0,
+}
+
+
+def image_folder(
+    root: Path, classes: int, per_class: int = 12, side: int = 32, seed: int = 0
+) -> Path:
+    """``classes`` class folders of ``per_class`` PNGs: each class a random template, each image it
+    plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"class{c:04d}"
+        folder.mkdir(parents=True)
+        template = rng.uniform(0, 255, (side, side, 3))
+        for i in range(per_class):
+            image = np.clip(template + rng.normal(0, 40, template.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def classes_part(counts: list[int]) -> str:
+    rows, seconds = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in counts:
+            data, out, run = Path(tmp) / f"data{k}", Path(tmp) / f"report{k}", Path(tmp) / f"k{k}"
+            train = "train --dataset imagefolder --image-size 32 --epochs 1 --backbone conv"
+            options = ["--data-root", image_folder(data, k), "--out-dir", tmp, "--name", run.name]
+            bench.herd_cli(*train.split(), *options, "--quiet", quiet=True)
+            report = bench.herd_cli("report", "--run", run, "--out", out, "--quiet", quiet=True)
+            seconds[k] = report.seconds
+            files = sum(1 for p in out.rglob("*") if p.is_file())
+            sweep = ["sweep", "--run", run, "--class", "1", "--out", out, "--quiet"]
+            bench.herd_cli(*sweep, quiet=True)  # fits the post-hoc decoder
+            swept = bench.herd_cli(*sweep, quiet=True)
+            target = {
+                100: "≤ 2x the 10-class time: "
+                f"{'met' if 10 in seconds and seconds[k] <= 2 * seconds[10] else 'MISSED'}",
+                1000: f"≤ 300 s: {'met' if seconds[k] <= 300 else 'MISSED'}",
+            }.get(k, "–")
+            rows.append(
+                [
+                    k,
+                    f"{report.seconds:.1f}",
+                    f"{report.peak_mb:.0f}",
+                    files,
+                    target,
+                    f"{swept.seconds:.1f}",
+                    f"{swept.peak_mb:.0f}",
+                ]
+            )
+    columns = ["classes", "report s", "report peak MB", "files written", "target", "sweep s"]
+    return (
+        "`python scripts/benchmark_performance.py --part classes --classes "
+        f"{' '.join(map(str, counts))}` at {bench.provenance()}.\n\n"
+        + bench.markdown_table([*columns, "sweep peak MB"], rows)
+        + "\n"
+    )
+
+
+COMMANDS = {  # what is timed, as typed after the run is given
+    "first sweep": ["sweep", "--class", "3"],
+    "sweep": ["sweep", "--class", "3"],
+    "attribute": ["attribute"],
+    "report": ["report"],
+    "robustness": ["robustness"],
+}
+
+
+def analysis_part(repeats: int, run: str | None) -> str:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = bench.readme_run(run, Path(tmp) / "default", "--quiet")
+        for name, command in COMMANDS.items():
+            times = []
+            for _ in range(repeats):
+                if name == "first sweep":  # a run as train leaves it: no post-hoc decoder yet
+                    for cached in Path(run).glob("posthoc_decoder.*"):
+                        cached.unlink()
+                out = ["--run", run, "--out", Path(tmp) / "out"]
+                times.append(bench.herd_cli(*command, *out, quiet=True).seconds)
+            target = ANALYSIS_TARGETS[name]
+            verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
+            label = f"`herd-cls {' '.join(command)}`" + (
+                " (first: fits the post-hoc decoder)" if name == "first sweep" else ""
+            )
+            limit = "–" if target is None else f"≤ {target:.0f}"
+            rows.append([label, f"{min(times):.1f}", f"{max(times):.1f}", limit, verdict])
+    return (
+        f"Analysis commands on the default digits run, {repeats} runs each, whole process; "
+        f"`python scripts/benchmark_performance.py --part analysis` at {bench.provenance()}.\n\n"
+        + bench.markdown_table(["command", "best s", "worst s", "target s", ""], rows)
+        + "\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=["curvature", "train", "distributed", "device"])
+    parts = ["curvature", "train", "distributed", "device", "analysis", "classes"]
+    parser.add_argument("--part", choices=parts, required=True)
+    parser.add_argument(
+        "--repeats", type=int, help="default: 5 (curvature, train), 1 (distributed), 3 (analysis)"
+    )
+    parser.add_argument(
+        "--print-only", action="store_true", help="print the table, publish nothing"
+    )
+    parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
     device = parser.add_argument_group("--part device")
     device.add_argument("--device", default="cuda", help="cuda or cpu")
     jobs = list(SPEC["device"])
@@ -411,33 +533,28 @@ def main() -> None:
     device.add_argument(
         "--no-amp", dest="amp", action="store_false", help="float32 instead of bf16 autocast"
     )
-    device.add_argument(
-        "--print-only", action="store_true", help="print the table, publish nothing"
-    )
-    parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="default: 5 (curvature), 5 (train), 1 (distributed)",
-    )
+    analysis = parser.add_argument_group("--part analysis and classes")
+    analysis.add_argument("--run", help="a trained README run to time (default: train one now)")
+    analysis.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
     args = parser.parse_args()
     if args.cell:
         return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
-    if args.part == "device":
-        table = device_part(args)
-        return (
-            print(table)
-            if args.print_only
-            else bench.publish(f"benchmark_performance_device_{args.device}", table)
-        )
-    part = {
-        "curvature": (curvature_part, 5),
-        "train": (train_part, 5),
-        "distributed": (distributed_part, 1),
+    table = {
+        "curvature": lambda: curvature_part(args.repeats or 5),
+        "train": lambda: train_part(args.repeats or 5),
+        "distributed": lambda: distributed_part(args.repeats or 1),
+        "device": lambda: device_part(args),
+        "analysis": lambda: analysis_part(args.repeats or 3, args.run),
+        "classes": lambda: classes_part(args.classes),
+    }[args.part]()
+    published = {
+        "device": f"benchmark_performance_device_{args.device}",
+        "analysis": "benchmark_analysis",
+        "classes": "benchmark_analysis_classes",
     }
-    fn, default = part[args.part]
-    bench.publish(f"benchmark_performance_{args.part}", fn(args.repeats or default))
+    if args.print_only:
+        return print(table)
+    bench.publish(published.get(args.part, f"benchmark_performance_{args.part}"), table)
 
 
 if __name__ == "__main__":
