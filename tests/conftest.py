@@ -23,3 +23,18 @@ def toy():
     model = nn.Sequential(encoder, nn.GELU(), nn.Linear(8, 4)).eval()
     x = torch.rand(60, 1, 8, 8)
     return model, encoder, x, model(x).argmax(1).detach()
+
+
+@pytest.fixture
+def attack_toy(toy):
+    """``evaluate_robustness`` of the toy classifier (its 8 latent dims as 4 blocks of 2):
+    ``run(attacks, eps, **options)``; ``model=`` attacks another classifier on the same images."""
+    from herd_cls.analysis.robustness import evaluate_robustness
+    from herd_cls.layout import BlockLayout
+
+    model, encoder, x, y = toy
+
+    def run(attacks, eps, model=model, **options):
+        return evaluate_robustness(model, encoder, x, y, BlockLayout(4, 2), attacks, eps, **options)
+
+    return run

@@ -52,16 +52,11 @@ def test_collapse_reasons():
 def test_training_warns_when_the_decoder_collapses(tmp_path):
     """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey)
     reconstructs worse than the mean image: training says so on stderr and in summary.json."""
-    args = [
-        *(
-            "train --dataset shapes --num-samples 400 --backbone conv --decoder --recon-loss bce "
-            "--reg none --alpha-ae 0 --epochs 2 --warmup 1 --batch-size 64 --dims-per-class 2 "
-            "--device cpu --out-dir"
-        ).split(),
-        str(tmp_path),
-        "--name",
-        "c",
-    ]
+    args = (
+        "train --dataset shapes --num-samples 400 --backbone conv --decoder --recon-loss bce "
+        "--reg none --alpha-ae 0 --epochs 2 --warmup 1 --batch-size 64 --dims-per-class 2 "
+        f"--device cpu --out-dir {tmp_path} --name c"
+    ).split()
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.stderr.count("warning: the decoder collapsed") == 1
@@ -104,17 +99,12 @@ def test_channels_last_gives_the_same_outputs():
 
 @pytest.mark.slow
 def test_constant_lr_schedule_and_channels_last_train(tmp_path):
-    args = [
-        *(
-            "train --dataset shapes --num-samples 300 --backbone burgess --decoder --head mlp "
-            "--latent-dim 4 --shared-dims 1 --recon-loss bce --reg universal --wrt decoder-output "
-            "--penalty-samples 8 --epochs 2 --warmup 1 --ramp 0 --lr-schedule constant "
-            "--channels-last --batch-size 64 --device cpu --out-dir"
-        ).split(),
-        str(tmp_path),
-        "--name",
-        "k",
-    ]
+    args = (
+        "train --dataset shapes --num-samples 300 --backbone burgess --decoder --head mlp "
+        "--latent-dim 4 --shared-dims 1 --recon-loss bce --reg universal --wrt decoder-output "
+        "--penalty-samples 8 --epochs 2 --warmup 1 --ramp 0 --lr-schedule constant "
+        f"--channels-last --batch-size 64 --device cpu --out-dir {tmp_path} --name k"
+    ).split()
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rows = [

@@ -84,12 +84,14 @@ def test_burgess_architecture_is_the_literatures():
     assert acts == {torch.nn.ReLU}
 
 
-def test_pre_logits_latent_keeps_timms_own_classifier():
+def _timm_and_prelogits(backbone: str, **timm_kwargs):
+    """(timm's own 5-class model, create_model's pre-logits latent with a linear head on it), each
+    built from seed 0, in eval mode, for 32x32 RGB images (unit normalisation)."""
     torch.manual_seed(0)
-    reference = timm.create_model("resnet18", num_classes=5, in_chans=3).eval()
+    reference = timm.create_model(backbone, num_classes=5, in_chans=3, **timm_kwargs).eval()
     torch.manual_seed(0)
     model = create_model(
-        "resnet18",
+        backbone,
         num_classes=5,
         in_chans=3,
         image_size=32,
@@ -97,7 +99,12 @@ def test_pre_logits_latent_keeps_timms_own_classifier():
         head="linear",
         mean=[0.0] * 3,
         std=[1.0] * 3,
-    ).eval()
+    )
+    return reference, model.eval()
+
+
+def test_pre_logits_latent_keeps_timms_own_classifier():
+    reference, model = _timm_and_prelogits("resnet18")
     x = torch.rand(2, 3, 32, 32)
     assert model.latent_dim == reference.num_features == 512
     assert isinstance(model.classify, torch.nn.Linear) and model.classify.out_features == 5
@@ -243,26 +250,12 @@ def test_every_timm_family_trains_with_herd_and_runs_the_analysis(backbone, late
 @pytest.mark.parametrize("backbone", ["mobilenetv3_small_100", "efficientvit_b0", "levit_128s"])
 def test_pre_logits_linear_head_is_the_timm_classifier_after_its_head_stage(backbone):
     # levit_128s is distilled: get_classifier() is (head, head_dist) and its logits are their mean
-    torch.manual_seed(0)
-    reference = (
-        timm.create_model(backbone, num_classes=5, in_chans=3, img_size=32)
-        if backbone == "levit_128s"
-        else timm.create_model(backbone, num_classes=5, in_chans=3)
-    )
-    torch.manual_seed(0)
-    model = create_model(
-        backbone,
-        num_classes=5,
-        in_chans=3,
-        image_size=32,
-        latent="pre-logits",
-        head="linear",
-        mean=[0.0] * 3,
-        std=[1.0] * 3,
+    reference, model = _timm_and_prelogits(
+        backbone, **({"img_size": 32} if backbone == "levit_128s" else {})
     )
     x = torch.rand(2, 3, 32, 32)
     assert model.latent_dim == reference.head_hidden_size
-    torch.testing.assert_close(model.eval()(x), reference.eval()(x))
+    torch.testing.assert_close(model(x), reference(x))
 
 
 def test_an_input_size_the_backbone_cannot_take_is_refused_in_one_line():

@@ -7,10 +7,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from herd_cls import load_run
-from herd_cls.analysis.robustness import evaluate_robustness
 from herd_cls.cli import main
 from html_pages import check_page
-from herd_cls.layout import BlockLayout
 
 
 def fgsm_reference(model, x, y, eps):
@@ -33,38 +31,27 @@ def pgd_reference(model, x, y, eps, steps, seed):
     return adv
 
 
-def test_fgsm_agrees_exactly_with_independent_implementation(toy):
+def test_fgsm_agrees_exactly_with_independent_implementation(toy, attack_toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(model, encoder, x, y, BlockLayout(4, 2), ["fgsm"], [0.05, 0.1])
+    res = attack_toy(["fgsm"], [0.05, 0.1])
     for eps in (0.05, 0.1):
         ours = (model(fgsm_reference(model, x, y, eps)).argmax(1) == y).float().mean().item()
         assert res["attacks"]["fgsm"][str(eps)]["robust_accuracy"] == ours
 
 
-def test_pgd_agrees_with_independent_implementation_within_tolerance(toy):
+def test_pgd_agrees_with_independent_implementation_within_tolerance(toy, attack_toy):
     # random starts differ, so the two may disagree on a few samples: tolerance 5 points
     model, encoder, x, y = toy
-    res = evaluate_robustness(
-        model, encoder, x, y, BlockLayout(4, 2), ["pgd-linf"], [0.05], steps=10
-    )
+    res = attack_toy(["pgd-linf"], [0.05], steps=10)
     ours = (
         (model(pgd_reference(model, x, y, 0.05, 10, seed=1)).argmax(1) == y).float().mean().item()
     )
     assert abs(res["attacks"]["pgd-linf"]["0.05"]["robust_accuracy"] - ours) <= 0.05
 
 
-def test_sanity_checks_hold_and_latent_shares_add_up(toy):
+def test_sanity_checks_hold_and_latent_shares_add_up(toy, attack_toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(
-        model,
-        encoder,
-        x,
-        y,
-        BlockLayout(4, 2),
-        ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"],
-        [0, 0.05, 0.3, 1.0],
-        steps=5,
-    )
+    res = attack_toy(["fgsm", "pgd-linf", "pgd-l2", "apgd-ce"], [0, 0.05, 0.3, 1.0], steps=5)
     failed = [c for c in res["checks"] if c["verdict"] != "pass"]
     assert not failed, failed
     row = res["attacks"]["pgd-linf"]["0.05"]

@@ -4,8 +4,6 @@ passes."""
 import torch
 from torch import nn
 
-from herd_cls.analysis.robustness import evaluate_robustness
-from herd_cls.layout import BlockLayout
 
 EPS = [0, 0.05, 0.1, 0.3]
 
@@ -22,18 +20,10 @@ def failed(result):
     return {(c["id"], c["attack"]) for c in result["checks"] if c["verdict"] == "flag"}
 
 
-def test_plain_model_passes_every_check_with_square_and_transfer(toy):
+def test_plain_model_passes_every_check_with_square_and_transfer(toy, attack_toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(
-        model,
-        encoder,
-        x,
-        y,
-        BlockLayout(4, 2),
-        ["fgsm", "pgd-linf", "apgd-ce", "square"],
-        EPS,
-        queries=200,
-        transfer_from=model,
+    res = attack_toy(
+        ["fgsm", "pgd-linf", "apgd-ce", "square"], EPS, queries=200, transfer_from=model
     )
     assert not failed(res)
     ran = {(c["id"], c["attack"]) for c in res["checks"]}
@@ -49,19 +39,11 @@ def test_plain_model_passes_every_check_with_square_and_transfer(toy):
     assert res["attacks"]["square"]["0.1"]["robust_accuracy"] <= res["clean"]["accuracy"] - 0.2
 
 
-def test_quantised_input_masks_gradients_and_is_flagged(toy):
+def test_quantised_input_masks_gradients_and_is_flagged(toy, attack_toy):
     model, encoder, x, y = toy
     masked = nn.Sequential(Quantise(), model)
-    res = evaluate_robustness(
-        masked,
-        encoder,
-        x,
-        y,
-        BlockLayout(4, 2),
-        ["pgd-linf", "apgd-ce", "square"],
-        EPS,
-        queries=200,
-        transfer_from=model,
+    res = attack_toy(
+        ["pgd-linf", "apgd-ce", "square"], EPS, queries=200, transfer_from=model, model=masked
     )
     flags = failed(res)
     # gradient attacks stall while Square and the attack crafted on the unmasked model get through
@@ -80,11 +62,9 @@ def test_quantised_input_masks_gradients_and_is_flagged(toy):
     ) not in flags  # square is no white-box attack: it is not held to that
 
 
-def test_transfer_from_the_model_itself_equals_white_box(toy):
+def test_transfer_from_the_model_itself_equals_white_box(toy, attack_toy):
     model, encoder, x, y = toy
-    res = evaluate_robustness(
-        model, encoder, x, y, BlockLayout(4, 2), ["pgd-linf"], [0.05, 0.1], transfer_from=model
-    )
+    res = attack_toy(["pgd-linf"], [0.05, 0.1], transfer_from=model)
     for e in ("0.05", "0.1"):
         assert (
             res["attacks"]["transfer-pgd-linf"][e]["correct"]
@@ -92,12 +72,12 @@ def test_transfer_from_the_model_itself_equals_white_box(toy):
         )
 
 
-def test_pgd_restarts_never_leave_more_images_correct(toy):
+def test_pgd_restarts_never_leave_more_images_correct(toy, attack_toy):
     model, encoder, x, y = toy
     one, five = (
-        evaluate_robustness(
-            model, encoder, x, y, BlockLayout(4, 2), ["pgd-linf"], [0.05], steps=3, restarts=r
-        )["attacks"]["pgd-linf"]["0.05"]["correct"]
+        attack_toy(["pgd-linf"], [0.05], steps=3, restarts=r)["attacks"]["pgd-linf"]["0.05"][
+            "correct"
+        ]
         for r in (1, 5)
     )
     # the first start is the same; restarts only add fooled images
