@@ -25,8 +25,9 @@ def option(
 ) -> Any:
     """A field of a user option. ``choices``: a tuple, or a registry whose names are read when asked
     (so an entry registered after import is a valid choice); ``{choices}`` in ``help`` stands for
-    the registry's entries with their own help (:func:`option_help`). ``bound``: "positive" or
-    "non-negative" (None passes)."""
+    the registry's entries with their own help, as registered when the help is built
+    (:func:`option_help`: the CLI at import, docs/configuration.md when generated). ``bound``:
+    "positive" or "non-negative" (None passes)."""
     return field(default=default, metadata={"help": help, "choices": choices, "bound": bound})
 
 

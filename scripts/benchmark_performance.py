@@ -1,6 +1,7 @@
-"""What curvature costs, and what the regularised training costs against plain training.
+"""What herd_cls costs: curvature, regularised training against plain, and the analysis commands.
 
-One run, interleaved repetitions, medians, ratios taken within the run:
+Each part is one run on one machine (curvature, train: interleaved repetitions, medians, ratios
+taken within the run):
   --part curvature  forward + curvature + penalty + backward per batch of 64, for every method, on
                     linear+CE, MLP+CE, MLP decoder+MSE and conv decoder+MSE at d in 8..512, with the
                     peak of extra CPU memory and the probe estimates' purity error against exact;
@@ -509,7 +510,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parts = ["curvature", "train", "distributed", "device", "analysis", "classes"]
-    parser.add_argument("--part", choices=parts, required=True)
+    parser.add_argument("--part", choices=parts)
     parser.add_argument(
         "--repeats", type=int, help="default: 5 (curvature, train), 1 (distributed), 3 (analysis)"
     )
@@ -535,10 +536,14 @@ def main() -> None:
     )
     analysis = parser.add_argument_group("--part analysis and classes")
     analysis.add_argument("--run", help="a trained README run to time (default: train one now)")
-    analysis.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
+    analysis.add_argument(
+        "--classes", type=int, nargs="+", default=[10, 100, 1000], help="class counts to time"
+    )
     args = parser.parse_args()
     if args.cell:
         return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
+    if args.part is None:
+        parser.error("--part is required")
     table = {
         "curvature": lambda: curvature_part(args.repeats or 5),
         "train": lambda: train_part(args.repeats or 5),

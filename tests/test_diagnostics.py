@@ -55,8 +55,8 @@ def test_training_warns_when_the_decoder_collapses(tmp_path):
     args = (
         "train --dataset shapes --num-samples 400 --backbone conv --decoder --recon-loss bce "
         "--reg none --alpha-ae 0 --epochs 2 --warmup 1 --batch-size 64 --dims-per-class 2 "
-        f"--device cpu --out-dir {tmp_path} --name c"
-    ).split()
+        "--device cpu --out-dir"
+    ).split() + [str(tmp_path), "--name", "c"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.stderr.count("warning: the decoder collapsed") == 1
@@ -103,8 +103,8 @@ def test_constant_lr_schedule_and_channels_last_train(tmp_path):
         "train --dataset shapes --num-samples 300 --backbone burgess --decoder --head mlp "
         "--latent-dim 4 --shared-dims 1 --recon-loss bce --reg universal --wrt decoder-output "
         "--penalty-samples 8 --epochs 2 --warmup 1 --ramp 0 --lr-schedule constant "
-        f"--channels-last --batch-size 64 --device cpu --out-dir {tmp_path} --name k"
-    ).split()
+        "--channels-last --batch-size 64 --device cpu --out-dir"
+    ).split() + [str(tmp_path), "--name", "k"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rows = [

@@ -31,7 +31,7 @@ class Evidence:
     y: Tensor
     logits: Tensor
     purity: Purity
-    latent_attribution: Tensor
+    latent_attribution: Tensor | None  # None where it was not computed
     config: dict | None = None  # the run's config (as a dict), for Metric.by_construction
     # {name: (N,) array}: the test images' generative factors, where the data has them
     factors: dict | None = None

@@ -5,6 +5,7 @@ run_attacks.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -223,7 +224,7 @@ def analyse(
 
 
 @dataclass
-class TestSplitScores:
+class SplitScores:
     """Registry metrics measured on every test image of a run: ``scores`` (name -> Score, None where
     the metric does not apply), the ``purity`` they read and the ``test`` split (``collect``'s x, z,
     y, logits)."""
@@ -234,18 +235,18 @@ class TestSplitScores:
 
 
 def score_test_split(
-    run: Run, names: list[str], hessian_method: str = "auto", batch_size: int = 256
-) -> TestSplitScores:
+    run: Run, names: Sequence[str], hessian_method: str = "auto", batch_size: int = 256
+) -> SplitScores:
     """The registered metrics ``names`` on every test image of ``run``, purity from the |H| of the
-    classifier's loss by ``hessian_method``; no latent attribution is computed, so a metric that
-    reads it cannot be asked for."""
+    classifier's loss (whatever the run's ``--wrt``) by ``hessian_method``. No latent attribution is
+    computed, so a metric that reads it comes back None."""
     model = run.model
     with evaluating(model):
         test = collect(model, run.data("test"), batch_size)
         batches = zip(test["x"].split(batch_size), test["y"].split(batch_size))
         purity = measure_purity(model, batches, run.layout, hessian_method=hessian_method)
         evidence = _evidence(run, test, purity, None, run.config_dict())
-        return TestSplitScores({n: METRICS.get(n).compute(evidence) for n in names}, purity, test)
+        return SplitScores({n: METRICS.get(n).compute(evidence) for n in names}, purity, test)
 
 
 def _evidence(

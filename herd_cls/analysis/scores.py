@@ -221,8 +221,13 @@ METRICS.add(
     Metric(
         "attribution_alignment",
         "latent attribution alignment",
-        lambda ev: _from_dict(
-            attribution_alignment(ev.latent_attribution, ev.y, ev.layout), "attribution_alignment"
+        lambda ev: (
+            None
+            if ev.latent_attribution is None
+            else _from_dict(
+                attribution_alignment(ev.latent_attribution, ev.y, ev.layout),
+                "attribution_alignment",
+            )
         ),
         chance=lambda layout: layout.dims_per_class / layout.latent_dim,
         constant=_block_head_no_shared,

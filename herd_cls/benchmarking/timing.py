@@ -16,6 +16,8 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], repeats: int) ->
     """Median seconds of each call over ``repeats`` rounds, after one warm-up round; every round
     runs every call once, in order, so that a slower or faster spell of the machine falls on all
     of them alike."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     for call in calls.values():
         call()
     seconds = {name: [] for name in calls}
@@ -35,18 +37,22 @@ def images_per_second(
     elsewhere it is this process's peak resident memory."""
     import torch
 
-    cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
     for _ in range(2):
         step()
     sync()
-    torch.cuda.reset_peak_memory_stats() if cuda else reset_peak_memory()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        reset_peak_memory()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     sync()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resident_memory_mb()
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else resident_memory_mb()
     return images * steps / seconds, peak
 
 

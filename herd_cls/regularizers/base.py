@@ -179,7 +179,7 @@ class DecoderPenalty(Regularizer):
         return penalty, self.weight * penalty
 
 
-def decoder_penalty(name: str, help: str, default_weight: float):
+def decoder_penalty(name: str, help: str, *, default_weight: float):
     """Register the decorated ``fn(decode, z, scale=...) -> penalty`` as the :class:`DecoderPenalty`
     ``--reg name``, and return it unchanged."""
 
@@ -187,9 +187,9 @@ def decoder_penalty(name: str, help: str, default_weight: float):
         attributes = dict(
             name=name, help=help, default_weight=default_weight, __module__=fn.__module__
         )
-        REGULARIZERS.add(
-            type(fn.__name__, (DecoderPenalty,), {**attributes, "penalty_fn": staticmethod(fn)})
-        )
+        class_name = "".join(word.title() for word in name.split("-"))  # orojar -> Orojar
+        entry = {**attributes, "__qualname__": class_name, "penalty_fn": staticmethod(fn)}
+        REGULARIZERS.add(type(class_name, (DecoderPenalty,), entry))
         return fn
 
     return register

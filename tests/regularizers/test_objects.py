@@ -70,7 +70,8 @@ def test_a_decorated_penalty_function_becomes_a_weighted_decoder_regularizer():
         expected = model.decode(z / z.detach().std(0).clamp_min(1e-6)).pow(2).mean()
         assert penalty.item() == pytest.approx(expected.item())
         assert term.item() == pytest.approx(3.0 * expected.item())
-        assert regularizer_class("mean-square-decode").needs_decoder
+        entry = regularizer_class("mean-square-decode")
+        assert entry.needs_decoder and entry.penalty_fn is mean_square
     finally:
         REGULARIZERS.unregister("mean-square-decode")
 
