@@ -402,15 +402,6 @@ def device_part(args) -> str:
     )
 
 
-ANALYSIS_TARGETS = {
-    "first sweep": 20.0,
-    "sweep": 10.0,
-    "attribute": None,
-    "report": 60.0,
-    "robustness": 60.0,
-}
-
-
 def image_folder(
     root: Path, classes: int, per_class: int = 12, side: int = 32, seed: int = 0
 ) -> Path:
@@ -469,12 +460,13 @@ def classes_part(counts: list[int]) -> str:
     )
 
 
-COMMANDS = {  # what is timed, as typed after the run is given
-    "first sweep": ["sweep", "--class", "3"],
-    "sweep": ["sweep", "--class", "3"],
-    "attribute": ["attribute"],
-    "report": ["report"],
-    "robustness": ["robustness"],
+# what --part analysis times, as typed after the run is given, and its most seconds (None: none)
+ANALYSIS = {
+    "first sweep": ("sweep --class 3", 20.0),
+    "sweep": ("sweep --class 3", 10.0),
+    "attribute": ("attribute", None),
+    "report": ("report", 60.0),
+    "robustness": ("robustness", 60.0),
 }
 
 
@@ -482,17 +474,16 @@ def analysis_part(repeats: int, run: str | None) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run = bench.readme_run(run, Path(tmp) / "default", "--quiet")
-        for name, command in COMMANDS.items():
+        for name, (command, target) in ANALYSIS.items():
             times = []
             for _ in range(repeats):
                 if name == "first sweep":  # a run as train leaves it: no post-hoc decoder yet
                     for cached in Path(run).glob("posthoc_decoder.*"):
                         cached.unlink()
                 out = ["--run", run, "--out", Path(tmp) / "out"]
-                times.append(bench.herd_cli(*command, *out, quiet=True).seconds)
-            target = ANALYSIS_TARGETS[name]
+                times.append(bench.herd_cli(*command.split(), *out, quiet=True).seconds)
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
-            label = f"`herd-cls {' '.join(command)}`" + (
+            label = f"`herd-cls {command}`" + (
                 " (first: fits the post-hoc decoder)" if name == "first sweep" else ""
             )
             limit = "–" if target is None else f"≤ {target:.0f}"

@@ -43,7 +43,7 @@ def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's
     loss)."""
     run = bench.trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
-    scored = score_test_split(run, list(METRIC_NAMES))
+    scored = score_test_split(run, METRIC_NAMES)
     return {
         "scores": {
             k: None if s is None else {"overall": s.overall, "per_class": s.per_class}

@@ -10,7 +10,7 @@ checks and the report page read everything else from the entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from torch import Tensor, nn
 
@@ -91,7 +91,7 @@ def _pgd(kind: str):
     )
 
 
-def _linf(kind: str, options: Callable[[Any], dict]):
+def _linf(kind: str, options: Callable[[Budget], dict]):
     """torchattacks' L-inf ``kind`` with seed 0 and the keyword ``options`` a budget sets."""
     return lambda m, eps, b: getattr(_ta(), kind)(m, norm="Linf", eps=eps, seed=0, **options(b))
 

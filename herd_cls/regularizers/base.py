@@ -184,11 +184,11 @@ def decoder_penalty(name: str, help: str, *, default_weight: float):
     ``--reg name``, and return it unchanged."""
 
     def register(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        attributes = dict(
-            name=name, help=help, default_weight=default_weight, __module__=fn.__module__
-        )
         class_name = "".join(word.title() for word in name.split("-"))  # orojar -> Orojar
-        entry = {**attributes, "__qualname__": class_name, "penalty_fn": staticmethod(fn)}
+        entry = dict(
+            name=name, help=help, default_weight=default_weight, penalty_fn=staticmethod(fn)
+        )
+        entry.update(__module__=fn.__module__, __qualname__=class_name)
         REGULARIZERS.add(type(class_name, (DecoderPenalty,), entry))
         return fn
 
