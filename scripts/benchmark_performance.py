@@ -38,173 +38,33 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from herd_cls import benchmarking as bench
-from herd_cls.block_curvature import block_head_masses, on_blocks
-from herd_cls.curvature import block_mass, latent_hessian, method_names
-from herd_cls.derivatives import has_closed_form
-from herd_cls.losses import LOSSES, per_sample_loss
-from herd_cls.heads import BlockHead
-from herd_cls.backbones import ConvDecoder
-from herd_cls.layout import BlockLayout
+from herd_cls.benchmarking import curvature_cost
 
 DIMS = (8, 16, 32, 64, 128, 512)
-BATCH = 64
 MEMORY_DIMS = (16, 128, 512)  # peak memory is measured in a fresh process per cell, at these sizes
-EXACT_LIMIT = {
-    "linear + CE": 512,
-    "MLP + CE": 128,
-    "block head + CE": 128,
-    "MLP decoder + MSE": 64,
-    "conv decoder + MSE": 16,
-}
-
-
-def _layout(d: int) -> BlockLayout:
-    """Two class blocks and d % 2 shared dims: the penalty's blocks in every cell."""
-    return BlockLayout.split(2, d - d % 2, d % 2)
-
-
-def _heads(d: int) -> dict:
-    y, x = torch.randint(0, 10, (BATCH,)), torch.rand(BATCH, 1, 32, 32)
-    return {
-        "linear + CE": (nn.Linear(d, 10), y, "ce"),
-        "MLP + CE": (nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 10)), y, "ce"),
-        "block head + CE": (BlockHead(_layout(d)), y % 2, "ce"),
-        "MLP decoder + MSE": (
-            nn.Sequential(
-                nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, 1024), nn.Unflatten(1, (1, 32, 32))
-            ),
-            x,
-            "mse",
-        ),
-        "conv decoder + MSE": (ConvDecoder(d, (1, 32, 32)), x, "mse"),
-    }
-
-
-def _reference_hessian(head, z, target, loss):
-    """The per-sample formulation of the original research code: one autograd Hessian per sample."""
-    from torch.autograd.functional import hessian
-
-    fn = per_sample_loss(loss)
-    return torch.stack(
-        [
-            hessian(lambda v: fn(head(v[None]), target[i : i + 1]).sum(), z[i], create_graph=True)
-            for i in range(len(z))
-        ]
-    )
-
-
-def _penalty_fn(method: str, head, target, loss, d: int):
-    """A closure that runs what training pays for one batch: curvature, penalty and backward."""
-    labels = torch.arange(BATCH) % 2
-    region = _layout(d).masks[labels]
-
-    def run(z):
-        if method == "plain":
-            return per_sample_loss(loss)(head(z), target).sum()
-        if method == "masses":  # the block head's exact |H| masses without H: what training pays
-            inside, total = block_head_masses(head, z, target, labels, loss)
-            return inside.sum() / total.sum()
-        if method in method_names(probes=True):
-            inside, total = block_mass(head, z, target, region, loss, method, probes=2)
-            return inside.sum() / total.sum()
-        H = (
-            _reference_hessian(head, z, target, loss)
-            if method == "reference"
-            else latent_hessian(head, z, target, loss, method)
-        )
-        return H.abs().sum()
-
-    return run
-
-
-def _peak_memory_mb(name: str, d: int, method: str) -> float:
-    """Extra peak memory (RSS) of one penalty step, measured in a fresh process (--cell)."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--cell", name, str(d), method],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def _cell(name: str, d: int, method: str) -> None:
-    """Print the growth of this process's peak RSS (MB) over one penalty step, after a plain warm-up
-    (Linux: the peak is reset through /proc/self/clear_refs just before the step)."""
-
-    torch.manual_seed(0)
-    head, target, loss = _heads(d)[name]
-    z = torch.randn(BATCH, d, requires_grad=True)
-    _penalty_fn("plain", head, target, loss, d)(z).backward()
-    bench.reset_peak_memory()
-    before = bench.resident_memory_mb(peak=False)
-    _penalty_fn(method, head, target, loss, d)(z).backward()
-    print(bench.resident_memory_mb() - before)
-
-
-def _methods(name: str, head, loss: str, d: int) -> list[str]:
-    """plain, the per-sample reference at small d, then every registered method that applies to the
-    head and loss (exact and Gauss-Newton up to EXACT_LIMIT, where they take under seconds)."""
-    small = d <= EXACT_LIMIT[name]
-    applies = {
-        "closed_form": has_closed_form(head, loss),
-        "exact": small,
-        "gauss_newton": small and LOSSES.get(loss).reconstruction,
-    }
-    hessians = [m for m in method_names(probes=False) if applies.get(m, False)]
-    reference = ["reference"] if d <= (16 if LOSSES.get(loss).reconstruction else 32) else []
-    masses = ["masses"] if on_blocks(head, _layout(d)) else []
-    return ["plain", *reference, *hessians, *masses, *method_names(probes=True)]
-
-
-def _purity_error(head, target, loss, d: int, method: str) -> float | None:
-    """|estimated - exact| squared-Frobenius block purity over the batch (probes: 8 pairs)."""
-    if method not in method_names(probes=True) or d > 64:
-        return None
-    torch.manual_seed(0)
-    z = torch.randn(BATCH, d)
-    region = torch.zeros(BATCH, d, dtype=torch.bool)
-    region[:, : max(1, d // 4)] = True
-    H = latent_hessian(head, z, target, loss, "exact").detach()
-    keep = region.float()
-    exact = ((H * keep[:, :, None] * keep[:, None, :]).pow(2).sum() / H.pow(2).sum()).item()
-    inside, total = block_mass(
-        head, z, target, region, loss, method, probes=8, generator=torch.Generator().manual_seed(0)
-    )
-    return abs(inside.detach().sum().item() / total.detach().sum().item() - exact)
 
 
 def curvature_part(repeats: int) -> str:
     torch.manual_seed(0)
     rows = []
     for d in DIMS:
-        for name, (head, target, loss) in _heads(d).items():
-            z = torch.randn(BATCH, d, requires_grad=True)
-            methods = _methods(name, head, loss, d)
-            fns = {m: _penalty_fn(m, head, target, loss, d) for m in methods}
-            seconds = bench.interleaved_medians(
-                {m: lambda fn=fn: fn(z).backward() for m, fn in fns.items()}, repeats
+        for name, (head, target, loss) in curvature_cost.heads(d).items():
+            plain, costs = curvature_cost.cell_costs(
+                name, head, target, loss, d, repeats, memory=d in MEMORY_DIMS
             )
-            plain = seconds["plain"]
-            cells = []
-            for m in methods[1:]:
-                ms = seconds[m] * 1000
-                mem = f", {_peak_memory_mb(name, d, m):.0f} MB" if d in MEMORY_DIMS else ""
-                err = _purity_error(head, target, loss, d, m)
-                cells.append(
-                    f"{m} {ms:.1f} ms ({ms / 1000 / plain:.1f}x{mem}"
-                    + (f", purity err {err:.3f}" if err is not None else "")
-                    + ")"
-                )
+            cells = [
+                f"{c.method} {c.seconds * 1000:.1f} ms ({c.ratio:.1f}x"
+                + (f", {c.peak_mb:.0f} MB" if c.peak_mb is not None else "")
+                + (f", purity err {c.purity_error:.3f}" if c.purity_error is not None else "")
+                + ")"
+                for c in costs
+            ]
             rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
             print(bench.table_row(rows[-1]), flush=True)
     return (
@@ -501,14 +361,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parts = ["curvature", "train", "distributed", "device", "analysis", "classes"]
-    parser.add_argument("--part", choices=parts)
+    parser.add_argument("--part", choices=parts, required=True)
     parser.add_argument(
         "--repeats", type=int, help="default: 5 (curvature, train), 1 (distributed), 3 (analysis)"
     )
     parser.add_argument(
         "--print-only", action="store_true", help="print the table, publish nothing"
     )
-    parser.add_argument("--cell", nargs=3, metavar=("HEAD", "D", "METHOD"), help=argparse.SUPPRESS)
     device = parser.add_argument_group("--part device")
     device.add_argument("--device", default="cuda", help="cuda or cpu")
     jobs = list(SPEC["device"])
@@ -531,10 +390,6 @@ def main() -> None:
         "--classes", type=int, nargs="+", default=[10, 100, 1000], help="class counts to time"
     )
     args = parser.parse_args()
-    if args.cell:
-        return _cell(args.cell[0], int(args.cell[1]), args.cell[2])
-    if args.part is None:
-        parser.error("--part is required")
     table = {
         "curvature": lambda: curvature_part(args.repeats or 5),
         "train": lambda: train_part(args.repeats or 5),

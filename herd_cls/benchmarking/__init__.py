@@ -1,5 +1,6 @@
 """What every benchmark in scripts/ shares: where its numbers come from (:mod:`.store`), how it
-times (:mod:`.timing`) and what its numbers become (:mod:`.tables`). Scripts import from here."""
+times (:mod:`.timing`) and what its numbers become (:mod:`.tables`). Scripts import from here;
+:mod:`.curvature_cost` (what a curvature method costs) is imported as a module of its own."""
 
 from .store import (
     ROOT,
