@@ -186,35 +186,6 @@ def distributed_part(repeats: int) -> str:
     )
 
 
-def _device_step(overrides: dict, args, compiled: bool):
-    """A training step closure on synthetic images for ``overrides``, and the model it trains."""
-    from herd_cls.objective import Forward, batch_losses
-    from herd_cls.regularizers import create_regularizer
-
-    burgess = overrides.get("backbone") == "burgess"
-    size, in_chans = (min(args.image_size, 64), 1) if burgess else (args.image_size, 3)
-    cfg, model = bench.built_model(overrides, 10, in_chans, size)
-    device = torch.device(args.device)
-    model = model.to(device)
-    model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-    reg = create_regularizer(cfg, model, 10_000).to(device) if cfg.reg != "none" else None
-    forward = Forward(model)
-    if compiled:
-        model.backbone = torch.compile(model.backbone)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.rand(args.batch, in_chans, size, size, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
-    amp = torch.bfloat16 if args.amp else None
-
-    def step():
-        out = batch_losses(model, cfg, x, y, amp, reg, 1.0 if reg else 0.0, forward)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-
-    return step
-
-
 def device_part(args) -> str:
     rows = []
     for label in args.jobs:
@@ -223,7 +194,9 @@ def device_part(args) -> str:
             rates = {}
             for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
                 torch.manual_seed(0)
-                step = _device_step({**base, **extra}, args, compiled)
+                step = bench.training_step(
+                    {**base, **extra}, args.device, args.batch, args.image_size, args.amp, compiled
+                )
                 rates[reg] = bench.images_per_second(step, args.batch, args.steps, args.device)
             (none_rate, none_mem), (reg_rate, reg_mem) = rates["none"], rates[regularised["reg"]]
             rows.append(

@@ -24,6 +24,7 @@ from .timing import (
     interleaved_medians,
     reset_peak_memory,
     resident_memory_mb,
+    training_step,
 )
 from .tables import (
     TARGETS,
@@ -68,6 +69,7 @@ __all__ = [
     "spec",
     "stamp",
     "trained_run",
+    "training_step",
     "images_per_second",
     "interleaved_medians",
     "Rows",
