@@ -1,7 +1,10 @@
 """The pieces every data set is made of: in-memory image sets, torchvision's PIL images resized to
-tensors, resizing and subsampling, and the seed that fixes every split."""
+tensors, resizing and subsampling, the seed that fixes every split, and image sets written out as
+class-per-folder PNGs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,3 +69,18 @@ def subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
         return ds
     idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
     return Subset(ds, idx.tolist())
+
+
+def save_image_folder(images: Tensor, labels: Tensor, root: Path) -> Path:
+    """Write images (N, C, H, W) in [0, 1] as 8-bit PNGs, root/class<label, 4 digits>/<index>.png:
+    the layout ``--dataset imagefolder`` reads. Returns ``root``."""
+    from PIL import Image
+
+    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
+        folder = Path(root) / f"class{label:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+            folder / f"{i}.png"
+        )
+    return Path(root)

@@ -19,10 +19,10 @@ taken within the run):
                     whole process, best and worst of --repeats; targets: the first sweep at most
                     20 s and later ones 10 s, the report and robustness 60 s each;
   --part classes    per --classes count K, a generated image folder (K classes of 12 32x32 images,
-                    a random template per class plus noise) trained one epoch (conv, class HeRD),
-                    then `herd-cls report` and `herd-cls sweep` timed with their peak memory and
-                    the report's files; targets: 100 classes at most 2x the 10-class time, 1000
-                    under 5 minutes (issue 29).
+                    `make_templates`: a template per class, shifted, plus noise) trained one epoch
+                    (conv, class HeRD), then `herd-cls report` and `herd-cls sweep` timed with
+                    their peak memory and the report's files; targets: 100 classes at most 2x
+                    the 10-class time, 1000 under 5 minutes (issue 29).
 Writes reports/benchmark_performance_<part>.md (benchmark_analysis[_classes].md for the last two)
 and the matching blocks of docs/performance.md.
 
@@ -45,9 +45,18 @@ import torch
 
 from herd_cls import benchmarking as bench
 from herd_cls.benchmarking import curvature_cost
+from herd_cls.builtin_data import make_templates
+from herd_cls.image_sets import save_image_folder
 
 DIMS = (8, 16, 32, 64, 128, 512)
 MEMORY_DIMS = (16, 128, 512)  # peak memory is measured in a fresh process per cell, at these sizes
+
+
+def page(note: str, options: str, columns: list[str], rows: list[list]) -> str:
+    """A part's published table: ``note``, the command that measured it, where and when, the
+    table."""
+    command = f"`python scripts/benchmark_performance.py {options}`"
+    return f"{note}{command} at {bench.provenance()}.\n\n{bench.markdown_table(columns, rows)}\n"
 
 
 def curvature_part(repeats: int) -> str:
@@ -67,14 +76,8 @@ def curvature_part(repeats: int) -> str:
             ]
             rows.append([d, name, f"{plain * 1000:.2f}", " · ".join(cells)])
             print(bench.table_row(rows[-1]), flush=True)
-    return (
-        f"Median of {repeats} interleaved repetitions. `python scripts/benchmark_performance.py "
-        f"--part curvature` at {bench.provenance()}.\n\n"
-        + bench.markdown_table(
-            ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"], rows
-        )
-        + "\n"
-    )
+    columns = ["d", "head", "plain ms", "method ms (× plain, peak MB, purity err)"]
+    return page(f"Median of {repeats} interleaved repetitions. ", "--part curvature", columns, rows)
 
 
 SPEC = bench.spec("benchmark_performance")
@@ -135,14 +138,9 @@ def train_part(repeats: int) -> str:
                 ]
             )
             print(bench.table_row(rows[-1]), flush=True)
-    return (
-        f"`{' '.join(COMMON)}`, median of the interleaved runs. `python "
-        f"scripts/benchmark_performance.py --part train` at {bench.provenance()}.\n\n"
-        + bench.markdown_table(
-            ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"],
-            rows,
-        )
-        + "\n"
+    columns = ["job", "runs", "none s", "class s", "ratio", "target", "purity shown, trained run"]
+    return page(
+        f"`{' '.join(COMMON)}`, median of the interleaved runs. ", "--part train", columns, rows
     )
 
 
@@ -174,16 +172,13 @@ def distributed_part(repeats: int) -> str:
         speed = statistics.median(x["train_seconds"] for x in runs[1]) / statistics.median(
             x["train_seconds"] for x in runs[2]
         )
-    return (
+    note = (
         f"{repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
         f"Accuracy differs by {acc:.4f} (target ≤ 0.01: {'met' if acc <= 0.01 else 'MISSED'}), "
-        f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). `python "
-        f"scripts/benchmark_performance.py --part distributed` at {bench.provenance()}.\n\n"
-        + bench.markdown_table(
-            ["processes", "batch per process", "training s", "test accuracy", "block purity"], rows
-        )
-        + "\n"
+        f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). "
     )
+    columns = ["processes", "batch per process", "training s", "test accuracy", "block purity"]
+    return page(note, "--part distributed", columns, rows)
 
 
 def device_part(args) -> str:
@@ -213,45 +208,13 @@ def device_part(args) -> str:
                 ]
             )
             print(bench.table_row(rows[-1]), flush=True)
-    return (
+    note = (
         f"`{args.device}`, batch {args.batch}, {args.image_size}x{args.image_size} images, "
-        f"{args.steps} timed steps, {'bf16 autocast' if args.amp else 'float32'}. `python "
-        f"scripts/benchmark_performance.py --part device --device {args.device}` at "
-        f"{bench.provenance()}.\n\n"
-        + bench.markdown_table(
-            [
-                "job",
-                "regularised",
-                "compile",
-                "none img/s",
-                "regularised img/s",
-                "cost",
-                "none MB",
-                "regularised MB",
-            ],
-            rows,
-        )
-        + "\n"
+        f"{args.steps} timed steps, {'bf16 autocast' if args.amp else 'float32'}. "
     )
-
-
-def image_folder(
-    root: Path, classes: int, per_class: int = 12, side: int = 32, seed: int = 0
-) -> Path:
-    """``classes`` class folders of ``per_class`` PNGs: each class a random template, each image it
-    plus noise."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        folder = root / f"class{c:04d}"
-        folder.mkdir(parents=True)
-        template = rng.uniform(0, 255, (side, side, 3))
-        for i in range(per_class):
-            image = np.clip(template + rng.normal(0, 40, template.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(folder / f"{i}.png")
-    return root
+    columns = ["job", "regularised", "compile", "none img/s", "regularised img/s", "cost"]
+    columns += ["none MB", "regularised MB"]
+    return page(note, f"--part device --device {args.device}", columns, rows)
 
 
 def classes_part(counts: list[int]) -> str:
@@ -260,7 +223,8 @@ def classes_part(counts: list[int]) -> str:
         for k in counts:
             data, out, run = Path(tmp) / f"data{k}", Path(tmp) / f"report{k}", Path(tmp) / f"k{k}"
             train = "train --dataset imagefolder --image-size 32 --epochs 1 --backbone conv"
-            options = ["--data-root", image_folder(data, k), "--out-dir", tmp, "--name", run.name]
+            save_image_folder(*make_templates(k, per_class=12, image_size=32), data)
+            options = ["--data-root", data, "--out-dir", tmp, "--name", run.name]
             bench.herd_cli(*train.split(), *options, "--quiet", quiet=True)
             report = bench.herd_cli("report", "--run", run, "--out", out, "--quiet", quiet=True)
             seconds[k] = report.seconds
@@ -285,12 +249,8 @@ def classes_part(counts: list[int]) -> str:
                 ]
             )
     columns = ["classes", "report s", "report peak MB", "files written", "target", "sweep s"]
-    return (
-        "`python scripts/benchmark_performance.py --part classes --classes "
-        f"{' '.join(map(str, counts))}` at {bench.provenance()}.\n\n"
-        + bench.markdown_table([*columns, "sweep peak MB"], rows)
-        + "\n"
-    )
+    counted = " ".join(map(str, counts))
+    return page("", f"--part classes --classes {counted}", [*columns, "sweep peak MB"], rows)
 
 
 # what --part analysis times, as typed after the run is given, and its most seconds (None: none)
@@ -321,12 +281,8 @@ def analysis_part(repeats: int, run: str | None) -> str:
             )
             limit = "–" if target is None else f"≤ {target:.0f}"
             rows.append([label, f"{min(times):.1f}", f"{max(times):.1f}", limit, verdict])
-    return (
-        f"Analysis commands on the default digits run, {repeats} runs each, whole process; "
-        f"`python scripts/benchmark_performance.py --part analysis` at {bench.provenance()}.\n\n"
-        + bench.markdown_table(["command", "best s", "worst s", "target s", ""], rows)
-        + "\n"
-    )
+    note = f"Analysis commands on the default digits run, {repeats} runs each, whole process; "
+    return page(note, "--part analysis", ["command", "best s", "worst s", "target s", ""], rows)
 
 
 def main() -> None:

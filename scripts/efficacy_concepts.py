@@ -129,21 +129,21 @@ def concepts_page(runs: list[dict], backbone: str) -> str:
     )
 
 
-def per_class(records: list[dict], metric: str) -> np.ndarray:
-    """The metric's per-class scores, seed means."""
-    return np.mean([r["scores"][metric]["per_class"] for r in records], 0)
+def scores(metric: str):
+    """A record's per-class scores of ``metric``."""
+    return lambda r: r["scores"][metric]["per_class"]
 
 
 def quantiles(metric: str):
     """A seed_table column: min / q1 / median over the classes of the seed-mean per class."""
     return lambda rs: " / ".join(
-        f"{q:.2f}" for q in np.quantile(per_class(rs, metric), [0, 0.25, 0.5])
+        f"{q:.2f}" for q in np.quantile(bench.per_class(rs, scores(metric)), [0, 0.25, 0.5])
     )
 
 
 def share_at_least_0_9(records: list[dict]) -> float:
     """Share of classes whose median image keeps at least 0.9 of its |H| in its own block."""
-    return float(np.mean(per_class(records, "image_purity_median") >= 0.9))
+    return float(np.mean(bench.per_class(records, scores("image_purity_median")) >= 0.9))
 
 
 SCALE_COLUMNS = [

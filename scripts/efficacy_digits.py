@@ -97,16 +97,6 @@ def report(key: str, r: dict) -> str:
     )
 
 
-# statistics of a row's records (one per seed): per class, the seed mean
-def per_class(records: list[dict], field: str) -> np.ndarray:
-    return np.mean([r[field] for r in records], 0)
-
-
-def lowest(field: str):
-    """The lowest class's seed mean of the per-class ``field``."""
-    return lambda records: float(per_class(records, field).min())
-
-
 def class_mean(records: list[dict]) -> float:
     return float(np.mean([np.mean(r["block_purity_per_class"]) for r in records]))
 
@@ -116,22 +106,24 @@ def per_seed_lowest(field: str):
     return lambda records: bench.mean_std([min(r[field]) for r in records])
 
 
-def fixed(statistic, fmt: str = "{:.3f}"):
-    return lambda records: fmt.format(statistic(records))
-
-
 BLOCK, MEDIAN = "block_purity_per_class", "image_purity_median_per_class"
 COLUMNS = [
     ("test_accuracy", "test accuracy"),
     (lambda rs: bench.mean_std([np.mean(r[BLOCK]) for r in rs]), "class-mean purity"),
-    (fixed(lowest(BLOCK)), "lowest class"),
+    (bench.formatted(bench.lowest_class(BLOCK)), "lowest class"),
     (per_seed_lowest(BLOCK), "lowest class per seed"),
-    (fixed(lambda rs: per_class(rs, "image_purity_mean_per_class").mean()), "image purity, mean"),
-    (fixed(lowest(MEDIAN)), "worst class's median image"),
-    (per_seed_lowest(MEDIAN), "per seed"),
-    (fixed(lowest("image_purity_at_least_half_per_class")), "lowest share ≥ 0.5"),
     (
-        fixed(lowest("image_purity_median_torch_ce_per_class")),
+        bench.formatted(lambda rs: bench.per_class(rs, "image_purity_mean_per_class").mean()),
+        "image purity, mean",
+    ),
+    (bench.formatted(bench.lowest_class(MEDIAN)), "worst class's median image"),
+    (per_seed_lowest(MEDIAN), "per seed"),
+    (
+        bench.formatted(bench.lowest_class("image_purity_at_least_half_per_class")),
+        "lowest share ≥ 0.5",
+    ),
+    (
+        bench.formatted(bench.lowest_class("image_purity_median_torch_ce_per_class")),
         "worst median, float32 F.cross_entropy",
     ),
 ]
@@ -154,8 +146,8 @@ def by_backbone(results: bench.Rows) -> dict[str, bench.Rows]:
 
 STATISTICS = {
     "class mean": class_mean,
-    "lowest class": lowest(BLOCK),
-    "lowest median image": lowest(MEDIAN),
+    "lowest class": bench.lowest_class(BLOCK),
+    "lowest median image": bench.lowest_class(MEDIAN),
 }
 
 
@@ -172,7 +164,7 @@ def target_lines(part: str, results: bench.Rows, prefix: str) -> list[str | None
 def classifier_page(results: bench.Rows, seeds) -> str:
     lines = target_lines("classifier", results, "{}: ")
     classes = [
-        [backbone, view, *(f"{x:.2f}" for x in per_class(rows[SHIPPED], field))]
+        [backbone, view, *(f"{x:.2f}" for x in bench.per_class(rows[SHIPPED], field))]
         for backbone, rows in by_backbone(results).items()
         if SHIPPED in rows
         for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
@@ -213,7 +205,7 @@ def prelogits_summary(results: bench.Rows) -> str:
             accuracy = lambda rs: np.mean([r["test_accuracy"] for r in rs])
             parts.append(
                 f"{backbone} {class_mean(ours):.2f} against none's {class_mean(none):.2f} (every "
-                f"class's median image ≥ {lowest(MEDIAN)(ours):.2f}; accuracy "
+                f"class's median image ≥ {bench.lowest_class(MEDIAN)(ours):.2f}; accuracy "
                 f"{accuracy(ours):.3f} against {accuracy(none):.3f}; {len(ours)} seeds)"
             )
     return (

@@ -1,6 +1,8 @@
 """The pieces the data sets are made of: in-memory sets, PIL images resized to tensors, resizing and
 a fixed subsample."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -38,3 +40,23 @@ def test_a_subsample_is_fixed_by_its_seed_and_keeps_the_order():
     assert isinstance(part, Subset) and len(part) == 7
     assert part.indices == sorted(part.indices) == subsample(ds, 7, 0).indices
     assert part.indices != subsample(ds, 7, 1).indices
+
+
+def test_an_image_set_saved_as_a_folder_reads_back_as_torchvision_image_folder(tmp_path):
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import to_tensor
+
+    from herd_cls.builtin_data import make_templates
+    from herd_cls.image_sets import save_image_folder
+
+    images, labels = make_templates(3, per_class=2, image_size=16)
+    grey = images[:, :1]
+    for saved, root in ((images, tmp_path / "rgb"), (grey, tmp_path / "grey")):
+        folder = ImageFolder(save_image_folder(saved, labels, root))
+        assert folder.classes == ["class0000", "class0001", "class0002"]
+        assert sorted(folder.targets) == labels.tolist()
+        for path, label in folder.samples:
+            i = int(Path(path).stem)
+            assert label == labels[i]
+            read = to_tensor(folder.loader(path))[: saved.shape[1]]  # the loader reads RGB
+            assert (read - saved[i]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only

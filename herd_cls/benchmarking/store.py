@@ -7,7 +7,8 @@
   protocol tag and stores in every record a fingerprint of the settings it was measured with, so
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
-  :func:`built_model` (untrained), :func:`readme_run` and :func:`seeds_parser`.
+  :func:`built_model` (untrained), :func:`training_step` (one step of it on synthetic images),
+  :func:`readme_run` and :func:`seeds_parser`.
 """
 
 from __future__ import annotations
@@ -193,6 +194,43 @@ def built_model(overrides: dict, num_classes: int, in_chans: int, image_size: in
 
     info = DataInfo(num_classes, [str(c) for c in range(num_classes)], in_chans, image_size)
     return build(Config(**{**overrides, "num_classes": num_classes}).validate(), info, None, None)
+
+
+def training_step(
+    overrides: dict, device: str, batch: int, image_size: int, amp: bool, compiled: bool
+) -> Callable[[], dict]:
+    """One optimiser step (AdamW) of the model ``herd-cls train`` builds for ``overrides`` (10
+    classes), its regularizer at full weight, on one fixed batch of synthetic images: what training
+    pays per batch. Burgess models take 1-channel images of at most 64 pixels, others 3 channels;
+    on CUDA the model is channels-last; ``compiled`` compiles the backbone. The step returns its
+    loss terms."""
+    import torch
+
+    from herd_cls.objective import Forward, batch_losses
+    from herd_cls.regularizers import create_regularizer
+
+    burgess = overrides.get("backbone") == "burgess"
+    size, in_chans = (min(image_size, 64), 1) if burgess else (image_size, 3)
+    cfg, model = built_model(overrides, 10, in_chans, size)
+    dev = torch.device(device)
+    model = model.to(dev)
+    model = model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model
+    reg = create_regularizer(cfg, model, 10_000).to(dev) if cfg.reg != "none" else None
+    forward = Forward(model)
+    if compiled:
+        model.backbone = torch.compile(model.backbone)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, in_chans, size, size, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+
+    def step() -> dict:
+        out = batch_losses(model, cfg, x, y, torch.bfloat16 if amp else None, reg, 1.0, forward)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        return out
+
+    return step
 
 
 def readme_run(run: str | None, folder: Path, *options: str) -> str:

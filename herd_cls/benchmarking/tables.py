@@ -98,6 +98,23 @@ def each_seed(field: str, fmt: str = "{}") -> Callable[[list[dict]], str]:
     )
 
 
+def per_class(records: list[dict], field: str | Callable[[dict], list]) -> np.ndarray:
+    """(K,) each class's seed mean: ``field`` names a per-class list in every record, or reads it
+    from a record."""
+    read = field if callable(field) else (lambda r: r[field])
+    return np.mean([read(r) for r in records], 0)
+
+
+def lowest_class(field: str | Callable[[dict], list]) -> Callable[[list[dict]], float]:
+    """A row statistic: the lowest of :func:`per_class`."""
+    return lambda records: float(per_class(records, field).min())
+
+
+def formatted(statistic: Callable[[list[dict]], float], fmt: str = "{:.3f}"):
+    """A :func:`seed_table` cell: a row statistic, formatted."""
+    return lambda records: fmt.format(statistic(records))
+
+
 def paired_table(rows: Rows, base: str, columns: list[tuple[str, str]]) -> str:
     """Each row against ``base`` on the seeds both have: per (field, title), the mean of the
     per-seed differences ± its standard error and how many seeds are up and down, with words where

@@ -1,5 +1,5 @@
-"""What benchmarks time: functions interleaved in one process, training steps on synthetic images
-as images per second, whole commands as a user runs them, and peak memory."""
+"""What benchmarks time: functions interleaved in one process, training steps as images per
+second, whole commands as a user runs them, and peak memory."""
 
 from __future__ import annotations
 
@@ -54,45 +54,6 @@ def images_per_second(
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else resident_memory_mb()
     return images * steps / seconds, peak
-
-
-def training_step(
-    overrides: dict, device: str, batch: int, image_size: int, amp: bool, compiled: bool
-) -> Callable[[], dict]:
-    """One optimiser step (AdamW) of the model ``herd-cls train`` builds for ``overrides`` (10
-    classes), its regularizer at full weight, on one fixed batch of synthetic images: what training
-    pays per batch. Burgess models take 1-channel images of at most 64 pixels, others 3 channels;
-    on CUDA the model is channels-last; ``compiled`` compiles the backbone. The step returns its
-    loss terms."""
-    import torch
-
-    from herd_cls.objective import Forward, batch_losses
-    from herd_cls.regularizers import create_regularizer
-
-    from .store import built_model
-
-    burgess = overrides.get("backbone") == "burgess"
-    size, in_chans = (min(image_size, 64), 1) if burgess else (image_size, 3)
-    cfg, model = built_model(overrides, 10, in_chans, size)
-    dev = torch.device(device)
-    model = model.to(dev)
-    model = model.to(memory_format=torch.channels_last) if dev.type == "cuda" else model
-    reg = create_regularizer(cfg, model, 10_000).to(dev) if cfg.reg != "none" else None
-    forward = Forward(model)
-    if compiled:
-        model.backbone = torch.compile(model.backbone)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, in_chans, size, size, device=dev)
-    y = torch.randint(0, 10, (batch,), device=dev)
-
-    def step() -> dict:
-        out = batch_losses(model, cfg, x, y, torch.bfloat16 if amp else None, reg, 1.0, forward)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        return out
-
-    return step
 
 
 def reset_peak_memory() -> None:

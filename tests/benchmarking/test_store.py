@@ -2,6 +2,7 @@
 benchmark's spec is plain data."""
 
 import pytest
+import torch
 
 from herd_cls.benchmarking import store as benchmarking
 from herd_cls.benchmarking import Job, ResultStore
@@ -93,3 +94,26 @@ def test_built_model_is_the_untrained_model_a_config_describes():
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
     with pytest.raises(HerdError, match="dims_per_class|dims-per-class"):
         benchmarking.built_model({**overrides, "dims_per_class": 0}, 3, 1, 16)
+
+
+def test_training_step_trains_the_built_model_with_its_regularizer_at_full_weight():
+    torch.manual_seed(0)
+    step = benchmarking.training_step(
+        {"backbone": "conv", "reg": "class"}, "cpu", 8, 32, False, False
+    )
+    first, second = step(), step()
+    assert first["penalty"] is not None  # the regularizer ran, at weight 1 (no ramp)
+    assert first["loss"] > first["ce"] + 1e-3  # alpha_cl is 1 by default: the term is added
+    assert not torch.equal(first["loss"], second["loss"])  # the optimiser moved the weights
+    plain = benchmarking.training_step(
+        {"backbone": "conv", "reg": "none"}, "cpu", 8, 32, False, False
+    )
+    out = plain()
+    assert out["penalty"] is None and torch.equal(out["loss"], out["ce"])
+
+
+def test_training_step_feeds_a_burgess_autoencoder_grey_images_of_at_most_64_pixels():
+    overrides = {"backbone": "burgess", "decoder": True, "recon_loss": "bce", "latent_dim": 10}
+    out = benchmarking.training_step({**overrides, "shared_dims": 0}, "cpu", 4, 224, False, False)()
+    assert out["batch"].x.shape == (4, 1, 64, 64)
+    assert torch.isfinite(out["recon"])

@@ -10,12 +10,15 @@ from herd_cls.benchmarking.tables import (
     below,
     check,
     each_seed,
+    formatted,
     group,
+    lowest_class,
     markdown_table,
     mean_std,
     paired,
     paired_above,
     paired_table,
+    per_class,
     ratio_at_least,
     ratio_at_most,
     seed_table,
@@ -65,6 +68,18 @@ def test_seed_table_means_fields_and_calls_functions_of_the_row():
         "| b1 | x | 2 | 2.000 ± 1.000 | 20 | 3, – |",
         "| b1 | y | 1 | 2.000 ± 0.000 | 10 | 1 |",
     ]
+
+
+def test_per_class_statistics_are_seed_means_of_each_class():
+    records = [
+        {"p": [0.2, 0.9, 0.5], "s": {"q": [1, 3]}},
+        {"p": [0.4, 0.7, 0.1], "s": {"q": [3, 5]}},
+    ]
+    assert per_class(records, "p").tolist() == pytest.approx([0.3, 0.8, 0.3])
+    assert per_class(records, lambda r: r["s"]["q"]).tolist() == [2, 4]
+    # the lowest class of the seed means (0.3), not the mean of each seed's lowest (0.15)
+    assert lowest_class("p")(records) == pytest.approx(0.3)
+    assert formatted(lowest_class("p"), "{:.2f}")(records) == "0.30"
 
 
 def test_paired_table_words_a_difference_within_its_error_and_skips_single_pairs():
