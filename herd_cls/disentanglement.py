@@ -245,6 +245,17 @@ def factor_vae_score(
     return float(test[np.arange(len(test)), train.argmax(1)].sum() / max(test.sum(), 1))
 
 
+def factor_scores(z, factors: dict, seed: int = 0) -> dict[str, float]:
+    """MIG, SAP and DCI (``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness``) of
+    z against the factors: the factor scores under the names the metric registry gives them."""
+    dci_scores = dci(z, factors, seed=seed)
+    return {
+        "mig": mig(z, factors),
+        "sap": sap(z, factors, seed=seed),
+        **{f"dci_{k}": v for k, v in dci_scores.items()},
+    }
+
+
 def disentanglement_scores(
     z,
     factors: dict,
@@ -271,14 +282,11 @@ def disentanglement_scores(
     full = {k: np.asarray(f, dtype=np.float64) for k, f in factors.items()}
 
     def all_scores(zz, ff) -> dict:
-        out = {
-            "mig": mig(zz, ff),
-            "sap": sap(zz, ff, seed=seed),
+        return {
+            **factor_scores(zz, ff, seed),
             "beta_vae": beta_vae_score(zz, ff, seed=seed),
             "factor_vae": factor_vae_score(zz, ff, seed=seed),
         }
-        out.update({f"dci_{k}": val for k, val in dci(zz, ff, seed=seed).items()})
-        return out
 
     common = {k: f for k, f in full.items() if not np.isnan(f).any()}
     overall = all_scores(z, {**common, "class": labels.astype(np.float64)})

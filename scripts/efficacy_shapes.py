@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from herd_cls import benchmarking as bench
 from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.builtin_data import make_shapes
-from herd_cls.disentanglement import dci, disentanglement_scores, mig, sap
+from herd_cls.disentanglement import disentanglement_scores, factor_scores, mig
 from herd_cls.metrics import sweep_specificity
 
 SPEC = bench.spec("efficacy_shapes")
@@ -62,13 +62,8 @@ def encode(model, images: torch.Tensor) -> tuple[np.ndarray, float]:
 def thesis_scores(model, data, layout=None) -> dict:
     images, labels, factors = data
     z, recon = encode(model, images)
-    all_factors = {"shape": labels.astype(float), **factors}
-    return {
-        "mig": mig(z, all_factors),
-        "dci_disentanglement": dci(z, all_factors)["disentanglement"],
-        "sap": sap(z, all_factors),
-        "recon_bce": recon,
-    }
+    scores = factor_scores(z, {"shape": labels.astype(float), **factors})
+    return {**{k: scores[k] for k in ("mig", "dci_disentanglement", "sap")}, "recon_bce": recon}
 
 
 def class_migs(z: np.ndarray, labels: np.ndarray, factors: dict, layout):

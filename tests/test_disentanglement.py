@@ -10,6 +10,7 @@ from herd_cls.disentanglement import (
     dci,
     dim_factors,
     disentanglement_scores,
+    factor_scores,
     factor_vae_score,
     mig,
     sap,
@@ -81,6 +82,18 @@ def test_sap_golden(code):
     assert sap(perfect, factors) > 0.95
     assert sap(rotated, factors) < 0.5
     assert sap(noise, factors) < 0.05
+
+
+def test_factor_scores_are_the_registry_metrics_golden(code):
+    from herd_cls.analysis.scores import METRICS
+
+    factors, perfect, rotated, _ = code
+    good, bad = factor_scores(perfect, factors), factor_scores(rotated, factors)
+    assert set(good) <= set(METRICS.names())  # one name per score, the registry's
+    assert good["mig"] > 0.9 and good["dci_disentanglement"] > 0.9 and good["sap"] > 0.5
+    assert bad["mig"] < 0.2 and bad["dci_disentanglement"] < 0.5
+    assert bad["dci_informativeness"] > 0.8
+    assert good["mig"] == mig(perfect, factors) and good["sap"] == sap(perfect, factors)
 
 
 def test_beta_vae_and_factor_vae_scores_golden(code):

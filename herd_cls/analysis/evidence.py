@@ -73,8 +73,4 @@ class Evidence:
         if not found:
             return None
         z, factors = self.z[:n].double().numpy(), {**found, "class": self.y[:n].double().numpy()}
-        return {
-            "mig": dis.mig(z, factors),
-            "sap": dis.sap(z, factors),
-            **{f"dci_{k}": v for k, v in dis.dci(z, factors).items()},
-        }
+        return dis.factor_scores(z, factors)
