@@ -115,19 +115,22 @@ def block_sweep_effect(
     """(K, K) effect matrix for :func:`herd_cls.metrics.sweep_specificity`.
 
     Row c: sweeping each dim of B_c on the samples of class c, the mean |change| of every class's
-    logit. A block that moves only its own class's logit scores specificity 1.
+    logit. A block that moves only its own class's logit scores specificity 1. Only the classifier
+    runs (an autoencoder's decoder is not).
     """
     num_classes = layout.num_classes
     effect = torch.zeros(num_classes, num_classes)
-    for c in range(num_classes):
-        zc = z[y == c]
-        if len(zc) == 0:
-            effect[c] = float("nan")
-            continue
-        with evaluating(model):
-            base = model.classify(zc).cpu()
-        res = sweep(model, zc, layout.block(c).tolist(), std, span, steps)
-        effect[c] = (res["logits"] - base).abs().mean((0, 1, 2))
+    offsets, device = sweep_offsets(span, steps).to(z), _device(model, z)
+    with evaluating(model):
+        for c in range(num_classes):
+            zc = z[y == c]
+            if len(zc) == 0:
+                effect[c] = float("nan")
+                continue
+            dims = layout.block(c)
+            base = model.classify(zc.to(device)).cpu()
+            logits = model.classify(_swept(zc, dims, std, offsets).to(device)).cpu()
+            effect[c] = (logits.view(len(dims), steps, len(zc), -1) - base).abs().mean((0, 1, 2))
     return effect
 
 

@@ -58,6 +58,29 @@ def test_block_sweep_effect_of_block_aligned_logits_is_perfectly_specific():
     )
 
 
+def test_block_sweep_effect_runs_only_the_classifier_and_agrees_with_the_full_sweep():
+    """Row c by hand from :func:`sweep` (which also decodes): the mean |change| of every logit over
+    B_c's dims, steps and class c's samples; the effect itself never calls the decoder."""
+    blocks, mix = BlockLayout.split(2, 5, 1), torch.randn(5, 2)
+    model = Identity()
+    model.classify = lambda z: torch.tanh(z @ mix)
+    model.decode = lambda z: z.view(len(z), 1, 1, 5)  # what a decoder model sweeps too
+    z, y, std = torch.randn(12, 5), torch.arange(12) % 2, torch.rand(5) + 0.5
+    expected = torch.stack(
+        [
+            (
+                sweep(model, z[y == c], blocks.block(c).tolist(), std)["logits"]
+                - model.classify(z[y == c])
+            )
+            .abs()
+            .mean((0, 1, 2))
+            for c in range(2)
+        ]
+    )
+    model.decode = lambda z: pytest.fail("block_sweep_effect decoded images")
+    torch.testing.assert_close(block_sweep_effect(model, z, y, blocks, std), expected)
+
+
 @pytest.mark.slow
 def test_sweep_command_writes_a_page_with_existing_images(tiny_args, tmp_path):
     runner = CliRunner()
