@@ -23,8 +23,9 @@ score                  what it measures                             reference
                        factor from the dim of least variance
 =====================  ===========================================  ===========================
 
-:func:`disentanglement_scores` runs them all overall (factors every sample has, plus the class) and
-per class (on that class's samples, with the factors that class has).
+:func:`factor_scores` gives MIG, SAP and DCI under the metric registry's names;
+:func:`disentanglement_scores` runs every score overall (factors every sample has, plus the class)
+and per class (on that class's samples, with the factors that class has).
 """
 
 from __future__ import annotations

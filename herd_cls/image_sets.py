@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from .registry import HerdError
+
 SPLIT_SEED = 0  # the split never depends on the training seed, so seeds compare on one test set
 
 
@@ -73,14 +75,17 @@ def subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
 
 def save_image_folder(images: Tensor, labels: Tensor, root: Path) -> Path:
     """Write images (N, C, H, W) in [0, 1] as 8-bit PNGs, root/class<label, 4 digits>/<index>.png:
-    the layout ``--dataset imagefolder`` reads. Returns ``root``."""
+    the layout ``--dataset imagefolder`` reads, into a new or empty ``root``. Returns ``root``."""
     from PIL import Image
 
-    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    root = Path(root)
+    if root.exists() and any(root.iterdir()):
+        raise HerdError(f"{root} is not empty; write an image folder into a new or empty folder")
+    pixels = (images.cpu() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
-        folder = Path(root) / f"class{label:04d}"
+        folder = root / f"class{label:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
             folder / f"{i}.png"
         )
-    return Path(root)
+    return root

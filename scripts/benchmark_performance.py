@@ -3,8 +3,9 @@
 Each part is one run on one machine (curvature, train: interleaved repetitions, medians, ratios
 taken within the run):
   --part curvature  forward + curvature + penalty + backward per batch of 64, for every method, on
-                    linear+CE, MLP+CE, MLP decoder+MSE and conv decoder+MSE at d in 8..512, with the
-                    peak of extra CPU memory and the probe estimates' purity error against exact;
+                    linear+CE, MLP+CE, block head+CE, MLP decoder+MSE and conv decoder+MSE at d in
+                    8..512, with the peak of extra CPU memory and the probe estimates' purity error
+                    against exact (herd_cls.benchmarking.curvature_cost);
   --part train      a training epoch with the penalty on against --reg none (the README default, the
                     conv autoencoder with --wrt both, resnet18 on its 512 pre-logit features), and
                     the purity the trained runs show;
@@ -23,8 +24,9 @@ taken within the run):
                     (conv, class HeRD), then `herd-cls report` and `herd-cls sweep` timed with
                     their peak memory and the report's files; targets: 100 classes at most 2x
                     the 10-class time, 1000 under 5 minutes (issue 29).
-Writes reports/benchmark_performance_<part>.md (benchmark_analysis[_classes].md for the last two)
-and the matching blocks of docs/performance.md.
+Writes reports/benchmark_performance_<part>.md (benchmark_performance_device_<device>.md for
+--part device, benchmark_analysis[_classes].md for the last two) and the matching blocks of
+docs/performance.md.
 
     python scripts/benchmark_performance.py --part curvature|train|distributed|analysis [--repeats]
     python scripts/benchmark_performance.py --part device --device cuda [--compile off,on]
@@ -63,10 +65,7 @@ def curvature_part(repeats: int) -> str:
     torch.manual_seed(0)
     rows = []
     for d in DIMS:
-        for name, (head, target, loss) in curvature_cost.heads(d).items():
-            plain, costs = curvature_cost.cell_costs(
-                name, head, target, loss, d, repeats, memory=d in MEMORY_DIMS
-            )
+        for name, (plain, costs) in curvature_cost.costs_at(d, repeats, d in MEMORY_DIMS).items():
             cells = [
                 f"{c.method} {c.seconds * 1000:.1f} ms ({c.ratio:.1f}x"
                 + (f", {c.peak_mb:.0f} MB" if c.peak_mb is not None else "")

@@ -129,7 +129,7 @@ def concepts_page(runs: list[dict], backbone: str) -> str:
     )
 
 
-def scores(metric: str):
+def per_class_scores(metric: str):
     """A record's per-class scores of ``metric``."""
     return lambda r: r["scores"][metric]["per_class"]
 
@@ -137,13 +137,14 @@ def scores(metric: str):
 def quantiles(metric: str):
     """A seed_table column: min / q1 / median over the classes of the seed-mean per class."""
     return lambda rs: " / ".join(
-        f"{q:.2f}" for q in np.quantile(bench.per_class(rs, scores(metric)), [0, 0.25, 0.5])
+        f"{q:.2f}"
+        for q in np.quantile(bench.per_class(rs, per_class_scores(metric)), [0, 0.25, 0.5])
     )
 
 
 def share_at_least_0_9(records: list[dict]) -> float:
     """Share of classes whose median image keeps at least 0.9 of its |H| in its own block."""
-    return float(np.mean(bench.per_class(records, scores("image_purity_median")) >= 0.9))
+    return float(np.mean(bench.per_class(records, per_class_scores("image_purity_median")) >= 0.9))
 
 
 SCALE_COLUMNS = [

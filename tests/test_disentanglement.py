@@ -93,7 +93,6 @@ def test_factor_scores_are_the_registry_metrics_golden(code):
     assert good["mig"] > 0.9 and good["dci_disentanglement"] > 0.9 and good["sap"] > 0.5
     assert bad["mig"] < 0.2 and bad["dci_disentanglement"] < 0.5
     assert bad["dci_informativeness"] > 0.8
-    assert good["mig"] == mig(perfect, factors) and good["sap"] == sap(perfect, factors)
 
 
 def test_beta_vae_and_factor_vae_scores_golden(code):

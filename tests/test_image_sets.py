@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Subset
 
+import pytest
+
 from herd_cls.image_sets import ImageSet, ResizedImages, resize_images, subsample
+from herd_cls.registry import HerdError
 
 
 def test_an_image_set_yields_images_and_integer_labels_and_keeps_its_factors():
@@ -60,3 +63,5 @@ def test_an_image_set_saved_as_a_folder_reads_back_as_torchvision_image_folder(t
             assert label == labels[i]
             read = to_tensor(folder.loader(path))[: saved.shape[1]]  # the loader reads RGB
             assert (read - saved[i]).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+    with pytest.raises(HerdError, match="not empty"):
+        save_image_folder(images, labels, tmp_path / "rgb")

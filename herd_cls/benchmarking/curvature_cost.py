@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -123,12 +123,12 @@ def methods(name: str, head: nn.Module, loss: str, d: int) -> list[str]:
 
 
 def purity_error(head, target: Tensor, loss: str, d: int, method: str) -> float | None:
-    """|estimated - exact| squared-Frobenius purity of the batch's first d // 4 dims (8 probe
-    pairs); None for methods without probes and for d > 64."""
+    """|estimated - exact| squared-Frobenius purity of the batch's first d // 4 dims, at a z and
+    8 probe pairs drawn from their own generators (seed 0); None for methods without probes and
+    for d > 64."""
     if method not in method_names(probes=True) or d > 64:
         return None
-    torch.manual_seed(0)
-    z = torch.randn(len(target), d)
+    z = torch.randn(len(target), d, generator=torch.Generator().manual_seed(0))
     region = torch.zeros(len(target), d, dtype=torch.bool)
     region[:, : max(1, d // 4)] = True
     H = latent_hessian(head, z, target, loss, "exact").detach()
@@ -154,38 +154,45 @@ def step_peak_mb(name: str, d: int, method: str) -> float:
 
 def peak_mb(name: str, d: int, method: str) -> float:
     """:func:`step_peak_mb` measured in a fresh process, so that no earlier step's peak counts."""
-    out = subprocess.run(
-        [sys.executable, "-m", __name__, name, str(d), method],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    command = [sys.executable, "-m", __name__, name, str(d), method]
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak memory of {method} on {name} at d={d} failed:\n{out.stderr}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def cell_costs(
-    name: str, head: nn.Module, target: Tensor, loss: str, d: int, repeats: int, memory: bool
-) -> tuple[float, list[MethodCost]]:
-    """(plain's median seconds, the cost of every other method) of one of :func:`heads` at ``d``:
-    interleaved medians of ``repeats`` steps on a random z, the extra peak memory where
+def costs_at(
+    d: int, repeats: int, memory: bool, only: Iterable[str] | None = None
+) -> dict[str, tuple[float, list[MethodCost]]]:
+    """{head name: (plain's median seconds, the cost of every other method)} for each of
+    :func:`heads` at ``d`` (or those named in ``only``): interleaved medians of ``repeats`` steps on
+    a random z, the extra peak memory (in a fresh process, on the head rebuilt from seed 0) where
     ``memory``."""
-    z = torch.randn(BATCH, d, requires_grad=True)
-    names = methods(name, head, loss, d)
-    steps = {m: penalty_step(m, head, target, loss, d) for m in names}
-    seconds = interleaved_medians(
-        {m: lambda step=step: step(z).backward() for m, step in steps.items()}, repeats
-    )
-    plain = seconds["plain"]
-    return plain, [
-        MethodCost(
-            m,
-            seconds[m],
-            seconds[m] / plain,
-            peak_mb(name, d, m) if memory else None,
-            purity_error(head, target, loss, d, m),
+    found = {}
+    for name, (head, target, loss) in heads(d).items():
+        z = torch.randn(BATCH, d, requires_grad=True)
+        if only is not None and name not in only:
+            continue
+        names = methods(name, head, loss, d)
+        steps = {m: penalty_step(m, head, target, loss, d) for m in names}
+        seconds = interleaved_medians(
+            {m: lambda step=step: step(z).backward() for m, step in steps.items()}, repeats
         )
-        for m in names[1:]
-    ]
+        plain = seconds["plain"]
+        found[name] = (
+            plain,
+            [
+                MethodCost(
+                    m,
+                    seconds[m],
+                    seconds[m] / plain,
+                    peak_mb(name, d, m) if memory else None,
+                    purity_error(head, target, loss, d, m),
+                )
+                for m in names[1:]
+            ],
+        )
+    return found
 
 
 if __name__ == "__main__":

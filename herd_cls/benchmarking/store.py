@@ -196,21 +196,25 @@ def built_model(overrides: dict, num_classes: int, in_chans: int, image_size: in
     return build(Config(**{**overrides, "num_classes": num_classes}).validate(), info, None, None)
 
 
+def device_input(overrides: dict, image_size: int) -> tuple[int, int]:
+    """(channels, side) of the images :func:`training_step` feeds: 1 channel of at most 64 pixels
+    to the Burgess autoencoder (its shapes), else 3 channels of ``image_size``."""
+    return (1, min(image_size, 64)) if overrides.get("backbone") == "burgess" else (3, image_size)
+
+
 def training_step(
     overrides: dict, device: str, batch: int, image_size: int, amp: bool, compiled: bool
 ) -> Callable[[], dict]:
     """One optimiser step (AdamW) of the model ``herd-cls train`` builds for ``overrides`` (10
-    classes), its regularizer at full weight, on one fixed batch of synthetic images: what training
-    pays per batch. Burgess models take 1-channel images of at most 64 pixels, others 3 channels;
-    on CUDA the model is channels-last; ``compiled`` compiles the backbone. The step returns its
-    loss terms."""
+    classes), its regularizer at full weight, on one fixed batch of synthetic images of
+    :func:`device_input`: what training pays per batch. On CUDA the model is channels-last;
+    ``compiled`` compiles the backbone. The step returns its loss terms."""
     import torch
 
     from herd_cls.objective import Forward, batch_losses
     from herd_cls.regularizers import create_regularizer
 
-    burgess = overrides.get("backbone") == "burgess"
-    size, in_chans = (min(image_size, 64), 1) if burgess else (image_size, 3)
+    in_chans, size = device_input(overrides, image_size)
     cfg, model = built_model(overrides, 10, in_chans, size)
     dev = torch.device(device)
     model = model.to(dev)

@@ -110,7 +110,9 @@ def lowest_class(field: str | Callable[[dict], list]) -> Callable[[list[dict]], 
     return lambda records: float(per_class(records, field).min())
 
 
-def formatted(statistic: Callable[[list[dict]], float], fmt: str = "{:.3f}"):
+def formatted(
+    statistic: Callable[[list[dict]], float], fmt: str = "{:.3f}"
+) -> Callable[[list[dict]], str]:
     """A :func:`seed_table` cell: a row statistic, formatted."""
     return lambda records: fmt.format(statistic(records))
 

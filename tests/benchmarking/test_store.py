@@ -97,13 +97,21 @@ def test_built_model_is_the_untrained_model_a_config_describes():
 
 
 def test_training_step_trains_the_built_model_with_its_regularizer_at_full_weight():
+    from herd_cls.objective import batch_losses
+    from herd_cls.regularizers import create_regularizer
+
+    overrides = {"backbone": "conv", "reg": "class"}
     torch.manual_seed(0)
-    step = benchmarking.training_step(
-        {"backbone": "conv", "reg": "class"}, "cpu", 8, 32, False, False
-    )
+    step = benchmarking.training_step(overrides, "cpu", 8, 32, False, False)
     first, second = step(), step()
-    assert first["penalty"] is not None  # the regularizer ran, at weight 1 (no ramp)
-    assert first["loss"] > first["ce"] + 1e-3  # alpha_cl is 1 by default: the term is added
+    # the same model, regularizer and batch from the same seed: the objective at weight 1, not 0.5
+    torch.manual_seed(0)
+    cfg, model = benchmarking.built_model(overrides, 10, 3, 32)
+    reg = create_regularizer(cfg, model, 10_000)
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    loss = lambda weight: batch_losses(model, cfg, x, y, None, reg, weight)["loss"]
+    torch.testing.assert_close(first["loss"], loss(1.0))
+    assert not torch.allclose(first["loss"], loss(0.5))
     assert not torch.equal(first["loss"], second["loss"])  # the optimiser moved the weights
     plain = benchmarking.training_step(
         {"backbone": "conv", "reg": "none"}, "cpu", 8, 32, False, False
