@@ -82,10 +82,11 @@ def save_image_folder(images: Tensor, labels: Tensor, root: Path) -> Path:
     if root.exists() and any(root.iterdir()):
         raise HerdError(f"{root} is not empty; write an image folder into a new or empty folder")
     pixels = (images.cpu() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
-        folder = root / f"class{label:04d}"
+    folders = {c: root / f"class{c:04d}" for c in set(labels.tolist())}
+    for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(pixels, labels.tolist())):
         Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-            folder / f"{i}.png"
+            folders[label] / f"{i}.png"
         )
     return root

@@ -89,6 +89,7 @@ def penalty_step(
     without H), a probe method (its block masses) or a Hessian method (|H| summed)."""
     labels = torch.arange(len(target)) % 2
     region = layout(d).masks[labels]
+    probed = method in method_names(probes=True)  # decided here, not in the timed step
 
     def step(z: Tensor) -> Tensor:
         if method == "plain":
@@ -96,7 +97,7 @@ def penalty_step(
         if method == "masses":
             inside, total = block_head_masses(head, z, target, labels, loss)
             return inside.sum() / total.sum()
-        if method in method_names(probes=True):
+        if probed:
             inside, total = block_mass(head, z, target, region, loss, method, probes=2)
             return inside.sum() / total.sum()
         if method == "reference":
@@ -170,7 +171,7 @@ def costs_at(
     ``memory``."""
     found = {}
     for name, (head, target, loss) in heads(d).items():
-        z = torch.randn(BATCH, d, requires_grad=True)
+        z = torch.randn(BATCH, d, requires_grad=True)  # drawn for every head: one RNG order
         if only is not None and name not in only:
             continue
         names = methods(name, head, loss, d)
