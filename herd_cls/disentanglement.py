@@ -264,13 +264,17 @@ def disentanglement_scores(
     class_names: list[str] | None = None,
     min_samples: int = 50,
     seed: int = 0,
+    blocks: list | None = None,
 ) -> dict:
     """All scores, overall and per class.
 
     Overall uses the factors every sample has plus the class itself as a factor. Per class c uses
     c's samples and the factors c has (not NaN, not constant on c), so a class-specific factor is
     scored only where it exists. Classes with fewer than ``min_samples`` samples or no factor are
-    skipped (absent from ``per_class``).
+    skipped (absent from ``per_class``). With ``blocks`` (per class, the latent dims it owns: a
+    boolean (d,) mask or a list of indices), each class also scores ``mig_own_block``: MIG on its
+    samples and factors over its own dims only, so a class whose factors live in its block scores
+    as high as over all dims.
 
     Returns:
         {"overall": {score: value}, "per_class": {name: {score: value, "factors": [...]}},
@@ -301,7 +305,10 @@ def disentanglement_scores(
         }
         if rows.sum() < min_samples or not own:
             continue
-        per_class[names[int(c)]] = {**all_scores(z[rows], own), "factors": list(own)}
+        scores = all_scores(z[rows], own)
+        if blocks is not None:
+            scores["mig_own_block"] = mig(z[rows][:, np.asarray(blocks[int(c)])], own)
+        per_class[names[int(c)]] = {**scores, "factors": list(own)}
     keys = list(overall)
     class_mean = (
         {k: float(np.nanmean([s[k] for s in per_class.values()])) for k in keys}

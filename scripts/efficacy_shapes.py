@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from herd_cls import benchmarking as bench
 from herd_cls.analysis.sweep import decoded_block_effect
 from herd_cls.builtin_data import make_shapes
-from herd_cls.disentanglement import disentanglement_scores, factor_scores, mig
+from herd_cls.disentanglement import disentanglement_scores, factor_scores
 from herd_cls.metrics import sweep_specificity
 
 SPEC = bench.spec("efficacy_shapes")
@@ -66,22 +66,14 @@ def thesis_scores(model, data, layout=None) -> dict:
     return {**{k: scores[k] for k in ("mig", "dci_disentanglement", "sap")}, "recon_bce": recon}
 
 
-def class_migs(z: np.ndarray, labels: np.ndarray, factors: dict, layout):
-    """Per class, MIG over the class's own factors on its own images: over all dims, from
-    :func:`disentanglement_scores`, and inside the class's own block of ``layout`` (the library's
-    ``mig`` on those columns, with the factors disentanglement_scores chose for the class)."""
-    per_class = disentanglement_scores(z, factors, labels)["per_class"]
-    own = []
-    for c in range(layout.num_classes):
-        rows, chosen = labels == c, per_class[str(c)]["factors"]
-        own.append(mig(z[rows][:, layout.masks[c].numpy()], {k: factors[k][rows] for k in chosen}))
-    return [per_class[str(c)]["mig"] for c in range(layout.num_classes)], own
-
-
 def class_scores(model, data, layout) -> dict:
     images, labels, factors = data
     z, recon = encode(model, images)
-    all_dims, own = class_migs(z, labels, factors, layout)
+    masks = [m.numpy() for m in layout.masks]  # per class MIG, over all dims and its own block
+    per_class = disentanglement_scores(z, factors, labels, blocks=masks)["per_class"]
+    all_dims, own = (
+        [per_class[str(c)][k] for c in range(layout.num_classes)] for k in ("mig", "mig_own_block")
+    )
     zt, yt = torch.from_numpy(z[:2000]), torch.from_numpy(labels[:2000])
     effect = decoded_block_effect(model, zt, yt, layout, torch.from_numpy(z).std(0))
     specificity = sweep_specificity(effect)

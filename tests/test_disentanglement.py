@@ -119,6 +119,21 @@ def test_class_specific_factor_is_scored_only_on_its_class():
     assert set(out["class_mean"]) == set(out["overall"])
 
 
+def test_mig_own_block_counts_only_the_factors_a_class_keeps_in_its_block():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 1000)
+    shared, own = rng.uniform(size=2000), rng.uniform(size=2000)
+    z = np.stack([shared, own, 0.01 * rng.normal(size=2000)], 1)  # dim 2 carries nothing
+    factors = {"shared": shared, "own": own}
+    score = lambda blocks: disentanglement_scores(z, factors, labels, blocks=blocks)["per_class"]
+    whole = score([[0, 1], np.array([True, True, False])])["1"]  # both factors inside the block
+    assert whole["mig_own_block"] == pytest.approx(whole["mig"], abs=0.02)
+    assert whole["mig"] > 0.8
+    # "shared" lives outside class 1's block: only "own" has a gap there, so half the score
+    assert score([[0, 1], [1, 2]])["1"]["mig_own_block"] == pytest.approx(whole["mig"] / 2, abs=0.05)
+    assert "mig_own_block" not in disentanglement_scores(z, factors, labels)["per_class"]["1"]
+
+
 def test_nan_factors_are_refused_outside_the_per_class_path():
     with pytest.raises(HerdError, match="NaN"):
         mig(np.zeros((4, 2)), {"v": np.array([0.0, np.nan, 1.0, 2.0])})
