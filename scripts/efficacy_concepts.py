@@ -73,13 +73,7 @@ def measure(fields: dict, config: dict, folder: Path) -> dict:
 
 
 def value(r: dict, metric: str) -> float | None:
-    s = r["scores"].get(metric)
-    return None if s is None else s["overall"]
-
-
-def overall(metric: str):
-    """A seed_table column: mean ± std over seeds of the metric's overall score."""
-    return lambda records: bench.mean_std([value(r, metric) for r in records])
+    return bench.value_at(r, ("scores", metric, "overall"))
 
 
 def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictly: bool) -> str:
@@ -103,12 +97,12 @@ def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictl
 
 
 CONCEPT_COLUMNS = [
-    (overall("accuracy"), "accuracy"),
-    (overall("concept_purity"), "concept purity, activation AUC"),
-    (overall("concept_purity_hessian"), "concept purity, Hessian AUC"),
-    (overall("block_purity"), "class-mean purity"),
-    (overall("image_purity_median"), "image purity, median"),
-    (overall("image_sweep_specificity"), "image sweep specificity"),
+    (("scores", "accuracy", "overall"), "accuracy"),
+    (("scores", "concept_purity", "overall"), "concept purity, activation AUC"),
+    (("scores", "concept_purity_hessian", "overall"), "concept purity, Hessian AUC"),
+    (("scores", "block_purity", "overall"), "class-mean purity"),
+    (("scores", "image_purity_median", "overall"), "image purity, median"),
+    (("scores", "image_sweep_specificity", "overall"), "image sweep specificity"),
 ]
 
 
@@ -129,27 +123,24 @@ def concepts_page(runs: list[dict], backbone: str) -> str:
     )
 
 
-def per_class_scores(metric: str):
-    """A record's per-class scores of ``metric``."""
-    return lambda r: r["scores"][metric]["per_class"]
-
-
 def quantiles(metric: str):
     """A seed_table column: min / q1 / median over the classes of the seed-mean per class."""
     return lambda rs: " / ".join(
         f"{q:.2f}"
-        for q in np.quantile(bench.per_class(rs, per_class_scores(metric)), [0, 0.25, 0.5])
+        for q in np.quantile(bench.per_class(rs, ("scores", metric, "per_class")), [0, 0.25, 0.5])
     )
 
 
 def share_at_least_0_9(records: list[dict]) -> float:
     """Share of classes whose median image keeps at least 0.9 of its |H| in its own block."""
-    return float(np.mean(bench.per_class(records, per_class_scores("image_purity_median")) >= 0.9))
+    return float(
+        np.mean(bench.per_class(records, ("scores", "image_purity_median", "per_class")) >= 0.9)
+    )
 
 
 SCALE_COLUMNS = [
-    (overall("accuracy"), "accuracy"),
-    (overall("block_purity"), "class-mean purity"),
+    *CONCEPT_COLUMNS[:1],
+    (("scores", "block_purity", "overall"), "class-mean purity"),
     (quantiles("block_purity"), "class means: min / q1 / median"),
     (quantiles("image_purity_median"), "median image per class: min / q1 / median"),
     (lambda rs: f"{share_at_least_0_9(rs):.2f}", "classes with median image ≥ 0.9"),

@@ -1,8 +1,9 @@
 """What benchmark records become: seed tables, paired tables, target verdicts, published pages.
 
 A benchmark's records are grouped into ``Rows``: {row label: its records, one per seed}. A *key*
-reads a row: a record field's name (its mean over the seeds) or a function of the row's records (a
-statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
+reads a row: a record field (its mean over the seeds), named or, in nested records, reached by a
+tuple path such as ``("default", "clean", "accuracy")`` (:func:`value_at`), or a function of the
+row's records (a statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
 :func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`, :func:`within_points`) return
 one verdict line, or None where a row they read was not run; :func:`publish` writes
 reports/<name>.md and the block between <!-- name --> markers in README.md and docs/*.md.
@@ -19,7 +20,19 @@ import numpy as np
 from .store import ROOT
 
 Rows = dict[str, list[dict]]
-Key = Union[str, Callable[[list[dict]], float]]
+Field = Union[str, tuple]  # a record's field, or a path of keys and list indices into it
+Key = Union[Field, Callable[[list[dict]], float]]
+
+
+def value_at(record: dict, field: Field):
+    """The record's ``field``, following a tuple path through nested dicts and lists; None where a
+    step is missing or None."""
+    for step in field if isinstance(field, tuple) else (field,):
+        try:
+            record = None if record is None else record[step]
+        except (KeyError, IndexError):
+            return None
+    return record
 
 
 def group(
@@ -37,7 +50,7 @@ def group(
 def mean(rows: Rows, label: str, key: Key) -> float:
     """The row's value of ``key``: the seed mean of a field, or the statistic a function gives."""
     records = rows[label]
-    return float(key(records) if callable(key) else np.mean([r[key] for r in records]))
+    return float(key(records) if callable(key) else np.mean([value_at(r, key) for r in records]))
 
 
 def mean_std(values) -> str:
@@ -79,7 +92,7 @@ def seed_table(rows: Rows, columns: list[tuple[Key, str]], lead: tuple[str, ...]
     seeds, or the cell a function of the row's records returns."""
 
     def cell(records, key):
-        return key(records) if callable(key) else mean_std([r.get(key) for r in records])
+        return key(records) if callable(key) else mean_std([value_at(r, key) for r in records])
 
     return markdown_table(
         [*lead, "setting", "seeds", *(title for _, title in columns)],
@@ -91,21 +104,21 @@ def seed_table(rows: Rows, columns: list[tuple[Key, str]], lead: tuple[str, ...]
     )
 
 
-def each_seed(field: str, fmt: str = "{}") -> Callable[[list[dict]], str]:
+def each_seed(field: Field, fmt: str = "{}") -> Callable[[list[dict]], str]:
     """A :func:`seed_table` cell: the field of every seed, '–' where a record lacks it."""
     return lambda records: ", ".join(
-        "–" if r.get(field) is None else fmt.format(r[field]) for r in records
+        "–" if value_at(r, field) is None else fmt.format(value_at(r, field)) for r in records
     )
 
 
-def per_class(records: list[dict], field: str | Callable[[dict], list]) -> np.ndarray:
-    """(K,) each class's seed mean: ``field`` names a per-class list in every record, or reads it
+def per_class(records: list[dict], field: Field | Callable[[dict], list]) -> np.ndarray:
+    """(K,) each class's seed mean: ``field`` is a per-class list in every record, or reads it
     from a record."""
-    read = field if callable(field) else (lambda r: r[field])
+    read = field if callable(field) else (lambda r: value_at(r, field))
     return np.mean([read(r) for r in records], 0)
 
 
-def lowest_class(field: str | Callable[[dict], list]) -> Callable[[list[dict]], float]:
+def lowest_class(field: Field | Callable[[dict], list]) -> Callable[[list[dict]], float]:
     """A row statistic: the lowest of :func:`per_class`."""
     return lambda records: float(per_class(records, field).min())
 
@@ -117,7 +130,7 @@ def formatted(
     return lambda records: fmt.format(statistic(records))
 
 
-def paired_table(rows: Rows, base: str, columns: list[tuple[str, str]]) -> str:
+def paired_table(rows: Rows, base: str, columns: list[tuple[Field, str]]) -> str:
     """Each row against ``base`` on the seeds both have: per (field, title), the mean of the
     per-seed differences ± its standard error and how many seeds are up and down, with words where
     the mean is within one standard error (not a finding). Rows with fewer than 2 pairs are left
@@ -127,7 +140,9 @@ def paired_table(rows: Rows, base: str, columns: list[tuple[str, str]]) -> str:
     unclear = ", within its standard error: no difference shown"
     lines = []
     for label, records in rows.items():
-        diffs = [paired(rows[base], records, lambda r, f=field: r[f]) for field, _ in columns]
+        diffs = [
+            paired(rows[base], records, lambda r, f=field: value_at(r, f)) for field, _ in columns
+        ]
         if label == base or diffs[0]["pairs"] < 2:
             continue
         cells = [
@@ -159,7 +174,7 @@ def at_least(
     if label not in rows:
         return None
     if every_seed:
-        values = [r.get(key) for r in rows[label]]
+        values = [value_at(r, key) for r in rows[label]]
         ok = all(v is not None and v >= bound for v in values)
         return verdict(name, ok, ", ".join("–" if v is None else f"{v:g}" for v in values))
     value = mean(rows, label, key)
@@ -188,12 +203,12 @@ def _beyond(rows, name, label, keys, others, sign) -> str | None:
     return verdict(name, ok, ", ".join(details))
 
 
-def paired_above(rows: Rows, name: str, label: str, base: str, key: str) -> str | None:
+def paired_above(rows: Rows, name: str, label: str, base: str, key: Field) -> str | None:
     """Row ``label`` above ``base`` seed by seed on the field ``key``: more seeds up than down, and
     a mean difference above its standard error."""
     if not {label, base} <= set(rows):
         return None
-    d = paired(rows[base], rows[label], lambda r: r[key])
+    d = paired(rows[base], rows[label], lambda r: value_at(r, key))
     return verdict(
         name,
         d["up"] > d["down"] and d["mean"] > d["error"],
@@ -222,7 +237,7 @@ def _ratio(rows, name, label, base, key, bound, every_seed, sign) -> str | None:
     if not {label, base} <= set(rows):
         return None
     theirs = mean(rows, base, key)
-    ratios = [r[key] / theirs for r in rows[label]] if every_seed else []
+    ratios = [value_at(r, key) / theirs for r in rows[label]] if every_seed else []
     ratios = ratios or [mean(rows, label, key) / theirs]
     ok = all(sign * (x - bound) >= 0 for x in ratios)
     return verdict(name, ok, ", ".join(f"{x:.2f}x" for x in ratios))

@@ -22,6 +22,7 @@ from herd_cls.benchmarking.tables import (
     ratio_at_least,
     ratio_at_most,
     seed_table,
+    value_at,
     verdicts,
     within_points,
 )
@@ -68,6 +69,17 @@ def test_seed_table_means_fields_and_calls_functions_of_the_row():
         "| b1 | x | 2 | 2.000 ± 1.000 | 20 | 3, – |",
         "| b1 | y | 1 | 2.000 ± 0.000 | 10 | 1 |",
     ]
+
+
+def test_a_tuple_path_reads_nested_records_and_none_where_a_step_is_missing():
+    record = {"a": {"b": [{"c": 1.5}, None]}, "d": 2.0}
+    assert value_at(record, ("a", "b", 0, "c")) == 1.5
+    assert value_at(record, "d") == 2.0
+    for missing in (("a", "b", 1, "c"), ("a", "b", 2), ("a", "x"), "x"):
+        assert value_at(record, missing) is None
+    rows = {"r": [{"s": {"m": 1.0}}, {"s": {"m": 3.0}}, {"s": None}]}
+    assert seed_table(rows, [(("s", "m"), "m")]).splitlines()[-1] == "| r | 3 | 2.000 ± 1.000 |"
+    assert per_class([{"s": {"q": [1, 3]}}, {"s": {"q": [3, 5]}}], ("s", "q")).tolist() == [2, 4]
 
 
 def test_per_class_statistics_are_seed_means_of_each_class():
