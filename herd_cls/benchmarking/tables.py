@@ -3,10 +3,11 @@
 A benchmark's records are grouped into ``Rows``: {row label: its records, one per seed}. A *key*
 reads a row: a record field (its mean over the seeds), named or, in nested records, reached by a
 tuple path such as ``("default", "clean", "accuracy")`` (:func:`value_at`), or a function of the
-row's records (a statistic of the whole row, such as its lowest class). Targets (:func:`at_least`, :func:`above`,
-:func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`, :func:`within_points`) return
-one verdict line, or None where a row they read was not run; :func:`publish` writes
-reports/<name>.md and the block between <!-- name --> markers in README.md and docs/*.md.
+row's records (a statistic of the whole row, such as its lowest class). Targets (:func:`at_least`,
+:func:`above`, :func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`,
+:func:`within_points`) return one verdict line, or None where a row they read was not run;
+:func:`publish` writes reports/<name>.md and the block between <!-- name --> markers in README.md
+and docs/*.md.
 """
 
 from __future__ import annotations
