@@ -131,66 +131,64 @@ def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
         ("default", "transfer-pgd-linf", f"PGD crafted on {SOURCE} (transfer)"),
         *(("strong", a, f"{a}, {strong}") for a in STRONG),
     ]
+    cell = lambda runs, *path: bench.mean_std([bench.value_at(r, path) for r in runs])
     rows = []
     for label, runs in results.items():
-        clean = bench.mean_std([r["default"]["clean"]["accuracy"] for r in runs])
+        clean = cell(runs, "default", "clean", "accuracy")
         for part, name, title in passes:
-            accuracy = lambda e: [
-                r[part]["attacks"][name].get(e, {}).get("robust_accuracy") for r in runs
-            ]
-            rows.append([label, title, clean, *(bench.mean_std(accuracy(e)) for e in eps)])
-        worst = [f"**{bench.mean_std([r['worst_of_all'][e] for r in runs])}**" for e in eps]
-        rows.append([label, "**worst of all**", "", *worst])
+            accuracy = [cell(runs, part, "attacks", name, e, "robust_accuracy") for e in eps]
+            rows.append([label, title, clean, *accuracy])
+        rows.append(
+            [label, "**worst of all**", "", *(f"**{cell(runs, 'worst_of_all', e)}**" for e in eps)]
+        )
     return bench.markdown_table(["--reg", "attack", "clean", *(f"eps {e}" for e in eps)], rows)
 
 
+def masking_seeds(runs: list[dict]) -> str:
+    """The masking signs of the row's seeds, each with how many seeds show it."""
+    signs = [s for r in runs for s in masking_signs(checks(r))]
+    return ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs))) or "none"
+
+
 def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
-    rows = []
-    for label, runs in results.items():
-        signs = [s for r in runs for s in masking_signs(checks(r))]
-        listed = ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs)))
-        d = [r["default"] for r in runs]
-        fgsm = sum(map(fgsm_rises, runs))
-        rows.append(
-            [
-                label,
-                bench.mean_std([x["gradients"]["margin_median"] for x in d]),
-                bench.mean_std(
-                    [x["attacks"]["apgd-ce"][mid]["gradients"]["margin_median"] for x in d]
-                ),
-                bench.mean_std([x["gradients"]["tiny_share"] for x in d]),
-                bench.mean_std([x["unbounded"]["robust_accuracy"] for x in d]),
-                listed or "none",
-                f"{fgsm}/{len(runs)}",
-            ]
-        )
     columns = [
-        "--reg",
-        "median \\|d margin/dx\\| clean",
-        f"at APGD eps {mid}",
-        "images with tiny gradients",
-        "unbounded PGD (eps 1)",
-        "masking signs (seeds)",
-        "FGSM rises with eps (seeds; not counted)",
+        (("default", "gradients", "margin_median"), "median \\|d margin/dx\\| clean"),
+        (
+            ("default", "attacks", "apgd-ce", mid, "gradients", "margin_median"),
+            f"at APGD eps {mid}",
+        ),
+        (("default", "gradients", "tiny_share"), "images with tiny gradients"),
+        (("default", "unbounded", "robust_accuracy"), "unbounded PGD (eps 1)"),
+        (masking_seeds, "masking signs (seeds)"),
+        (
+            lambda runs: f"{sum(map(fgsm_rises, runs))}/{len(runs)}",
+            "FGSM rises with eps (seeds; not counted)",
+        ),
     ]
-    return bench.markdown_table(columns, rows)
+    return bench.seed_table(results, columns)
+
+
+def latent_shift(e: str):
+    """A seed_table cell: APGD's mean latent shift at ``e`` inside the own block / other blocks /
+    shared dims."""
+
+    def cell(runs: list[dict]) -> str:
+        shifts = [r["default"]["attacks"]["apgd-ce"][e]["latent_shift"] for r in runs]
+        mean = lambda values: np.nanmean([v for v in values if v is not None])
+        return " / ".join(
+            bench.mean_std([mean(s[p]) for s in shifts]) for p in ("own", "other", "shared")
+        )
+
+    return cell
 
 
 def per_class(results: dict[str, list[dict]], e: str) -> str:
     k = len(next(iter(results.values()))[0]["default"]["clean"]["per_class"])
-    rows = []
-    for label, runs in results.items():
-        worst = [r["default"]["worst_case"]["linf"][e]["per_class"] for r in runs]
-        shifts = [r["default"]["attacks"]["apgd-ce"][e]["latent_shift"] for r in runs]
-        shift = [
-            bench.mean_std([np.nanmean([v for v in s[p] if v is not None]) for s in shifts])
-            for p in ("own", "other", "shared")
-        ]
-        rows.append(
-            [label, *(bench.mean_std([w[c] for w in worst]) for c in range(k)), " / ".join(shift)]
-        )
-    columns = ["--reg", *(f"class {c}" for c in range(k)), "latent shift own / other / shared"]
-    return bench.markdown_table(columns, rows)
+    worst = ("default", "worst_case", "linf", e, "per_class")
+    columns = [((*worst, c), f"class {c}") for c in range(k)]
+    return bench.seed_table(
+        results, [*columns, (latent_shift(e), "latent shift own / other / shared")]
+    )
 
 
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
@@ -207,20 +205,18 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
             )
         )
     ours, base = "class (default)", "none"
-    if {ours, base} <= set(results):
-        for e in [e for e in eps if float(e) > 0]:
-            default, full = {}, {}
-            for lab in (ours, base):
-                linf = [r["default"]["worst_case"]["linf"][e] for r in results[lab]]
-                default[lab] = np.mean([w["robust_accuracy"] for w in linf])
-                full[lab] = np.mean([r["worst_of_all"][e] for r in results[lab]])
-            lines.append(
-                f"- eps {e}: class vs none, worst case of the 10-step attacks, Square and transfer "
-                f"{default[ours]:.3f} vs {default[base]:.3f}; worst of all attacks "
-                f"{full[ours]:.3f} vs {full[base]:.3f}: class is "
-                f"**{'more' if full[ours] > full[base] else 'not more'} robust** than none once "
-                "every attack is counted"
-            )
+    for e in [e for e in eps if float(e) > 0] if {ours, base} <= set(results) else []:
+        default = lambda lab: bench.mean(
+            results, lab, ("default", "worst_case", "linf", e, "robust_accuracy")
+        )
+        full = lambda lab: bench.mean(results, lab, ("worst_of_all", e))
+        lines.append(
+            f"- eps {e}: class vs none, worst case of the 10-step attacks, Square and transfer "
+            f"{default(ours):.3f} vs {default(base):.3f}; worst of all attacks "
+            f"{full(ours):.3f} vs {full(base):.3f}: class is "
+            f"**{'more' if full(ours) > full(base) else 'not more'} robust** than none once "
+            "every attack is counted"
+        )
     return lines
 
 
