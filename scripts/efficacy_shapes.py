@@ -17,7 +17,6 @@ Scores are measured on 10000 freshly generated held-out shapes (seed 1), 20 bins
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -36,9 +35,7 @@ TABLES = ("thesis", "class")
 UNIVERSAL = "universal HeRD, decoder output"  # the shipped forms: the targets' rows
 CLASS_HERD = "class HeRD (decoder + classifier Hessian)"
 RANDOM = "random encoder"  # scored untrained
-# seed 0 of these rows draws its latent grid (herd-cls sweep) into docs/images/<name>
-GRIDS = {"autoencoder": "grid_autoencoder.png", UNIVERSAL: "grid_universal.png"}
-DEFAULT_STEPS = 3000  # the tables' budget; only its runs draw the published grids
+DEFAULT_STEPS = 3000  # the tables' budget (readme_pictures.py --grids draws seed 0 at it)
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
 
 
@@ -87,20 +84,6 @@ def class_scores(model, data, layout) -> dict:
     }
 
 
-def draw_grid(folder: Path, name: str) -> str:
-    """``herd-cls sweep`` without --class on the run in ``folder`` (3 test images); its grid.png is
-    copied to docs/images/``name``; returns that path."""
-    from PIL import Image
-
-    bench.herd_cli(
-        "sweep", "--run", folder, "--samples", "3", "--out", folder / "report", "--quiet"
-    )
-    target = bench.ROOT / "docs" / "images" / name
-    grid = Image.open(folder / "report" / "sweep_grid" / "grid.png")
-    grid.convert("RGB").save(target, optimize=True)
-    return str(target.relative_to(bench.ROOT))
-
-
 def settings_of(table: str, label: str, steps: int) -> dict:
     overrides = SPEC[table]["rows"][label]
     base = {**SPEC["common"], **SPEC[table]["base"]}
@@ -124,8 +107,6 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
         "live_dims": run.history()[-1].get("decoder_live_dims"),
         "collapse": run.summary.get("decoder_collapse"),
     }
-    if seed == 0 and label in GRIDS and settings.get("steps") == DEFAULT_STEPS:
-        r["grid"] = draw_grid(folder, GRIDS[label])
     return {"table": table, "setting": label, "seed": seed, **r}
 
 
@@ -222,20 +203,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="budget of every run")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
-    parser.add_argument(
-        "--grids",
-        action="store_true",
-        help="only redraw the published latent grids: retrain seed 0 of each GRIDS row (CPU "
-        "training is deterministic, so it is the table's seed-0 run) and draw it",
-    )
     args = parser.parse_args()
-    if args.grids:
-        for label, name in GRIDS.items():
-            with tempfile.TemporaryDirectory() as tmp:
-                settings = settings_of("thesis", label, args.steps)
-                bench.trained_run(Path(tmp) / "run", {**settings, "seed": 0})
-                print(draw_grid(Path(tmp) / "run", name), flush=True)
-        return
     if not args.publish_only:
         data = held_out()
         todo = cells(args.tables, args.settings, args.seeds, args.steps)
