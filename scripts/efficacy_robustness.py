@@ -205,7 +205,9 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
             )
         )
     ours, base = "class (default)", "none"
-    for e in [e for e in eps if float(e) > 0] if {ours, base} <= set(results) else []:
+    if not {ours, base} <= set(results):
+        return lines
+    for e in [e for e in eps if float(e) > 0]:
         default = lambda lab: bench.mean(
             results, lab, ("default", "worst_case", "linf", e, "robust_accuracy")
         )

@@ -4,8 +4,9 @@ real run of its commands, or, with --grids, the latent grids of the shapes bench
 By default, trains the README's run (or uses --run), runs the analysis commands as a user would and
 copies one picture of each step, downscaled, into docs/images/. With --grids, retrains seed 0 of the
 plain autoencoder and universal HeRD rows of configs/benchmarks/efficacy_shapes.yaml at the table's
-budget (CPU training is deterministic, so these are the table's seed-0 runs) and draws each one's
-grid with `herd-cls sweep` (no --class, 3 test images). docs/images/README.md records the commit.
+budget with the code of today (the table's seed-0 runs where training has not changed since) and
+draws each one's grid with `herd-cls sweep` (no --class, 3 test images). docs/images/README.md
+records the commit.
 
     python scripts/readme_pictures.py [--run runs/latest] [--grids]
 """
