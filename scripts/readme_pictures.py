@@ -4,9 +4,9 @@ real run of its commands, or, with --grids, the latent grids of the shapes bench
 By default, trains the README's run (or uses --run), runs the analysis commands as a user would and
 copies one picture of each step, downscaled, into docs/images/. With --grids, retrains seed 0 of the
 plain autoencoder and universal HeRD rows of configs/benchmarks/efficacy_shapes.yaml at the table's
-budget with the code of today (the table's seed-0 runs where training has not changed since) and
-draws each one's grid with `herd-cls sweep` (no --class, 3 test images). docs/images/README.md
-records the commit.
+budget (the table's settings and seed; float results, and so the pictures, also depend on the
+machine and its thread count, which the caption records) and draws each one's grid with `herd-cls
+sweep` (no --class, 3 test images). docs/images/README.md records the commit.
 
     python scripts/readme_pictures.py [--run runs/latest] [--grids]
 """
@@ -36,7 +36,8 @@ CAPTIONS = {
     "README's default run",
     "grids": "The latent grids `grid_autoencoder.png` and `grid_universal.png`, written by `python "
     "scripts/readme_pictures.py --grids` (seed 0 of the shapes table's plain autoencoder and "
-    "shipped universal HeRD rows, 3000 steps; each dim labelled with its most informative factor; "
+    "shipped universal HeRD rows' settings, 3000 steps, retrained; each dim labelled with its most "
+    "informative factor; "
     "`grid_reference_*.png` are from the retired original-setting rows)",
 }
 
