@@ -28,14 +28,15 @@ from herd_cls.analysis.runs import score_test_split
 
 TABLES = bench.spec("efficacy_concepts")
 HERD = "class HeRD"
-METRIC_NAMES = (
-    "accuracy",
-    "concept_purity",
-    "concept_purity_hessian",
-    "block_purity",
-    "image_purity_median",
-    "image_sweep_specificity",
-)
+TITLES = {  # the registry's metrics every record keeps, and their columns' titles
+    "accuracy": "accuracy",
+    "concept_purity": "concept purity, activation AUC",
+    "concept_purity_hessian": "concept purity, Hessian AUC",
+    "block_purity": "class-mean purity",
+    "image_purity_median": "image purity, median",
+    "image_sweep_specificity": "image sweep specificity",
+}
+METRIC_NAMES = tuple(TITLES)
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
 
 
@@ -96,14 +97,12 @@ def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictl
     )
 
 
-CONCEPT_COLUMNS = [
-    (("scores", "accuracy", "overall"), "accuracy"),
-    (("scores", "concept_purity", "overall"), "concept purity, activation AUC"),
-    (("scores", "concept_purity_hessian", "overall"), "concept purity, Hessian AUC"),
-    (("scores", "block_purity", "overall"), "class-mean purity"),
-    (("scores", "image_purity_median", "overall"), "image purity, median"),
-    (("scores", "image_sweep_specificity", "overall"), "image sweep specificity"),
-]
+def overall(metric: str) -> tuple[tuple, str]:
+    """A seed_table column: the metric's overall score, under its title."""
+    return ("scores", metric, "overall"), TITLES[metric]
+
+
+CONCEPT_COLUMNS = [overall(m) for m in TITLES]
 
 
 def concepts_page(runs: list[dict], backbone: str) -> str:
@@ -139,8 +138,8 @@ def share_at_least_0_9(records: list[dict]) -> float:
 
 
 SCALE_COLUMNS = [
-    *CONCEPT_COLUMNS[:1],
-    (("scores", "block_purity", "overall"), "class-mean purity"),
+    overall("accuracy"),
+    overall("block_purity"),
     (quantiles("block_purity"), "class means: min / q1 / median"),
     (quantiles("image_purity_median"), "median image per class: min / q1 / median"),
     (lambda rs: f"{share_at_least_0_9(rs):.2f}", "classes with median image ≥ 0.9"),

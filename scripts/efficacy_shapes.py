@@ -35,7 +35,7 @@ TABLES = ("thesis", "class")
 UNIVERSAL = "universal HeRD, decoder output"  # the shipped forms: the targets' rows
 CLASS_HERD = "class HeRD (decoder + classifier Hessian)"
 RANDOM = "random encoder"  # scored untrained
-DEFAULT_STEPS = 3000  # the tables' budget (readme_pictures.py --grids draws seed 0 at it)
+DEFAULT_STEPS = SPEC["steps"]  # the tables' budget
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
 
 

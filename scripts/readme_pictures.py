@@ -36,7 +36,7 @@ CAPTIONS = {
     "README's default run",
     "grids": "The latent grids `grid_autoencoder.png` and `grid_universal.png`, written by `python "
     "scripts/readme_pictures.py --grids` (seed 0 of the shapes table's plain autoencoder and "
-    "shipped universal HeRD rows' settings, 3000 steps, retrained; each dim labelled with its most "
+    "shipped universal HeRD rows' settings and budget, retrained; each dim labelled with its most "
     "informative factor; "
     "`grid_reference_*.png` are from the retired original-setting rows)",
 }
@@ -67,7 +67,14 @@ def shapes_grids() -> None:
             run = Path(tmp) / "run"
             rows = spec["thesis"]["rows"][label]
             bench.trained_run(
-                run, {**spec["common"], **spec["thesis"]["base"], **rows, "steps": 3000, "seed": 0}
+                run,
+                {
+                    **spec["common"],
+                    **spec["thesis"]["base"],
+                    **rows,
+                    "steps": spec["steps"],
+                    "seed": 0,
+                },
             )
             bench.herd_cli(
                 "sweep", "--run", run, "--samples", "3", "--out", run / "report", "--quiet"

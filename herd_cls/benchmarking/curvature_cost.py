@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..backbones import ConvDecoder
 from ..block_curvature import block_head_masses, on_blocks
 from ..curvature import block_mass, latent_hessian, method_names
+from ..decoder_curvature import exact_masses
 from ..derivatives import has_closed_form
 from ..heads import BlockHead
 from ..layout import BlockLayout
@@ -133,8 +134,8 @@ def purity_error(head, target: Tensor, loss: str, d: int, method: str) -> float 
     region = torch.zeros(len(target), d, dtype=torch.bool)
     region[:, : max(1, d // 4)] = True
     H = latent_hessian(head, z, target, loss, "exact").detach()
-    keep = region.float()
-    exact = ((H * keep[:, :, None] * keep[:, None, :]).pow(2).sum() / H.pow(2).sum()).item()
+    exact_inside, exact_total = exact_masses(H.unsqueeze(1), region)
+    exact = (exact_inside.sum() / exact_total.sum()).item()
     generator = torch.Generator().manual_seed(0)
     inside, total = block_mass(head, z, target, region, loss, method, probes=8, generator=generator)
     return abs(inside.detach().sum().item() / total.detach().sum().item() - exact)
