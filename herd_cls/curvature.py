@@ -186,7 +186,7 @@ CURVATURE_METHODS.add(
     CurvatureMethod(
         "gauss_newton",
         "J^T M J from d + 1 forward passes, no double backward",
-        forward_gauss_newton,
+        lambda head, z, target, loss: forward_gauss_newton(head, z, loss),
         forward_only=True,
     )
 )
@@ -204,7 +204,9 @@ CURVATURE_METHODS.add(
         "forward",
         "probe estimates of block masses from extra forward passes (Gauss-Newton, no double "
         "backward)",
-        block_mass=forward_block_mass,
+        block_mass=lambda head, z, target, region, loss, probes, generator: forward_block_mass(
+            head, z, region, loss, probes, generator
+        ),
         default_probes=1,
         whole="gauss_newton",
         forward_only=True,

@@ -131,7 +131,6 @@ def forward_jacobian(head: Callable, z: Tensor, eps: float = 1e-3, scale: Tensor
 def forward_block_mass(
     head: Callable,
     z: Tensor,
-    target,
     region: Tensor,
     loss: Loss = "ce",
     probes: int = 1,
@@ -144,11 +143,11 @@ def forward_block_mass(
     For independent Rademacher v, w: E[(v^T G w)^2] = ||G||_F^2, and v, w restricted to R_i give the
     block's mass. J v comes from a one-sided finite difference of the head's output (one extra
     forward pass per direction, all batched into one call), M from the loss in closed form (softmax
-    for CE, 2/N for MSE, p(1-p)/N on the logits for BCE). Each probe draws v and w and splits them
-    into their parts inside and outside R_i (J v = J v_in + J v_out), so a probe costs 4 directions;
-    all k v's are paired with all k w's (a U-statistic of k^2 products). G drops the residual term
-    of the exact Hessian: exact for a ReLU decoder with a linear output, an approximation for
-        nonlinear heads (docs/method.md).
+    for CE, 2/N for MSE, p(1-p)/N on the logits for BCE; no target needed). Each probe draws v and w
+    and splits them into their parts inside and outside R_i (J v = J v_in + J v_out), so a probe
+    costs 4 directions; all k v's are paired with all k w's (a U-statistic of k^2 products). G drops
+    the residual term of the exact Hessian: exact for a ReLU decoder with a linear output, an
+    approximation for nonlinear heads (docs/method.md).
 
     Args:
         region: boolean (B, d), the dims R_i of each sample's block. probes: k. eps: the finite
@@ -174,9 +173,7 @@ def forward_block_mass(
     return inside.pow(2).mean((0, 1)), total.pow(2).mean((0, 1))
 
 
-def forward_gauss_newton(
-    head: Callable, z: Tensor, target, loss: Loss = "ce", eps: float = 1e-3
-) -> Tensor:
+def forward_gauss_newton(head: Callable, z: Tensor, loss: Loss = "ce", eps: float = 1e-3) -> Tensor:
     """The Gauss-Newton matrix G_i = J_i^T M_i J_i of each sample, (B, d, d), with no double
     backward.
 
@@ -184,8 +181,8 @@ def forward_gauss_newton(
     passes, batched into one call), M from the loss in closed form (as :func:`forward_block_mass`).
     G equals the Hessian where the head is piecewise linear up to the loss's own link (a ReLU
     decoder with a sigmoid and BCE, or a linear output and MSE); elsewhere it drops the residual
-    term. Tuples of heads' outputs and losses add their matrices. Differentiable w.r.t. z and the
-    head's parameters.
+    term. M depends on the outputs alone, so no target is taken. Tuples of heads' outputs and losses
+    add their matrices. Differentiable w.r.t. z and the head's parameters.
     """
     check_per_sample(head)
     outs, jacs = forward_jacobian(head, z, eps)

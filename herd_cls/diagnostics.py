@@ -44,7 +44,7 @@ def decoder_diagnostics(model, x: Tensor, recon_loss: str) -> dict:
     per_column = jac.flatten(2).norm(dim=2)  # (d, B)
     columns = per_column.mean(1)
     scaled = columns * z.std(0)
-    H = forward_gauss_newton(model.decode, z, x, recon_loss)
+    H = forward_gauss_newton(model.decode, z, recon_loss)
     terms = {f"penalty_{k}": float(v) for k, v in universal_terms(H).items()}
     out = {
         "decoder_jacobian_scale": float(per_column.pow(2).sum(0).sqrt().mean()),
