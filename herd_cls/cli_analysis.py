@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .analysis import attacks as _attacks  # the robustness command's choices and help
+from .analysis.sweep import SPAN, STEPS
 from .cli_options import METHOD_OPTION, OUT_OPTION, QUIET_OPTION, RUN_OPTION, friendly
 
 ATTACK_NAMES = _attacks.ATTACKS.names()
@@ -24,11 +25,11 @@ ATTACK_NAMES = _attacks.ATTACKS.names()
 @click.option(
     "--range",
     "span",
-    default=2.0,
+    default=SPAN,
     show_default=True,
     help="Sweep from -RANGE to +RANGE standard deviations of each dim (over the test set).",
 )
-@click.option("--steps", default=7, show_default=True, help="Steps along each sweep.")
+@click.option("--steps", default=STEPS, show_default=True, help="Steps along each sweep.")
 @click.option(
     "--dims",
     default="auto",

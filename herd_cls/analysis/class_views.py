@@ -13,7 +13,7 @@ from ..run import Run
 from .attribution import attribute, class_latent_attribution
 from .latents import collect
 from .posthoc import posthoc_decoder
-from .sweep import block_sweep_effect, dim_pull, exemplars, sweep
+from .sweep import SPAN, STEPS, block_sweep_effect, exemplars, sweep, sweep_change
 
 
 @dataclass
@@ -39,8 +39,8 @@ def image_sweeps(
     run: Run,
     target: int,
     samples: int = 3,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float = SPAN,
+    steps: int = STEPS,
     count: int = 10,
     test: dict | None = None,
     progress=None,
@@ -83,7 +83,7 @@ class ClassSweep:
     result: dict
     specificity: dict
     images: ImageSweeps
-    pull: Tensor | None = None  # (d,) every dim's pull on the class's probability (sweep.dim_pull)
+    pull: Tensor | None = None  # (d,) how much each dim moves the class's probability
 
     def kind(self, dim: int) -> str:
         """'own' (the class's block), 'shared' or 'other'."""
@@ -95,8 +95,8 @@ def sweep_class(
     target: int,
     dims: list[int],
     samples: int = 8,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float = SPAN,
+    steps: int = STEPS,
     progress=None,
 ) -> ClassSweep:
     """Sweep ``dims`` of ``samples`` test images of class ``target`` (class probabilities, and
@@ -110,6 +110,7 @@ def sweep_class(
     if len(chosen) == 0:
         raise HerdError(f"the test split has no image of class {target}; pick another class")
     std, layout = z.std(0), run.layout
+    everything = range(layout.latent_dim)
     return ClassSweep(
         target,
         dims,
@@ -121,7 +122,7 @@ def sweep_class(
         sweep(run.model, chosen, dims, std, span, steps),
         sweep_specificity(block_sweep_effect(run.model, z, y, layout, std, span, steps)),
         image_sweeps(run, target, span=span, steps=steps, test=data, progress=progress),
-        dim_pull(run.model, chosen, target, std, span, steps),
+        sweep_change(run.model, chosen, everything, std, span, steps, True)[:, target],
     )
 
 

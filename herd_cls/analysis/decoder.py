@@ -12,7 +12,7 @@ from ..registry import HerdError
 from ..regularizers import reg_names
 from ..run import Run
 from .latents import collect, evaluating
-from .sweep import sweep
+from .sweep import SPAN, STEPS, sweep
 
 DECODER_HESSIAN_SAMPLES = 64  # test images whose exact decoder Hessians make the decoder heatmap
 FACTOR_SAMPLES = 1000  # test images the factor metrics (MIG, DCI, SAP) are scored on
@@ -69,8 +69,8 @@ def latent_grid(
     run: Run,
     target: int | None = None,
     samples: int = 3,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float = SPAN,
+    steps: int = STEPS,
     test: dict | None = None,
 ) -> LatentGrid:
     """Sweep every latent dim of ``samples`` test images (of class ``target``, or spread over the

@@ -3,7 +3,7 @@ probabilities, logits, decoded images, the loss)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -12,6 +12,9 @@ from ..block_curvature import on_blocks
 from ..layout import BlockLayout
 from ..models import LatentModel
 from .latents import evaluating
+
+
+SPAN, STEPS = 2.0, 7  # the default sweep: -2 to +2 standard deviations in 7 steps
 
 
 def sweep_offsets(span: float, steps: int) -> Tensor:
@@ -41,8 +44,8 @@ def sweep(
     z: Tensor,
     dims: list[int],
     std: Tensor,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float = SPAN,
+    steps: int = STEPS,
     decoder=None,
 ) -> dict:
     """Sweep each dim in ``dims`` around every sample's own value.
@@ -73,70 +76,58 @@ def sweep(
 
 
 @torch.no_grad()
-def dim_pull(
+def sweep_change(
     model: LatentModel,
     z: Tensor,
-    target: int,
+    dims: Sequence[int] | Tensor,
     std: Tensor,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float,
+    steps: int,
+    probabilities: bool = False,
     chunk: int = 64,
 ) -> Tensor:
-    """(d,) how much each latent dim moves class ``target``'s probability: moving dim j of each
-    sample of z (S, d) from -span to +span of std[j] in ``steps`` steps, the mean over samples and
-    steps of |p_target(moved) - p_target(z)|. Only the classifier runs (no decoder), ``chunk`` dims
-    at a time, so every dim of a wide latent costs one small batch."""
+    """(D, K) how much sweeping each dim moves every class's logit (with ``probabilities``, its
+    probability): dim dims[i] of each sample of z (S, d) moved from -span to +span of its std (d,)
+    in ``steps`` steps, the mean over samples and steps of |output(moved) - output(z)|. Only the
+    classifier runs (no decoder), ``chunk`` dims at a time, so every dim of a wide latent costs one
+    small batch."""
     offsets = sweep_offsets(span, steps).to(z)
     device = _device(model, z)
+    read = (lambda out: out.softmax(-1)) if probabilities else (lambda out: out)
     with evaluating(model):
-        base = model.classify(z.to(device)).softmax(-1)[:, target].cpu()
-        pull = []
-        for lo in range(0, z.shape[1], chunk):
-            dims = torch.arange(lo, min(lo + chunk, z.shape[1]))
-            probs = (
-                model.classify(_swept(z, dims, std, offsets).to(device))
-                .softmax(-1)[:, target]
-                .cpu()
-            )
-            pull.append((probs.view(len(dims), steps, -1) - base).abs().mean((1, 2)))
-    return torch.cat(pull)
+        base = read(model.classify(z.to(device))).cpu()
+        change = []
+        for part in torch.as_tensor(dims, dtype=torch.long).split(chunk):
+            moved = read(model.classify(_swept(z, part, std, offsets).to(device))).cpu()
+            change.append((moved.view(len(part), steps, len(z), -1) - base).abs().mean((1, 2)))
+    return torch.cat(change)
 
 
-@torch.no_grad()
 def block_sweep_effect(
     model: LatentModel,
     z: Tensor,
     y: Tensor,
     layout: BlockLayout,
     std: Tensor,
-    span: float = 2.0,
-    steps: int = 7,
+    span: float = SPAN,
+    steps: int = STEPS,
 ) -> Tensor:
     """(K, K) effect matrix for :func:`herd_cls.metrics.sweep_specificity`.
 
     Row c: sweeping each dim of B_c on the samples of class c, the mean |change| of every class's
-    logit. A block that moves only its own class's logit scores specificity 1. Only the classifier
-    runs (an autoencoder's decoder is not).
+    logit (:func:`sweep_change`, averaged over B_c's dims). A block that moves only its own class's
+    logit scores specificity 1. Only the classifier runs (an autoencoder's decoder is not).
     """
-    num_classes = layout.num_classes
-    effect = torch.zeros(num_classes, num_classes)
-    offsets, device = sweep_offsets(span, steps).to(z), _device(model, z)
-    with evaluating(model):
-        for c in range(num_classes):
-            zc = z[y == c]
-            if len(zc) == 0:
-                effect[c] = float("nan")
-                continue
-            dims = layout.block(c)
-            base = model.classify(zc.to(device)).cpu()
-            logits = model.classify(_swept(zc, dims, std, offsets).to(device)).cpu()
-            effect[c] = (logits.view(len(dims), steps, len(zc), -1) - base).abs().mean((0, 1, 2))
+    effect = torch.full((layout.num_classes, layout.num_classes), float("nan"))
+    for c in range(layout.num_classes):
+        if (y == c).any():
+            effect[c] = sweep_change(model, z[y == c], layout.block(c), std, span, steps).mean(0)
     return effect
 
 
 @torch.no_grad()
 def decoded_block_effect(
-    model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor, span: float = 2.0
+    model: LatentModel, z: Tensor, y: Tensor, layout: BlockLayout, std: Tensor, span: float = SPAN
 ) -> Tensor:
     """(K, K) effect matrix of the decoder, for :func:`herd_cls.metrics.sweep_specificity`.
 

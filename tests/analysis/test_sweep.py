@@ -280,13 +280,14 @@ def test_decoded_block_effect_sees_which_block_moves_the_image():
     assert sweep_specificity(effect)["sweep_specificity_per_class"] == pytest.approx([1.0, 0.0])
 
 
-def test_dim_pull_golden():
-    """Only dim 0 drives class 0 (logits (z_0, 0)): at z = 0, p_0 = 1/2, and moving dim 0 to -2, 0,
-    +2 gives sigmoid(-2), 1/2, sigmoid(2), a mean |change| of (2 sigmoid(2) - 1) / 3; every other
-    dim pulls 0."""
+def test_sweep_change_golden():
+    """Only dim 0 drives the logits (z_0, 0): at z = 0, p_0 = 1/2, and moving dim 0 to -2, 0, +2
+    gives sigmoid(-2), 1/2, sigmoid(2), a mean |change| of (2 sigmoid(2) - 1) / 3 in both classes'
+    probabilities and of 4/3 in class 0's logit; every other dim moves nothing. Chunks of 2 dims
+    give the same as one chunk."""
     import math
 
-    from herd_cls.analysis.sweep import dim_pull
+    from herd_cls.analysis.sweep import sweep_change
 
     class Toy(torch.nn.Module):
         def __init__(self):
@@ -296,10 +297,13 @@ def test_dim_pull_golden():
         def classify(self, z):
             return torch.stack([self.w * z[:, 0], torch.zeros(len(z))], 1)
 
-    pull = dim_pull(Toy(), torch.zeros(3, 5), 0, torch.ones(5), span=2.0, steps=3, chunk=2)
+    z, std = torch.zeros(3, 5), torch.ones(5)
+    probs = sweep_change(Toy(), z, range(5), std, 2.0, 3, probabilities=True, chunk=2)
     expected = (2 / (1 + math.exp(-2)) - 1) / 3
-    assert pull[0].item() == pytest.approx(expected, rel=1e-6)
-    assert pull[1:].abs().max().item() == 0
+    torch.testing.assert_close(probs[0], torch.tensor([expected, expected]))
+    assert probs[1:].abs().max().item() == 0
+    logits = sweep_change(Toy(), z, [0, 3], std, 2.0, 3)
+    torch.testing.assert_close(logits, torch.tensor([[4 / 3, 0.0], [0.0, 0.0]]))
 
 
 @pytest.mark.parametrize("classes,expected", [(10, list(range(20))), (100, [14, 15])])
