@@ -2,6 +2,7 @@
 training."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 from herd_cls.cli import main
 from herd_cls.diagnostics import blank_recon, collapse_reasons, decoder_diagnostics
+from herd_cls.run import read_metrics
 
 
 class _AE(torch.nn.Module):
@@ -48,6 +50,15 @@ def test_collapse_reasons():
     )
 
 
+def train(args: list[str], run: Path):
+    """``herd-cls train ARGS`` into the folder ``run``; the CLI's result (it must exit 0)."""
+    res = CliRunner().invoke(
+        main, [*args, "--out-dir", str(run.parent), "--name", run.name], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    return res
+
+
 @pytest.mark.slow
 def test_training_warns_when_the_decoder_collapses(tmp_path):
     """A decoder that never learns (alpha_ae 0: its output stays at the initial sigmoid's grey)
@@ -55,16 +66,13 @@ def test_training_warns_when_the_decoder_collapses(tmp_path):
     args = (
         "train --dataset shapes --num-samples 400 --backbone conv --decoder --recon-loss bce "
         "--reg none --alpha-ae 0 --epochs 2 --warmup 1 --batch-size 64 --dims-per-class 2 "
-        "--device cpu --out-dir"
-    ).split() + [str(tmp_path), "--name", "c"]
-    res = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+        "--device cpu"
+    ).split()
+    res = train(args, tmp_path / "c")
     assert res.stderr.count("warning: the decoder collapsed") == 1
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["decoder_collapse"] and "blank-image" in summary["decoder_collapse"][0]
-    rows = [
-        json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
-    ]
+    rows = read_metrics(tmp_path / "c")
     # warm-up: not checked
     assert summary["decoder_collapse_seen"] and rows[-1]["collapsed"] and "collapsed" not in rows[0]
     assert {
@@ -79,16 +87,8 @@ def test_channels_last_gives_the_same_outputs():
     from herd_cls.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(
-        "burgess",
-        num_classes=3,
-        in_chans=1,
-        image_size=32,
-        latent_dim=10,
-        shared_dims=1,
-        head="mlp",
-        decoder=True,
-    )
+    sizes = dict(num_classes=3, in_chans=1, image_size=32, latent_dim=10, shared_dims=1)
+    model = create_model("burgess", head="mlp", decoder=True, **sizes)
     x = torch.rand(4, 1, 32, 32)
     z, out = model.encode(x), model.decode(model.encode(x))
     model.to(memory_format=torch.channels_last)
@@ -103,13 +103,10 @@ def test_constant_lr_schedule_and_channels_last_train(tmp_path):
         "train --dataset shapes --num-samples 300 --backbone burgess --decoder --head mlp "
         "--latent-dim 4 --shared-dims 1 --recon-loss bce --reg universal --wrt decoder-output "
         "--penalty-samples 8 --epochs 2 --warmup 1 --ramp 0 --lr-schedule constant "
-        "--channels-last --batch-size 64 --device cpu --out-dir"
-    ).split() + [str(tmp_path), "--name", "k"]
-    res = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    rows = [
-        json.loads(line) for line in (tmp_path / "k" / "metrics.jsonl").read_text().splitlines()
-    ]
+        "--channels-last --batch-size 64 --device cpu"
+    ).split()
+    train(args, tmp_path / "k")
+    rows = read_metrics(tmp_path / "k")
     assert rows[1]["train_penalty"] > 0 and 0 <= rows[1]["penalty_diag_imbalance"] <= 1
     state = torch.load(tmp_path / "k" / "checkpoint.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
