@@ -19,8 +19,11 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, dpi: int = 90) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, dpi: int = 90, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG and close it; ``tight``: fit the margins first (a drawing pass, the
+    slowest step of a small figure, so a figure drawn many times sets fixed margins instead)."""
+    if tight:
+        fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
     _plt().close(fig)
     return path

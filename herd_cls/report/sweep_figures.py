@@ -112,7 +112,8 @@ def sweep_probabilities(
     probs: Tensor, offsets: Tensor, class_names: list[str], target: int, title: str, path: Path
 ) -> Path:
     """probs (T, S, K) -> mean probability of every class along the sweep; the target class bold."""
-    return _save(_sweep_probability_figure(probs, offsets, class_names, target, title), path)
+    fig = _sweep_probability_figure(probs, offsets, class_names, target, title)
+    return _save(fig, path, tight=False)
 
 
 def _sweep_probability_figure(
@@ -128,6 +129,8 @@ def _sweep_probability_figure(
         change = mean.max(0) - mean.min(0)
         others = sorted(others, key=lambda k: -change[k])[:SWEEP_MOVERS]
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    # tight_layout's margins at this size and these fonts, fixed: a sweep page draws one per dim
+    fig.subplots_adjust(left=0.185, right=0.96, bottom=0.225, top=0.87)
     for k in others:
         ax.plot(offsets.numpy(), mean[:, k], lw=0.8, color="0.6")
     ax.plot(offsets.numpy(), mean[:, target], lw=2.5, color="C3", label=class_names[target])
