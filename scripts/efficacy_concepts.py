@@ -77,13 +77,16 @@ def value(r: dict, metric: str) -> float | None:
     return bench.value_at(r, ("scores", metric, "overall"))
 
 
+def mean_accuracy(records: list[dict]) -> float:
+    return float(np.mean([value(r, "accuracy") for r in records]))
+
+
 def against(name: str, other: str, theirs: list[dict], ours: list[dict], strictly: bool) -> str:
     """Issue 29's target line: class HeRD's concept purity (activation AUC) paired against
     ``other``'s at equal accuracy (within 1 point); ``strictly``: above it by more than the standard
     error, not merely level."""
     diff = bench.paired(theirs, ours, lambda r: value(r, "concept_purity"))
-    accuracy = lambda rs: np.mean([value(r, "accuracy") for r in rs])
-    gap = 100 * (accuracy(theirs) - accuracy(ours))
+    gap = 100 * (mean_accuracy(theirs) - mean_accuracy(ours))
     margin = max(diff["error"], 5e-4)  # a difference that rounds to 0.000 is none
     shown = diff["mean"] > margin
     ok = (shown if strictly else diff["mean"] >= -margin) and gap <= 1
@@ -145,10 +148,6 @@ SCALE_COLUMNS = [
     (lambda rs: f"{share_at_least_0_9(rs):.2f}", "classes with median image ≥ 0.9"),
     ("train_seconds", "train s"),
 ]
-
-
-def mean_accuracy(records: list[dict]) -> float:
-    return float(np.mean([value(r, "accuracy") for r in records]))
 
 
 def scale_page(runs: list[dict], backbone: str) -> str:

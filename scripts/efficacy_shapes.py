@@ -149,11 +149,14 @@ def own_block_above_the_best_of(rows: dict, others) -> str | None:
 
 def summary(thesis: dict, classes: dict) -> str:
     """README's one paragraph: the measured means, named, with no verdict beyond the numbers."""
-    m = lambda rows, label, key: np.mean([r[key] for r in rows[label]])
-    parts = [f"{label} {m(thesis, label, 'mig'):.2f}" for label in thesis if label != RANDOM]
+    parts = [
+        f"{label} {bench.mean(thesis, label, 'mig'):.2f}" for label in thesis if label != RANDOM
+    ]
     text = "Shapes (dSprites-like, Burgess autoencoder, overall MIG): " + ", ".join(parts) + "."
     if CLASS_HERD in classes:
-        own = [f"{label} {m(classes, label, 'class_mig_own_block'):.2f}" for label in classes]
+        own = [
+            f"{label} {bench.mean(classes, label, 'class_mig_own_block'):.2f}" for label in classes
+        ]
         text += " Class = shape, per-class MIG inside the own block: " + ", ".join(own) + "."
     return (
         text + " Seeds and spread: "
