@@ -4,10 +4,10 @@ A benchmark's records are grouped into ``Rows``: {row label: its records, one pe
 reads a row: a record field (its mean over the seeds), named or, in nested records, reached by a
 tuple path such as ``("default", "clean", "accuracy")`` (:func:`value_at`), or a function of the
 row's records (a statistic of the whole row, such as its lowest class). Targets (:func:`at_least`,
-:func:`above`, :func:`paired_above`, :func:`ratio_at_most`, :func:`ratio_at_least`,
-:func:`within_points`) return one verdict line, or None where a row they read was not run;
-:func:`publish` writes reports/<name>.md and the block between <!-- name --> markers in README.md
-and docs/*.md.
+:func:`above`, :func:`paired_above`, :func:`paired_at_equal_accuracy`, :func:`ratio_at_most`,
+:func:`ratio_at_least`, :func:`within_points`) return one verdict line, or None where a row they
+read was not run; :func:`publish` writes reports/<name>.md and the block between <!-- name -->
+markers in README.md and docs/*.md.
 """
 
 from __future__ import annotations
@@ -218,6 +218,36 @@ def paired_above(rows: Rows, name: str, label: str, base: str, key: Field) -> st
     )
 
 
+def paired_at_equal_accuracy(
+    rows: Rows,
+    name: str,
+    label: str,
+    base: str,
+    key: Field,
+    accuracy: Field,
+    points: float = 1.0,
+    strictly: bool = False,
+) -> str | None:
+    """Row ``label`` at or above ``base`` on ``key`` seed by seed (``strictly``: above by more than
+    the paired differences' standard error) at an ``accuracy`` at most ``points`` percentage points
+    below ``base``'s. A mean difference within its standard error, or one that rounds to 0.000, is
+    level."""
+    if not {label, base} <= set(rows):
+        return None
+    d = paired(rows[base], rows[label], lambda r: value_at(r, key))
+    gap = 100 * (mean(rows, base, accuracy) - mean(rows, label, accuracy))
+    margin = max(d["error"], 5e-4)
+    shown = d["mean"] > margin
+    ok = (shown if strictly else d["mean"] >= -margin) and gap <= points
+    words = "above" if shown else "below" if d["mean"] < -margin else "level: no difference shown"
+    return verdict(
+        name,
+        ok,
+        f"paired difference {d['mean']:+.3f} ± {d['error']:.3f} over {d['pairs']} seeds, {words}; "
+        f"accuracy {gap:+.2f} points below {base}'s",
+    )
+
+
 def ratio_at_most(
     rows: Rows, name: str, label: str, base: str, key: Key, bound: float, every_seed=False
 ) -> str | None:
@@ -257,21 +287,32 @@ def within_points(
 
 TARGETS = {
     f.__name__: f
-    for f in (at_least, above, below, paired_above, ratio_at_most, ratio_at_least, within_points)
+    for f in (
+        at_least,
+        above,
+        below,
+        paired_above,
+        paired_at_equal_accuracy,
+        ratio_at_most,
+        ratio_at_least,
+        within_points,
+    )
 }
 
 
 def check(rows: Rows, target: dict, statistics: dict[str, Callable] | None = None) -> str | None:
     """The verdict line of one target written as data, {"check": one of TARGETS, "name": ...,
     "label": ..., and the check's other arguments}; a ``key`` or ``keys`` entry may name one of
-    ``statistics`` (functions of a row's records) instead of a record field."""
+    ``statistics`` (functions of a row's records) instead of a record field, and a list (as YAML
+    writes a path) is a tuple path into nested records."""
     target, statistics = dict(target), statistics or {}
     kind = target.pop("check")
     if kind not in TARGETS:
         raise ValueError(f"unknown target check {kind!r}; valid: {', '.join(TARGETS)}")
-    resolve = lambda key: statistics.get(key, key)
-    if "key" in target:
-        target["key"] = resolve(target["key"])
+    resolve = lambda key: tuple(key) if isinstance(key, list) else statistics.get(key, key)
+    for field in ("key", "accuracy"):
+        if field in target:
+            target[field] = resolve(target[field])
     if "keys" in target:
         target["keys"] = [resolve(k) for k in target["keys"]]
     return TARGETS[kind](rows, **target)

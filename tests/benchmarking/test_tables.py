@@ -17,6 +17,7 @@ from herd_cls.benchmarking.tables import (
     mean_std,
     paired,
     paired_above,
+    paired_at_equal_accuracy,
     paired_table,
     per_class,
     ratio_at_least,
@@ -151,6 +152,36 @@ def test_the_paired_floor_needs_more_seeds_up_and_a_mean_above_its_standard_erro
     assert "NOT MET" in floor([0.30, 0.19, 0.04])  # one seed far up, two down
     line = floor([0.11, 0.19, 0.30])  # 2 up, 1 down, mean +0.083 ± 0.084
     assert "NOT MET" in line and "+0.083 ± 0.084 over 3 seeds, 2 up, 1 down" in line
+
+
+def test_paired_at_equal_accuracy_words_above_level_and_below_and_bounds_the_accuracy_gap():
+    def rows(ours, accuracy=0.945):
+        nested = lambda purity, acc: {"scores": {"cp": purity, "acc": acc}}
+        return rows_of(
+            base=[nested(p, 0.95) for p in (0.80, 0.82, 0.78)],
+            ours=[nested(p, accuracy) for p in ours],
+        )
+
+    def line(ours, strictly=False, **kw):
+        path = dict(key=("scores", "cp"), accuracy=("scores", "acc"), strictly=strictly)
+        return paired_at_equal_accuracy(rows(ours, **kw), "t", "ours", "base", **path)
+
+    # differences +0.01, +0.02, 0: mean 0.010, standard error 0.01 / sqrt(3) = 0.0058
+    up = (
+        "(paired difference +0.010 ± 0.006 over 3 seeds, above; accuracy +0.50 points below base's)"
+    )
+    assert line([0.81, 0.84, 0.78], strictly=True) == f"- t: **met** {up}"
+    level = line(
+        [0.80, 0.82, 0.78]
+    )  # no difference at all: level, which only the strict form fails
+    assert "**met**" in level and "+0.000 ± 0.000 over 3 seeds, level: no difference shown" in level
+    assert "NOT MET" in line([0.80, 0.82, 0.78], strictly=True)
+    assert "NOT MET" in line([0.75, 0.77, 0.74]) and ", below;" in line([0.75, 0.77, 0.74])
+    assert "NOT MET" in line([0.81, 0.84, 0.78], accuracy=0.935)  # 1.5 points below
+    # as a spec writes it: lists are paths
+    target = {"check": "paired_at_equal_accuracy", "name": "t", "label": "ours", "base": "base"}
+    target.update(key=["scores", "cp"], accuracy=["scores", "acc"], strictly=True)
+    assert check(rows([0.81, 0.84, 0.78]), target) == f"- t: **met** {up}"
 
 
 def test_comparisons_name_each_key_and_each_other_row():
