@@ -36,7 +36,6 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -46,9 +45,7 @@ from pathlib import Path
 import torch
 
 from herd_cls import benchmarking as bench
-from herd_cls.benchmarking import curvature_cost
-from herd_cls.builtin_data import make_templates
-from herd_cls.image_sets import save_image_folder
+from herd_cls.benchmarking import command_cost, curvature_cost
 
 DIMS = (8, 16, 32, 64, 128, 512)
 MEMORY_DIMS = (16, 128, 512)  # peak memory is measured in a fresh process per cell, at these sizes
@@ -83,13 +80,6 @@ SPEC = bench.spec("benchmark_performance")
 COMMON = ["--epochs", "2", "--warmup", "0", "--ramp", "0", "--quiet"]
 
 
-def _train(options: list[str], reg: str, out: Path, name: str, processes: int = 1) -> dict:
-    """The summary.json of ``herd-cls train OPTIONS --reg REG`` run into ``out/name``."""
-    where = ["--out-dir", out, "--name", name]
-    bench.herd_cli("train", *options, "--reg", reg, *where, quiet=True, processes=processes)
-    return json.loads((out / name / "summary.json").read_text())
-
-
 def _purity_shown(summary: dict) -> str:
     """The purity a user reads in the trained run's summary.json: value, standard error, method,
     images."""
@@ -116,24 +106,17 @@ def train_part(repeats: int) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, options, runs, target in train_jobs(repeats):
-            seconds = {"none": [], "class": []}
-            for r in range(runs):  # interleaved
-                for reg in ("none", "class"):
-                    s = _train(options + COMMON, reg, Path(tmp), f"{len(rows)}-{reg}-{r}")
-                    seconds[reg].append(s["train_seconds"])
-            none, regularised = (statistics.median(seconds[k]) for k in ("none", "class"))
-            summary = json.loads((Path(tmp) / f"{len(rows)}-class-0" / "summary.json").read_text())
-            ratio = regularised / none
-            verdict = f"≤ {target}x: {'met' if ratio <= target else 'MISSED'}"
+            cost = command_cost.training_cost(options + COMMON, runs, Path(tmp) / str(len(rows)))
+            verdict = f"≤ {target}x: {'met' if cost.ratio <= target else 'MISSED'}"
             rows.append(
                 [
                     label,
                     runs,
-                    f"{none:.1f}",
-                    f"{regularised:.1f}",
-                    f"{ratio:.2f}x",
+                    f"{cost.none_seconds:.1f}",
+                    f"{cost.regularised_seconds:.1f}",
+                    f"{cost.ratio:.2f}x",
                     verdict,
-                    _purity_shown(summary),
+                    _purity_shown(cost.summary),
                 ]
             )
             print(bench.table_row(rows[-1]), flush=True)
@@ -154,7 +137,8 @@ def distributed_part(repeats: int) -> str:
         for r in range(repeats):
             for n in (1, 2):
                 options = ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"]
-                runs[n].append(_train(options, "class", Path(tmp), f"{n}-{r}", n))
+                folder = Path(tmp) / f"{n}-{r}"
+                runs[n].append(command_cost.train_summary(options, "class", folder, n))
         for n in (1, 2):
             s = runs[n]
             rows.append(
@@ -220,17 +204,8 @@ def classes_part(counts: list[int]) -> str:
     rows, seconds = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for k in counts:
-            data, out, run = Path(tmp) / f"data{k}", Path(tmp) / f"report{k}", Path(tmp) / f"k{k}"
-            train = "train --dataset imagefolder --image-size 32 --epochs 1 --backbone conv"
-            save_image_folder(*make_templates(k, per_class=12, image_size=32), data)
-            options = ["--data-root", data, "--out-dir", tmp, "--name", run.name]
-            bench.herd_cli(*train.split(), *options, "--quiet", quiet=True)
-            report = bench.herd_cli("report", "--run", run, "--out", out, "--quiet", quiet=True)
-            seconds[k] = report.seconds
-            files = sum(1 for p in out.rglob("*") if p.is_file())
-            sweep = ["sweep", "--run", run, "--class", "1", "--out", out, "--quiet"]
-            bench.herd_cli(*sweep, quiet=True)  # fits the post-hoc decoder
-            swept = bench.herd_cli(*sweep, quiet=True)
+            timed = command_cost.class_scaling(k, Path(tmp) / f"k{k}")
+            seconds[k] = timed.report.seconds
             target = {
                 100: "≤ 2x the 10-class time: "
                 f"{'met' if 10 in seconds and seconds[k] <= 2 * seconds[10] else 'MISSED'}",
@@ -239,12 +214,12 @@ def classes_part(counts: list[int]) -> str:
             rows.append(
                 [
                     k,
-                    f"{report.seconds:.1f}",
-                    f"{report.peak_mb:.0f}",
-                    files,
+                    f"{timed.report.seconds:.1f}",
+                    f"{timed.report.peak_mb:.0f}",
+                    timed.files,
                     target,
-                    f"{swept.seconds:.1f}",
-                    f"{swept.peak_mb:.0f}",
+                    f"{timed.sweep.seconds:.1f}",
+                    f"{timed.sweep.peak_mb:.0f}",
                 ]
             )
     columns = ["classes", "report s", "report peak MB", "files written", "target", "sweep s"]
@@ -267,13 +242,8 @@ def analysis_part(repeats: int, run: str | None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         run = bench.readme_run(run, Path(tmp) / "default", "--quiet")
         for name, (command, target) in ANALYSIS.items():
-            times = []
-            for _ in range(repeats):
-                if name == "first sweep":  # a run as train leaves it: no post-hoc decoder yet
-                    for cached in Path(run).glob("posthoc_decoder.*"):
-                        cached.unlink()
-                out = ["--run", run, "--out", Path(tmp) / "out"]
-                times.append(bench.herd_cli(*command.split(), *out, quiet=True).seconds)
+            typed = [*command.split(), "--out", Path(tmp) / "out"]
+            times = command_cost.command_seconds(typed, run, repeats, name == "first sweep")
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
             label = f"`herd-cls {command}`" + (
                 " (first: fits the post-hoc decoder)" if name == "first sweep" else ""

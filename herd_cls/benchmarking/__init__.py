@@ -1,6 +1,7 @@
 """What every benchmark in scripts/ shares: where its numbers come from (:mod:`.store`), how it
 times (:mod:`.timing`) and what its numbers become (:mod:`.tables`). Scripts import from here;
-:mod:`.curvature_cost` (what a curvature method costs) is imported as a module of its own."""
+:mod:`.curvature_cost` (what a curvature method costs) and :mod:`.command_cost` (what training and
+the analysis commands cost) are imported as modules of their own."""
 
 from .store import (
     ROOT,
