@@ -21,13 +21,11 @@ import numpy as np
 import torch
 
 from herd_cls import benchmarking as bench
-from herd_cls.analysis.run_attacks import attack_run
-from herd_cls.analysis.sanity import masking_signs, sanity_checks
+from herd_cls.analysis.sanity import masking_signs
+from herd_cls.benchmarking import robustness_protocol as protocol
 
 SETTINGS = bench.spec("efficacy_robustness")["rows"]
 SOURCE = "none"  # transfer attacks are crafted on this setting's run of the next seed
-ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]
-STRONG = ["pgd-linf", "apgd-ce"]
 RUN_DIR = bench.ROOT / "runs" / "efficacy_robustness"
 # "r1" ends every key: bump it when the evaluation changes, so older saved runs are not mixed in
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
@@ -48,37 +46,18 @@ def run_folder(label: str, seed: int, backbone: str):
     )
 
 
-def compact(result: dict) -> dict:
-    """A robustness result without its per-image lists and confusion matrices."""
-    drop = lambda row, keys: {k: v for k, v in row.items() if k not in keys}
-    attacks = {
-        name: {e: drop(row, ("correct", "confusion")) for e, row in table.items()}
-        for name, table in result["attacks"].items()
-    }
-    return {**result, "attacks": attacks, "gradients": drop(result["gradients"], ("ce", "margin"))}
-
-
 def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dict:
     start = time.perf_counter()
     run = run_folder(label, seed, args.backbone)
     source = run_folder(SOURCE, seeds[(seeds.index(seed) + 1) % len(seeds)], args.backbone)
-    n = args.n_samples
-    default = attack_run(run, ATTACKS, args.eps, args.steps, 1, n, args.queries, source, "pgd-linf")
-    strong_eps = [e for e in args.eps if e > 0]
-    strong = attack_run(run, STRONG, strong_eps, args.strong_steps, args.strong_restarts, n)
-    worst = {}  # per image, the worst of every L-inf attack of both passes
-    for e in map(str, args.eps):
-        tables = [t for res in (default, strong) for t in res["attacks"].values() if e in t]
-        worst[e] = float(torch.tensor([t[e]["correct"] for t in tables]).all(0).float().mean())
+    attacked = protocol.attacked(run, source, args.eps, **{k: getattr(args, k) for k in PROTOCOL})
     return {
         "setting": label,
         "seed": seed,
         "transfer_source": source.path.name,
         "test_accuracy": run.summary["test_accuracy"],
         "block_purity": run.summary.get("block_purity"),
-        "worst_of_all": worst,
-        "default": compact(default),
-        "strong": compact(strong),
+        **attacked,
         "evaluate_seconds": time.perf_counter() - start,
     }
 
@@ -103,33 +82,14 @@ def report(key: str, r: dict) -> str:
     )
 
 
-def checks(r: dict) -> list[dict]:
-    """The sanity checks of the run, both passes (a pass saved before checks carried ids is checked
-    again from its numbers)."""
-    passes = [r[p] for p in ("default", "strong")]
-    return [
-        c
-        for p in passes
-        for c in (p["checks"] if all("id" in c for c in p["checks"]) else sanity_checks(p))
-    ]
-
-
-def fgsm_rises(r: dict) -> bool:
-    """FGSM's accuracy rises with eps (not a masking sign: a fixed step of size eps overshoots)."""
-    return any(
-        (c["id"], c["attack"], c["verdict"]) == ("falls-with-eps", "fgsm", "flag")
-        for c in checks(r)
-    )
-
-
 def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
     strong = f"{args.strong_steps} steps × {args.strong_restarts} restarts"
     passes = [
         ("default", "fgsm", "fgsm, one step"),
-        *(("default", a, f"{a}, {args.steps} steps") for a in ATTACKS[1:3]),
+        *(("default", a, f"{a}, {args.steps} steps") for a in protocol.ATTACKS[1:3]),
         ("default", "square", f"square, {args.queries} queries"),
         ("default", "transfer-pgd-linf", f"PGD crafted on {SOURCE} (transfer)"),
-        *(("strong", a, f"{a}, {strong}") for a in STRONG),
+        *(("strong", a, f"{a}, {strong}") for a in protocol.STRONG),
     ]
     cell = lambda runs, *path: bench.mean_std([bench.value_at(r, path) for r in runs])
     rows = []
@@ -146,7 +106,7 @@ def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
 
 def masking_seeds(runs: list[dict]) -> str:
     """The masking signs of the row's seeds, each with how many seeds show it."""
-    signs = [s for r in runs for s in masking_signs(checks(r))]
+    signs = [s for r in runs for s in masking_signs(protocol.record_checks(r))]
     return ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs))) or "none"
 
 
@@ -161,7 +121,7 @@ def diagnostics(results: dict[str, list[dict]], mid: str) -> str:
         (("default", "unbounded", "robust_accuracy"), "unbounded PGD (eps 1)"),
         (masking_seeds, "masking signs (seeds)"),
         (
-            lambda runs: f"{sum(map(fgsm_rises, runs))}/{len(runs)}",
+            lambda runs: f"{sum(map(protocol.fgsm_rises, runs))}/{len(runs)}",
             "FGSM rises with eps (seeds; not counted)",
         ),
     ]
@@ -194,7 +154,11 @@ def per_class(results: dict[str, list[dict]], e: str) -> str:
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
     lines = []
     for label, runs in results.items():
-        signs = {r["seed"]: masking_signs(checks(r)) for r in runs if masking_signs(checks(r))}
+        signs = {
+            r["seed"]: masking_signs(protocol.record_checks(r))
+            for r in runs
+            if masking_signs(protocol.record_checks(r))
+        }
         listed = "; ".join(f"seed {seed}: {', '.join(s)}" for seed, s in signs.items())
         lines.append(
             f"- {label}: gradient masking **{'RULED IN' if signs else 'ruled out'}** "

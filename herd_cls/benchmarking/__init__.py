@@ -1,7 +1,8 @@
 """What every benchmark in scripts/ shares: where its numbers come from (:mod:`.store`), how it
 times (:mod:`.timing`) and what its numbers become (:mod:`.tables`). Scripts import from here;
-:mod:`.curvature_cost` (what a curvature method costs) and :mod:`.command_cost` (what training and
-the analysis commands cost) are imported as modules of their own."""
+:mod:`.curvature_cost` (what a curvature method costs), :mod:`.command_cost` (what training and
+the analysis commands cost) and :mod:`.robustness_protocol` (the robustness benchmark's attacks on
+one run) are imported as modules of their own."""
 
 from .store import (
     ROOT,

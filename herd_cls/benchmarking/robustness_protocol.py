@@ -1,0 +1,79 @@
+"""The robustness benchmark's protocol on one trained run, and what its saved records read back.
+
+:func:`attacked` runs the default attacks as ``herd-cls robustness`` does (plus PGD crafted on an
+independently trained run, a transfer attack), the white-box ones again with more steps and
+restarts, and takes per image the worst of every attack of both passes (all L-inf). Records keep
+the passes :func:`compact` (no per-image lists); :func:`record_checks` and :func:`fgsm_rises` read
+their sanity checks back, also from records saved before checks carried ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from herd_cls.analysis.run_attacks import attack_run
+from herd_cls.analysis.sanity import sanity_checks
+
+ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]  # the default pass
+STRONG = ["pgd-linf", "apgd-ce"]  # again, with strong_steps and strong_restarts
+
+
+def attacked(
+    run,
+    source,
+    eps: list[float],
+    n_samples: int = 200,
+    steps: int = 10,
+    queries: int = 1000,
+    strong_steps: int = 50,
+    strong_restarts: int = 3,
+) -> dict:
+    """{"worst_of_all": {eps: accuracy}, "default": pass, "strong": pass} of ``run`` (a loaded
+    Run), the transfer attack crafted on ``source``'s model; the strong pass skips eps 0."""
+    default = attack_run(run, ATTACKS, eps, steps, 1, n_samples, queries, source, "pgd-linf")
+    strong_eps = [e for e in eps if e > 0]
+    strong = attack_run(run, STRONG, strong_eps, strong_steps, strong_restarts, n_samples)
+    return {
+        "worst_of_all": worst_of_all([default, strong], eps),
+        "default": compact(default),
+        "strong": compact(strong),
+    }
+
+
+def worst_of_all(results: list[dict], eps: list[float]) -> dict[str, float]:
+    """Per eps, the share of images that every attack of every result (that ran at that eps)
+    leaves correctly classified."""
+    worst = {}
+    for e in map(str, eps):
+        tables = [t for result in results for t in result["attacks"].values() if e in t]
+        worst[e] = float(torch.tensor([t[e]["correct"] for t in tables]).all(0).float().mean())
+    return worst
+
+
+def compact(result: dict) -> dict:
+    """A robustness result without its per-image lists and confusion matrices."""
+    drop = lambda row, keys: {k: v for k, v in row.items() if k not in keys}
+    attacks = {
+        name: {e: drop(row, ("correct", "confusion")) for e, row in table.items()}
+        for name, table in result["attacks"].items()
+    }
+    return {**result, "attacks": attacks, "gradients": drop(result["gradients"], ("ce", "margin"))}
+
+
+def record_checks(record: dict) -> list[dict]:
+    """The sanity checks of both passes of a saved record (a pass saved before checks carried ids
+    is checked again from its numbers)."""
+    passes = [record[p] for p in ("default", "strong")]
+    return [
+        c
+        for p in passes
+        for c in (p["checks"] if all("id" in c for c in p["checks"]) else sanity_checks(p))
+    ]
+
+
+def fgsm_rises(record: dict) -> bool:
+    """FGSM's accuracy rises with eps (not a masking sign: a fixed step of size eps overshoots)."""
+    return any(
+        (c["id"], c["attack"], c["verdict"]) == ("falls-with-eps", "fgsm", "flag")
+        for c in record_checks(record)
+    )
