@@ -36,9 +36,7 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -129,34 +127,16 @@ def train_part(repeats: int) -> str:
 def distributed_part(repeats: int) -> str:
     """2 gloo processes with half the batch against 1 process: throughput and the README run's
     numbers."""
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):  # a launcher's own variables
-        os.environ.pop(name, None)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {1: [], 2: []}
-        for r in range(repeats):
-            for n in (1, 2):
-                options = ["--backbone", "resnet18", "--batch-size", str(64 // n), "--quiet"]
-                folder = Path(tmp) / f"{n}-{r}"
-                runs[n].append(command_cost.train_summary(options, "class", folder, n))
-        for n in (1, 2):
-            s = runs[n]
-            rows.append(
-                [
-                    n,
-                    64 // n,
-                    f"{statistics.median(x['train_seconds'] for x in s):.1f}",
-                    f"{statistics.mean(x['test_accuracy'] for x in s):.4f}",
-                    f"{statistics.mean(x['block_purity'] for x in s):.3f}",
-                ]
-            )
-        acc = abs(runs[2][0]["test_accuracy"] - runs[1][0]["test_accuracy"])
-        pur = abs(runs[2][0]["block_purity"] - runs[1][0]["block_purity"])
-        speed = statistics.median(x["train_seconds"] for x in runs[1]) / statistics.median(
-            x["train_seconds"] for x in runs[2]
-        )
+        cost = command_cost.distributed_cost(repeats, Path(tmp))
+    rows = [
+        [n, cost.batch // n, f"{cost.seconds(n):.1f}", f"{cost.mean(n, 'test_accuracy'):.4f}"]
+        + [f"{cost.mean(n, 'block_purity'):.3f}"]
+        for n in (1, 2)
+    ]
+    acc, pur = cost.gap("test_accuracy"), cost.gap("block_purity")
     note = (
-        f"{repeats} run(s) each. Throughput of 2 processes: {speed:.2f}x that of 1. "
+        f"{repeats} run(s) each. Throughput of 2 processes: {cost.speedup:.2f}x that of 1. "
         f"Accuracy differs by {acc:.4f} (target ≤ 0.01: {'met' if acc <= 0.01 else 'MISSED'}), "
         f"block purity by {pur:.3f} (target ≤ 0.02: {'met' if pur <= 0.02 else 'MISSED'}). "
     )

@@ -5,6 +5,7 @@ analysis commands on one run, and the report and sweep of a generated image fold
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,44 @@ def training_cost(options: list, runs: int, folder: Path, reg: str = "class") ->
             summaries += [summary] * (name == reg)
     none, regularised = (statistics.median(s) for s in seconds.values())
     return TrainingCost(runs, none, regularised, summaries[0])
+
+
+@dataclass
+class DistributedCost:
+    """The README run (``--reg class``) trained ``runs`` times by 1 process with ``batch`` and by 2
+    (gloo) with half of it each: each count's summaries."""
+
+    batch: int
+    summaries: dict[int, list[dict]]  # {processes: summary.json of each run}
+
+    def seconds(self, processes: int) -> float:
+        """Median training seconds."""
+        return statistics.median(s["train_seconds"] for s in self.summaries[processes])
+
+    def mean(self, processes: int, field: str) -> float:
+        return statistics.mean(s[field] for s in self.summaries[processes])
+
+    def gap(self, field: str) -> float:
+        """|2 processes - 1 process| of ``field`` in the first run of each."""
+        return abs(self.summaries[2][0][field] - self.summaries[1][0][field])
+
+    @property
+    def speedup(self) -> float:
+        """Throughput of 2 processes over that of 1."""
+        return self.seconds(1) / self.seconds(2)
+
+
+def distributed_cost(runs: int, folder: Path, batch: int = 64) -> DistributedCost:
+    """The README run trained by 1 process and by 2, ``runs`` times in turn, into ``folder``; a
+    launcher's own variables (RANK, WORLD_SIZE, LOCAL_RANK) are removed first."""
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(name, None)
+    summaries = {1: [], 2: []}
+    for r in range(runs):
+        for n in summaries:
+            options = ["--backbone", "resnet18", "--batch-size", str(batch // n), "--quiet"]
+            summaries[n].append(train_summary(options, "class", Path(folder) / f"{n}-{r}", n))
+    return DistributedCost(batch, summaries)
 
 
 def command_seconds(command: list, run: Path, repeats: int, fresh: bool = False) -> list[float]:

@@ -3,6 +3,7 @@ reads back, with herd-cls replaced by a stand-in that records its calls and writ
 writes."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,38 @@ def test_class_scaling_writes_k_classes_trains_then_times_the_report_and_the_sec
     assert [len(list(c.iterdir())) for c in sorted(data.iterdir())] == [2, 2, 2]  # per class
     assert (timed.classes, timed.report.seconds, timed.sweep.seconds) == (3, 20.0, 4.0)
     assert timed.files == 0  # the stand-in writes no report
+
+
+def test_distributed_cost_alternates_1_and_2_processes_with_half_the_batch_and_compares_them(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("WORLD_SIZE", "4")  # a launcher's variable would misdirect the runs
+    calls, results = (
+        [],
+        {  # (processes, run): (seconds, accuracy, purity)
+            (1, 0): (40.0, 0.98, 0.70),
+            (2, 0): (25.0, 0.975, 0.74),
+            (1, 1): (50.0, 0.97, 0.71),
+            (2, 1): (35.0, 0.96, 0.69),
+        },
+    )
+
+    def train_summary(options, reg, folder, processes=1):
+        calls.append((options[options.index("--batch-size") + 1], reg, folder.name, processes))
+        seconds, accuracy, purity = results[(processes, int(folder.name[-1]))]
+        return {"train_seconds": seconds, "test_accuracy": accuracy, "block_purity": purity}
+
+    monkeypatch.setattr(command_cost, "train_summary", train_summary)
+    cost = command_cost.distributed_cost(2, tmp_path)
+    assert "WORLD_SIZE" not in os.environ
+    assert calls == [
+        ("64", "class", "1-0", 1),
+        ("32", "class", "2-0", 2),
+        ("64", "class", "1-1", 1),
+        ("32", "class", "2-1", 2),
+    ]
+    assert (cost.seconds(1), cost.seconds(2)) == (45.0, 30.0)
+    assert cost.speedup == pytest.approx(1.5)
+    assert cost.mean(2, "test_accuracy") == pytest.approx(0.9675)
+    assert cost.gap("test_accuracy") == pytest.approx(0.005)  # the first runs' difference
+    assert cost.gap("block_purity") == pytest.approx(0.04)
