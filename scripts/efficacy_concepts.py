@@ -54,9 +54,8 @@ def score(folder: Path, overrides: dict) -> dict:
     }
 
 
-def cells(table: str, backbone: str, seeds, settings=None, data=None):
-    """(key, config, record fields) of every run of ``table`` (only ``settings`` and ``data`` if
-    given)."""
+def jobs(table: str, backbone: str, seeds, settings=None, data=None):
+    """The runs of ``table`` (only ``settings`` and ``data`` if given)."""
     parts = TABLES[table]
     for name, data_overrides in parts["data"].items():
         for label, overrides in parts["rows"].items():
@@ -65,7 +64,11 @@ def cells(table: str, backbone: str, seeds, settings=None, data=None):
             for seed in seeds:
                 config = {**data_overrides, **parts["shared"], **overrides, "backbone": backbone}
                 key = STORE.key(table, backbone, name, label, f"seed {seed}")
-                yield key, {**config, "seed": seed}, {"data": name, "setting": label, "seed": seed}
+                fields, config = (
+                    {"data": name, "setting": label, "seed": seed},
+                    {**config, "seed": seed},
+                )
+                yield bench.Job(key, config, partial(measure, fields, config))
 
 
 def measure(fields: dict, config: dict, folder: Path) -> dict:
@@ -150,14 +153,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.publish_only:
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
-        todo = cells(args.table, args.backbone, args.seeds, args.settings, args.data)
         report = lambda key, r: (
             f"{key}: "
             + ", ".join(f"{m} {value(r, m):.3f}" for m in METRIC_NAMES if value(r, m) is not None)
         )
-        STORE.fill((bench.Job(key, c, partial(measure, f, c)) for key, c, f in todo), report)
-    wanted = {key: config for key, config, _ in cells(args.table, args.backbone, args.seeds)}
-    runs = STORE.runs(wanted)
+        STORE.fill(jobs(args.table, args.backbone, args.seeds, args.settings, args.data), report)
+    runs = STORE.runs(jobs(args.table, args.backbone, args.seeds))
     if runs:
         page = concepts_page if args.table == "concepts" else scale_page
         bench.publish(f"benchmark_efficacy_{args.table}", page(runs, args.backbone))

@@ -76,8 +76,8 @@ def measure(fields: dict, overrides: dict, folder: Path) -> dict:
     }
 
 
-def cells(part: str, backbones, labels, seeds):
-    """(key, settings, record fields) of every run, the rows the verdicts need first."""
+def jobs(part: str, backbones, labels, seeds):
+    """Every run of ``part``, the rows the verdicts need first."""
     rows = {**SPEC[part]["rows"], **SPEC[part].get("candidates", {})}
     table = "pre-logits" if part == "pre-logits" else "classifier"
     for label in labels:
@@ -85,7 +85,10 @@ def cells(part: str, backbones, labels, seeds):
             for seed in seeds:
                 settings = {**SPEC[part]["base"], "backbone": backbone, **rows[label]}
                 fields = {"backbone": backbone, "setting": label, "seed": seed}
-                yield STORE.key(table, backbone, label, f"seed {seed}"), settings, fields
+                measured = partial(measure, fields, {**settings, "seed": seed})
+                yield bench.Job(
+                    STORE.key(table, backbone, label, f"seed {seed}"), settings, measured
+                )
 
 
 def report(key: str, r: dict) -> str:
@@ -229,19 +232,12 @@ def main() -> None:
     backbones, labels = args.backbones or part["backbones"], args.settings or list(part["rows"])
     if not args.publish_only:
         torch.set_num_threads(1)
-        todo = cells(name, backbones, labels, args.seeds)
-        STORE.fill(
-            (
-                bench.Job(key, s, partial(measure, f, {**s, "seed": f["seed"]}))
-                for key, s, f in todo
-            ),
-            report,
-        )
+        STORE.fill(jobs(name, backbones, labels, args.seeds), report)
     if not args.settings:  # the table also shows the candidates that were run
         labels += list(part.get("candidates", {}))
-    wanted = {key: settings for key, settings, _ in cells(name, backbones, labels, args.seeds)}
     order = [(b, label) for b in backbones for label in labels]
-    results = bench.group(STORE.runs(wanted), ("backbone", "setting"), order)
+    runs = STORE.runs(jobs(name, backbones, labels, args.seeds))
+    results = bench.group(runs, ("backbone", "setting"), order)
     if args.prelogits:
         bench.publish("benchmark_efficacy_prelogits", prelogits_page(results, args.seeds))
         bench.publish("benchmark_efficacy_prelogits_summary", prelogits_summary(results))

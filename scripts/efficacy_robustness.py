@@ -62,14 +62,15 @@ def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dic
     }
 
 
-def cells(seeds: list[int], args):
-    """(key, settings, label, seed) of every run: whole seeds first, so that an interrupted
-    benchmark still compares the settings."""
+def jobs(seeds: list[int], args):
+    """Every run: whole seeds first, so that an interrupted benchmark still compares the
+    settings."""
     protocol = {k: getattr(args, k) for k in ("backbone", "eps", *PROTOCOL)}
     for seed in seeds:
         for label in SETTINGS:
             key = STORE.key(label, f"seed {seed}", args.backbone, f"n {args.n_samples}")
-            yield key, {**SETTINGS[label], **protocol}, label, seed
+            measure = partial(evaluate, label, seed, seeds, args)
+            yield bench.Job(key, {**SETTINGS[label], **protocol}, measure)
 
 
 def report(key: str, r: dict) -> str:
@@ -187,8 +188,7 @@ def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
 
 
 def page(seeds: list[int], args) -> str:
-    wanted = {key: settings for key, settings, *_ in cells(seeds, args)}
-    results = bench.group(STORE.runs(wanted), order=SETTINGS)
+    results = bench.group(STORE.runs(jobs(seeds, args)), order=SETTINGS)
     eps = [str(e) for e in args.eps if e > 0]
     mid = eps[len(eps) // 2]
     seeds_done = {label: sorted(r["seed"] for r in runs) for label, runs in results.items()}
@@ -216,12 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.publish_only:
         torch.set_num_threads(1)
-        todo = cells(args.seeds, args)
-        jobs = (
-            bench.Job(k, s, partial(evaluate, label, seed, args.seeds, args))
-            for k, s, label, seed in todo
-        )
-        STORE.fill(jobs, report)
+        STORE.fill(jobs(args.seeds, args), report)
     bench.publish("benchmark_efficacy_robustness", page(args.seeds, args))
 
 

@@ -17,7 +17,7 @@ Scores are measured on 10000 freshly generated held-out shapes (seed 1), 20 bins
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ DEFAULT_STEPS = SPEC["steps"]  # the tables' budget
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_shapes.json", "s1")
 
 
+@cache
 def held_out() -> tuple[torch.Tensor, np.ndarray, dict[str, np.ndarray]]:
     images, labels, factors = make_shapes(10000, 32, seed=1)
     return images, labels.numpy(), factors
@@ -92,8 +93,8 @@ def settings_of(table: str, label: str, steps: int) -> dict:
     )
 
 
-def measure(table: str, label: str, seed: int, settings: dict, data, folder: Path) -> dict:
-    scores = class_scores if table == "class" else thesis_scores
+def measure(table: str, label: str, seed: int, settings: dict, folder: Path) -> dict:
+    scores, data = class_scores if table == "class" else thesis_scores, held_out()
     if settings.get("untrained"):
         torch.manual_seed(seed)
         config = {k: v for k, v in settings.items() if k != "untrained"}
@@ -110,13 +111,14 @@ def measure(table: str, label: str, seed: int, settings: dict, data, folder: Pat
     return {"table": table, "setting": label, "seed": seed, **r}
 
 
-def cells(tables, labels, seeds, steps):
-    """(key, settings, table, label, seed) of every run in ``tables`` (only ``labels`` if given)."""
+def jobs(tables, labels, seeds, steps):
+    """Every run in ``tables`` (only ``labels`` if given)."""
     for table in tables:
         for label in SPEC[table]["rows"]:
             for seed in seeds if labels is None or label in labels else ():
                 key = STORE.key(table, label, f"seed {seed}", f"steps {steps}")
-                yield key, settings_of(table, label, steps), table, label, seed
+                settings = settings_of(table, label, steps)
+                yield bench.Job(key, settings, partial(measure, table, label, seed, settings))
 
 
 def targets(rows: dict[str, dict]) -> str:
@@ -182,8 +184,8 @@ def tables(seeds, steps: int) -> tuple[str, str]:
     """README's paragraph and the page's tables and targets, from the saved runs."""
     rows = {}
     for table in TABLES:
-        wanted = {key: settings for key, settings, *_ in cells([table], None, seeds, steps)}
-        rows[table] = bench.group(STORE.runs(wanted), order=SPEC[table]["rows"])
+        runs = STORE.runs(jobs([table], None, seeds, steps))
+        rows[table] = bench.group(runs, order=SPEC[table]["rows"])
     records = [r for t in rows.values() for rs in t.values() for r in rs]
     return summary(rows["thesis"], rows["class"]), (
         f"`python scripts/efficacy_shapes.py --steps {steps}`, seeds {seeds}, mean ± std; "
@@ -208,12 +210,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", help="only these row labels (default: all)")
     args = parser.parse_args()
     if not args.publish_only:
-        data = held_out()
-        todo = cells(args.tables, args.settings, args.seeds, args.steps)
-        STORE.fill(
-            bench.Job(key, settings, partial(measure, table, label, seed, settings, data))
-            for key, settings, table, label, seed in todo
-        )
+        STORE.fill(jobs(args.tables, args.settings, args.seeds, args.steps))
     if args.steps == DEFAULT_STEPS:  # a screen at another budget publishes no table
         paragraph, page = tables(args.seeds, args.steps)
         bench.publish("benchmark_efficacy_shapes", page)

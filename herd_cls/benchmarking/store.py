@@ -145,10 +145,10 @@ class ResultStore:
             atomic_write(self.path, json.dumps(saved, indent=1) + "\n")
             print(report(job.key, record) if report else job.key, flush=True)
 
-    def runs(self, wanted: dict[str, object]) -> list[dict]:
-        """The current records of ``wanted`` ({key: settings}), in the file's order; stale ones are
-        named."""
-        out = []
+    def runs(self, jobs: Iterable[Job]) -> list[dict]:
+        """The current records of ``jobs`` (measured with the settings they have now), in the file's
+        order; stale ones are named."""
+        wanted, out = {job.key: job.settings for job in jobs}, []
         for key, record in self.load().items():
             if key in wanted:
                 if self.current(record, wanted[key]):

@@ -24,9 +24,8 @@ def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
     store.fill([job(0, {"a": 1}), job(1, {"a": 1})])  # finished: skipped
     assert calls == [0, 1] and list(store.load()) == ["row | seed 0 | p1", "row | seed 1 | p1"]
     assert store.load()["row | seed 0 | p1"]["commit"] == "abc"
-    wanted = {store.key("row", f"seed {s}"): {"a": 1} for s in (0, 1)}
-    assert [r["v"] for r in store.runs(wanted)] == [0, 1]
-    assert store.runs({k: {"a": 2} for k in wanted}) == []  # changed settings: not reused
+    assert [r["v"] for r in store.runs([job(1, {"a": 1}), job(0, {"a": 1})])] == [0, 1]
+    assert store.runs([job(0, {"a": 2})]) == []  # changed settings: not reused
     store.fill([job(0, {"a": 2})])
     assert calls == [0, 1, 0]
 
@@ -34,7 +33,8 @@ def test_store_resumes_and_refuses_stale_settings(tmp_path, monkeypatch):
 def test_store_reads_records_saved_without_a_fingerprint(tmp_path):
     store = ResultStore(tmp_path / "r.json", "p1")
     store.path.write_text('{"x | p1": {"setting": "x", "commit": "c"}}')
-    assert store.runs({"x | p1": {"anything": 1}}) == [{"setting": "x", "commit": "c"}]
+    job = Job("x | p1", {"anything": 1}, lambda folder: {})
+    assert store.runs([job]) == [{"setting": "x", "commit": "c"}]
 
 
 def test_a_spec_is_read_as_plain_data(tmp_path, monkeypatch):
