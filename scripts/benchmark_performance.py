@@ -207,21 +207,12 @@ def classes_part(counts: list[int]) -> str:
     return page("", f"--part classes --classes {counted}", [*columns, "sweep peak MB"], rows)
 
 
-# what --part analysis times, as typed after the run is given, and its most seconds (None: none)
-ANALYSIS = {
-    "first sweep": ("sweep --class 3", 20.0),
-    "sweep": ("sweep --class 3", 10.0),
-    "attribute": ("attribute", None),
-    "report": ("report", 60.0),
-    "robustness": ("robustness", 60.0),
-}
-
-
 def analysis_part(repeats: int, run: str | None) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run = bench.readme_run(run, Path(tmp) / "default", "--quiet")
-        for name, (command, target) in ANALYSIS.items():
+        for name, job in SPEC["analysis"].items():
+            command, target = job["command"], job.get("target")
             typed = [*command.split(), "--out", Path(tmp) / "out"]
             times = command_cost.command_seconds(typed, run, repeats, name == "first sweep")
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")

@@ -89,6 +89,21 @@ def test_every_device_job_builds_for_the_ten_classes_it_is_timed_with():
             built_model(overrides, 10, *device_input(overrides, 224))  # the size it is timed at
 
 
+def test_every_analysis_job_parses_as_a_herd_cls_command_given_a_run():
+    """--part analysis types each job's command after ``--run RUN``: an unknown command or option
+    fails here (click's own parsing, nothing run), and a target is seconds."""
+    import shlex
+
+    from herd_cls.benchmarking import spec
+    from herd_cls.cli import main
+
+    for job in spec("benchmark_performance")["analysis"].values():
+        name, *options = shlex.split(job["command"])
+        command = main.commands[name]
+        command.make_context(name, [*options, "--run", "runs/x", "--out", "out"])
+        assert job.get("target") is None or job["target"] > 0
+
+
 def test_every_shapes_target_names_a_check_and_rows_of_its_table():
     from efficacy_shapes import SPEC
 
