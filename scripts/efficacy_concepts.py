@@ -25,17 +25,9 @@ import torch
 
 from herd_cls import benchmarking as bench
 from herd_cls.analysis.runs import score_test_split
+from herd_cls.analysis.scores import METRICS
 
-TABLES = bench.spec("efficacy_concepts")
-TITLES = {  # the registry's metrics every record keeps, and their columns' titles
-    "accuracy": "accuracy",
-    "concept_purity": "concept purity, activation AUC",
-    "concept_purity_hessian": "concept purity, Hessian AUC",
-    "block_purity": "class-mean purity",
-    "image_purity_median": "image purity, median",
-    "image_sweep_specificity": "image sweep specificity",
-}
-METRIC_NAMES = tuple(TITLES)
+SPEC = bench.spec("efficacy_concepts")
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
 
 
@@ -43,7 +35,7 @@ def score(folder: Path, overrides: dict) -> dict:
     """The registry's metrics on every test image (purity from exact |H| of the classifier's
     loss)."""
     run = bench.trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
-    scored = score_test_split(run, METRIC_NAMES)
+    scored = score_test_split(run, SPEC["metrics"])
     return {
         "scores": {
             k: None if s is None else {"overall": s.overall, "per_class": s.per_class}
@@ -56,7 +48,7 @@ def score(folder: Path, overrides: dict) -> dict:
 
 def jobs(table: str, backbone: str, seeds, settings=None, data=None):
     """The runs of ``table`` (only ``settings`` and ``data`` if given)."""
-    parts = TABLES[table]
+    parts = SPEC[table]
     for name, data_overrides in parts["data"].items():
         for label, overrides in parts["rows"].items():
             if (settings and label not in settings) or (data and name not in data):
@@ -80,19 +72,19 @@ def value(r: dict, metric: str) -> float | None:
 
 
 def overall(metric: str) -> tuple[tuple, str]:
-    """A seed_table column: the metric's overall score, under its title."""
-    return ("scores", metric, "overall"), TITLES[metric]
+    """A seed_table column: the metric's overall score, under its label in the registry."""
+    return ("scores", metric, "overall"), METRICS.get(metric).label
 
 
-CONCEPT_COLUMNS = [overall(m) for m in TITLES]
+CONCEPT_COLUMNS = [overall(m) for m in SPEC["metrics"]]
 
 
 def concepts_page(runs: list[dict], backbone: str) -> str:
     rows, lines = {}, []
-    for name in TABLES["concepts"]["data"]:
-        by = bench.group([r for r in runs if r["data"] == name], order=TABLES["concepts"]["rows"])
+    for name in SPEC["concepts"]["data"]:
+        by = bench.group([r for r in runs if r["data"] == name], order=SPEC["concepts"]["rows"])
         rows.update({(name, label): rs for label, rs in by.items()})
-        targets = TABLES["concepts"]["targets"]
+        targets = SPEC["concepts"]["targets"]
         lines += [bench.check(by, {**t, "name": f"{name}: {t['name']}"}) for t in targets]
     return (
         f"{backbone} with a decoder, 12 epochs; every test image; `python "
@@ -129,9 +121,9 @@ SCALE_COLUMNS = [
 
 
 def scale_page(runs: list[dict], backbone: str) -> str:
-    rows = bench.group(runs, order=TABLES["scale"]["rows"])
+    rows = bench.group(runs, order=SPEC["scale"]["rows"])
     statistics = {"classes with median image ≥ 0.9": share_at_least_0_9}
-    targets = [bench.check(rows, t, statistics) for t in TABLES["scale"]["targets"]]
+    targets = [bench.check(rows, t, statistics) for t in SPEC["scale"]["targets"]]
     return (
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
         "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
@@ -146,7 +138,7 @@ def scale_page(runs: list[dict], backbone: str) -> str:
 
 def main() -> None:
     parser = bench.seeds_parser(__doc__)
-    parser.add_argument("--table", choices=list(TABLES), default="concepts")
+    parser.add_argument("--table", choices=["concepts", "scale"], default="concepts")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--settings", nargs="+", help="train only these rows (default: all)")
     parser.add_argument("--data", nargs="+", help="train only on these data sets (default: all)")
@@ -155,7 +147,9 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
         report = lambda key, r: (
             f"{key}: "
-            + ", ".join(f"{m} {value(r, m):.3f}" for m in METRIC_NAMES if value(r, m) is not None)
+            + ", ".join(
+                f"{m} {value(r, m):.3f}" for m in SPEC["metrics"] if value(r, m) is not None
+            )
         )
         STORE.fill(jobs(args.table, args.backbone, args.seeds, args.settings, args.data), report)
     runs = STORE.runs(jobs(args.table, args.backbone, args.seeds))

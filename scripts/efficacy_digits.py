@@ -47,24 +47,16 @@ def torch_ce_medians(model, data: dict, layout) -> list[float]:
     return [float(m.median()) if len(m) else float("nan") for m in medians]
 
 
-# the registry's metrics each record keeps per class (under "<name>_per_class")
-PER_CLASS = (
-    "block_purity",
-    "image_purity_mean",
-    "image_purity_median",
-    "image_purity_at_least_half",
-)
-
-
 def measure(fields: dict, overrides: dict, folder: Path) -> dict:
     """Accuracy and both purity views on every test image (exact Hessians of the classifier's
     CE)."""
     run = bench.trained_run(folder, overrides)
-    scored = score_test_split(run, ["accuracy", *PER_CLASS], "exact")
+    names = SPEC["per_class_metrics"]
+    scored = score_test_split(run, ["accuracy", *names], "exact")
     return {
         **fields,
         "test_accuracy": scored.scores["accuracy"].overall,
-        **{f"{name}_per_class": scored.scores[name].per_class for name in PER_CLASS},
+        **{f"{name}_per_class": scored.scores[name].per_class for name in names},
         "image_purity_median_torch_ce_per_class": torch_ce_medians(
             run.model, scored.test, run.layout
         ),

@@ -58,11 +58,11 @@ def _benchmark_configs():
     for part in ("classifier", "pre-logits"):
         spec = efficacy_digits.SPEC[part]
         labels = [*spec["rows"], *spec.get("candidates", {})]
-        for _, settings, _ in efficacy_digits.cells(part, spec["backbones"], labels, [0]):
-            yield "digits", settings
-    for table in efficacy_concepts.TABLES:
-        for _, settings, _ in efficacy_concepts.cells(table, "resnet18", [0]):
-            yield "concepts", settings
+        for job in efficacy_digits.jobs(part, spec["backbones"], labels, [0]):
+            yield "digits", dict(job.settings)
+    for table in ("concepts", "scale"):
+        for job in efficacy_concepts.jobs(table, "resnet18", [0]):
+            yield "concepts", dict(job.settings)
     for overrides in efficacy_robustness.SETTINGS.values():
         yield "robustness", {"dataset": "digits", **overrides}
 
@@ -77,6 +77,15 @@ def test_every_benchmark_row_is_a_valid_config():
             load_config(overrides=settings)
             checked += 1
     assert checked > 30
+
+
+def test_every_metric_a_benchmark_names_is_in_the_registry():
+    """The benchmarks keep the registry's metrics under their registry names: a typo fails here."""
+    from herd_cls.analysis.scores import METRICS
+    from herd_cls.benchmarking import spec
+
+    named = spec("efficacy_concepts")["metrics"] + spec("efficacy_digits")["per_class_metrics"]
+    assert len(named) == 10 and set(named) <= set(METRICS.names())
 
 
 def test_every_device_job_builds_for_the_ten_classes_it_is_timed_with():
