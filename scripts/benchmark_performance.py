@@ -87,23 +87,12 @@ def _purity_shown(summary: dict) -> str:
     )
 
 
-def train_jobs(repeats: int) -> list[tuple[str, list[str], int, float]]:
-    """(label, options, runs, target) of each --part train job; the scale note's widths half as
-    many runs."""
-    jobs = [(k, shlex.split(j["options"]), repeats, j["target"]) for k, j in SPEC["train"].items()]
-    for w in SPEC["widths"]["dims"]:
-        options = f"--backbone resnet18 --latent-dim {w} --dims-per-class {w // 10} --shared-dims"
-        label = f"resnet18, {w}-dim bottleneck"
-        jobs.append(
-            (label, [*options.split(), str(w % 10)], max(1, repeats // 2), SPEC["widths"]["target"])
-        )
-    return jobs
-
-
 def train_part(repeats: int) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, options, runs, target in train_jobs(repeats):
+        for label, job in SPEC["train"].items():
+            options, target = shlex.split(job["options"]), job["target"]
+            runs = max(1, int(repeats * job.get("repeats", 1)))
             cost = command_cost.training_cost(options + COMMON, runs, Path(tmp) / str(len(rows)))
             verdict = f"≤ {target}x: {'met' if cost.ratio <= target else 'MISSED'}"
             rows.append(

@@ -98,19 +98,25 @@ def test_every_device_job_builds_for_the_ten_classes_it_is_timed_with():
             built_model(overrides, 10, *device_input(overrides, 224))  # the size it is timed at
 
 
-def test_every_analysis_job_parses_as_a_herd_cls_command_given_a_run():
-    """--part analysis types each job's command after ``--run RUN``: an unknown command or option
-    fails here (click's own parsing, nothing run), and a target is seconds."""
+def test_every_train_and_analysis_job_parses_as_the_herd_cls_command_it_times(monkeypatch):
+    """--part train types ``herd-cls train OPTIONS --reg ...``, --part analysis each command after
+    ``--run RUN``: an unknown command or option fails here (click's own parsing, nothing run)."""
     import shlex
 
-    from herd_cls.benchmarking import spec
+    from herd_cls.benchmarking import ROOT, spec
     from herd_cls.cli import main
 
-    for job in spec("benchmark_performance")["analysis"].values():
-        name, *options = shlex.split(job["command"])
-        command = main.commands[name]
-        command.make_context(name, [*options, "--run", "runs/x", "--out", "out"])
-        assert job.get("target") is None or job["target"] > 0
+    monkeypatch.chdir(ROOT)  # where the benchmark runs: --config paths are relative to it
+    jobs = spec("benchmark_performance")
+    typed = [
+        ["train", *shlex.split(j["options"]), "--reg", "class"] for j in jobs["train"].values()
+    ]
+    typed += [[*shlex.split(j["command"]), "--run", "runs/x"] for j in jobs["analysis"].values()]
+    for name, *options in typed:
+        main.commands[name].make_context(name, options)
+    targets = [j["target"] for j in jobs["train"].values()]
+    targets += [j["target"] for j in jobs["analysis"].values() if "target" in j]
+    assert len(typed) == 13 and all(t > 0 for t in targets)
 
 
 def test_every_shapes_target_names_a_check_and_rows_of_its_table():
