@@ -62,23 +62,14 @@ def flow_pictures(run: str | None, width: int) -> None:
 
 def shapes_grids() -> None:
     spec = bench.spec("efficacy_shapes")
+    base = {**spec["common"], **spec["thesis"]["base"]}
     for label, name in GRIDS.items():
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp) / "run"
             rows = spec["thesis"]["rows"][label]
-            bench.trained_run(
-                run,
-                {
-                    **spec["common"],
-                    **spec["thesis"]["base"],
-                    **rows,
-                    "steps": spec["steps"],
-                    "seed": 0,
-                },
-            )
-            bench.herd_cli(
-                "sweep", "--run", run, "--samples", "3", "--out", run / "report", "--quiet"
-            )
+            bench.trained_run(run, {**base, **rows, "steps": spec["steps"], "seed": 0})
+            sweep = ["sweep", "--run", run, "--samples", "3", "--out", run / "report", "--quiet"]
+            bench.herd_cli(*sweep)
             save(run / "report" / "sweep_grid" / "grid.png", name)
 
 
