@@ -138,13 +138,8 @@ def device_part(args) -> str:
     for label in args.jobs:
         base, regularised = SPEC["device"][label]["model"], SPEC["device"][label]["regularised"]
         for compiled in args.compile:
-            rates = {}
-            for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
-                torch.manual_seed(0)
-                step = bench.training_step(
-                    {**base, **extra}, args.device, args.batch, args.image_size, args.amp, compiled
-                )
-                rates[reg] = bench.images_per_second(step, args.batch, args.steps, args.device)
+            sizes = (args.batch, args.image_size, args.amp, compiled, args.steps)
+            rates = bench.throughputs(base, regularised, args.device, *sizes)
             (none_rate, none_mem), (reg_rate, reg_mem) = rates["none"], rates[regularised["reg"]]
             rows.append(
                 [

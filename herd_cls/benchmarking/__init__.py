@@ -18,6 +18,7 @@ from .store import (
     seeds_parser,
     spec,
     stamp,
+    throughputs,
     trained_run,
     training_step,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "seeds_parser",
     "spec",
     "stamp",
+    "throughputs",
     "trained_run",
     "training_step",
     "images_per_second",

@@ -8,7 +8,8 @@
   that a run whose settings have changed since is measured again rather than silently reused.
 * Runs: :func:`spec` (a benchmark's rows, from configs/benchmarks/), :func:`trained_run`,
   :func:`built_model` (untrained), :func:`training_step` (one step of it on synthetic images),
-  :func:`readme_run` and :func:`seeds_parser`.
+  :func:`throughputs` (its images/s without and with the regularizer), :func:`readme_run` and
+  :func:`seeds_parser`.
 """
 
 from __future__ import annotations
@@ -235,6 +236,31 @@ def training_step(
         return out
 
     return step
+
+
+def throughputs(
+    overrides: dict,
+    regularised: dict,
+    device: str,
+    batch: int,
+    image_size: int,
+    amp: bool,
+    compiled: bool,
+    steps: int,
+) -> dict[str, tuple[float, float]]:
+    """{"none": ..., regularised["reg"]: ...}: (images/s, peak MB) of ``steps`` timed
+    :func:`training_step` calls for ``overrides`` with ``--reg none`` and with the ``regularised``
+    overrides, each model built from seed 0."""
+    import torch
+
+    from .timing import images_per_second
+
+    rates = {}
+    for reg, extra in (("none", {"reg": "none"}), (regularised["reg"], regularised)):
+        torch.manual_seed(0)
+        step = training_step({**overrides, **extra}, device, batch, image_size, amp, compiled)
+        rates[reg] = images_per_second(step, batch, steps, device)
+    return rates
 
 
 def readme_run(run: str | None, folder: Path, *options: str) -> str:

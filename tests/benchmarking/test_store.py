@@ -125,3 +125,26 @@ def test_training_step_feeds_a_burgess_autoencoder_grey_images_of_at_most_64_pix
     out = benchmarking.training_step({**overrides, "shared_dims": 0}, "cpu", 4, 224, False, False)()
     assert out["batch"].x.shape == (4, 1, 64, 64)
     assert torch.isfinite(out["recon"])
+
+
+def test_throughputs_time_none_then_the_regularised_overrides_each_from_seed_0(monkeypatch):
+    from herd_cls.benchmarking import timing
+
+    built = []
+
+    def training_step(overrides, device, batch, size, amp, compiled):
+        built.append((overrides, torch.randint(0, 10**6, ()).item(), device, batch, size, compiled))
+        return lambda: None
+
+    rates = iter([(100.0, 50.0), (40.0, 80.0)])
+    monkeypatch.setattr(benchmarking, "training_step", training_step)
+    monkeypatch.setattr(timing, "images_per_second", lambda step, batch, steps, device: next(rates))
+    regularised = {"reg": "class", "wrt": "both"}
+    out = benchmarking.throughputs({"backbone": "conv"}, regularised, "cpu", 4, 32, True, True, 3)
+    assert out == {"none": (100.0, 50.0), "class": (40.0, 80.0)}
+    assert [b[0] for b in built] == [
+        {"backbone": "conv", "reg": "none"},
+        {"backbone": "conv", "reg": "class", "wrt": "both"},
+    ]
+    assert built[0][1] == built[1][1]  # the same random state: both models from seed 0
+    assert built[0][2:] == ("cpu", 4, 32, True)
