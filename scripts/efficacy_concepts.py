@@ -31,12 +31,13 @@ SPEC = bench.spec("efficacy_concepts")
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_concepts.json", "c1")
 
 
-def score(folder: Path, overrides: dict) -> dict:
-    """The registry's metrics on every test image (purity from exact |H| of the classifier's
-    loss)."""
+def measure(fields: dict, overrides: dict, folder: Path) -> dict:
+    """``fields`` and the registry's metrics on every test image (purity from exact |H| of the
+    classifier's loss)."""
     run = bench.trained_run(folder, overrides, "cuda" if torch.cuda.is_available() else "cpu")
     scored = score_test_split(run, SPEC["metrics"])
     return {
+        **fields,
         "scores": {
             k: None if s is None else {"overall": s.overall, "per_class": s.per_class}
             for k, s in scored.scores.items()
@@ -55,16 +56,9 @@ def jobs(table: str, backbone: str, seeds, settings=None, data=None):
                 continue
             for seed in seeds:
                 config = {**data_overrides, **parts["shared"], **overrides, "backbone": backbone}
+                config, fields = {**config, "seed": seed}, {"data": name, "setting": label}
                 key = STORE.key(table, backbone, name, label, f"seed {seed}")
-                fields, config = (
-                    {"data": name, "setting": label, "seed": seed},
-                    {**config, "seed": seed},
-                )
-                yield bench.Job(key, config, partial(measure, fields, config))
-
-
-def measure(fields: dict, config: dict, folder: Path) -> dict:
-    return {**fields, **score(folder, config)}
+                yield bench.Job(key, config, partial(measure, {**fields, "seed": seed}, config))
 
 
 def value(r: dict, metric: str) -> float | None:

@@ -96,23 +96,18 @@ def class_mean(records: list[dict]) -> float:
     return float(np.mean([np.mean(r["block_purity_per_class"]) for r in records]))
 
 
-def per_seed_lowest(field: str):
-    """mean ± std over seeds of each seed's lowest class."""
-    return lambda records: bench.mean_std([min(r[field]) for r in records])
-
-
 BLOCK, MEDIAN = "block_purity_per_class", "image_purity_median_per_class"
 COLUMNS = [
     ("test_accuracy", "test accuracy"),
     (lambda rs: bench.mean_std([np.mean(r[BLOCK]) for r in rs]), "class-mean purity"),
     (bench.formatted(bench.lowest_class(BLOCK)), "lowest class"),
-    (per_seed_lowest(BLOCK), "lowest class per seed"),
+    (bench.each_seed_lowest(BLOCK), "lowest class per seed"),
     (
         bench.formatted(lambda rs: bench.per_class(rs, "image_purity_mean_per_class").mean()),
         "image purity, mean",
     ),
     (bench.formatted(bench.lowest_class(MEDIAN)), "worst class's median image"),
-    (per_seed_lowest(MEDIAN), "per seed"),
+    (bench.each_seed_lowest(MEDIAN), "per seed"),
     (
         bench.formatted(bench.lowest_class("image_purity_at_least_half_per_class")),
         "lowest share ≥ 0.5",

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from herd_cls import benchmarking as bench
-from herd_cls.analysis.sanity import masking_signs
 from herd_cls.benchmarking import robustness_protocol as protocol
 
 SETTINGS = bench.spec("efficacy_robustness")["rows"]
@@ -107,7 +106,7 @@ def attacks_table(results: dict[str, list[dict]], eps: list[str], args) -> str:
 
 def masking_seeds(runs: list[dict]) -> str:
     """The masking signs of the row's seeds, each with how many seeds show it."""
-    signs = [s for r in runs for s in masking_signs(protocol.record_checks(r))]
+    signs = [s for r in runs for s in protocol.masking_signs(r)]
     return ", ".join(f"{s} ({signs.count(s)}/{len(runs)})" for s in sorted(set(signs))) or "none"
 
 
@@ -155,11 +154,8 @@ def per_class(results: dict[str, list[dict]], e: str) -> str:
 def verdicts(results: dict[str, list[dict]], eps: list[str]) -> list[str]:
     lines = []
     for label, runs in results.items():
-        signs = {
-            r["seed"]: masking_signs(protocol.record_checks(r))
-            for r in runs
-            if masking_signs(protocol.record_checks(r))
-        }
+        signs = {r["seed"]: protocol.masking_signs(r) for r in runs}
+        signs = {seed: found for seed, found in signs.items() if found}
         listed = "; ".join(f"seed {seed}: {', '.join(s)}" for seed, s in signs.items())
         lines.append(
             f"- {label}: gradient masking **{'RULED IN' if signs else 'ruled out'}** "

@@ -34,6 +34,7 @@ from .timing import (
 from .tables import (
     Rows,
     each_seed,
+    each_seed_lowest,
     formatted,
     group,
     lowest_class,
@@ -94,6 +95,7 @@ __all__ = [
     "check",
     "below",
     "each_seed",
+    "each_seed_lowest",
     "formatted",
     "group",
     "lowest_class",

@@ -3,8 +3,9 @@
 :func:`attacked` runs the default attacks as ``herd-cls robustness`` does (plus PGD crafted on an
 independently trained run, a transfer attack), the white-box ones again with more steps and
 restarts, and takes per image the worst of every attack of both passes (all L-inf). Records keep
-the passes :func:`compact` (no per-image lists); :func:`record_checks` and :func:`fgsm_rises` read
-their sanity checks back, also from records saved before checks carried ids.
+the passes :func:`compact` (no per-image lists); :func:`record_checks`, :func:`masking_signs` and
+:func:`fgsm_rises` read their sanity checks back, also from records saved before checks carried
+ids.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from herd_cls.analysis.run_attacks import attack_run
-from herd_cls.analysis.sanity import sanity_checks
+from herd_cls.analysis import sanity
 
 ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]  # the default pass
 STRONG = ["pgd-linf", "apgd-ce"]  # again, with strong_steps and strong_restarts
@@ -67,8 +68,14 @@ def record_checks(record: dict) -> list[dict]:
     return [
         c
         for p in passes
-        for c in (p["checks"] if all("id" in c for c in p["checks"]) else sanity_checks(p))
+        for c in (p["checks"] if all("id" in c for c in p["checks"]) else sanity.sanity_checks(p))
     ]
+
+
+def masking_signs(record: dict) -> list[str]:
+    """The gradient-masking signs among the flagged checks of a saved record's passes, each once
+    (:func:`herd_cls.analysis.sanity.masking_signs`)."""
+    return sanity.masking_signs(record_checks(record))
 
 
 def fgsm_rises(record: dict) -> bool:

@@ -122,6 +122,12 @@ def lowest_class(field: Field | Callable[[dict], list]) -> Callable[[list[dict]]
     return lambda records: float(per_class(records, field).min())
 
 
+def each_seed_lowest(field: Field) -> Callable[[list[dict]], str]:
+    """A :func:`seed_table` cell: mean ± std over the seeds of each seed's lowest class (beside
+    :func:`lowest_class`, the lowest of the seed means)."""
+    return lambda records: mean_std([min(value_at(r, field)) for r in records])
+
+
 def formatted(
     statistic: Callable[[list[dict]], float], fmt: str = "{:.3f}"
 ) -> Callable[[list[dict]], str]:

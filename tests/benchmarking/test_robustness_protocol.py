@@ -68,3 +68,11 @@ def test_record_checks_recheck_old_passes_and_fgsm_rises_reads_only_fgsm(attack,
     found = {(c["id"], c["attack"], c["verdict"]) for c in old}
     assert ("falls-with-eps", "fgsm", "flag") in found
     assert protocol.fgsm_rises({"default": fgsm_rising(), "strong": {"checks": []}})
+    assert protocol.masking_signs({"default": fgsm_rising(), "strong": {"checks": []}}) == []
+
+
+def test_masking_signs_name_each_sign_once_across_both_passes():
+    square = {"id": "gradient-free-not-stronger", "attack": "square", "verdict": "flag"}
+    passed = {**square, "attack": "pgd-linf", "verdict": "pass"}
+    record = {"default": {"checks": [square, passed]}, "strong": {"checks": [square]}}
+    assert protocol.masking_signs(record) == ["Square beats the white-box attacks"]

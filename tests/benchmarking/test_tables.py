@@ -6,6 +6,7 @@ import pytest
 from herd_cls.benchmarking import tables
 from herd_cls.benchmarking.tables import (
     each_seed,
+    each_seed_lowest,
     formatted,
     group,
     lowest_class,
@@ -83,6 +84,7 @@ def test_per_class_statistics_are_seed_means_of_each_class():
     # the lowest class of the seed means (0.3), not the mean of each seed's lowest (0.15)
     assert lowest_class("p")(records) == pytest.approx(0.3)
     assert formatted(lowest_class("p"), "{:.2f}")(records) == "0.30"
+    assert each_seed_lowest("p")(records) == "0.150 ± 0.050"  # seeds' lowest: 0.2 and 0.1
 
 
 def test_paired_table_words_a_difference_within_its_error_and_skips_single_pairs():
