@@ -126,14 +126,6 @@ PRELOGITS_COLUMNS = [
 ]
 
 
-def by_backbone(results: bench.Rows) -> dict[str, bench.Rows]:
-    """{backbone: {label: records}} of the table's rows {(backbone, label): records}."""
-    found = {}
-    for (backbone, label), records in results.items():
-        found.setdefault(backbone, {})[label] = records
-    return found
-
-
 STATISTICS = {
     "class mean": class_mean,
     "lowest class": bench.lowest_class(BLOCK),
@@ -146,7 +138,7 @@ def target_lines(part: str, results: bench.Rows, prefix: str) -> list[str | None
     of backbone and label)."""
     return [
         bench.check(rows, {**t, "name": prefix.format(b, t["label"]) + t["name"]}, STATISTICS)
-        for b, rows in by_backbone(results).items()
+        for b, rows in bench.nested(results).items()
         for t in SPEC[part]["targets"]
     ]
 
@@ -155,7 +147,7 @@ def classifier_page(results: bench.Rows, seeds) -> str:
     lines = target_lines("classifier", results, "{}: ")
     classes = [
         [backbone, view, *(f"{x:.2f}" for x in bench.per_class(rows[SHIPPED], field))]
-        for backbone, rows in by_backbone(results).items()
+        for backbone, rows in bench.nested(results).items()
         if SHIPPED in rows
         for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
     ]
@@ -189,7 +181,7 @@ def prelogits_summary(results: bench.Rows) -> str:
     """README's line: per backbone, the shipped pre-logits setting (class, block head) against
     none."""
     parts = []
-    for backbone, rows in by_backbone(results).items():
+    for backbone, rows in bench.nested(results).items():
         ours, none = rows.get("class, block head"), rows.get("none, block head")
         if ours and none:
             accuracy = lambda rs: np.mean([r["test_accuracy"] for r in rs])

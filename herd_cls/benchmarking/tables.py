@@ -46,6 +46,15 @@ def group(
     return groups if order is None else {k: groups[k] for k in order if k in groups}
 
 
+def nested(rows: dict[tuple, list[dict]]) -> dict[object, Rows]:
+    """{first label: {second label: records}} of rows labelled by pairs (as :func:`group` by two
+    fields labels them), in their order."""
+    found: dict[object, Rows] = {}
+    for (first, second), records in rows.items():
+        found.setdefault(first, {})[second] = records
+    return found
+
+
 def mean(rows: Rows, label: str, key: Key) -> float:
     """The row's value of ``key``: the seed mean of a field, or the statistic a function gives."""
     records = rows[label]

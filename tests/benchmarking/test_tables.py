@@ -12,6 +12,7 @@ from herd_cls.benchmarking.tables import (
     lowest_class,
     markdown_table,
     mean_std,
+    nested,
     paired,
     paired_table,
     per_class,
@@ -40,6 +41,13 @@ def test_cells_and_grouping():
         ("x", "b"): [0],
         ("y", "a"): [1],
     }
+    # nested by the first label, each keeping the pairs' order
+    split = {
+        k: {kk: [r["i"] for r in v] for kk, v in rows.items()}
+        for k, rows in nested(by_both).items()
+    }
+    assert split == {"y": {"b": [2], "a": [1]}, "x": {"b": [0]}}
+    assert list(split["y"]) == ["b", "a"]
 
 
 def test_paired_differences_match_records_by_seed_golden():
