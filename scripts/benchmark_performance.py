@@ -119,8 +119,13 @@ def distributed_part(repeats: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cost = command_cost.distributed_cost(repeats, Path(tmp))
     rows = [
-        [n, cost.batch // n, f"{cost.seconds(n):.1f}", f"{cost.mean(n, 'test_accuracy'):.4f}"]
-        + [f"{cost.mean(n, 'block_purity'):.3f}"]
+        [
+            n,
+            cost.batch // n,
+            f"{cost.seconds(n):.1f}",
+            f"{cost.mean(n, 'test_accuracy'):.4f}",
+            f"{cost.mean(n, 'block_purity'):.3f}",
+        ]
         for n in (1, 2)
     ]
     acc, pur = cost.gap("test_accuracy"), cost.gap("block_purity")

@@ -55,14 +55,16 @@ def jobs(table: str, backbone: str, seeds, settings=None, data=None):
             if (settings and label not in settings) or (data and name not in data):
                 continue
             for seed in seeds:
-                config = {**data_overrides, **parts["shared"], **overrides, "backbone": backbone}
-                config, fields = {**config, "seed": seed}, {"data": name, "setting": label}
+                config = {**data_overrides, **parts["shared"], **overrides}
+                config.update(backbone=backbone, seed=seed)
+                fields = {"data": name, "setting": label, "seed": seed}
                 key = STORE.key(table, backbone, name, label, f"seed {seed}")
-                yield bench.Job(key, config, partial(measure, {**fields, "seed": seed}, config))
+                yield bench.Job(key, config, partial(measure, fields, config))
 
 
-def value(r: dict, metric: str) -> float | None:
-    return bench.value_at(r, ("scores", metric, "overall"))
+def report(key: str, r: dict) -> str:
+    scores = {m: s["overall"] for m, s in r["scores"].items() if s is not None}
+    return f"{key}: " + ", ".join(f"{m} {v:.3f}" for m, v in scores.items())
 
 
 def overall(metric: str) -> tuple[tuple, str]:
@@ -139,12 +141,6 @@ def main() -> None:
     args = parser.parse_args()
     if not args.publish_only:
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
-        report = lambda key, r: (
-            f"{key}: "
-            + ", ".join(
-                f"{m} {value(r, m):.3f}" for m in SPEC["metrics"] if value(r, m) is not None
-            )
-        )
         STORE.fill(jobs(args.table, args.backbone, args.seeds, args.settings, args.data), report)
     runs = STORE.runs(jobs(args.table, args.backbone, args.seeds))
     if runs:

@@ -15,6 +15,7 @@ docs/efficacy.md. Run folders are kept in runs/efficacy_robustness/ and reused.
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from functools import partial
 
 import numpy as np
@@ -28,13 +29,7 @@ SOURCE = "none"  # transfer attacks are crafted on this setting's run of the nex
 RUN_DIR = bench.ROOT / "runs" / "efficacy_robustness"
 # "r1" ends every key: bump it when the evaluation changes, so older saved runs are not mixed in
 STORE = bench.ResultStore(bench.ROOT / "reports" / "benchmark_efficacy_robustness.json", "r1")
-PROTOCOL = {  # option: (default, help); the saved runs' settings include them
-    "n_samples": (200, "class-balanced test images attacked per run"),
-    "steps": (10, "iterations of the default attacks (the CLI's)"),
-    "queries": (1000, "Square's model evaluations per image"),
-    "strong_steps": (50, "iterations of the stronger PGD and APGD"),
-    "strong_restarts": (3, "restarts of the stronger PGD and APGD"),
-}
+PROTOCOL = [f.name for f in fields(protocol.Protocol)]  # options; saved with each run
 
 
 def run_folder(label: str, seed: int, backbone: str):
@@ -49,7 +44,8 @@ def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dic
     start = time.perf_counter()
     run = run_folder(label, seed, args.backbone)
     source = run_folder(SOURCE, seeds[(seeds.index(seed) + 1) % len(seeds)], args.backbone)
-    attacked = protocol.attacked(run, source, args.eps, **{k: getattr(args, k) for k in PROTOCOL})
+    how_hard = protocol.Protocol(**{k: getattr(args, k) for k in PROTOCOL})
+    attacked = protocol.attacked(run, source, args.eps, how_hard)
     return {
         "setting": label,
         "seed": seed,
@@ -64,12 +60,12 @@ def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dic
 def jobs(seeds: list[int], args):
     """Every run: whole seeds first, so that an interrupted benchmark still compares the
     settings."""
-    protocol = {k: getattr(args, k) for k in ("backbone", "eps", *PROTOCOL)}
+    measured_with = {k: getattr(args, k) for k in ("backbone", "eps", *PROTOCOL)}
     for seed in seeds:
         for label in SETTINGS:
             key = STORE.key(label, f"seed {seed}", args.backbone, f"n {args.n_samples}")
             measure = partial(evaluate, label, seed, seeds, args)
-            yield bench.Job(key, {**SETTINGS[label], **protocol}, measure)
+            yield bench.Job(key, {**SETTINGS[label], **measured_with}, measure)
 
 
 def report(key: str, r: dict) -> str:
@@ -207,8 +203,9 @@ def main() -> None:
     parser = bench.seeds_parser(__doc__)
     parser.add_argument("--backbone", default="resnet18", help="backbone of every run")
     parser.add_argument("--eps", type=float, nargs="+", default=[0, 0.03, 0.1, 0.3], help="L-inf")
-    for name, (default, text) in PROTOCOL.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default, help=text)
+    for f in fields(protocol.Protocol):
+        option = f"--{f.name.replace('_', '-')}"
+        parser.add_argument(option, type=int, default=f.default, help=f.metadata["help"])
     args = parser.parse_args()
     if not args.publish_only:
         torch.set_num_threads(1)

@@ -94,7 +94,8 @@ def settings_of(table: str, label: str, steps: int) -> dict:
 
 
 def measure(table: str, label: str, seed: int, settings: dict, folder: Path) -> dict:
-    scores, data = class_scores if table == "class" else thesis_scores, held_out()
+    scores = class_scores if table == "class" else thesis_scores
+    data = held_out()
     if settings.get("untrained"):
         torch.manual_seed(seed)
         config = {k: v for k, v in settings.items() if k != "untrained"}

@@ -1,14 +1,16 @@
 """The robustness benchmark's protocol on one trained run, and what its saved records read back.
 
-:func:`attacked` runs the default attacks as ``herd-cls robustness`` does (plus PGD crafted on an
-independently trained run, a transfer attack), the white-box ones again with more steps and
-restarts, and takes per image the worst of every attack of both passes (all L-inf). Records keep
-the passes :func:`compact` (no per-image lists); :func:`record_checks`, :func:`masking_signs` and
-:func:`fgsm_rises` read their sanity checks back, also from records saved before checks carried
-ids.
+:func:`attacked` runs, as hard as its :class:`Protocol` says, the default attacks as ``herd-cls
+robustness`` does (plus PGD crafted on an independently trained run, a transfer attack), the
+white-box ones again with more steps and restarts, and takes per image the worst of every attack
+of both passes (all L-inf). Records keep the passes :func:`compact` (no per-image lists);
+:func:`record_checks`, :func:`masking_signs` and :func:`fgsm_rises` read their sanity checks back,
+also from records saved before checks carried ids.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,21 +21,33 @@ ATTACKS = ["fgsm", "pgd-linf", "apgd-ce", "square"]  # the default pass
 STRONG = ["pgd-linf", "apgd-ce"]  # again, with strong_steps and strong_restarts
 
 
-def attacked(
-    run,
-    source,
-    eps: list[float],
-    n_samples: int = 200,
-    steps: int = 10,
-    queries: int = 1000,
-    strong_steps: int = 50,
-    strong_restarts: int = 3,
-) -> dict:
+@dataclass(frozen=True)
+class Protocol:
+    """How hard each run is attacked; a saved run's settings include it. Each field's help is its
+    benchmark option's."""
+
+    n_samples: int = field(
+        default=200, metadata={"help": "class-balanced test images attacked per run"}
+    )
+    steps: int = field(
+        default=10, metadata={"help": "iterations of the default attacks (the CLI's)"}
+    )
+    queries: int = field(default=1000, metadata={"help": "Square's model evaluations per image"})
+    strong_steps: int = field(
+        default=50, metadata={"help": "iterations of the stronger PGD and APGD"}
+    )
+    strong_restarts: int = field(
+        default=3, metadata={"help": "restarts of the stronger PGD and APGD"}
+    )
+
+
+def attacked(run, source, eps: list[float], protocol: Protocol = Protocol()) -> dict:
     """{"worst_of_all": {eps: accuracy}, "default": pass, "strong": pass} of ``run`` (a loaded
     Run), the transfer attack crafted on ``source``'s model; the strong pass skips eps 0."""
-    default = attack_run(run, ATTACKS, eps, steps, 1, n_samples, queries, source, "pgd-linf")
+    p = protocol
+    default = attack_run(run, ATTACKS, eps, p.steps, 1, p.n_samples, p.queries, source, "pgd-linf")
     strong_eps = [e for e in eps if e > 0]
-    strong = attack_run(run, STRONG, strong_eps, strong_steps, strong_restarts, n_samples)
+    strong = attack_run(run, STRONG, strong_eps, p.strong_steps, p.strong_restarts, p.n_samples)
     return {
         "worst_of_all": worst_of_all([default, strong], eps),
         "default": compact(default),

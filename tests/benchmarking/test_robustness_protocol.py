@@ -37,7 +37,8 @@ def test_attacked_runs_the_default_pass_with_transfer_then_the_strong_pass_above
         return result({a: {str(e): [1, 0] for e in eps} for a in attacks})
 
     monkeypatch.setattr(protocol, "attack_run", attack_run)
-    out = protocol.attacked("run", "source", [0, 0.1], n_samples=20, strong_steps=7)
+    how_hard = protocol.Protocol(n_samples=20, strong_steps=7)
+    out = protocol.attacked("run", "source", [0, 0.1], how_hard)
     assert calls == [
         (protocol.ATTACKS, [0, 0.1], 10, 1, 20, 1000, "source", "pgd-linf"),
         (protocol.STRONG, [0.1], 7, 3, 20, 1000, None, None),
