@@ -82,12 +82,13 @@ def concepts_page(runs: list[dict], backbone: str) -> str:
         rows.update({(name, label): rs for label, rs in by.items()})
         targets = SPEC["concepts"]["targets"]
         lines += [bench.check(by, {**t, "name": f"{name}: {t['name']}"}) for t in targets]
-    return (
+    return bench.page(
         f"{backbone} with a decoder, 12 epochs; every test image; `python "
-        f"scripts/efficacy_concepts.py --table concepts`, {bench.stamp(runs)}.\n\n"
-        + bench.seed_table(rows, CONCEPT_COLUMNS, lead=("data",))
-        + "\n\nClass HeRD against each baseline (issue 29's target: at or above at equal "
-        "accuracy):\n\n" + bench.verdicts(*lines) + "\n"
+        "scripts/efficacy_concepts.py --table concepts`,",
+        runs,
+        bench.seed_table(rows, CONCEPT_COLUMNS, lead=("data",)),
+        "Class HeRD against each baseline (issue 29's target: at or above at equal accuracy):",
+        bench.verdicts(*lines),
     )
 
 
@@ -120,15 +121,14 @@ def scale_page(runs: list[dict], backbone: str) -> str:
     rows = bench.group(runs, order=SPEC["scale"]["rows"])
     statistics = {"classes with median image ≥ 0.9": share_at_least_0_9}
     targets = [bench.check(rows, t, statistics) for t in SPEC["scale"]["targets"]]
-    return (
+    return bench.page(
         f"`--dataset templates` (100 generated classes, 60 images each, 32x32), {backbone}, the "
         "default budget (12 epochs, block head, no decoder); purity from exact |H| on every test "
-        "image, seed means per class. `python scripts/efficacy_concepts.py --table scale`, "
-        f"{bench.stamp(runs)}.\n\n"
-        + bench.seed_table(rows, SCALE_COLUMNS)
-        + "\n\nTargets (issue 29):\n\n"
-        + bench.verdicts(*targets)
-        + "\n"
+        "image, seed means per class. `python scripts/efficacy_concepts.py --table scale`,",
+        runs,
+        bench.seed_table(rows, SCALE_COLUMNS),
+        "Targets (issue 29):",
+        bench.verdicts(*targets),
     )
 
 

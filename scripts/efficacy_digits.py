@@ -152,28 +152,30 @@ def classifier_page(results: bench.Rows, seeds) -> str:
         for view, field in (("class mean", BLOCK), ("median image", MEDIAN))
     ]
     records = [r for rs in results.values() for r in rs]
-    return (
-        f"`python scripts/efficacy_digits.py`, seeds {list(seeds)}, {bench.stamp(records)}.\n\n"
-        + bench.seed_table(results, COLUMNS, lead=("backbone",))
-        + f"\n\nPer class, `{SHIPPED}`, seed means:\n\n"
-        + bench.markdown_table(
+    return bench.page(
+        f"`python scripts/efficacy_digits.py`, seeds {list(seeds)},",
+        records,
+        bench.seed_table(results, COLUMNS, lead=("backbone",)),
+        f"Per class, `{SHIPPED}`, seed means:",
+        bench.markdown_table(
             ["backbone", "view", *map(str, range(len(records[0][BLOCK])))], classes
-        )
-        + "\n\nTargets (efficacy issue; seed means, per class where it says so), the shipped "
-        "default against `--reg none`:\n\n" + bench.verdicts(*lines) + "\n"
+        ),
+        "Targets (efficacy issue; seed means, per class where it says so), the shipped default "
+        "against `--reg none`:",
+        bench.verdicts(*lines),
     )
 
 
 def prelogits_page(results: bench.Rows, seeds) -> str:
     """Issue 23's rows and targets, the class default against none with the same head."""
     lines = target_lines("pre-logits", results, "{}, {}: ")
-    records = [r for rs in results.values() for r in rs]
-    return (
-        f"`python scripts/efficacy_digits.py --prelogits`, seeds {list(seeds)}, "
-        f"{bench.stamp(records)}.\n\n"
-        + bench.seed_table(results, PRELOGITS_COLUMNS, lead=("backbone",))
-        + "\n\nTargets (issue 23; seed means), the class default against `--reg none` with the "
-        "same head:\n\n" + bench.verdicts(*lines) + "\n"
+    return bench.page(
+        f"`python scripts/efficacy_digits.py --prelogits`, seeds {list(seeds)},",
+        [r for rs in results.values() for r in rs],
+        bench.seed_table(results, PRELOGITS_COLUMNS, lead=("backbone",)),
+        "Targets (issue 23; seed means), the class default against `--reg none` with the same "
+        "head:",
+        bench.verdicts(*lines),
     )
 
 

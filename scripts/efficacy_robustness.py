@@ -184,18 +184,16 @@ def page(seeds: list[int], args) -> str:
     eps = [str(e) for e in args.eps if e > 0]
     mid = eps[len(eps) // 2]
     seeds_done = {label: sorted(r["seed"] for r in runs) for label, runs in results.items()}
-    return (
+    return bench.page(
         f"Digits, `--backbone {args.backbone}`, seeds {seeds_done}, {args.n_samples} images per "
-        "run; robust accuracy, mean ± std over seeds. `python scripts/efficacy_robustness.py`, "
-        f"{bench.stamp(r for runs in results.values() for r in runs)}.\n\n"
-        + attacks_table(results, eps, args)
-        + f"\n\nMasking diagnostics (APGD at eps {mid}):\n\n"
-        + diagnostics(results, mid)
-        + f"\n\nPer class at eps {eps[0]}:\n\n"
-        + per_class(results, eps[0])
-        + "\n\n"
-        + "\n".join(verdicts(results, eps))
-        + "\n"
+        "run; robust accuracy, mean ± std over seeds. `python scripts/efficacy_robustness.py`,",
+        [r for runs in results.values() for r in runs],
+        attacks_table(results, eps, args),
+        f"Masking diagnostics (APGD at eps {mid}):",
+        diagnostics(results, mid),
+        f"Per class at eps {eps[0]}:",
+        per_class(results, eps[0]),
+        "\n".join(verdicts(results, eps)),
     )
 
 

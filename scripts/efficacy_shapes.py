@@ -170,19 +170,20 @@ def tables(seeds, steps: int) -> tuple[str, str]:
         runs = STORE.runs(jobs([table], None, seeds, steps))
         rows[table] = bench.group(runs, order=SPEC[table]["rows"])
     records = [r for t in rows.values() for rs in t.values() for r in rs]
-    return summary(rows["thesis"], rows["class"]), (
-        f"`python scripts/efficacy_shapes.py --steps {steps}`, seeds {seeds}, mean ± std; "
-        f"{bench.stamp(records)}.\n\n**Benchmark validity and the thesis**:\n\n"
-        + bench.seed_table(rows["thesis"], THESIS_COLUMNS + RECON + PER_SEED)
-        + "\n\nPaired with the autoencoder (the same seeds; mean difference ± its standard "
-        "error):\n\n"
-        + bench.paired_table(rows["thesis"], "autoencoder", THESIS_COLUMNS)
-        + "\n\n**Class-specific on an autoencoder**:\n\n"
-        + bench.seed_table(rows["class"], CLASS_COLUMNS + RECON + PER_SEED)
-        + "\n\nPaired with none (the same seeds; mean difference ± its standard error):\n\n"
-        + bench.paired_table(rows["class"], "none", CLASS_COLUMNS[2:])
-        + f"\n\nTargets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and "
-        f"{CLASS_HERD}), computed from the rows above:\n\n" + targets(rows) + "\n"
+    return summary(rows["thesis"], rows["class"]), bench.page(
+        f"`python scripts/efficacy_shapes.py --steps {steps}`, seeds {seeds}, mean ± std;",
+        records,
+        "**Benchmark validity and the thesis**:",
+        bench.seed_table(rows["thesis"], THESIS_COLUMNS + RECON + PER_SEED),
+        "Paired with the autoencoder (the same seeds; mean difference ± its standard error):",
+        bench.paired_table(rows["thesis"], "autoencoder", THESIS_COLUMNS),
+        "**Class-specific on an autoencoder**:",
+        bench.seed_table(rows["class"], CLASS_COLUMNS + RECON + PER_SEED),
+        "Paired with none (the same seeds; mean difference ± its standard error):",
+        bench.paired_table(rows["class"], "none", CLASS_COLUMNS[2:]),
+        f"Targets (issues 22, 28 and the efficacy issue; the shipped rows: {UNIVERSAL} and "
+        f"{CLASS_HERD}), computed from the rows above:",
+        targets(rows),
     )
 
 

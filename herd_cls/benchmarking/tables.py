@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Union
 
 import numpy as np
 
-from .store import ROOT
+from .store import ROOT, stamp
 
 Rows = dict[str, list[dict]]
 Field = Union[str, tuple]  # a record's field, or a path of keys and list indices into it
@@ -167,6 +167,12 @@ def paired_table(rows: Rows, base: str, columns: list[tuple[Field, str]]) -> str
         lines.append([label, diffs[0]["pairs"], *cells])
     titles = [f"{title} − {base}" for _, title in columns]
     return markdown_table(["setting", "paired seeds", *titles], lines)
+
+
+def page(intro: str, records: Iterable[dict], *sections: str) -> str:
+    """A published page: ``intro`` (what was run and by which command), the :func:`stamp` of the
+    ``records`` it shows, then ``sections`` (tables, headings, verdict lines) a blank line apart."""
+    return f"{intro} {stamp(records)}.\n\n" + "\n\n".join(sections) + "\n"
 
 
 def publish(name: str, markdown: str) -> Path:

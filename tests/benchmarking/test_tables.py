@@ -4,21 +4,6 @@ publishing replaces only the marked block."""
 import pytest
 
 from herd_cls.benchmarking import tables
-from herd_cls.benchmarking.tables import (
-    each_seed,
-    each_seed_lowest,
-    formatted,
-    group,
-    lowest_class,
-    markdown_table,
-    mean_std,
-    nested,
-    paired,
-    paired_table,
-    per_class,
-    seed_table,
-    value_at,
-)
 
 
 def rows_of(**columns):
@@ -27,15 +12,15 @@ def rows_of(**columns):
 
 
 def test_cells_and_grouping():
-    assert mean_std([1.0, None, 3.0]) == "2.000 ± 1.000" and mean_std([None]) == "–"
-    table = markdown_table(["a", "b"], [[1, ""], ["x", "y"]])
+    assert tables.mean_std([1.0, None, 3.0]) == "2.000 ± 1.000" and tables.mean_std([None]) == "–"
+    table = tables.markdown_table(["a", "b"], [[1, ""], ["x", "y"]])
     assert table == "| a | b |\n|---|---|\n| 1 | |\n| x | y |"
     records = [{"setting": "b", "i": 0}, {"setting": "a", "i": 1}, {"setting": "b", "i": 2}]
-    grouped = group(records, order=["a", "b", "c"])
+    grouped = tables.group(records, order=["a", "b", "c"])
     assert {k: [r["i"] for r in v] for k, v in grouped.items()} == {"a": [1], "b": [0, 2]}
     for r, data in zip(records, ("x", "y", "y")):
         r["data"] = data
-    by_both = group(records, ("data", "setting"), order=[("y", "b"), ("x", "b"), ("y", "a")])
+    by_both = tables.group(records, ("data", "setting"), order=[("y", "b"), ("x", "b"), ("y", "a")])
     assert {k: [r["i"] for r in v] for k, v in by_both.items()} == {
         ("y", "b"): [2],
         ("x", "b"): [0],
@@ -44,7 +29,7 @@ def test_cells_and_grouping():
     # nested by the first label, each keeping the pairs' order
     split = {
         k: {kk: [r["i"] for r in v] for kk, v in rows.items()}
-        for k, rows in nested(by_both).items()
+        for k, rows in tables.nested(by_both).items()
     }
     assert split == {"y": {"b": [2], "a": [1]}, "x": {"b": [0]}}
     assert list(split["y"]) == ["b", "a"]
@@ -55,15 +40,19 @@ def test_paired_differences_match_records_by_seed_golden():
     standard error std([1, -1, 3], ddof=1) / sqrt(3) = 2 / sqrt(3); two up, one down."""
     base = [{"seed": s, "v": v} for s, v in ((0, 1.0), (1, 2.0), (2, 0.0))]
     other = [{"seed": s, "v": v} for s, v in ((0, 2.0), (1, 1.0), (2, 3.0), (3, 9.0))]
-    d = paired(base, other, lambda r: r["v"])
+    d = tables.paired(base, other, lambda r: r["v"])
     assert (d["pairs"], d["up"], d["down"]) == (3, 2, 1)
     assert d["mean"] == pytest.approx(1.0) and d["error"] == pytest.approx(2 / 3**0.5)
 
 
 def test_seed_table_means_fields_and_calls_functions_of_the_row():
     rows = {("b1", "x"): [{"v": 1.0, "n": 3}, {"v": 3.0}], ("b1", "y"): [{"v": 2.0, "n": 1}]}
-    columns = [("v", "v"), (lambda rs: f"{len(rs) * 10}", "ten per seed"), (each_seed("n"), "n")]
-    assert seed_table(rows, columns, lead=("backbone",)).splitlines() == [
+    columns = [
+        ("v", "v"),
+        (lambda rs: f"{len(rs) * 10}", "ten per seed"),
+        (tables.each_seed("n"), "n"),
+    ]
+    assert tables.seed_table(rows, columns, lead=("backbone",)).splitlines() == [
         "| backbone | setting | seeds | v | ten per seed | n |",
         "|---|---|---|---|---|---|",
         "| b1 | x | 2 | 2.000 ± 1.000 | 20 | 3, – |",
@@ -73,13 +62,18 @@ def test_seed_table_means_fields_and_calls_functions_of_the_row():
 
 def test_a_tuple_path_reads_nested_records_and_none_where_a_step_is_missing():
     record = {"a": {"b": [{"c": 1.5}, None]}, "d": 2.0}
-    assert value_at(record, ("a", "b", 0, "c")) == 1.5
-    assert value_at(record, "d") == 2.0
+    assert tables.value_at(record, ("a", "b", 0, "c")) == 1.5
+    assert tables.value_at(record, "d") == 2.0
     for missing in (("a", "b", 1, "c"), ("a", "b", 2), ("a", "x"), "x"):
-        assert value_at(record, missing) is None
+        assert tables.value_at(record, missing) is None
     rows = {"r": [{"s": {"m": 1.0}}, {"s": {"m": 3.0}}, {"s": None}]}
-    assert seed_table(rows, [(("s", "m"), "m")]).splitlines()[-1] == "| r | 3 | 2.000 ± 1.000 |"
-    assert per_class([{"s": {"q": [1, 3]}}, {"s": {"q": [3, 5]}}], ("s", "q")).tolist() == [2, 4]
+    assert (
+        tables.seed_table(rows, [(("s", "m"), "m")]).splitlines()[-1] == "| r | 3 | 2.000 ± 1.000 |"
+    )
+    assert tables.per_class([{"s": {"q": [1, 3]}}, {"s": {"q": [3, 5]}}], ("s", "q")).tolist() == [
+        2,
+        4,
+    ]
 
 
 def test_per_class_statistics_are_seed_means_of_each_class():
@@ -87,12 +81,12 @@ def test_per_class_statistics_are_seed_means_of_each_class():
         {"p": [0.2, 0.9, 0.5], "s": {"q": [1, 3]}},
         {"p": [0.4, 0.7, 0.1], "s": {"q": [3, 5]}},
     ]
-    assert per_class(records, "p").tolist() == pytest.approx([0.3, 0.8, 0.3])
-    assert per_class(records, lambda r: r["s"]["q"]).tolist() == [2, 4]
+    assert tables.per_class(records, "p").tolist() == pytest.approx([0.3, 0.8, 0.3])
+    assert tables.per_class(records, lambda r: r["s"]["q"]).tolist() == [2, 4]
     # the lowest class of the seed means (0.3), not the mean of each seed's lowest (0.15)
-    assert lowest_class("p")(records) == pytest.approx(0.3)
-    assert formatted(lowest_class("p"), "{:.2f}")(records) == "0.30"
-    assert each_seed_lowest("p")(records) == "0.150 ± 0.050"  # seeds' lowest: 0.2 and 0.1
+    assert tables.lowest_class("p")(records) == pytest.approx(0.3)
+    assert tables.formatted(tables.lowest_class("p"), "{:.2f}")(records) == "0.30"
+    assert tables.each_seed_lowest("p")(records) == "0.150 ± 0.050"  # seeds' lowest: 0.2 and 0.1
 
 
 def test_paired_table_words_a_difference_within_its_error_and_skips_single_pairs():
@@ -102,14 +96,14 @@ def test_paired_table_words_a_difference_within_its_error_and_skips_single_pairs
         noisy=[{"v": 1.0}, {"v": -1.0}, {"v": 0.5}],  # +0.167 ± 0.601
         single=[{"v": 5.0}],
     )
-    lines = paired_table(rows, "base", [("v", "v")]).splitlines()
+    lines = tables.paired_table(rows, "base", [("v", "v")]).splitlines()
     assert lines[0] == "| setting | paired seeds | v − base |"
     assert lines[2] == "| clear | 3 | +1.000 ± 0.000 (3 up, 0 down) |"
     assert lines[3] == (
         "| noisy | 3 | +0.167 ± 0.601 (2 up, 1 down, within its standard error: no difference "
         "shown) |"
     )
-    assert len(lines) == 4 and paired_table(rows, "missing", [("v", "v")]) == ""
+    assert len(lines) == 4 and tables.paired_table(rows, "missing", [("v", "v")]) == ""
 
 
 def test_publish_replaces_only_the_marked_block(tmp_path, monkeypatch, capsys):
@@ -123,3 +117,12 @@ def test_publish_replaces_only_the_marked_block(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "docs" / "p.md").read_text() == page.replace("old\n", "new\n")
     assert (tmp_path / "reports" / "t.md").read_text() == "new\n"
     assert (tmp_path / "README.md").read_text() == "top\n"
+
+
+def test_a_page_is_its_intro_and_stamp_then_its_sections_a_blank_line_apart(monkeypatch):
+    monkeypatch.setattr(tables, "stamp", lambda records: f"runs at {len(list(records))} records")
+    page = tables.page("`python x.py`, seeds [0],", [{}, {}], "| t |", "Targets:", "- a\n- b")
+    assert page == "`python x.py`, seeds [0], runs at 2 records.\n\n| t |\n\nTargets:\n\n- a\n- b\n"
+    assert (
+        tables.page("x:", [], "") == "x: runs at 0 records.\n\n\n"
+    )  # an empty table keeps its gap
