@@ -202,7 +202,7 @@ def analysis_part(repeats: int, run: str | None) -> str:
         run = bench.readme_run(run, Path(tmp) / "default", "--quiet")
         for name, job in SPEC["analysis"].items():
             command, target = job["command"], job.get("target")
-            typed = [*command.split(), "--out", Path(tmp) / "out"]
+            typed = [*shlex.split(command), "--out", Path(tmp) / "out"]
             times = command_cost.command_seconds(typed, run, repeats, name == "first sweep")
             verdict = "–" if target is None else ("met" if max(times) <= target else "MISSED")
             label = f"`herd-cls {command}`" + (

@@ -15,7 +15,7 @@ docs/efficacy.md. Run folders are kept in runs/efficacy_robustness/ and reused.
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from functools import partial
 
 import numpy as np
@@ -40,11 +40,12 @@ def run_folder(label: str, seed: int, backbone: str):
     )
 
 
-def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dict:
+def evaluate(
+    label: str, seed: int, seeds: list[int], args, how_hard: protocol.Protocol, scratch=None
+) -> dict:
     start = time.perf_counter()
     run = run_folder(label, seed, args.backbone)
     source = run_folder(SOURCE, seeds[(seeds.index(seed) + 1) % len(seeds)], args.backbone)
-    how_hard = protocol.Protocol(**{k: getattr(args, k) for k in PROTOCOL})
     attacked = protocol.attacked(run, source, args.eps, how_hard)
     return {
         "setting": label,
@@ -60,11 +61,12 @@ def evaluate(label: str, seed: int, seeds: list[int], args, scratch=None) -> dic
 def jobs(seeds: list[int], args):
     """Every run: whole seeds first, so that an interrupted benchmark still compares the
     settings."""
-    measured_with = {k: getattr(args, k) for k in ("backbone", "eps", *PROTOCOL)}
+    how_hard = protocol.Protocol(**{k: getattr(args, k) for k in PROTOCOL})
+    measured_with = {"backbone": args.backbone, "eps": args.eps, **asdict(how_hard)}
     for seed in seeds:
         for label in SETTINGS:
             key = STORE.key(label, f"seed {seed}", args.backbone, f"n {args.n_samples}")
-            measure = partial(evaluate, label, seed, seeds, args)
+            measure = partial(evaluate, label, seed, seeds, args, how_hard)
             yield bench.Job(key, {**SETTINGS[label], **measured_with}, measure)
 
 

@@ -169,9 +169,10 @@ TARGETS = {
 
 def check(rows: Rows, target: dict, statistics: dict[str, Callable] | None = None) -> str | None:
     """The verdict line of one target written as data, {"check": one of TARGETS, "name": ...,
-    "label": ..., and the check's other arguments}; a ``key`` or ``keys`` entry may name one of
-    ``statistics`` (functions of a row's records) instead of a record field, and a list (as YAML
-    writes a path) is a tuple path into nested records."""
+    "label": ..., and the check's other arguments}; a key (``key``, ``accuracy``, or one of
+    ``keys`` or ``their_keys``) may name one of ``statistics`` (functions of a row's records)
+    instead of a record field, and a list (as YAML writes a path) is a tuple path into nested
+    records."""
     target, statistics = dict(target), statistics or {}
     kind = target.pop("check")
     if kind not in TARGETS:
@@ -180,6 +181,7 @@ def check(rows: Rows, target: dict, statistics: dict[str, Callable] | None = Non
     for field in ("key", "accuracy"):
         if field in target:
             target[field] = resolve(target[field])
-    if "keys" in target:
-        target["keys"] = [resolve(k) for k in target["keys"]]
+    for field in ("keys", "their_keys"):
+        if field in target:
+            target[field] = [resolve(k) for k in target[field]]
     return TARGETS[kind](rows, **target)

@@ -141,3 +141,8 @@ def test_above_best_of_holds_each_other_row_to_its_better_key():
         == "- b: **met** (0.350 vs x 0.200)"
     )
     assert checks.above_best_of(rows, "b", "ours", "own", ["absent"], both) is None
+    # written as data, a statistic may stand for one of their keys
+    target = {"check": "above_best_of", "name": "b", "label": "ours", "key": "own"}
+    target.update(others=["y"], their_keys=["top"])
+    top = lambda records: max(r["all"] for r in records)  # y's: 0.10
+    assert checks.check(rows, target, {"top": top}) == "- b: **met** (0.350 vs y 0.100)"
